@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirrorfs: options, mount-over and the session loop.
+ *
+ * Everything that can be refused is checked before the mount, so a bad
+ * command line never leaves a half-mounted directory behind: once we
+ * daemonize there is nobody left to tell.
+ */
+#define _GNU_SOURCE
+#include "mirrorfs.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+typedef struct {
+	char *source;
+	double timeout;
+} Options;
+
+#define MIRRORFS_OPT(t, p)                                                                         \
+	{                                                                                          \
+		t, offsetof(Options, p), 1                                                         \
+	}
+static const struct fuse_opt option_spec[] = {
+    MIRRORFS_OPT("timeout=%lf", timeout),
+    FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] SOURCE MOUNTPOINT\n\n"
+	       "Mount a passthrough view of SOURCE (a directory of VM images) on\n"
+	       "MOUNTPOINT.  SOURCE and MOUNTPOINT may be the same directory.\n\n"
+	       "mirrorfs options:\n"
+	       "    -o timeout=SECONDS     how long the kernel caches names and\n"
+	       "                           attributes (default: 1.0)\n\n",
+	       prog);
+}
+
+/* The first non-option is SOURCE; the second is left for fuse_parse_cmdline. */
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	Options *opts = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT && !opts->source) {
+		opts->source = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+/* Is @path (a canonical path) the mount point of a mirrorfs mount? */
+static bool is_mirrorfs_mount(const char *path)
+{
+	g_autofree char *text = NULL;
+	g_auto(GStrv) lines = NULL;
+
+	if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL))
+		return false;
+	lines = g_strsplit(text, "\n", -1);
+	for (char **l = lines; *l; l++) {
+		g_auto(GStrv) f = g_strsplit(*l, " ", -1);
+		g_autofree char *mnt = NULL;
+		char **sep;
+
+		if (g_strv_length(f) < 7)
+			continue;
+		for (sep = f + 6; *sep && strcmp(*sep, "-") != 0; sep++)
+			;
+		if (!*sep || !sep[1] || strcmp(sep[1], "fuse.mirrorfs") != 0)
+			continue;
+		mnt = g_strcompress(f[4]); /* mountinfo escapes space as \040 */
+		if (strcmp(mnt, path) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int check_directory(const char *what, const char *path, char **canonical)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		fprintf(stderr, "mirrorfs: %s '%s': %s\n", what, path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "mirrorfs: %s '%s': %s\n", what, path, strerror(ENOTDIR));
+		return -1;
+	}
+	*canonical = realpath(path, NULL);
+	if (!*canonical) {
+		fprintf(stderr, "mirrorfs: %s '%s': %s\n", what, path, strerror(errno));
+		return -1;
+	}
+	if (is_mirrorfs_mount(*canonical)) {
+		fprintf(stderr, "mirrorfs: %s '%s' is already a mirrorfs mount\n", what, path);
+		return -1;
+	}
+	return 0;
+}
+
+static bool path_is_below(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (strcmp(outer, "/") == 0)
+		return strcmp(inner, "/") != 0;
+	return strncmp(inner, outer, n) == 0 && inner[n] == '/';
+}
+
+/* Name the file system after its source: df and mount then say what is under it. */
+static int add_fsname(struct fuse_args *args, const char *source)
+{
+	g_autofree char *opt = NULL;
+	char *escaped = NULL;
+	int ret;
+
+	if (fuse_opt_add_opt_escaped(&escaped, source) < 0)
+		return -1;
+	opt = g_strdup_printf("-osubtype=mirrorfs,fsname=%s", escaped);
+	free(escaped);
+	ret = fuse_opt_add_arg(args, opt);
+	return ret;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cmd = {0};
+	struct fuse_loop_config *loop = NULL;
+	Options opts = {.timeout = 1.0};
+	struct fuse_session *se = NULL;
+	g_autofree char *source = NULL, *mountpoint = NULL;
+	Daemon daemon = {0};
+	int ret = 1;
+
+	/* The kernel has applied the caller's umask to every mode we get. */
+	umask(0);
+	if (fuse_opt_parse(&args, &opts, option_spec, option_proc) < 0)
+		goto out_args;
+	if (fuse_parse_cmdline(&args, &cmd) < 0)
+		goto out_args;
+	if (cmd.show_help) {
+		usage(argv[0]);
+		printf("FUSE options:\n");
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out_args;
+	}
+	if (cmd.show_version) {
+		printf("mirrorfs %s\n", MFS_VERSION);
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_args;
+	}
+	if (!opts.source || !cmd.mountpoint) {
+		fprintf(stderr, "mirrorfs: %s; usage: %s [options] SOURCE MOUNTPOINT\n",
+		        opts.source ? "missing MOUNTPOINT" : "missing SOURCE and MOUNTPOINT",
+		        argv[0]);
+		goto out_args;
+	}
+	if (!(opts.timeout >= 0 && opts.timeout <= 86400)) {
+		fprintf(stderr, "mirrorfs: timeout=%g: must be between 0 and 86400 seconds\n",
+		        opts.timeout);
+		goto out_args;
+	}
+	if (check_directory("source", opts.source, &source) < 0 ||
+	    check_directory("mount point", cmd.mountpoint, &mountpoint) < 0)
+		goto out_args;
+	if (path_is_below(mountpoint, source)) {
+		fprintf(stderr,
+		        "mirrorfs: mount point '%s' lies inside source '%s'; the mount would "
+		        "loop through itself\n",
+		        cmd.mountpoint, opts.source);
+		goto out_args;
+	}
+
+	ret = mfs_new(source, &daemon.fs);
+	if (ret < 0) {
+		fprintf(stderr, "mirrorfs: source '%s': %s\n", opts.source, strerror(-ret));
+		ret = 1;
+		goto out_args;
+	}
+	ret = 1;
+	daemon.timeout = opts.timeout;
+	if (add_fsname(&args, source) < 0)
+		goto out_fs;
+
+	/* libfuse reports unknown options itself, on one line. */
+	se = fuse_session_new(&args, &mirrorfs_ops, sizeof(mirrorfs_ops), &daemon);
+	if (!se)
+		goto out_fs;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		fprintf(stderr, "mirrorfs: cannot mount on '%s'\n", cmd.mountpoint);
+		goto out_signals;
+	}
+	fuse_daemonize(cmd.foreground);
+
+	if (cmd.singlethread) {
+		ret = fuse_session_loop(se);
+	} else {
+		loop = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
+		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
+		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+		ret = fuse_session_loop_mt(se, loop);
+		fuse_loop_cfg_destroy(loop);
+	}
+	ret = ret == 0 ? 0 : 1;
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_fs:
+	mfs_free(daemon.fs);
+out_args:
+	free(cmd.mountpoint);
+	free(opts.source);
+	fuse_opt_free_args(&args);
+	return ret;
+}

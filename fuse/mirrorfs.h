@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The FUSE daemon's own declarations: what main.c and ops.c share. */
+#ifndef MIRRORFS_FUSE_H
+#define MIRRORFS_FUSE_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "mfs.h"
+
+typedef struct {
+	Mfs *fs;
+	double timeout; /* seconds the kernel may cache entries and attributes */
+} Daemon;
+
+extern const struct fuse_lowlevel_ops mirrorfs_ops;
+
+#endif

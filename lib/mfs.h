@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirrorfs engine: the public interface of lib/.
+ *
+ * An Mfs is a passthrough view of one source directory, addressed the way
+ * the FUSE low-level API addresses it: by inode objects that the caller
+ * keeps a lookup count on, and by open file and directory handles.  Every
+ * function returns 0, a count, or -errno; none of them logs.  Nothing here
+ * depends on libfuse, so the engine is unit tested without a mount.
+ *
+ * Unless a function says otherwise it may block on I/O and takes no lock
+ * that the caller must know about.
+ */
+#ifndef MFS_H
+#define MFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#define MFS_VERSION "0.1.0"
+
+typedef struct Mfs Mfs;
+typedef struct MfsInode MfsInode;
+typedef struct MfsFile MfsFile;
+typedef struct MfsDir MfsDir;
+
+/* Who asked: new objects are created as this caller. */
+typedef struct {
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+} MfsCred;
+
+/* The result of lookup, create, mkdir, ...: one lookup count on inode. */
+typedef struct {
+	MfsInode *inode;
+	struct stat st;
+} MfsEntry;
+
+/* Which fields mfs_setattr() changes; the caller maps its own flags. */
+enum {
+	MFS_SET_MODE = 1 << 0,
+	MFS_SET_UID = 1 << 1,
+	MFS_SET_GID = 1 << 2,
+	MFS_SET_SIZE = 1 << 3,
+	MFS_SET_ATIME = 1 << 4,
+	MFS_SET_MTIME = 1 << 5,
+	MFS_SET_ATIME_NOW = 1 << 6,
+	MFS_SET_MTIME_NOW = 1 << 7,
+};
+
+/*
+ * Open @source_dir and make the passthrough over it.  The directory is
+ * opened here, so a caller that mounts on top of it afterwards still sees
+ * what lies beneath.
+ */
+int mfs_new(const char *source_dir, Mfs **out);
+void mfs_free(Mfs *fs);
+MfsInode *mfs_root(Mfs *fs);
+/* Inodes known to the table, the root included: for tests and status. */
+unsigned mfs_inode_count(Mfs *fs);
+
+int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);
+/* Drop @nlookup lookup counts; the inode is freed when none remain. */
+void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup);
+
+/* @file may be NULL; when given its descriptor is used (fstat on open file). */
+int mfs_getattr(Mfs *fs, MfsInode *inode, MfsFile *file, struct stat *out);
+int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set,
+                struct stat *out);
+int mfs_access(Mfs *fs, MfsInode *inode, int mask, const MfsCred *cred, const gid_t *groups,
+               int ngroups);
+int mfs_readlink(Mfs *fs, MfsInode *inode, char *buf, size_t size);
+int mfs_statfs(Mfs *fs, MfsInode *inode, struct statvfs *out);
+
+int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rdev,
+              const MfsCred *cred, MfsEntry *out);
+int mfs_mkdir(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, const MfsCred *cred,
+              MfsEntry *out);
+int mfs_symlink(Mfs *fs, const char *target, MfsInode *parent, const char *name,
+                const MfsCred *cred, MfsEntry *out);
+int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname, MfsEntry *out);
+int mfs_unlink(Mfs *fs, MfsInode *parent, const char *name);
+int mfs_rmdir(Mfs *fs, MfsInode *parent, const char *name);
+int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
+               const char *newname, unsigned int flags);
+
+/* Extended attributes: get and list return the size, as getxattr(2) does. */
+int mfs_getxattr(Mfs *fs, MfsInode *inode, const char *name, void *buf, size_t size);
+int mfs_listxattr(Mfs *fs, MfsInode *inode, char *buf, size_t size);
+int mfs_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value, size_t size,
+                 int flags);
+int mfs_removexattr(Mfs *fs, MfsInode *inode, const char *name);
+
+/* Open files.  @flags are open(2) flags; O_DIRECT is honoured. */
+int mfs_open(Mfs *fs, MfsInode *inode, int flags, MfsFile **out);
+int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int flags,
+               const MfsCred *cred, MfsEntry *entry, MfsFile **out);
+void mfs_release(Mfs *fs, MfsFile *file);
+bool mfs_file_is_direct(const MfsFile *file);
+
+/*
+ * Read up to @size bytes at @off into a buffer owned by the calling thread
+ * (aligned for O_DIRECT, valid until this thread's next read); *@data
+ * points at it.  Returns the byte count.
+ */
+ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data);
+/* @buf may be unaligned; O_DIRECT files bounce it through an aligned buffer. */
+ssize_t mfs_file_write(MfsFile *file, const void *buf, size_t size, off_t off);
+int mfs_file_flush(MfsFile *file);
+int mfs_file_fsync(MfsFile *file, bool datasync);
+int mfs_file_fallocate(MfsFile *file, int mode, off_t off, off_t len);
+off_t mfs_file_lseek(MfsFile *file, off_t off, int whence);
+ssize_t mfs_file_copy_range(MfsFile *in, off_t off_in, MfsFile *out, off_t off_out, size_t len,
+                            unsigned int flags);
+
+/* Directories. */
+int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out);
+void mfs_releasedir(Mfs *fs, MfsDir *dir);
+int mfs_fsyncdir(MfsDir *dir, bool datasync);
+/*
+ * Position @dir at @off (0, or an offset returned by an earlier entry) and
+ * return the next entry, with the offset of the one after it in *@next_off.
+ * Returns 1 with an entry, 0 at the end, -errno on error.
+ */
+int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned char *type,
+                off_t *next_off);
+
+/* Utilities shared by the daemon, the CLIs and the tests. */
+
+/* Parse "4096", "64K", "1M", "2G", "1T" (powers of 1024) into bytes. */
+int mfs_parse_size(const char *text, uint64_t *out);
+
+#endif /* MFS_H */

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Small helpers of the engine: size parsing, per-thread aligned buffers,
+ * /proc/self/fd paths and running a creation as the caller.
+ */
+#define _GNU_SOURCE
+#include "mfs-int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/fsuid.h>
+
+int mfs_parse_size(const char *text, uint64_t *out)
+{
+	const char *p = text;
+	char *end;
+	unsigned shift = 0;
+	uint64_t value;
+
+	if (!text || !*text)
+		return -EINVAL;
+	/* strtoull accepts a sign and leading space; sizes have neither. */
+	if (!g_ascii_isdigit(*p))
+		return -EINVAL;
+	errno = 0;
+	value = g_ascii_strtoull(p, &end, 10);
+	if (errno)
+		return -errno;
+	switch (g_ascii_toupper(*end)) {
+	case '\0':
+		break;
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case 'T':
+		shift = 40;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end) {
+		end++;
+		/* "64K", "64KiB" and "64KB" all mean 65536. */
+		if (*end == 'i' || *end == 'I')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+		if (*end)
+			return -EINVAL;
+	}
+	if (shift && value > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = value << shift;
+	return 0;
+}
+
+typedef struct {
+	size_t size;
+	void *data;
+} ThreadBuffer;
+
+static void thread_buffer_free(gpointer p)
+{
+	ThreadBuffer *tb = p;
+
+	free(tb->data);
+	g_free(tb);
+}
+
+static GPrivate thread_buffer_key = G_PRIVATE_INIT(thread_buffer_free);
+
+void *mfs_thread_buffer(size_t size)
+{
+	ThreadBuffer *tb = g_private_get(&thread_buffer_key);
+
+	if (!tb) {
+		tb = g_new0(ThreadBuffer, 1);
+		g_private_set(&thread_buffer_key, tb);
+	}
+	if (tb->size < size) {
+		void *data;
+		/* Grow in whole MiB so a thread settles after a few requests. */
+		size_t want = (size + (1 << 20) - 1) & ~(size_t)((1 << 20) - 1);
+
+		if (posix_memalign(&data, MFS_DIRECT_ALIGN, want))
+			return NULL;
+		free(tb->data);
+		tb->data = data;
+		tb->size = want;
+	}
+	return tb->data;
+}
+
+void mfs_proc_fd_path(int fd, char buf[MFS_PROC_FD_LEN])
+{
+	snprintf(buf, MFS_PROC_FD_LEN, "/proc/self/fd/%d", fd);
+}
+
+void mfs_cred_enter(const MfsCred *cred, MfsCredSaved *saved)
+{
+	saved->switched = false;
+	if (!cred || geteuid() != 0 || (cred->uid == 0 && cred->gid == 0))
+		return;
+	/* setfsuid/setfsgid act on the calling thread only, as wanted here. */
+	saved->gid = setfsgid(cred->gid);
+	saved->uid = setfsuid(cred->uid);
+	saved->switched = true;
+}
+
+void mfs_cred_leave(const MfsCredSaved *saved)
+{
+	if (!saved->switched)
+		return;
+	setfsuid(saved->uid);
+	setfsgid(saved->gid);
+}
