@@ -32,7 +32,6 @@ typedef struct MfsDir MfsDir;
 typedef struct {
 	uid_t uid;
 	gid_t gid;
-	mode_t umask;
 } MfsCred;
 
 /* The result of lookup, create, mkdir, ...: one lookup count on inode. */

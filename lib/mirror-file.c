@@ -1,0 +1,532 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Per-file I/O mirroring.
+ *
+ * A file being migrated has a copy cursor, cp_offset: every byte below it
+ * is already on the target.  The copier advances it one chunk at a time;
+ * the guest keeps writing.  Three kinds of range are tracked under the
+ * file's lock:
+ *
+ *   - the chunk in flight, [chunk_start, chunk_end), claimed by the
+ *     copier while it reads the source and writes the target;
+ *   - the guest operations in flight (write, fallocate, truncate), each
+ *     a range admitted under the lock and released when it is done on
+ *     both sides;
+ *   - cp_offset itself, which only the copier moves (and truncate, down).
+ *
+ * Rules, and why they are enough:
+ *
+ * 1. A guest operation is admitted only when its range overlaps neither
+ *    the chunk in flight nor another operation in flight.  At admission it
+ *    decides, once, which part goes to both sides: [start, cp_offset).
+ *    The part at or above cp_offset goes to the source only.
+ *
+ * 2. The copier claims its chunk first and only then waits for the
+ *    operations in flight inside it to drain.  Once claimed, no new
+ *    operation can enter the chunk (rule 1), so the drain ends: a stream
+ *    of guest writes into the chunk cannot starve the copier.  Operations
+ *    elsewhere are not held up at all.
+ *
+ * 3. The copier reads the chunk only after the drain, so every write that
+ *    decided "source only" for a part of the chunk has reached the source
+ *    before the copier reads it (no lost write).  cp_offset moves past the
+ *    chunk under the lock, after the chunk is on the target, so no write
+ *    can decide "source only" for a range the copier has already read.
+ *
+ * 4. Overlapping operations never run at the same time (rule 1), so they
+ *    reach source and target in the same order, and both end with the
+ *    same bytes.
+ *
+ * When the copier finds the cursor at the end of the source, it claims
+ * everything from there to infinity, drains, sets the target's size to
+ * the source's and marks the file mirrored (cp_offset = MIRROR_OFF_MAX):
+ * from then on every change goes to both sides, growth included.
+ *
+ * A failure on the target (or of the copier) is never the guest's
+ * failure: it is recorded, the file is detached (source only from then
+ * on) and the owner is told, so that the migration aborts.
+ *
+ * Lock order: MirrorFile.lock is a leaf; no other lock is taken under it,
+ * and no I/O is done under it.  Hooks and the error handler are called
+ * without it.
+ */
+#define _GNU_SOURCE
+#include "mirror-file.h"
+#include "mfs-int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIRROR_OFF_MAX INT64_MAX
+
+typedef struct Range Range;
+struct Range {
+	off_t start, end;
+	Range *next;
+};
+
+struct MirrorFile {
+	int src_fd;        /* immutable; the copier's */
+	int dst_fd;        /* immutable */
+	size_t chunk_size; /* immutable */
+	bool dst_fresh;    /* immutable */
+	MirrorHook hook;   /* set before use */
+	void *hook_opaque;
+	MirrorErrorFn on_error; /* set before use */
+	void *error_opaque;
+	void *copy_buf; /* the copier's, aligned */
+
+	GMutex lock;
+	GCond cond;                   /* a range was released, or the file detached */
+	off_t cp_offset;              /* protected by lock */
+	off_t chunk_start, chunk_end; /* protected by lock; equal when none */
+	Range *inflight;              /* protected by lock */
+	bool detached;                /* protected by lock */
+	int error;                    /* protected by lock */
+	off_t size;                   /* protected by lock */
+	uint64_t bytes_copied;        /* protected by lock */
+	uint64_t mirrored_writes;     /* protected by lock */
+	uint64_t waited_writes;       /* protected by lock */
+	uint64_t max_wait_ns;         /* protected by lock */
+};
+
+MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_fresh)
+{
+	MirrorFile *mf = g_new0(MirrorFile, 1);
+
+	mf->src_fd = src_fd;
+	mf->dst_fd = dst_fd;
+	mf->chunk_size = chunk_size;
+	mf->dst_fresh = dst_fresh;
+	g_mutex_init(&mf->lock);
+	g_cond_init(&mf->cond);
+	return mf;
+}
+
+void mirror_file_free(MirrorFile *mf)
+{
+	if (!mf)
+		return;
+	g_assert(!mf->inflight);
+	close(mf->src_fd);
+	close(mf->dst_fd);
+	free(mf->copy_buf);
+	g_cond_clear(&mf->cond);
+	g_mutex_clear(&mf->lock);
+	g_free(mf);
+}
+
+void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque)
+{
+	mf->hook = hook;
+	mf->hook_opaque = opaque;
+}
+
+void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque)
+{
+	mf->on_error = fn;
+	mf->error_opaque = opaque;
+}
+
+static void run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t end)
+{
+	if (mf->hook)
+		mf->hook(mf, point, start, end - start, mf->hook_opaque);
+}
+
+static bool overlaps(off_t a, off_t b, off_t c, off_t d)
+{
+	return a < d && c < b;
+}
+
+static bool overlaps_inflight_locked(MirrorFile *mf, off_t start, off_t end)
+{
+	for (Range *r = mf->inflight; r; r = r->next)
+		if (overlaps(start, end, r->start, r->end))
+			return true;
+	return false;
+}
+
+static bool overlaps_chunk_locked(MirrorFile *mf, off_t start, off_t end)
+{
+	return mf->chunk_start < mf->chunk_end &&
+	       overlaps(start, end, mf->chunk_start, mf->chunk_end);
+}
+
+/*
+ * Rule 1: wait until [start, end) conflicts with nothing, register it and
+ * return where its mirrored part ends (== start when there is none).
+ */
+static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
+{
+	gint64 t0 = 0;
+	bool chunk_wait = false;
+	off_t mirror_end;
+
+	g_mutex_lock(&mf->lock);
+	while (!mf->detached) {
+		bool on_chunk = overlaps_chunk_locked(mf, start, end);
+
+		if (!on_chunk && !overlaps_inflight_locked(mf, start, end))
+			break;
+		if (!t0) {
+			t0 = g_get_monotonic_time();
+			if (mf->hook) {
+				g_mutex_unlock(&mf->lock);
+				run_hook(mf, MIRROR_HOOK_WRITE_WAITING, start, end);
+				g_mutex_lock(&mf->lock);
+				continue;
+			}
+		}
+		chunk_wait |= on_chunk;
+		g_cond_wait(&mf->cond, &mf->lock);
+	}
+	if (chunk_wait) {
+		uint64_t ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
+
+		mf->waited_writes++;
+		if (ns > mf->max_wait_ns)
+			mf->max_wait_ns = ns;
+	}
+	mirror_end = mf->detached ? start : MIN(end, mf->cp_offset);
+	if (mirror_end < start)
+		mirror_end = start;
+	r->start = start;
+	r->end = end;
+	r->next = mf->inflight;
+	mf->inflight = r;
+	if (mirror_end > start)
+		mf->mirrored_writes++;
+	g_mutex_unlock(&mf->lock);
+	run_hook(mf, MIRROR_HOOK_WRITE_ADMITTED, start, end);
+	return mirror_end;
+}
+
+static void range_release_locked(MirrorFile *mf, Range *r)
+{
+	Range **p;
+
+	for (p = &mf->inflight; *p != r; p = &(*p)->next)
+		g_assert(*p);
+	*p = r->next;
+	g_cond_broadcast(&mf->cond);
+}
+
+static void range_release(MirrorFile *mf, Range *r)
+{
+	g_mutex_lock(&mf->lock);
+	range_release_locked(mf, r);
+	g_mutex_unlock(&mf->lock);
+}
+
+/* Record the first target failure, detach, and tell the owner once. */
+static void mirror_fail(MirrorFile *mf, int err)
+{
+	bool first;
+
+	g_mutex_lock(&mf->lock);
+	first = mf->error == 0;
+	if (first)
+		mf->error = err;
+	mf->detached = true;
+	g_cond_broadcast(&mf->cond);
+	g_mutex_unlock(&mf->lock);
+	if (first && mf->on_error)
+		mf->on_error(mf, err, mf->error_opaque);
+}
+
+void mirror_file_detach(MirrorFile *mf)
+{
+	g_mutex_lock(&mf->lock);
+	mf->detached = true;
+	g_cond_broadcast(&mf->cond);
+	g_mutex_unlock(&mf->lock);
+}
+
+static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -ENOSPC;
+		p += n;
+		len -= n;
+		off += n;
+	}
+	return 0;
+}
+
+ssize_t mirror_file_write(MirrorFile *mf, int src_fd, const void *buf, size_t len, off_t off)
+{
+	Range r;
+	off_t mirror_end = range_admit(mf, &r, off, off + (off_t)len);
+	ssize_t n = pwrite(src_fd, buf, len, off);
+	ssize_t ret = n < 0 ? -errno : n;
+
+	if (n > 0 && mirror_end > off) {
+		int err = pwrite_all(mf->dst_fd, buf, MIN((off_t)n, mirror_end - off), off);
+
+		if (err < 0)
+			mirror_fail(mf, err);
+	}
+	range_release(mf, &r);
+	return ret;
+}
+
+int mirror_file_fallocate(MirrorFile *mf, int src_fd, int mode, off_t off, off_t len)
+{
+	Range r;
+	off_t mirror_end = range_admit(mf, &r, off, off + len);
+	int ret = fallocate(src_fd, mode, off, len) < 0 ? -errno : 0;
+
+	if (ret == 0 && mirror_end > off) {
+		/* Mirrored whole when the file is, so that growth is mirrored too. */
+		off_t tlen = mirror_end == MIRROR_OFF_MAX ? len : mirror_end - off;
+
+		if (fallocate(mf->dst_fd, mode, off, tlen) < 0)
+			mirror_fail(mf, -errno);
+	}
+	range_release(mf, &r);
+	return ret;
+}
+
+int mirror_file_truncate(MirrorFile *mf, int src_fd, off_t size)
+{
+	struct stat st;
+	Range r;
+	off_t mirror_end, from;
+	int ret;
+
+	if (fstat(src_fd, &st) < 0)
+		return -errno;
+	/* Everything from the lower of the two sizes up changes. */
+	from = MIN(size, st.st_size);
+	mirror_end = range_admit(mf, &r, from, MIRROR_OFF_MAX);
+	ret = ftruncate(src_fd, size) < 0 ? -errno : 0;
+	/*
+	 * The target follows when the new end lies in its copied part; above
+	 * the cursor the copier will find the new size by itself.
+	 */
+	if (ret == 0 && mirror_end > from && size <= mirror_end) {
+		if (ftruncate(mf->dst_fd, size) < 0) {
+			mirror_fail(mf, -errno);
+		} else if (mirror_end != MIRROR_OFF_MAX) {
+			g_mutex_lock(&mf->lock);
+			mf->cp_offset = MIN(mf->cp_offset, size);
+			g_mutex_unlock(&mf->lock);
+		}
+	}
+	g_mutex_lock(&mf->lock);
+	if (ret == 0)
+		mf->size = size;
+	range_release_locked(mf, &r);
+	g_mutex_unlock(&mf->lock);
+	return ret;
+}
+
+int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
+{
+	int ret = (datasync ? fdatasync(src_fd) : fsync(src_fd)) < 0 ? -errno : 0;
+	bool detached;
+
+	g_mutex_lock(&mf->lock);
+	detached = mf->detached;
+	g_mutex_unlock(&mf->lock);
+	if (ret == 0 && !detached) {
+		if ((datasync ? fdatasync(mf->dst_fd) : fsync(mf->dst_fd)) < 0)
+			mirror_fail(mf, -errno);
+	}
+	return ret;
+}
+
+/* Rule 2: claim [start, end) for the copier and wait for the operations in it. */
+static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
+{
+	g_mutex_lock(&mf->lock);
+	mf->chunk_start = start;
+	mf->chunk_end = end;
+	g_mutex_unlock(&mf->lock);
+	run_hook(mf, MIRROR_HOOK_CHUNK_CLAIMED, start, end);
+	g_mutex_lock(&mf->lock);
+	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
+		g_cond_wait(&mf->cond, &mf->lock);
+	g_mutex_unlock(&mf->lock);
+}
+
+/* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
+static void chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied)
+{
+	g_mutex_lock(&mf->lock);
+	if (new_cp >= 0)
+		mf->cp_offset = new_cp;
+	mf->bytes_copied += copied;
+	mf->chunk_start = mf->chunk_end = 0;
+	g_cond_broadcast(&mf->cond);
+	g_mutex_unlock(&mf->lock);
+}
+
+static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
+{
+	while (pos < end) {
+		size_t want = MIN((off_t)mf->chunk_size, end - pos);
+		ssize_t n = pread(mf->src_fd, mf->copy_buf, want, pos);
+		int ret;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break; /* shorter than fstat said: nothing more to copy */
+		run_hook(mf, MIRROR_HOOK_CHUNK_READ, pos, pos + n);
+		ret = pwrite_all(mf->dst_fd, mf->copy_buf, n, pos);
+		if (ret < 0)
+			return ret;
+		*copied += n;
+		pos += n;
+	}
+	return 0;
+}
+
+/*
+ * Copy the data extents of [start, end) and leave its holes as holes.
+ * A target that may hold old bytes (reused after a crash) gets them
+ * punched out.
+ */
+static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *copied)
+{
+	off_t pos = start;
+	int ret;
+
+	while (pos < end) {
+		off_t data = lseek(mf->src_fd, pos, SEEK_DATA);
+		off_t hole;
+
+		if (data < 0) {
+			if (errno != ENXIO)
+				return -errno;
+			data = end; /* nothing but hole up to the end of file */
+		}
+		data = MIN(data, end);
+		if (data > pos && !mf->dst_fresh &&
+		    fallocate(mf->dst_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos,
+		              data - pos) < 0 &&
+		    errno != EOPNOTSUPP)
+			return -errno;
+		if (data >= end)
+			break;
+		hole = lseek(mf->src_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			return -errno;
+		hole = MIN(hole, end);
+		ret = copy_data(mf, data, hole, copied);
+		if (ret < 0)
+			return ret;
+		pos = hole;
+	}
+	return 0;
+}
+
+int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
+{
+	off_t start, end;
+	struct stat st;
+	int ret;
+
+	*copied = 0;
+	g_mutex_lock(&mf->lock);
+	start = mf->cp_offset;
+	ret = mf->error;
+	if (!ret && mf->detached)
+		ret = -ECANCELED;
+	g_mutex_unlock(&mf->lock);
+	if (ret < 0)
+		return ret;
+	if (start == MIRROR_OFF_MAX)
+		return 0;
+	if (!mf->copy_buf && posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, mf->chunk_size))
+		return -ENOMEM;
+
+	chunk_claim(mf, start, start + (off_t)mf->chunk_size);
+	if (fstat(mf->src_fd, &st) < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	if (st.st_size <= start) {
+		/* At the end: claim the rest of the file to pin its size, then finish. */
+		chunk_claim(mf, start, MIRROR_OFF_MAX);
+		if (fstat(mf->src_fd, &st) < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		if (st.st_size > start) {
+			chunk_release(mf, -1, 0); /* it grew meanwhile: go on copying */
+			return 1;
+		}
+		if (ftruncate(mf->dst_fd, st.st_size) < 0) {
+			ret = -errno;
+			goto fail;
+		}
+		g_mutex_lock(&mf->lock);
+		mf->size = st.st_size;
+		g_mutex_unlock(&mf->lock);
+		chunk_release(mf, MIRROR_OFF_MAX, 0);
+		return 0;
+	}
+	end = MIN(st.st_size, start + (off_t)mf->chunk_size);
+	ret = copy_range_sparse(mf, start, end, copied);
+	if (ret < 0)
+		goto fail;
+	g_mutex_lock(&mf->lock);
+	mf->size = st.st_size;
+	g_mutex_unlock(&mf->lock);
+	chunk_release(mf, end, *copied);
+	return 1;
+
+fail:
+	chunk_release(mf, -1, 0);
+	mirror_fail(mf, ret);
+	return ret;
+}
+
+int mirror_file_flush_target(MirrorFile *mf)
+{
+	if (fdatasync(mf->dst_fd) < 0) {
+		int ret = -errno;
+
+		mirror_fail(mf, ret);
+		return ret;
+	}
+	return 0;
+}
+
+int mirror_file_target_fd(MirrorFile *mf)
+{
+	return mf->dst_fd;
+}
+
+void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
+{
+	g_mutex_lock(&mf->lock);
+	out->size = mf->size;
+	out->mirrored = mf->cp_offset == MIRROR_OFF_MAX;
+	out->cp_offset = out->mirrored ? mf->size : mf->cp_offset;
+	out->bytes_copied = mf->bytes_copied;
+	out->mirrored_writes = mf->mirrored_writes;
+	out->waited_writes = mf->waited_writes;
+	out->max_wait_ns = mf->max_wait_ns;
+	out->error = mf->error;
+	g_mutex_unlock(&mf->lock);
+}

@@ -1,0 +1,79 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Per-file I/O mirroring: the copy cursor, the chunk in flight and the
+ * guest writes in flight of one file being migrated.  See mirror-file.c
+ * for the ordering rules.
+ */
+#ifndef MIRROR_FILE_H
+#define MIRROR_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct MirrorFile MirrorFile;
+
+/* Points where a test may stop a thread to force an interleaving. */
+typedef enum {
+	MIRROR_HOOK_CHUNK_CLAIMED,  /* copier: chunk marked in flight, not yet drained */
+	MIRROR_HOOK_CHUNK_READ,     /* copier: chunk read from the source, not yet written */
+	MIRROR_HOOK_WRITE_ADMITTED, /* writer: range admitted, nothing written yet */
+	MIRROR_HOOK_WRITE_WAITING,  /* writer: about to wait for a conflicting range */
+} MirrorHookPoint;
+
+typedef void (*MirrorErrorFn)(MirrorFile *mf, int err, void *opaque);
+typedef void (*MirrorHook)(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len,
+                           void *opaque);
+
+typedef struct {
+	off_t size;            /* of the source, as last seen */
+	off_t cp_offset;       /* every byte below is on the target */
+	uint64_t bytes_copied; /* data the copier moved (holes not counted) */
+	uint64_t mirrored_writes;
+	uint64_t waited_writes; /* writes that waited on the chunk in flight */
+	uint64_t max_wait_ns;
+	bool mirrored; /* copy done: every change goes to both sides */
+	int error;     /* first target error (-errno), 0 if none */
+} MirrorFileStats;
+
+/*
+ * Start mirroring a file.  @src_fd is read by the copier; @dst_fd is the
+ * target, written by the copier and by mirrored operations.  Both are
+ * owned by the MirrorFile from now on.  @dst_fresh says the target was
+ * created empty, so holes need not be punched into it.
+ */
+MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_fresh);
+void mirror_file_free(MirrorFile *mf);
+void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
+/* Called once, without locks held, on the first target failure. */
+void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);
+
+/*
+ * Guest operations.  Each applies the operation to @src_fd (the guest's
+ * own descriptor of the source) and, where the rules say so, to the
+ * target; they return what the source returned.  A target failure does
+ * not fail the guest: it is recorded (see stats.error), mirroring stops
+ * for this file, and the migration is expected to abort.  May block on
+ * the chunk in flight and on overlapping writes.
+ */
+ssize_t mirror_file_write(MirrorFile *mf, int src_fd, const void *buf, size_t len, off_t off);
+int mirror_file_fallocate(MirrorFile *mf, int src_fd, int mode, off_t off, off_t len);
+int mirror_file_truncate(MirrorFile *mf, int src_fd, off_t size);
+int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync);
+
+/*
+ * Copier: copy the next chunk.  Returns 1 when there is more to copy, 0
+ * when the file is mirrored, -errno when the copy failed (the error is
+ * recorded as for a target failure).  @copied gets the data bytes moved.
+ */
+int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
+
+/* Flush the target (ahead of the switch).  */
+int mirror_file_flush_target(MirrorFile *mf);
+int mirror_file_target_fd(MirrorFile *mf);
+void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out);
+/* Stop mirroring after a failure or cancel: from now on source only. */
+void mirror_file_detach(MirrorFile *mf);
+
+#endif /* MIRROR_FILE_H */

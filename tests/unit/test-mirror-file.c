@@ -1,0 +1,698 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of per-file mirroring (lib/mirror-file.c): every row of the
+ * write table, the races of the copier with guest writes (forced with the
+ * engine's hooks, not hoped for), liveness, growth, holes, truncation,
+ * target failure, and a concurrent stress test checked against a model.
+ */
+#define _GNU_SOURCE
+#include "mirror-file.h"
+#include "mfs-int.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK (64 * 1024)
+
+typedef struct {
+	char *dir;
+	char *src_path, *dst_path;
+	int guest_fd; /* the guest's descriptor of the source */
+	int dst_check_fd;
+	MirrorFile *mf;
+} Fixture;
+
+static Fixture fx;
+
+static void fixture_open(off_t initial_size, bool fill)
+{
+	int src_ro, dst;
+
+	fx.dir = g_dir_make_tmp("mfs-mirror-XXXXXX", NULL);
+	ck_assert_ptr_nonnull(fx.dir);
+	fx.src_path = g_build_filename(fx.dir, "src", NULL);
+	fx.dst_path = g_build_filename(fx.dir, "dst", NULL);
+	fx.guest_fd = open(fx.src_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fx.guest_fd, 0);
+	if (fill) {
+		g_autofree unsigned char *buf = g_malloc(initial_size ? initial_size : 1);
+
+		for (off_t i = 0; i < initial_size; i++)
+			buf[i] = (unsigned char)(i * 7 + 3);
+		ck_assert_int_eq(pwrite(fx.guest_fd, buf, initial_size, 0), initial_size);
+	} else {
+		ck_assert_int_eq(ftruncate(fx.guest_fd, initial_size), 0);
+	}
+	src_ro = open(fx.src_path, O_RDONLY);
+	dst = open(fx.dst_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	fx.dst_check_fd = open(fx.dst_path, O_RDONLY);
+	ck_assert(src_ro >= 0 && dst >= 0 && fx.dst_check_fd >= 0);
+	fx.mf = mirror_file_new(src_ro, dst, CHUNK, true);
+}
+
+static void fixture_close(void)
+{
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", fx.dir);
+
+	mirror_file_free(fx.mf);
+	close(fx.guest_fd);
+	close(fx.dst_check_fd);
+	ck_assert_int_eq(system(cmd), 0);
+	g_free(fx.dir);
+	g_free(fx.src_path);
+	g_free(fx.dst_path);
+	memset(&fx, 0, sizeof(fx));
+}
+
+static void copy_all(void)
+{
+	uint64_t copied;
+	int ret;
+
+	while ((ret = mirror_file_copy_next(fx.mf, &copied)) == 1)
+		;
+	ck_assert_int_eq(ret, 0);
+}
+
+static void copy_chunks(int n)
+{
+	uint64_t copied;
+
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(mirror_file_copy_next(fx.mf, &copied), 1);
+}
+
+/* Read @len bytes at @off from @fd; bytes past the end read as 0xee. */
+static unsigned char *read_at(int fd, off_t off, size_t len)
+{
+	unsigned char *buf = g_malloc(len);
+	ssize_t n = pread(fd, buf, len, off);
+
+	ck_assert_int_ge(n, 0);
+	memset(buf + n, 0xee, len - n);
+	return buf;
+}
+
+static void assert_files_equal(void)
+{
+	struct stat a, b;
+
+	ck_assert_int_eq(fstat(fx.guest_fd, &a), 0);
+	ck_assert_int_eq(fstat(fx.dst_check_fd, &b), 0);
+	ck_assert_int_eq(a.st_size, b.st_size);
+	if (a.st_size) {
+		g_autofree unsigned char *x = read_at(fx.guest_fd, 0, a.st_size);
+		g_autofree unsigned char *y = read_at(fx.dst_check_fd, 0, a.st_size);
+
+		ck_assert_mem_eq(x, y, a.st_size);
+	}
+}
+
+static void guest_write(off_t off, size_t len, unsigned char byte)
+{
+	g_autofree unsigned char *buf = g_malloc(len);
+
+	memset(buf, byte, len);
+	ck_assert_int_eq(mirror_file_write(fx.mf, fx.guest_fd, buf, len, off), len);
+}
+
+/* The write table, row by row. */
+
+START_TEST(test_write_below_cursor_goes_to_both)
+{
+	g_autofree unsigned char *d = NULL;
+	MirrorFileStats st;
+
+	fixture_open(4 * CHUNK, true);
+	copy_chunks(2);
+	guest_write(100, 1000, 0x5a);
+	d = read_at(fx.dst_check_fd, 100, 1000);
+	ck_assert_uint_eq(d[0], 0x5a);
+	ck_assert_uint_eq(d[999], 0x5a);
+	mirror_file_stats(fx.mf, &st);
+	ck_assert_uint_eq(st.mirrored_writes, 1);
+	ck_assert_int_eq(st.cp_offset, 2 * CHUNK);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_write_above_cursor_goes_to_source_only)
+{
+	g_autofree unsigned char *d = NULL;
+	MirrorFileStats st;
+
+	fixture_open(4 * CHUNK, true);
+	copy_chunks(1);
+	guest_write(3 * CHUNK, 10, 0x77);
+	/* Not copied yet: the target has nothing there. */
+	d = read_at(fx.dst_check_fd, 3 * CHUNK, 10);
+	ck_assert_uint_ne(d[0], 0x77);
+	mirror_file_stats(fx.mf, &st);
+	ck_assert_uint_eq(st.mirrored_writes, 0);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_write_spanning_cursor_is_split)
+{
+	g_autofree unsigned char *below = NULL, *above = NULL;
+
+	fixture_open(4 * CHUNK, true);
+	copy_chunks(1);
+	guest_write(CHUNK - 100, 200, 0x33);
+	below = read_at(fx.dst_check_fd, CHUNK - 100, 100);
+	above = read_at(fx.dst_check_fd, CHUNK, 100);
+	ck_assert_uint_eq(below[0], 0x33);
+	ck_assert_uint_eq(below[99], 0x33);
+	ck_assert_uint_ne(above[0], 0x33); /* the copier carries it later */
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_write_after_mirrored_goes_to_both_and_grows)
+{
+	MirrorFileStats st;
+
+	fixture_open(CHUNK + 5, true);
+	copy_all();
+	mirror_file_stats(fx.mf, &st);
+	ck_assert(st.mirrored);
+	guest_write(10 * CHUNK, 3, 0x11); /* growth past the end */
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+/*
+ * Forced interleavings.  A Gate lets a test stop a thread at a hook point
+ * and see that it got there.
+ */
+typedef struct {
+	GMutex lock;
+	GCond cond;
+	MirrorHookPoint point;
+	bool armed;    /* stop the next thread that reaches point */
+	bool reached;  /* a thread is stopped there */
+	bool open;     /* let it go */
+	int waits;     /* writers that reached MIRROR_HOOK_WRITE_WAITING */
+	GThread *only; /* stop only this thread (NULL: any) */
+} Gate;
+
+static Gate gate;
+
+static void gate_init(MirrorHookPoint point, GThread *only)
+{
+	g_mutex_init(&gate.lock);
+	g_cond_init(&gate.cond);
+	gate.point = point;
+	gate.armed = true;
+	gate.reached = gate.open = false;
+	gate.waits = 0;
+	gate.only = only;
+}
+
+static void gate_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len, void *opaque)
+{
+	g_mutex_lock(&gate.lock);
+	if (point == MIRROR_HOOK_WRITE_WAITING) {
+		gate.waits++;
+		g_cond_broadcast(&gate.cond);
+	}
+	if (point == gate.point && gate.armed && (!gate.only || gate.only == g_thread_self())) {
+		gate.armed = false;
+		gate.reached = true;
+		g_cond_broadcast(&gate.cond);
+		while (!gate.open)
+			g_cond_wait(&gate.cond, &gate.lock);
+	}
+	g_mutex_unlock(&gate.lock);
+}
+
+static void gate_wait_reached(void)
+{
+	g_mutex_lock(&gate.lock);
+	while (!gate.reached)
+		g_cond_wait(&gate.cond, &gate.lock);
+	g_mutex_unlock(&gate.lock);
+}
+
+static void gate_wait_waits(int n)
+{
+	g_mutex_lock(&gate.lock);
+	while (gate.waits < n)
+		g_cond_wait(&gate.cond, &gate.lock);
+	g_mutex_unlock(&gate.lock);
+}
+
+static void gate_open(void)
+{
+	g_mutex_lock(&gate.lock);
+	gate.open = true;
+	g_cond_broadcast(&gate.cond);
+	g_mutex_unlock(&gate.lock);
+}
+
+static gpointer copier_one_chunk(gpointer data)
+{
+	uint64_t copied;
+
+	return GINT_TO_POINTER(mirror_file_copy_next(fx.mf, &copied));
+}
+
+typedef struct {
+	off_t off;
+	size_t len;
+	unsigned char byte;
+} WriteJob;
+
+static gpointer writer_thread(gpointer data)
+{
+	WriteJob *job = data;
+
+	guest_write(job->off, job->len, job->byte);
+	return NULL;
+}
+
+START_TEST(test_write_into_chunk_in_flight_waits)
+{
+	WriteJob job = {CHUNK + 4096, 4096, 0xc4};
+	MirrorFileStats st;
+	GThread *copier, *writer;
+	g_autofree unsigned char *d = NULL;
+
+	fixture_open(4 * CHUNK, true);
+	copy_chunks(1);
+	/* Stop the copier after it has read chunk 1 from the source. */
+	gate_init(MIRROR_HOOK_CHUNK_READ, NULL);
+	mirror_file_set_hook(fx.mf, gate_hook, NULL);
+	copier = g_thread_new("copier", copier_one_chunk, NULL);
+	gate_wait_reached();
+	/* A write into that chunk now must wait, or the copier would overwrite it. */
+	writer = g_thread_new("writer", writer_thread, &job);
+	gate_wait_waits(1);
+	gate_open();
+	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
+	g_thread_join(writer);
+	/* Below the cursor by then: mirrored, so the target has it already. */
+	d = read_at(fx.dst_check_fd, job.off, job.len);
+	ck_assert_uint_eq(d[0], 0xc4);
+	ck_assert_uint_eq(d[job.len - 1], 0xc4);
+	mirror_file_stats(fx.mf, &st);
+	ck_assert_uint_eq(st.waited_writes, 1);
+	ck_assert_uint_eq(st.mirrored_writes, 1);
+	mirror_file_set_hook(fx.mf, NULL, NULL);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_copier_waits_for_write_in_flight)
+{
+	WriteJob job = {2 * CHUNK + 10, 100, 0x99};
+	GThread *copier, *writer;
+	gint64 deadline;
+
+	fixture_open(4 * CHUNK, true);
+	copy_chunks(2);
+	/* The writer decides "source only" for chunk 2, then stops before writing. */
+	gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
+	mirror_file_set_hook(fx.mf, gate_hook, NULL);
+	writer = g_thread_new("writer", writer_thread, &job);
+	gate_wait_reached();
+	copier = g_thread_new("copier", copier_one_chunk, NULL);
+	/*
+	 * A copier that read chunk 2 now would miss the write for good.  Give
+	 * a wrong one time to do so; a right one is still draining.
+	 */
+	deadline = g_get_monotonic_time() + 200 * 1000;
+	while (g_get_monotonic_time() < deadline)
+		g_usleep(10 * 1000);
+	gate_open();
+	g_thread_join(writer);
+	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
+	{
+		g_autofree unsigned char *d = read_at(fx.dst_check_fd, job.off, job.len);
+
+		ck_assert_uint_eq(d[0], 0x99);
+	}
+	mirror_file_set_hook(fx.mf, NULL, NULL);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_overlapping_writes_are_serialized)
+{
+	WriteJob a = {100, 8192, 0xaa}, b = {4096, 8192, 0xbb};
+	GThread *ta, *tb;
+
+	fixture_open(4 * CHUNK, true);
+	copy_all(); /* mirrored: both writes go to both sides */
+	/* A is admitted and stopped; B overlaps it and must wait, not race. */
+	gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
+	mirror_file_set_hook(fx.mf, gate_hook, NULL);
+	ta = g_thread_new("a", writer_thread, &a);
+	gate_wait_reached();
+	tb = g_thread_new("b", writer_thread, &b);
+	gate_wait_waits(1);
+	gate_open();
+	g_thread_join(ta);
+	g_thread_join(tb);
+	assert_files_equal();
+	{
+		g_autofree unsigned char *d = read_at(fx.guest_fd, 4096, 1);
+
+		ck_assert_uint_eq(d[0], 0xbb); /* B came second */
+	}
+	fixture_close();
+}
+END_TEST
+
+/* Liveness: writes streaming into the copier's chunk cannot starve it. */
+typedef struct {
+	volatile gint stop;
+	guint64 writes;
+} Hammer;
+
+static gpointer hammer_thread(gpointer data)
+{
+	Hammer *h = data;
+	unsigned char buf[512];
+	off_t off = 0;
+
+	memset(buf, 0x42, sizeof(buf));
+	while (!g_atomic_int_get(&h->stop)) {
+		/* Always just above the cursor: the chunk the copier wants next. */
+		MirrorFileStats st;
+
+		mirror_file_stats(fx.mf, &st);
+		off = st.mirrored ? 0 : st.cp_offset;
+		ck_assert_int_eq(mirror_file_write(fx.mf, fx.guest_fd, buf, sizeof(buf), off),
+		                 sizeof(buf));
+		h->writes++;
+	}
+	return NULL;
+}
+
+START_TEST(test_copier_not_starved_by_writes_into_its_chunk)
+{
+	Hammer h = {0};
+	GThread *t[2];
+	uint64_t copied;
+	int calls = 0, ret;
+
+	fixture_open(64 * CHUNK, true);
+	t[0] = g_thread_new("hammer0", hammer_thread, &h);
+	t[1] = g_thread_new("hammer1", hammer_thread, &h);
+	while ((ret = mirror_file_copy_next(fx.mf, &copied)) == 1)
+		calls++;
+	ck_assert_int_eq(ret, 0);
+	/* One call a chunk, and one to finish: no retry, no iteration. */
+	ck_assert_int_le(calls, 64 + 1);
+	g_atomic_int_set(&h.stop, 1);
+	g_thread_join(t[0]);
+	g_thread_join(t[1]);
+	ck_assert_uint_gt(h.writes, 0);
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_growth_during_copy)
+{
+	fixture_open(3 * CHUNK, true);
+	copy_chunks(1);
+	guest_write(20 * CHUNK + 17, 5000, 0x66); /* grows, above the cursor */
+	copy_chunks(1);
+	guest_write(40 * CHUNK, 1, 0x67);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_sparse_stays_sparse)
+{
+	struct stat s, d;
+
+	fixture_open(256 * CHUNK, false); /* 16 MiB of hole */
+	ck_assert_int_eq(pwrite(fx.guest_fd, "data", 4, 5 * CHUNK), 4);
+	ck_assert_int_eq(pwrite(fx.guest_fd, "tail", 4, 200 * CHUNK), 4);
+	ck_assert_int_eq(fsync(fx.guest_fd), 0);
+	copy_all();
+	assert_files_equal();
+	ck_assert_int_eq(fstat(fx.guest_fd, &s), 0);
+	ck_assert_int_eq(fstat(fx.dst_check_fd, &d), 0);
+	ck_assert_int_le(d.st_blocks, s.st_blocks);
+	{
+		MirrorFileStats st;
+
+		mirror_file_stats(fx.mf, &st);
+		ck_assert_uint_lt(st.bytes_copied, 2 * CHUNK); /* data, not apparent size */
+	}
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_punch_hole_below_and_above_cursor)
+{
+	struct stat d;
+
+	fixture_open(8 * CHUNK, true);
+	copy_chunks(4);
+	ck_assert_int_eq(mirror_file_fallocate(fx.mf, fx.guest_fd,
+	                                       FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+	                                       2 * CHUNK),
+	                 0);
+	ck_assert_int_eq(mirror_file_fallocate(fx.mf, fx.guest_fd,
+	                                       FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+	                                       6 * CHUNK, CHUNK),
+	                 0);
+	ck_assert_int_eq(
+	    mirror_file_fallocate(fx.mf, fx.guest_fd, FALLOC_FL_ZERO_RANGE, 3 * CHUNK, 4096), 0);
+	copy_all();
+	assert_files_equal();
+	ck_assert_int_eq(fstat(fx.dst_check_fd, &d), 0);
+	/* 8 chunks less the 3 punched: the target did not fill the holes in. */
+	ck_assert_int_le(d.st_blocks * 512, 5 * CHUNK + 4096);
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_truncate_below_and_above_cursor)
+{
+	MirrorFileStats st;
+
+	fixture_open(8 * CHUNK, true);
+	copy_chunks(4);
+	/* Above the cursor: the source alone; the copier finds the new end. */
+	ck_assert_int_eq(mirror_file_truncate(fx.mf, fx.guest_fd, 6 * CHUNK + 3), 0);
+	/* Below it: both sides, and the cursor comes down with the end. */
+	ck_assert_int_eq(mirror_file_truncate(fx.mf, fx.guest_fd, 2 * CHUNK + 1), 0);
+	mirror_file_stats(fx.mf, &st);
+	ck_assert_int_eq(st.cp_offset, 2 * CHUNK + 1);
+	/* Growth again, then a write into the grown part. */
+	ck_assert_int_eq(mirror_file_truncate(fx.mf, fx.guest_fd, 5 * CHUNK), 0);
+	guest_write(4 * CHUNK, 10, 0x21);
+	copy_all();
+	assert_files_equal();
+	/* Mirrored: truncation now follows on both sides at once. */
+	ck_assert_int_eq(mirror_file_truncate(fx.mf, fx.guest_fd, 1), 0);
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+START_TEST(test_odd_sizes)
+{
+	static const off_t sizes[] = {0, 1, 4095, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(sizes); i++) {
+		fixture_open(sizes[i], true);
+		copy_all();
+		assert_files_equal();
+		fixture_close();
+	}
+}
+END_TEST
+
+static int errors_seen;
+
+static void count_error(MirrorFile *mf, int err, void *opaque)
+{
+	errors_seen++;
+	ck_assert_int_lt(err, 0);
+}
+
+START_TEST(test_target_failure_does_not_fail_the_guest)
+{
+	g_autofree char *dir = g_dir_make_tmp("mfs-mirror-XXXXXX", NULL);
+	g_autofree char *src = g_build_filename(dir, "src", NULL);
+	g_autofree char *dst = g_build_filename(dir, "dst", NULL);
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", dir);
+	int guest = open(src, O_RDWR | O_CREAT, 0644);
+	int dst_ro;
+	MirrorFile *mf;
+	MirrorFileStats st;
+	uint64_t copied;
+
+	ck_assert_int_eq(ftruncate(guest, 2 * CHUNK), 0);
+	ck_assert(g_file_set_contents(dst, "", 0, NULL));
+	dst_ro = open(dst, O_RDONLY); /* every target write fails with EBADF */
+	mf = mirror_file_new(open(src, O_RDONLY), dst_ro, CHUNK, true);
+	errors_seen = 0;
+	mirror_file_set_error_handler(mf, count_error, NULL);
+	ck_assert_int_eq(mirror_file_copy_next(mf, &copied), 1); /* a hole: nothing written */
+	ck_assert_int_eq(mirror_file_write(mf, guest, "abc", 3, 0), 3);
+	ck_assert_int_eq(errors_seen, 1);
+	mirror_file_stats(mf, &st);
+	ck_assert_int_eq(st.error, -EBADF);
+	/* Detached: the guest goes on, the copier stops, nobody is told twice. */
+	ck_assert_int_eq(mirror_file_write(mf, guest, "def", 3, 3), 3);
+	ck_assert_int_eq(mirror_file_copy_next(mf, &copied), -EBADF);
+	ck_assert_int_eq(errors_seen, 1);
+	mirror_file_free(mf);
+	close(guest);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/*
+ * Stress: threads write random, overlapping data while the copier runs
+ * with a small chunk.  Each thread also owns a stripe that only it writes,
+ * with a model kept in memory: the stripes must match their models, and
+ * at the end the whole target must equal the source.
+ */
+#define STRESS_SIZE    (2 * 1024 * 1024)
+#define STRESS_THREADS 4
+#define STRESS_STRIPE  (STRESS_SIZE / STRESS_THREADS)
+
+typedef struct {
+	int id;
+	guint32 seed;
+	volatile gint *stop;
+	unsigned char *model; /* this thread's stripe */
+} StressJob;
+
+static gpointer stress_thread(gpointer data)
+{
+	StressJob *job = data;
+	GRand *rand = g_rand_new_with_seed(job->seed);
+	unsigned char buf[16384];
+
+	while (!g_atomic_int_get(job->stop)) {
+		size_t len = g_rand_int_range(rand, 1, sizeof(buf));
+		bool shared = g_rand_boolean(rand);
+		/* Shared writes overlap each other above the stripes, growing the file. */
+		off_t base = shared ? STRESS_SIZE : (off_t)job->id * STRESS_STRIPE;
+		off_t span = shared ? 8 * CHUNK : STRESS_STRIPE;
+		off_t off;
+
+		if ((off_t)len > span)
+			len = span;
+		off = base + g_rand_int_range(rand, 0, span - len + 1);
+		for (size_t i = 0; i < len; i++)
+			buf[i] = (unsigned char)g_rand_int(rand);
+		if (shared) {
+			/* No model: only source == target can be checked. */
+			ck_assert_int_eq(mirror_file_write(fx.mf, fx.guest_fd, buf, len, off), len);
+			continue;
+		}
+		ck_assert_int_eq(mirror_file_write(fx.mf, fx.guest_fd, buf, len, off), len);
+		memcpy(job->model + (off - base), buf, len);
+	}
+	g_rand_free(rand);
+	return NULL;
+}
+
+START_TEST(test_stress_against_model)
+{
+	const char *env = getenv("MFS_SEED");
+	guint32 seed = (env ? (guint32)atoi(env) : (guint32)time(NULL)) + (guint32)_i * 7919u;
+	StressJob jobs[STRESS_THREADS];
+	GThread *threads[STRESS_THREADS];
+	volatile gint stop = 0;
+
+	printf("stress seed %u (MFS_SEED=%u reruns it)\n", seed, seed - (guint32)_i * 7919u);
+	fixture_open(STRESS_SIZE, false);
+	/* Half the file has data, the rest is hole. */
+	for (int t = 0; t < STRESS_THREADS; t++) {
+		jobs[t] = (StressJob){t, seed + t, &stop, g_malloc0(STRESS_STRIPE)};
+		if (t % 2) {
+			memset(jobs[t].model, t, STRESS_STRIPE);
+			ck_assert_int_eq(pwrite(fx.guest_fd, jobs[t].model, STRESS_STRIPE,
+			                        (off_t)t * STRESS_STRIPE),
+			                 STRESS_STRIPE);
+		}
+	}
+	for (int t = 0; t < STRESS_THREADS; t++)
+		threads[t] = g_thread_new("stress", stress_thread, &jobs[t]);
+	copy_all();
+	g_atomic_int_set(&stop, 1);
+	for (int t = 0; t < STRESS_THREADS; t++)
+		g_thread_join(threads[t]);
+	assert_files_equal();
+	for (int t = 0; t < STRESS_THREADS; t++)
+		g_free(jobs[t].model);
+	fixture_close();
+}
+END_TEST
+
+static Suite *mirror_suite(void)
+{
+	Suite *s = suite_create("mirror-file");
+	TCase *table = tcase_create("write-table");
+	TCase *races = tcase_create("races");
+	TCase *ops = tcase_create("operations");
+	TCase *stress = tcase_create("stress");
+
+	tcase_add_test(table, test_write_below_cursor_goes_to_both);
+	tcase_add_test(table, test_write_above_cursor_goes_to_source_only);
+	tcase_add_test(table, test_write_spanning_cursor_is_split);
+	tcase_add_test(table, test_write_after_mirrored_goes_to_both_and_grows);
+	suite_add_tcase(s, table);
+
+	tcase_add_test(races, test_write_into_chunk_in_flight_waits);
+	tcase_add_test(races, test_copier_waits_for_write_in_flight);
+	tcase_add_test(races, test_overlapping_writes_are_serialized);
+	tcase_add_test(races, test_copier_not_starved_by_writes_into_its_chunk);
+	suite_add_tcase(s, races);
+
+	tcase_add_test(ops, test_growth_during_copy);
+	tcase_add_test(ops, test_sparse_stays_sparse);
+	tcase_add_test(ops, test_punch_hole_below_and_above_cursor);
+	tcase_add_test(ops, test_truncate_below_and_above_cursor);
+	tcase_add_test(ops, test_odd_sizes);
+	tcase_add_test(ops, test_target_failure_does_not_fail_the_guest);
+	suite_add_tcase(s, ops);
+
+	tcase_add_loop_test(stress, test_stress_against_model, 0, 20);
+	tcase_set_timeout(stress, 120);
+	suite_add_tcase(s, stress);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(mirror_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
