@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
+#include "migration.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -23,16 +25,27 @@
 typedef struct {
 	char *source;
 	double timeout;
+	char *target;
+	char *speed;
+	char *chunk;
+	char *switch_mode;
+	int delete_source;
+	int overwrite;
 } Options;
 
-#define MIRRORFS_OPT(t, p)                                                                         \
-	{                                                                                          \
-		t, offsetof(Options, p), 1                                                         \
-	}
+/* clang-format off */
+#define MIRRORFS_OPT(t, p, v) {t, offsetof(Options, p), v}
 static const struct fuse_opt option_spec[] = {
-    MIRRORFS_OPT("timeout=%lf", timeout),
-    FUSE_OPT_END,
+	MIRRORFS_OPT("timeout=%lf", timeout, 0),
+	MIRRORFS_OPT("target=%s", target, 0),
+	MIRRORFS_OPT("speed=%s", speed, 0),
+	MIRRORFS_OPT("chunk=%s", chunk, 0),
+	MIRRORFS_OPT("switch=%s", switch_mode, 0),
+	MIRRORFS_OPT("delete_source", delete_source, 1),
+	MIRRORFS_OPT("overwrite", overwrite, 1),
+	FUSE_OPT_END,
 };
+/* clang-format on */
 
 static void usage(const char *prog)
 {
@@ -41,7 +54,17 @@ static void usage(const char *prog)
 	       "MOUNTPOINT.  SOURCE and MOUNTPOINT may be the same directory.\n\n"
 	       "mirrorfs options:\n"
 	       "    -o timeout=SECONDS     how long the kernel caches names and\n"
-	       "                           attributes (default: 1.0)\n\n",
+	       "                           attributes (default: 1.0)\n"
+	       "    -o target=DIR          start migrating SOURCE to DIR at once\n"
+	       "    -o speed=RATE          copier limit in bytes/s, with K/M/G\n"
+	       "                           suffixes; 0 = unlimited (default)\n"
+	       "    -o chunk=SIZE          copier chunk, a power of two from 4K\n"
+	       "                           to 64M (default: 1M)\n"
+	       "    -o switch=auto|manual  switch to the target as soon as all\n"
+	       "                           is mirrored (auto, default), or stay\n"
+	       "                           mirrored until told (manual)\n"
+	       "    -o delete_source       delete the source files after the switch\n"
+	       "    -o overwrite           replace files of the same names in DIR\n\n",
 	       prog);
 }
 
@@ -109,6 +132,64 @@ static int check_directory(const char *what, const char *path, char **canonical)
 	return 0;
 }
 
+/* Turn the migration options into MfsMigOptions; -1 after saying why. */
+static int migration_options(const Options *opts, MfsMigOptions *mo)
+{
+	memset(mo, 0, sizeof(*mo));
+	mo->target = opts->target;
+	mo->delete_source = opts->delete_source;
+	mo->overwrite = opts->overwrite;
+	if (opts->speed && mfs_parse_size(opts->speed, &mo->speed_bps) < 0) {
+		fprintf(stderr,
+		        "mirrorfs: speed=%s: not a rate (bytes/s, e.g. 50M; 0 = unlimited)\n",
+		        opts->speed);
+		return -1;
+	}
+	if (opts->chunk &&
+	    (mfs_parse_size(opts->chunk, &mo->chunk_size) < 0 || mo->chunk_size == 0)) {
+		fprintf(stderr, "mirrorfs: chunk=%s: not a size (e.g. 1M)\n", opts->chunk);
+		return -1;
+	}
+	if (opts->switch_mode) {
+		if (strcmp(opts->switch_mode, "manual") == 0) {
+			mo->manual_switch = true;
+		} else if (strcmp(opts->switch_mode, "auto") != 0) {
+			fprintf(stderr, "mirrorfs: switch=%s: must be auto or manual\n",
+			        opts->switch_mode);
+			return -1;
+		}
+	}
+	if (!opts->target && (opts->speed || opts->chunk || opts->switch_mode ||
+	                      opts->delete_source || opts->overwrite)) {
+		fprintf(stderr, "mirrorfs: speed, chunk, switch, delete_source and overwrite "
+		                "need -o target=DIR\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* In the background there is no terminal: log to syslog, naming the mount. */
+static const char *log_mountpoint;
+
+static GLogWriterOutput log_to_syslog(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
+                                      gpointer data)
+{
+	const char *message = NULL;
+	int prio = LOG_INFO;
+
+	for (gsize i = 0; i < n_fields; i++)
+		if (strcmp(fields[i].key, "MESSAGE") == 0)
+			message = fields[i].value;
+	if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+		prio = LOG_ERR;
+	else if (level & G_LOG_LEVEL_WARNING)
+		prio = LOG_WARNING;
+	else if (level & G_LOG_LEVEL_DEBUG)
+		return G_LOG_WRITER_HANDLED;
+	syslog(prio, "%s: %s", log_mountpoint, message ? message : "");
+	return G_LOG_WRITER_HANDLED;
+}
+
 static bool path_is_below(const char *inner, const char *outer)
 {
 	size_t n = strlen(outer);
@@ -141,6 +222,7 @@ int main(int argc, char *argv[])
 	Options opts = {.timeout = 1.0};
 	struct fuse_session *se = NULL;
 	g_autofree char *source = NULL, *mountpoint = NULL;
+	MfsMigOptions mig_opts;
 	Daemon daemon = {0};
 	int ret = 1;
 
@@ -194,6 +276,22 @@ int main(int argc, char *argv[])
 	}
 	ret = 1;
 	daemon.timeout = opts.timeout;
+	if (mfs_served_dir(daemon.fs) && strcmp(mfs_served_dir(daemon.fs), source) != 0)
+		fprintf(stderr,
+		        "mirrorfs: '%s' was migrated to '%s' (its journal says so); serving '%s'\n",
+		        opts.source, mfs_served_dir(daemon.fs), mfs_served_dir(daemon.fs));
+	if (opts.target) {
+		g_autofree char *error = NULL;
+
+		if (migration_options(&opts, &mig_opts) < 0)
+			goto out_fs;
+		if (mfs_migration_start(daemon.fs, &mig_opts, &error) < 0) {
+			fprintf(stderr, "mirrorfs: cannot migrate: %s\n", error);
+			goto out_fs;
+		}
+	} else if (migration_options(&opts, &mig_opts) < 0) {
+		goto out_fs;
+	}
 	if (add_fsname(&args, source) < 0)
 		goto out_fs;
 
@@ -207,7 +305,13 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "mirrorfs: cannot mount on '%s'\n", cmd.mountpoint);
 		goto out_signals;
 	}
+	log_mountpoint = mountpoint;
+	if (!cmd.foreground) {
+		openlog("mirrorfs", LOG_PID, LOG_DAEMON);
+		g_log_set_writer_func(log_to_syslog, NULL, NULL);
+	}
 	fuse_daemonize(cmd.foreground);
+	g_message("serving %s on %s", mfs_served_dir(daemon.fs), mountpoint);
 
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
@@ -215,7 +319,8 @@ int main(int argc, char *argv[])
 		loop = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
 		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
-		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+		if (cmd.max_idle_threads != UINT_MAX) /* UINT_MAX: not given */
+			fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
 		ret = fuse_session_loop_mt(se, loop);
 		fuse_loop_cfg_destroy(loop);
 	}
@@ -226,10 +331,16 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_fs:
+	/* A migration still running stops cleanly: the target is cleaned up. */
+	mfs_migration_shutdown(daemon.fs);
 	mfs_free(daemon.fs);
 out_args:
 	free(cmd.mountpoint);
 	free(opts.source);
+	free(opts.target);
+	free(opts.speed);
+	free(opts.chunk);
+	free(opts.switch_mode);
 	fuse_opt_free_args(&args);
 	return ret;
 }

@@ -287,7 +287,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-	ssize_t n = mfs_file_write(file_of(fi), buf, size, off);
+	ssize_t n = mfs_file_write(daemon_of(req)->fs, file_of(fi), buf, size, off);
 
 	(void)ino;
 	if (n < 0)
@@ -299,7 +299,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	reply_status(req, mfs_file_flush(file_of(fi)));
+	reply_status(req, mfs_file_flush(daemon_of(req)->fs, file_of(fi)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -312,20 +312,20 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino;
-	reply_status(req, mfs_file_fsync(file_of(fi), datasync));
+	reply_status(req, mfs_file_fsync(daemon_of(req)->fs, file_of(fi), datasync));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                          struct fuse_file_info *fi)
 {
 	(void)ino;
-	reply_status(req, mfs_file_fallocate(file_of(fi), mode, off, len));
+	reply_status(req, mfs_file_fallocate(daemon_of(req)->fs, file_of(fi), mode, off, len));
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
                      struct fuse_file_info *fi)
 {
-	off_t res = mfs_file_lseek(file_of(fi), off, whence);
+	off_t res = mfs_file_lseek(daemon_of(req)->fs, file_of(fi), off, whence);
 
 	(void)ino;
 	if (res < 0)
@@ -338,8 +338,8 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
                                struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
                                struct fuse_file_info *fi_out, size_t len, int flags)
 {
-	ssize_t n = mfs_file_copy_range(file_of(fi_in), off_in, file_of(fi_out), off_out, len,
-	                                (unsigned int)flags);
+	ssize_t n = mfs_file_copy_range(daemon_of(req)->fs, file_of(fi_in), off_in, file_of(fi_out),
+	                                off_out, len, (unsigned int)flags);
 
 	(void)ino_in;
 	(void)ino_out;
@@ -462,7 +462,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino;
-	reply_status(req, mfs_fsyncdir((MfsDir *)(uintptr_t)fi->fh, datasync));
+	reply_status(req, mfs_fsyncdir(daemon_of(req)->fs, (MfsDir *)(uintptr_t)fi->fh, datasync));
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,

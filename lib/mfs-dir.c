@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <string.h>
 
 int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 {
@@ -18,8 +19,9 @@ int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 	DIR *dp;
 	int fd;
 
-	(void)fs;
+	gate_enter(&fs->gate);
 	fd = openat(inode->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	gate_leave(&fs->gate);
 	if (fd < 0)
 		return -errno;
 	dp = fdopendir(fd);
@@ -31,6 +33,7 @@ int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 	}
 	dir = g_new0(MfsDir, 1);
 	dir->dp = dp;
+	dir->root = inode == mfs_root(fs);
 	*out = dir;
 	return 0;
 }
@@ -44,12 +47,15 @@ void mfs_releasedir(Mfs *fs, MfsDir *dir)
 	g_free(dir);
 }
 
-int mfs_fsyncdir(MfsDir *dir, bool datasync)
+int mfs_fsyncdir(Mfs *fs, MfsDir *dir, bool datasync)
 {
 	int fd = dirfd(dir->dp);
-	int ret = datasync ? fdatasync(fd) : fsync(fd);
+	int ret;
 
-	return ret < 0 ? -errno : 0;
+	gate_enter(&fs->gate);
+	ret = (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+	gate_leave(&fs->gate);
+	return ret;
 }
 
 int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned char *type,
@@ -65,11 +71,15 @@ int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned 
 		}
 		dir->offset = off;
 	}
-	if (!dir->entry) {
+	while (!dir->entry) {
 		errno = 0;
 		dir->entry = readdir(dir->dp);
 		if (!dir->entry)
 			return errno ? -errno : 0;
+		if (dir->root && strcmp(dir->entry->d_name, MFS_JOURNAL_NAME) == 0) {
+			dir->offset = dir->entry->d_off;
+			dir->entry = NULL;
+		}
 	}
 	*name = dir->entry->d_name;
 	*ino = dir->entry->d_ino;

@@ -7,15 +7,17 @@
  * add one.  O_DIRECT needs aligned memory, and the request buffers the
  * daemon hands us are not aligned (data follows a FUSE header), so reads
  * land in a per-thread aligned buffer and unaligned writes are bounced
- * through one.  Offsets and lengths are passed on unchanged: a misaligned
+ * through one, once: a mirrored write sends the same bounce buffer to
+ * both sides.  Offsets and lengths are passed on unchanged: a misaligned
  * O_DIRECT request fails with EINVAL exactly as it would natively.
  *
  * O_APPEND is dropped from the backing open: the kernel has already put
  * an appending write at the end of the file and tells us the offset, and
  * pwrite(2) on an O_APPEND descriptor would ignore it.
  *
- * No lock is taken here: the kernel orders what needs ordering, and the
- * backing file system does the rest.
+ * Reads take no lock and do not pass the gate: they load the descriptor
+ * atomically, and a switch swaps it while no write can run, when source
+ * and target hold the same bytes.  Everything else passes the gate.
  */
 #define _GNU_SOURCE
 #include "mfs-int.h"
@@ -25,58 +27,84 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int file_new(MfsInode *inode, int fd, int flags, MfsFile **out)
+static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 {
 	MfsFile *file = g_new0(MfsFile, 1);
 
 	file->inode = inode;
 	file->fd = fd;
+	file->old_fd = -1;
+	file->flags = flags;
 	file->direct = flags & O_DIRECT;
-	*out = file;
-	return 0;
+	g_mutex_lock(&fs->files_lock);
+	g_hash_table_add(fs->files, file);
+	g_mutex_unlock(&fs->files_lock);
+	return file;
+}
+
+static int backing_flags(int flags)
+{
+	return (flags & ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL)) | O_CLOEXEC;
 }
 
 int mfs_open(Mfs *fs, MfsInode *inode, int flags, MfsFile **out)
 {
 	char path[MFS_PROC_FD_LEN];
-	int fd;
+	int fd, ret = 0;
 
-	(void)fs;
+	gate_enter(&fs->gate);
 	mfs_proc_fd_path(inode->fd, path);
-	flags &= ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL);
-	fd = open(path, flags | O_CLOEXEC);
+	fd = open(path, backing_flags(flags));
 	if (fd < 0)
-		return -errno;
-	return file_new(inode, fd, flags, out);
+		ret = -errno;
+	else
+		*out = file_new(fs, inode, fd, flags);
+	gate_leave(&fs->gate);
+	return ret;
 }
 
 int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int flags,
                const MfsCred *cred, MfsEntry *entry, MfsFile **out)
 {
 	MfsCredSaved saved;
+	bool mirrored;
 	int fd, ret;
 
+	if (mfs_is_journal(fs, parent, name))
+		return -EPERM;
+	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
-	fd = openat(parent->fd, name, (flags & ~(O_NOFOLLOW | O_APPEND)) | O_CREAT | O_CLOEXEC,
-	            mode);
+	fd = openat(parent->fd, name, backing_flags(flags) | O_CREAT, mode);
 	ret = fd < 0 ? -errno : 0;
 	mfs_cred_leave(&saved);
-	if (ret < 0)
-		return ret;
-	ret = mfs_lookup(fs, parent, name, entry);
-	if (ret < 0) {
-		close(fd);
-		return ret;
+	if (ret == 0 && mirrored) {
+		/* Before the lookup, so that the new inode finds its mirror at birth. */
+		struct stat st;
+
+		if (fstat(fd, &st) == 0)
+			migration_mirror_create(fs, parent, name, &st, fd);
 	}
-	return file_new(entry->inode, fd, flags, out);
+	if (ret == 0)
+		ret = mfs_lookup_inside(fs, parent, name, entry);
+	if (ret == 0) {
+		*out = file_new(fs, entry->inode, fd, flags);
+	} else if (fd >= 0) {
+		close(fd);
+	}
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 void mfs_release(Mfs *fs, MfsFile *file)
 {
-	(void)fs;
 	if (!file)
 		return;
+	g_mutex_lock(&fs->files_lock);
+	g_hash_table_remove(fs->files, file);
+	g_mutex_unlock(&fs->files_lock);
 	close(file->fd);
+	if (file->old_fd >= 0)
+		close(file->old_fd);
 	g_free(file);
 }
 
@@ -92,15 +120,16 @@ ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
 
 	if (!buf)
 		return -ENOMEM;
-	n = pread(file->fd, buf, size, off);
+	n = pread(g_atomic_int_get(&file->fd), buf, size, off);
 	if (n < 0)
 		return -errno;
 	*data = buf;
 	return n;
 }
 
-ssize_t mfs_file_write(MfsFile *file, const void *buf, size_t size, off_t off)
+ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off)
 {
+	MirrorFile *mirror;
 	ssize_t n;
 
 	if (file->direct && ((uintptr_t)buf % MFS_DIRECT_ALIGN)) {
@@ -111,46 +140,86 @@ ssize_t mfs_file_write(MfsFile *file, const void *buf, size_t size, off_t off)
 		memcpy(bounce, buf, size);
 		buf = bounce;
 	}
-	n = pwrite(file->fd, buf, size, off);
-	return n < 0 ? -errno : n;
+	gate_enter(&fs->gate);
+	mirror = file->inode->mirror;
+	if (mirror) {
+		n = mirror_file_write(mirror, file->fd, buf, size, off);
+	} else {
+		n = pwrite(file->fd, buf, size, off);
+		n = n < 0 ? -errno : n;
+	}
+	gate_leave(&fs->gate);
+	return n;
 }
 
-int mfs_file_flush(MfsFile *file)
+int mfs_file_flush(Mfs *fs, MfsFile *file)
 {
+	int fd, ret;
+
 	/*
 	 * close(2) of a duplicate reports what the backing file system defers
 	 * to close (NFS write-back errors, for one) without closing ours.
 	 */
-	int fd = dup(file->fd);
-
-	if (fd < 0)
-		return -errno;
-	return close(fd) < 0 ? -errno : 0;
+	gate_enter(&fs->gate);
+	fd = dup(file->fd);
+	ret = fd < 0 || close(fd) < 0 ? -errno : 0;
+	gate_leave(&fs->gate);
+	return ret;
 }
 
-int mfs_file_fsync(MfsFile *file, bool datasync)
+int mfs_file_fsync(Mfs *fs, MfsFile *file, bool datasync)
 {
-	int ret = datasync ? fdatasync(file->fd) : fsync(file->fd);
+	int ret;
 
-	return ret < 0 ? -errno : 0;
+	gate_enter(&fs->gate);
+	if (file->inode->mirror)
+		ret = mirror_file_fsync(file->inode->mirror, file->fd, datasync);
+	else
+		ret = (datasync ? fdatasync(file->fd) : fsync(file->fd)) < 0 ? -errno : 0;
+	gate_leave(&fs->gate);
+	return ret;
 }
 
-int mfs_file_fallocate(MfsFile *file, int mode, off_t off, off_t len)
+int mfs_file_fallocate(Mfs *fs, MfsFile *file, int mode, off_t off, off_t len)
 {
-	return fallocate(file->fd, mode, off, len) < 0 ? -errno : 0;
+	int ret;
+
+	gate_enter(&fs->gate);
+	if (file->inode->mirror)
+		ret = mirror_file_fallocate(file->inode->mirror, file->fd, mode, off, len);
+	else
+		ret = fallocate(file->fd, mode, off, len) < 0 ? -errno : 0;
+	gate_leave(&fs->gate);
+	return ret;
 }
 
-off_t mfs_file_lseek(MfsFile *file, off_t off, int whence)
+off_t mfs_file_lseek(Mfs *fs, MfsFile *file, off_t off, int whence)
 {
-	off_t res = lseek(file->fd, off, whence);
+	off_t res;
 
-	return res < 0 ? -errno : res;
+	gate_enter(&fs->gate);
+	res = lseek(file->fd, off, whence);
+	res = res < 0 ? -errno : res;
+	gate_leave(&fs->gate);
+	return res;
 }
 
-ssize_t mfs_file_copy_range(MfsFile *in, off_t off_in, MfsFile *out, off_t off_out, size_t len,
-                            unsigned int flags)
+ssize_t mfs_file_copy_range(Mfs *fs, MfsFile *in, off_t off_in, MfsFile *out, off_t off_out,
+                            size_t len, unsigned int flags)
 {
-	ssize_t n = copy_file_range(in->fd, &off_in, out->fd, &off_out, len, flags);
+	ssize_t n;
 
-	return n < 0 ? -errno : n;
+	gate_enter(&fs->gate);
+	/*
+	 * Into a mirrored file the copy must pass the mirror: EXDEV makes the
+	 * kernel fall back to reads and writes through us.
+	 */
+	if (out->inode->mirror) {
+		n = -EXDEV;
+	} else {
+		n = copy_file_range(in->fd, &off_in, out->fd, &off_out, len, flags);
+		n = n < 0 ? -errno : n;
+	}
+	gate_leave(&fs->gate);
+	return n;
 }

@@ -6,10 +6,16 @@
 #ifndef MFS_INT_H
 #define MFS_INT_H
 
-#include "mfs.h"
+#include "gate.h"
+#include "journal.h"
+#include "migration.h"
+#include "mirror-file.h"
 
+#include <dirent.h>
 #include <glib.h>
 #include <unistd.h>
+
+typedef struct Migration Migration;
 
 /* Identity of a backing object: what makes two names one inode. */
 typedef struct {
@@ -17,29 +23,52 @@ typedef struct {
 	ino_t ino;
 } MfsInodeKey;
 
+/*
+ * Fields marked "stun" change only while the gate is closed (the switch,
+ * or attaching mirrors at the start and detaching them at the end): an
+ * operation inside the gate may read them without a lock.
+ */
 struct MfsInode {
-	MfsInodeKey key;  /* immutable */
-	int fd;           /* O_PATH on the backing object; immutable */
-	mode_t type;      /* S_IFMT bits; immutable */
-	uint64_t nlookup; /* protected by Mfs.inodes_lock */
+	MfsInodeKey key;    /* stun; protected by Mfs.inodes_lock */
+	int fd;             /* O_PATH on the backing object; stun */
+	int old_fd;         /* the source's, kept until free after a switch; stun */
+	mode_t type;        /* S_IFMT bits; immutable */
+	uint64_t nlookup;   /* protected by Mfs.inodes_lock */
+	MirrorFile *mirror; /* stun, or set at creation under inodes_lock */
 };
 
 struct Mfs {
-	int root_fd; /* the source directory, opened before any mount over it */
-	MfsInode root;
+	char *dir;     /* the directory served: the source, or where it moved */
+	MfsInode root; /* root.fd opened before any mount over the source */
+	MfsGate gate;  /* every operation but read passes it */
+
+	/*
+	 * Namespace changes take it shared, or exclusive while a migration
+	 * mirrors them (both sides must see them in one order); the tree walk
+	 * and the switch take it exclusive.  Taken before the gate, never
+	 * after.
+	 */
+	GRWLock ns_lock;
+	Migration *mig; /* changes with ns_lock exclusive and the gate closed */
 
 	GMutex inodes_lock;
 	GHashTable *inodes; /* MfsInodeKey -> MfsInode; protected by inodes_lock */
+
+	GMutex files_lock;
+	GHashTable *files; /* open MfsFiles, repointed at the switch; protected by files_lock */
 };
 
 struct MfsFile {
 	MfsInode *inode;
-	int fd;
+	int fd;      /* read without the gate: g_atomic_int_get; set at the stun */
+	int old_fd;  /* the source's, closed at release after a switch */
+	int flags;   /* open(2) flags of the backing open */
 	bool direct; /* opened with O_DIRECT: buffers must be aligned */
 };
 
 struct MfsDir {
 	DIR *dp;
+	bool root;            /* hide the journal */
 	off_t offset;         /* where dp stands */
 	struct dirent *entry; /* read but not yet returned, or NULL */
 };
@@ -72,5 +101,37 @@ static inline void mfs_close_fd(int *fd)
 		close(*fd);
 }
 #define cleanup_close __attribute__((cleanup(mfs_close_fd)))
+
+/* lib/migration.c, called by the passthrough with ns_lock held and the
+ * gate entered, after the operation succeeded on the source. */
+bool migration_active(Migration *mig);
+void migration_free(Migration *mig);
+MirrorFile *migration_find_mirror(Migration *mig, const MfsInodeKey *key);
+void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const struct stat *st,
+                             int src_fd);
+void migration_mirror_mknod(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e, dev_t rdev);
+void migration_mirror_mkdir(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e);
+void migration_mirror_symlink(Mfs *fs, const char *link, MfsInode *parent, const char *name,
+                              MfsEntry *e);
+void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname);
+void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool dir);
+void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
+                             const char *newname, unsigned int flags);
+void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set);
+void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
+                               size_t size, int flags);
+void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
+
+/* Lookup for callers already inside the gate. */
+int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);
+/*
+ * Enter a namespace change: ns_lock, then the gate.  Returns whether the
+ * change must be mirrored (then ns_lock is held exclusive).
+ */
+bool mfs_ns_begin(Mfs *fs);
+void mfs_ns_end(Mfs *fs, bool mirrored);
+
+/* The journal's name is not part of the tree at its root. */
+bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name);
 
 #endif /* MFS_INT_H */

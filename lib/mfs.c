@@ -10,9 +10,14 @@
  * keyed by (st_dev, st_ino).  An inode lives while the kernel holds lookup
  * counts on it; the root lives as long as the Mfs.
  *
- * Locking: inodes_lock protects the table and every nlookup.  It is taken
- * on lookup and forget only, never on the read/write path, and never
- * across a system call other than close(2).
+ * Every operation but read passes the stun gate (gate.h), so that a
+ * switch can stop them all, repoint every descriptor and let them go on.
+ * Namespace changes also take ns_lock (see mfs-int.h): while a migration
+ * runs they are applied to the target too, in the same order.
+ *
+ * Lock order: ns_lock, then the gate, then inodes_lock, then a
+ * Migration's lock.  inodes_lock protects the table and every nlookup; it
+ * is never held across a system call other than close(2).
  */
 #define _GNU_SOURCE
 #include "mfs-int.h"
@@ -39,32 +44,69 @@ static gboolean inode_key_equal(gconstpointer a, gconstpointer b)
 	return x->ino == y->ino && x->dev == y->dev;
 }
 
+/* Follow the journals of switched migrations to the directory to serve. */
+static int open_served_dir(const char *source_dir, char **served)
+{
+	g_autofree char *dir = g_strdup(source_dir);
+	int fd;
+
+	for (int hops = 0;; hops++) {
+		g_autofree char *next = NULL;
+
+		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		next = journal_switched_target(fd);
+		if (!next)
+			break;
+		close(fd);
+		if (hops == 16)
+			return -ELOOP;
+		g_free(dir);
+		dir = g_steal_pointer(&next);
+	}
+	*served = g_steal_pointer(&dir);
+	return fd;
+}
+
 int mfs_new(const char *source_dir, Mfs **out)
 {
 	struct stat st;
+	char *served = NULL;
 	Mfs *fs;
 	int fd, ret;
 
-	fd = open(source_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fd = open_served_dir(source_dir, &served);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
 		close(fd);
+		g_free(served);
 		return ret;
 	}
 	fs = g_new0(Mfs, 1);
-	fs->root_fd = fd;
+	fs->dir = served;
 	fs->root.fd = fd;
+	fs->root.old_fd = -1;
 	fs->root.key = (MfsInodeKey){st.st_dev, st.st_ino};
 	fs->root.type = S_IFDIR;
 	/* The kernel never forgets the root: one count that is never dropped. */
 	fs->root.nlookup = 1;
+	gate_init(&fs->gate);
+	g_rw_lock_init(&fs->ns_lock);
 	g_mutex_init(&fs->inodes_lock);
 	fs->inodes = g_hash_table_new(inode_key_hash, inode_key_equal);
 	g_hash_table_add(fs->inodes, &fs->root);
+	g_mutex_init(&fs->files_lock);
+	fs->files = g_hash_table_new(NULL, NULL);
 	*out = fs;
 	return 0;
+}
+
+const char *mfs_served_dir(Mfs *fs)
+{
+	return fs->dir;
 }
 
 static void inode_free(gpointer p)
@@ -72,6 +114,8 @@ static void inode_free(gpointer p)
 	MfsInode *inode = p;
 
 	close(inode->fd);
+	if (inode->old_fd >= 0)
+		close(inode->old_fd);
 	g_free(inode);
 }
 
@@ -82,14 +126,23 @@ void mfs_free(Mfs *fs)
 
 	if (!fs)
 		return;
+	if (fs->mig)
+		migration_free(fs->mig);
 	g_hash_table_iter_init(&it, fs->inodes);
 	while (g_hash_table_iter_next(&it, &key, NULL)) {
 		if (key != &fs->root)
 			inode_free(key);
 	}
 	g_hash_table_destroy(fs->inodes);
+	g_hash_table_destroy(fs->files);
 	g_mutex_clear(&fs->inodes_lock);
-	close(fs->root_fd);
+	g_mutex_clear(&fs->files_lock);
+	g_rw_lock_clear(&fs->ns_lock);
+	gate_clear(&fs->gate);
+	close(fs->root.fd);
+	if (fs->root.old_fd >= 0)
+		close(fs->root.old_fd);
+	g_free(fs->dir);
 	g_free(fs);
 }
 
@@ -115,12 +168,15 @@ static int stat_path_fd(int fd, struct stat *st)
 	return 0;
 }
 
-int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
+/* Lookup inside the gate: what lookup and every creation share. */
+int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
 {
 	MfsInode *inode, *fresh = NULL;
 	MfsInodeKey key;
 	int fd, ret;
 
+	if (mfs_is_journal(fs, parent, name))
+		return -ENOENT;
 	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -139,8 +195,11 @@ int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
 		fresh = inode = g_new0(MfsInode, 1);
 		inode->key = key;
 		inode->fd = fd;
+		inode->old_fd = -1;
 		inode->type = out->st.st_mode & S_IFMT;
 		inode->nlookup = 1;
+		if (fs->mig && inode->type == S_IFREG)
+			inode->mirror = migration_find_mirror(fs->mig, &key);
 		g_hash_table_add(fs->inodes, inode);
 	}
 	g_mutex_unlock(&fs->inodes_lock);
@@ -149,6 +208,16 @@ int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
 		close(fd);
 	out->inode = inode;
 	return 0;
+}
+
+int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
+{
+	int ret;
+
+	gate_enter(&fs->gate);
+	ret = mfs_lookup_inside(fs, parent, name, out);
+	gate_leave(&fs->gate);
+	return ret;
 }
 
 void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup)
@@ -168,19 +237,51 @@ void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup)
 		inode_free(inode);
 }
 
-int mfs_getattr(Mfs *fs, MfsInode *inode, MfsFile *file, struct stat *out)
+static int getattr_inside(MfsInode *inode, MfsFile *file, struct stat *out)
 {
-	(void)fs;
-	if (file) {
-		if (fstat(file->fd, out) < 0)
-			return -errno;
-		return 0;
-	}
+	if (file)
+		return fstat(file->fd, out) < 0 ? -errno : 0;
 	return stat_path_fd(inode->fd, out);
 }
 
-int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set,
-                struct stat *out)
+int mfs_getattr(Mfs *fs, MfsInode *inode, MfsFile *file, struct stat *out)
+{
+	int ret;
+
+	gate_enter(&fs->gate);
+	ret = getattr_inside(inode, file, out);
+	gate_leave(&fs->gate);
+	return ret;
+}
+
+/* Namespace changes: shared when nothing is mirrored, else exclusive. */
+bool mfs_ns_begin(Mfs *fs)
+{
+	g_rw_lock_reader_lock(&fs->ns_lock);
+	if (fs->mig && migration_active(fs->mig)) {
+		g_rw_lock_reader_unlock(&fs->ns_lock);
+		g_rw_lock_writer_lock(&fs->ns_lock);
+		if (fs->mig && migration_active(fs->mig)) {
+			gate_enter(&fs->gate);
+			return true;
+		}
+		g_rw_lock_writer_unlock(&fs->ns_lock);
+		g_rw_lock_reader_lock(&fs->ns_lock);
+	}
+	gate_enter(&fs->gate);
+	return false;
+}
+
+void mfs_ns_end(Mfs *fs, bool exclusive)
+{
+	gate_leave(&fs->gate);
+	if (exclusive)
+		g_rw_lock_writer_unlock(&fs->ns_lock);
+	else
+		g_rw_lock_reader_unlock(&fs->ns_lock);
+}
+
+static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set)
 {
 	char path[MFS_PROC_FD_LEN];
 	int ret;
@@ -199,9 +300,19 @@ int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr
 			return -errno;
 	}
 	if (to_set & MFS_SET_SIZE) {
-		ret = file ? ftruncate(file->fd, attr->st_size) : truncate(path, attr->st_size);
-		if (ret < 0)
+		/* A mirrored file is truncated by its mirror, in step with the copier. */
+		int fd = file ? file->fd : open(path, O_WRONLY | O_CLOEXEC);
+
+		if (fd < 0)
 			return -errno;
+		if (inode->mirror)
+			ret = mirror_file_truncate(inode->mirror, fd, attr->st_size);
+		else
+			ret = ftruncate(fd, attr->st_size) < 0 ? -errno : 0;
+		if (!file)
+			close(fd);
+		if (ret < 0)
+			return ret;
 	}
 	if (to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW)) {
 		struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
@@ -223,7 +334,21 @@ int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr
 		if (ret < 0)
 			return -errno;
 	}
-	return mfs_getattr(fs, inode, file, out);
+	return 0;
+}
+
+int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set,
+                struct stat *out)
+{
+	bool mirrored = mfs_ns_begin(fs);
+	int ret = setattr_inside(inode, file, attr, to_set);
+
+	if (ret == 0 && mirrored)
+		migration_mirror_setattr(fs, inode, attr, to_set & ~MFS_SET_SIZE);
+	if (ret == 0)
+		ret = getattr_inside(inode, file, out);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_access(Mfs *fs, MfsInode *inode, int mask, const MfsCred *cred, const gid_t *groups,
@@ -258,10 +383,12 @@ int mfs_readlink(Mfs *fs, MfsInode *inode, char *buf, size_t size)
 {
 	ssize_t n;
 
-	(void)fs;
+	gate_enter(&fs->gate);
 	n = readlinkat(inode->fd, "", buf, size);
+	n = n < 0 ? -errno : n;
+	gate_leave(&fs->gate);
 	if (n < 0)
-		return -errno;
+		return (int)n;
 	if ((size_t)n >= size)
 		return -ENAMETOOLONG;
 	buf[n] = '\0';
@@ -270,94 +397,153 @@ int mfs_readlink(Mfs *fs, MfsInode *inode, char *buf, size_t size)
 
 int mfs_statfs(Mfs *fs, MfsInode *inode, struct statvfs *out)
 {
-	(void)fs;
-	if (fstatvfs(inode->fd, out) < 0)
-		return -errno;
-	return 0;
+	int ret;
+
+	gate_enter(&fs->gate);
+	ret = fstatvfs(inode->fd, out) < 0 ? -errno : 0;
+	gate_leave(&fs->gate);
+	return ret;
 }
 
 /* Look up what a creation just made, or remove it if that fails. */
 static int lookup_created(Mfs *fs, MfsInode *parent, const char *name, bool is_dir, MfsEntry *out)
 {
-	int ret = mfs_lookup(fs, parent, name, out);
+	int ret = mfs_lookup_inside(fs, parent, name, out);
 
 	if (ret < 0)
 		unlinkat(parent->fd, name, is_dir ? AT_REMOVEDIR : 0);
 	return ret;
 }
 
+bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name)
+{
+	return parent == &fs->root && strcmp(name, MFS_JOURNAL_NAME) == 0;
+}
+
+/* The journal's name is reserved at the root: creating it is refused. */
+#define RETURN_IF_JOURNAL(fs, parent, name)                                                        \
+	do {                                                                                       \
+		if (mfs_is_journal(fs, parent, name))                                              \
+			return -EPERM;                                                             \
+	} while (0)
+
 int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rdev,
               const MfsCred *cred, MfsEntry *out)
 {
 	MfsCredSaved saved;
+	bool mirrored;
 	int ret;
 
+	RETURN_IF_JOURNAL(fs, parent, name);
+	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
 	ret = mknodat(parent->fd, name, mode, rdev) < 0 ? -errno : 0;
 	mfs_cred_leave(&saved);
-	if (ret < 0)
-		return ret;
-	return lookup_created(fs, parent, name, false, out);
+	if (ret == 0)
+		ret = lookup_created(fs, parent, name, false, out);
+	if (ret == 0 && mirrored)
+		migration_mirror_mknod(fs, parent, name, out, rdev);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_mkdir(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, const MfsCred *cred,
               MfsEntry *out)
 {
 	MfsCredSaved saved;
+	bool mirrored;
 	int ret;
 
+	RETURN_IF_JOURNAL(fs, parent, name);
+	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
 	ret = mkdirat(parent->fd, name, mode) < 0 ? -errno : 0;
 	mfs_cred_leave(&saved);
-	if (ret < 0)
-		return ret;
-	return lookup_created(fs, parent, name, true, out);
+	if (ret == 0)
+		ret = lookup_created(fs, parent, name, true, out);
+	if (ret == 0 && mirrored)
+		migration_mirror_mkdir(fs, parent, name, out);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_symlink(Mfs *fs, const char *target, MfsInode *parent, const char *name,
                 const MfsCred *cred, MfsEntry *out)
 {
 	MfsCredSaved saved;
+	bool mirrored;
 	int ret;
 
+	RETURN_IF_JOURNAL(fs, parent, name);
+	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
 	ret = symlinkat(target, parent->fd, name) < 0 ? -errno : 0;
 	mfs_cred_leave(&saved);
-	if (ret < 0)
-		return ret;
-	return lookup_created(fs, parent, name, false, out);
+	if (ret == 0)
+		ret = lookup_created(fs, parent, name, false, out);
+	if (ret == 0 && mirrored)
+		migration_mirror_symlink(fs, target, parent, name, out);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname, MfsEntry *out)
 {
 	char path[MFS_PROC_FD_LEN];
+	bool mirrored;
+	int ret;
 
+	RETURN_IF_JOURNAL(fs, newparent, newname);
+	mirrored = mfs_ns_begin(fs);
 	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the proc path does not. */
 	mfs_proc_fd_path(inode->fd, path);
-	if (linkat(AT_FDCWD, path, newparent->fd, newname, AT_SYMLINK_FOLLOW) < 0)
-		return -errno;
-	return mfs_lookup(fs, newparent, newname, out);
+	ret = linkat(AT_FDCWD, path, newparent->fd, newname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = mfs_lookup_inside(fs, newparent, newname, out);
+	if (ret == 0 && mirrored)
+		migration_mirror_link(fs, inode, newparent, newname);
+	mfs_ns_end(fs, mirrored);
+	return ret;
+}
+
+static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
+{
+	bool mirrored;
+	int ret;
+
+	RETURN_IF_JOURNAL(fs, parent, name);
+	mirrored = mfs_ns_begin(fs);
+	ret = unlinkat(parent->fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
+	if (ret == 0 && mirrored)
+		migration_mirror_unlink(fs, parent, name, dir);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_unlink(Mfs *fs, MfsInode *parent, const char *name)
 {
-	(void)fs;
-	return unlinkat(parent->fd, name, 0) < 0 ? -errno : 0;
+	return remove_entry(fs, parent, name, false);
 }
 
 int mfs_rmdir(Mfs *fs, MfsInode *parent, const char *name)
 {
-	(void)fs;
-	return unlinkat(parent->fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+	return remove_entry(fs, parent, name, true);
 }
 
 int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
                const char *newname, unsigned int flags)
 {
-	(void)fs;
-	if (renameat2(parent->fd, name, newparent->fd, newname, flags) < 0)
-		return -errno;
-	return 0;
+	bool mirrored;
+	int ret;
+
+	RETURN_IF_JOURNAL(fs, parent, name);
+	RETURN_IF_JOURNAL(fs, newparent, newname);
+	mirrored = mfs_ns_begin(fs);
+	ret = renameat2(parent->fd, name, newparent->fd, newname, flags) < 0 ? -errno : 0;
+	if (ret == 0 && mirrored)
+		migration_mirror_rename(fs, parent, name, newparent, newname, flags);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 /*
@@ -376,50 +562,57 @@ int mfs_getxattr(Mfs *fs, MfsInode *inode, const char *name, void *buf, size_t s
 {
 	char path[MFS_PROC_FD_LEN];
 	ssize_t n;
-	int ret;
 
-	(void)fs;
-	ret = xattr_path(inode, path);
-	if (ret < 0)
-		return ret;
-	n = getxattr(path, name, buf, size);
-	return n < 0 ? -errno : (int)n;
+	gate_enter(&fs->gate);
+	n = xattr_path(inode, path);
+	if (n == 0) {
+		n = getxattr(path, name, buf, size);
+		n = n < 0 ? -errno : n;
+	}
+	gate_leave(&fs->gate);
+	return (int)n;
 }
 
 int mfs_listxattr(Mfs *fs, MfsInode *inode, char *buf, size_t size)
 {
 	char path[MFS_PROC_FD_LEN];
-	ssize_t n;
+	ssize_t n = 0;
 
-	(void)fs;
-	if (inode->type == S_IFLNK)
-		return 0;
-	mfs_proc_fd_path(inode->fd, path);
-	n = listxattr(path, buf, size);
-	return n < 0 ? -errno : (int)n;
+	gate_enter(&fs->gate);
+	if (inode->type != S_IFLNK) {
+		mfs_proc_fd_path(inode->fd, path);
+		n = listxattr(path, buf, size);
+		n = n < 0 ? -errno : n;
+	}
+	gate_leave(&fs->gate);
+	return (int)n;
 }
 
 int mfs_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value, size_t size,
                  int flags)
 {
 	char path[MFS_PROC_FD_LEN];
-	int ret;
+	bool mirrored = mfs_ns_begin(fs);
+	int ret = xattr_path(inode, path);
 
-	(void)fs;
-	ret = xattr_path(inode, path);
-	if (ret < 0)
-		return ret;
-	return setxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = setxattr(path, name, value, size, flags) < 0 ? -errno : 0;
+	if (ret == 0 && mirrored)
+		migration_mirror_setxattr(fs, inode, name, value, size, flags);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }
 
 int mfs_removexattr(Mfs *fs, MfsInode *inode, const char *name)
 {
 	char path[MFS_PROC_FD_LEN];
-	int ret;
+	bool mirrored = mfs_ns_begin(fs);
+	int ret = xattr_path(inode, path);
 
-	(void)fs;
-	ret = xattr_path(inode, path);
-	if (ret < 0)
-		return ret;
-	return removexattr(path, name) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = removexattr(path, name) < 0 ? -errno : 0;
+	if (ret == 0 && mirrored)
+		migration_mirror_removexattr(fs, inode, name);
+	mfs_ns_end(fs, mirrored);
+	return ret;
 }

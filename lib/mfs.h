@@ -58,6 +58,8 @@ enum {
  * what lies beneath.
  */
 int mfs_new(const char *source_dir, Mfs **out);
+/* The directory served: the source, or where a switched migration moved it. */
+const char *mfs_served_dir(Mfs *fs);
 void mfs_free(Mfs *fs);
 MfsInode *mfs_root(Mfs *fs);
 /* Inodes known to the table, the root included: for tests and status. */
@@ -109,18 +111,18 @@ bool mfs_file_is_direct(const MfsFile *file);
  */
 ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data);
 /* @buf may be unaligned; O_DIRECT files bounce it through an aligned buffer. */
-ssize_t mfs_file_write(MfsFile *file, const void *buf, size_t size, off_t off);
-int mfs_file_flush(MfsFile *file);
-int mfs_file_fsync(MfsFile *file, bool datasync);
-int mfs_file_fallocate(MfsFile *file, int mode, off_t off, off_t len);
-off_t mfs_file_lseek(MfsFile *file, off_t off, int whence);
-ssize_t mfs_file_copy_range(MfsFile *in, off_t off_in, MfsFile *out, off_t off_out, size_t len,
-                            unsigned int flags);
+ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off);
+int mfs_file_flush(Mfs *fs, MfsFile *file);
+int mfs_file_fsync(Mfs *fs, MfsFile *file, bool datasync);
+int mfs_file_fallocate(Mfs *fs, MfsFile *file, int mode, off_t off, off_t len);
+off_t mfs_file_lseek(Mfs *fs, MfsFile *file, off_t off, int whence);
+ssize_t mfs_file_copy_range(Mfs *fs, MfsFile *in, off_t off_in, MfsFile *out, off_t off_out,
+                            size_t len, unsigned int flags);
 
 /* Directories. */
 int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out);
 void mfs_releasedir(Mfs *fs, MfsDir *dir);
-int mfs_fsyncdir(MfsDir *dir, bool datasync);
+int mfs_fsyncdir(Mfs *fs, MfsDir *dir, bool datasync);
 /*
  * Position @dir at @off (0, or an offset returned by an earlier entry) and
  * return the next entry, with the offset of the one after it in *@next_off.

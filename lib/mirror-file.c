@@ -106,6 +106,13 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 	return mf;
 }
 
+void mirror_file_mark_mirrored(MirrorFile *mf)
+{
+	g_mutex_lock(&mf->lock);
+	mf->cp_offset = MIRROR_OFF_MAX;
+	g_mutex_unlock(&mf->lock);
+}
+
 void mirror_file_free(MirrorFile *mf)
 {
 	if (!mf)
@@ -172,6 +179,7 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 
 		if (!on_chunk && !overlaps_inflight_locked(mf, start, end))
 			break;
+		chunk_wait |= on_chunk;
 		if (!t0) {
 			t0 = g_get_monotonic_time();
 			if (mf->hook) {
@@ -181,7 +189,6 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 				continue;
 			}
 		}
-		chunk_wait |= on_chunk;
 		g_cond_wait(&mf->cond, &mf->lock);
 	}
 	if (chunk_wait) {

@@ -45,6 +45,8 @@ typedef struct {
  */
 MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_fresh);
 void mirror_file_free(MirrorFile *mf);
+/* For a file created empty on both sides, before anyone can write it. */
+void mirror_file_mark_mirrored(MirrorFile *mf);
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
 /* Called once, without locks held, on the first target failure. */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);

@@ -212,7 +212,7 @@ typedef struct {
 
 static Gate gate;
 
-static void gate_init(MirrorHookPoint point, GThread *only)
+static void hook_gate_init(MirrorHookPoint point, GThread *only)
 {
 	g_mutex_init(&gate.lock);
 	g_cond_init(&gate.cond);
@@ -256,7 +256,7 @@ static void gate_wait_waits(int n)
 	g_mutex_unlock(&gate.lock);
 }
 
-static void gate_open(void)
+static void hook_gate_open(void)
 {
 	g_mutex_lock(&gate.lock);
 	gate.open = true;
@@ -295,14 +295,14 @@ START_TEST(test_write_into_chunk_in_flight_waits)
 	fixture_open(4 * CHUNK, true);
 	copy_chunks(1);
 	/* Stop the copier after it has read chunk 1 from the source. */
-	gate_init(MIRROR_HOOK_CHUNK_READ, NULL);
+	hook_gate_init(MIRROR_HOOK_CHUNK_READ, NULL);
 	mirror_file_set_hook(fx.mf, gate_hook, NULL);
 	copier = g_thread_new("copier", copier_one_chunk, NULL);
 	gate_wait_reached();
 	/* A write into that chunk now must wait, or the copier would overwrite it. */
 	writer = g_thread_new("writer", writer_thread, &job);
 	gate_wait_waits(1);
-	gate_open();
+	hook_gate_open();
 	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
 	g_thread_join(writer);
 	/* Below the cursor by then: mirrored, so the target has it already. */
@@ -328,7 +328,7 @@ START_TEST(test_copier_waits_for_write_in_flight)
 	fixture_open(4 * CHUNK, true);
 	copy_chunks(2);
 	/* The writer decides "source only" for chunk 2, then stops before writing. */
-	gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
+	hook_gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
 	mirror_file_set_hook(fx.mf, gate_hook, NULL);
 	writer = g_thread_new("writer", writer_thread, &job);
 	gate_wait_reached();
@@ -340,7 +340,7 @@ START_TEST(test_copier_waits_for_write_in_flight)
 	deadline = g_get_monotonic_time() + 200 * 1000;
 	while (g_get_monotonic_time() < deadline)
 		g_usleep(10 * 1000);
-	gate_open();
+	hook_gate_open();
 	g_thread_join(writer);
 	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
 	{
@@ -363,13 +363,13 @@ START_TEST(test_overlapping_writes_are_serialized)
 	fixture_open(4 * CHUNK, true);
 	copy_all(); /* mirrored: both writes go to both sides */
 	/* A is admitted and stopped; B overlaps it and must wait, not race. */
-	gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
+	hook_gate_init(MIRROR_HOOK_WRITE_ADMITTED, NULL);
 	mirror_file_set_hook(fx.mf, gate_hook, NULL);
 	ta = g_thread_new("a", writer_thread, &a);
 	gate_wait_reached();
 	tb = g_thread_new("b", writer_thread, &b);
 	gate_wait_waits(1);
-	gate_open();
+	hook_gate_open();
 	g_thread_join(ta);
 	g_thread_join(tb);
 	assert_files_equal();

@@ -98,7 +98,7 @@ START_TEST(test_write_read_roundtrip)
 	MfsFile *f = create_file("img", O_RDWR, &e);
 	struct stat st;
 
-	ck_assert_int_eq(mfs_file_write(f, msg, sizeof(msg), 4096), sizeof(msg));
+	ck_assert_int_eq(mfs_file_write(fs, f, msg, sizeof(msg), 4096), sizeof(msg));
 	ck_assert_int_eq(mfs_file_read(f, 100, 4096, &data), sizeof(msg));
 	ck_assert_mem_eq(data, msg, sizeof(msg));
 	ck_assert_int_eq(mfs_file_read(f, 100, 8192, &data), 0);
@@ -119,12 +119,12 @@ START_TEST(test_direct_io_unaligned_buffer)
 
 	ck_assert(mfs_file_is_direct(f));
 	memset(unaligned, 0xab, 2 * 4096);
-	ck_assert_int_eq(mfs_file_write(f, unaligned, 2 * 4096, 0), 2 * 4096);
+	ck_assert_int_eq(mfs_file_write(fs, f, unaligned, 2 * 4096, 0), 2 * 4096);
 	ck_assert_int_eq(mfs_file_read(f, 4096, 4096, &data), 4096);
 	ck_assert_uint_eq((uintptr_t)data % MFS_DIRECT_ALIGN, 0);
 	ck_assert_uint_eq(((const unsigned char *)data)[4095], 0xab);
 	/* A misaligned offset fails as it would natively. */
-	ck_assert_int_eq(mfs_file_write(f, unaligned, 4096, 1), -EINVAL);
+	ck_assert_int_eq(mfs_file_write(fs, f, unaligned, 4096, 1), -EINVAL);
 	mfs_release(fs, f);
 	mfs_forget(fs, e.inode, 1);
 }
@@ -137,8 +137,8 @@ START_TEST(test_append_flag_uses_kernel_offset)
 	MfsFile *f = create_file("log", O_RDWR | O_APPEND, &e);
 
 	/* The kernel picks the offset of an appending write; we honour it. */
-	ck_assert_int_eq(mfs_file_write(f, "abcd", 4, 0), 4);
-	ck_assert_int_eq(mfs_file_write(f, "XY", 2, 1), 2);
+	ck_assert_int_eq(mfs_file_write(fs, f, "abcd", 4, 0), 4);
+	ck_assert_int_eq(mfs_file_write(fs, f, "XY", 2, 1), 2);
 	ck_assert_int_eq(mfs_file_read(f, 10, 0, &data), 4);
 	ck_assert_mem_eq(data, "aXYd", 4);
 	mfs_release(fs, f);
@@ -154,12 +154,13 @@ START_TEST(test_sparse_punch_and_seek)
 	struct stat st;
 
 	memset(block, 1, sizeof(block));
-	ck_assert_int_eq(mfs_file_write(f, block, sizeof(block), 1 << 20), sizeof(block));
-	ck_assert_int_eq(mfs_file_lseek(f, 0, SEEK_DATA), 1 << 20);
-	ck_assert_int_eq(mfs_file_lseek(f, 1 << 20, SEEK_HOLE), (1 << 20) + 4096);
+	ck_assert_int_eq(mfs_file_write(fs, f, block, sizeof(block), 1 << 20), sizeof(block));
+	ck_assert_int_eq(mfs_file_lseek(fs, f, 0, SEEK_DATA), 1 << 20);
+	ck_assert_int_eq(mfs_file_lseek(fs, f, 1 << 20, SEEK_HOLE), (1 << 20) + 4096);
 	ck_assert_int_eq(
-	    mfs_file_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1 << 20, 4096), 0);
-	ck_assert_int_eq(mfs_file_lseek(f, 0, SEEK_DATA), -ENXIO);
+	    mfs_file_fallocate(fs, f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1 << 20, 4096),
+	    0);
+	ck_assert_int_eq(mfs_file_lseek(fs, f, 0, SEEK_DATA), -ENXIO);
 	ck_assert_int_eq(mfs_getattr(fs, e.inode, f, &st), 0);
 	ck_assert_int_eq(st.st_size, (1 << 20) + 4096);
 	ck_assert_int_eq(st.st_blocks, 0);

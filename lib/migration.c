@@ -1,0 +1,1623 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The migration job: a whole tree moved to a target directory while it is
+ * in use, by I/O mirroring, ending in a quiesce-and-switch.
+ *
+ * Start.  With namespace changes held off (ns_lock exclusive) the tree is
+ * walked once: every directory, symlink and special file is made on the
+ * target, and every regular file gets an empty target file and a
+ * MirrorFile.  Objects are known by the (st_dev, st_ino) of their source,
+ * so renames do not confuse them, and hard links stay links.  Then a
+ * short stun attaches each MirrorFile to its inode, if the kernel has one;
+ * inodes looked up later find theirs at creation.  From then on:
+ *
+ *   - data changes go through the MirrorFile (mirror-file.c);
+ *   - namespace changes are made on the source and then, with ns_lock
+ *     exclusive, on the target, so both see them in one order;
+ *   - new regular files are born mirrored.
+ *
+ * Copy.  The migration thread copies the files one after another, chunk
+ * by chunk, rate-limited and pausable.  Mirroring never iterates, so it
+ * ends however hard the guest writes.
+ *
+ * Switch.  Flush the target; stun (ns_lock exclusive, gate closed: no
+ * operation but reads runs); flush again; open every target counterpart
+ * an inode or open file will need (any failure here aborts, still on the
+ * source); write the source's journal, which makes the target
+ * authoritative; swap every descriptor; resume.  A crash before the
+ * journal is durable leaves the source authoritative (it had every write
+ * first); after, the target (flushed, and nothing written since).
+ *
+ * Failure and cancel.  A target error in any mirrored operation is
+ * recorded and the guest goes on (mirror-file.c).  The thread then stuns
+ * briefly to detach every mirror and removes what it made on the target:
+ * the names it created at the target's root, which it tracks.
+ *
+ * Lock order: ns_lock, gate, Mfs.inodes_lock, Migration.lock, and a
+ * MirrorFile's lock is a leaf.  Migration.lock is never held across I/O.
+ */
+#define _GNU_SOURCE
+#include "mfs-int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+typedef struct {
+	MfsInodeKey key;
+	mode_t type;
+	int tfd;        /* O_PATH on the target object; -1 for regular files */
+	MirrorFile *mf; /* regular files */
+} MigObject;
+
+#define RATE_SAMPLES 16
+
+struct Migration {
+	Mfs *fs;
+	char *source; /* canonical paths */
+	char *target;
+	int dst_root_fd; /* O_PATH */
+	uint64_t chunk_size;
+	bool manual_switch, delete_source;
+	GThread *thread;
+	MfsMigHook hook;
+	void *hook_opaque;
+
+	GMutex lock;
+	GCond cond;               /* state, requests or error changed */
+	MfsMigState state;        /* protected by lock */
+	bool paused;              /* protected by lock */
+	bool cancel_requested;    /* protected by lock */
+	bool switch_requested;    /* protected by lock */
+	bool detached;            /* mirrors taken off the inodes; protected by lock */
+	uint64_t speed_bps;       /* protected by lock */
+	char *error;              /* protected by lock */
+	uint64_t stun_ns;         /* protected by lock */
+	uint64_t bytes_total;     /* protected by lock */
+	GHashTable *objects;      /* MfsInodeKey -> MigObject; protected by lock */
+	GPtrArray *files;         /* MigObject of regular files, in copy order; protected by lock */
+	GHashTable *root_names;   /* names made at the target's root; protected by lock */
+	MfsMigFileStatus *final;  /* per-file status kept after the end; protected by lock */
+	unsigned n_final;         /* protected by lock */
+	uint64_t final_counts[4]; /* copied, mirrored, waited, max wait; protected by lock */
+	gint64 rate_t[RATE_SAMPLES];   /* protected by lock */
+	uint64_t rate_b[RATE_SAMPLES]; /* protected by lock */
+	unsigned rate_n;               /* protected by lock */
+};
+
+const char *mfs_mig_state_name(MfsMigState state)
+{
+	static const char *names[] = {"idle",     "copying", "mirrored", "switching",
+	                              "switched", "failed",  "cancelled"};
+
+	return state < G_N_ELEMENTS(names) ? names[state] : "unknown";
+}
+
+static bool state_running(MfsMigState s)
+{
+	return s == MFS_MIG_COPYING || s == MFS_MIG_MIRRORED || s == MFS_MIG_SWITCHING;
+}
+
+static void run_hook(Migration *mig, const char *point)
+{
+	if (mig->hook)
+		mig->hook(mig->fs, point, mig->hook_opaque);
+}
+
+static void object_free(gpointer p)
+{
+	MigObject *obj = p;
+
+	if (obj->tfd >= 0)
+		close(obj->tfd);
+	mirror_file_free(obj->mf);
+	g_free(obj);
+}
+
+static guint key_hash(gconstpointer p)
+{
+	const MfsInodeKey *k = p;
+
+	return (guint)(k->ino ^ (k->ino >> 32) ^ (k->dev * 0x9e3779b1u));
+}
+
+static gboolean key_equal(gconstpointer a, gconstpointer b)
+{
+	const MfsInodeKey *x = a, *y = b;
+
+	return x->ino == y->ino && x->dev == y->dev;
+}
+
+static Migration *migration_new(Mfs *fs)
+{
+	Migration *mig = g_new0(Migration, 1);
+
+	mig->fs = fs;
+	mig->dst_root_fd = -1;
+	g_mutex_init(&mig->lock);
+	g_cond_init(&mig->cond);
+	mig->objects = g_hash_table_new_full(key_hash, key_equal, NULL, object_free);
+	mig->files = g_ptr_array_new();
+	mig->root_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	return mig;
+}
+
+static void final_status_free(Migration *mig)
+{
+	for (unsigned i = 0; i < mig->n_final; i++)
+		g_free(mig->final[i].path);
+	g_clear_pointer(&mig->final, g_free);
+	mig->n_final = 0;
+}
+
+void migration_free(Migration *mig)
+{
+	if (!mig)
+		return;
+	if (mig->thread)
+		g_thread_join(mig->thread);
+	g_ptr_array_free(mig->files, TRUE);
+	g_hash_table_destroy(mig->objects);
+	g_hash_table_destroy(mig->root_names);
+	final_status_free(mig);
+	if (mig->dst_root_fd >= 0)
+		close(mig->dst_root_fd);
+	g_free(mig->source);
+	g_free(mig->target);
+	g_free(mig->error);
+	g_cond_clear(&mig->cond);
+	g_mutex_clear(&mig->lock);
+	g_free(mig);
+}
+
+bool migration_active(Migration *mig)
+{
+	bool active;
+
+	g_mutex_lock(&mig->lock);
+	active = state_running(mig->state) && !mig->error && !mig->cancel_requested;
+	g_mutex_unlock(&mig->lock);
+	return active;
+}
+
+/* Record the first failure; the thread aborts when it sees it. */
+static void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void mig_fail(Migration *mig, const char *fmt, ...)
+{
+	va_list ap;
+
+	g_mutex_lock(&mig->lock);
+	if (!mig->error) {
+		va_start(ap, fmt);
+		mig->error = g_strdup_vprintf(fmt, ap);
+		va_end(ap);
+	}
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+}
+
+static void on_mirror_error(MirrorFile *mf, int err, void *opaque)
+{
+	Migration *mig = opaque;
+
+	mig_fail(mig, "target: %s", g_strerror(-err));
+}
+
+MirrorFile *migration_find_mirror(Migration *mig, const MfsInodeKey *key)
+{
+	MigObject *obj;
+	MirrorFile *mf = NULL;
+
+	g_mutex_lock(&mig->lock);
+	if (!mig->detached && state_running(mig->state)) {
+		obj = g_hash_table_lookup(mig->objects, key);
+		if (obj)
+			mf = obj->mf;
+	}
+	g_mutex_unlock(&mig->lock);
+	return mf;
+}
+
+static MigObject *object_add(Migration *mig, const struct stat *st, int tfd, MirrorFile *mf)
+{
+	MigObject *obj = g_new0(MigObject, 1);
+
+	obj->key = (MfsInodeKey){st->st_dev, st->st_ino};
+	obj->type = st->st_mode & S_IFMT;
+	obj->tfd = tfd;
+	obj->mf = mf;
+	if (mf)
+		mirror_file_set_error_handler(mf, on_mirror_error, mig);
+	g_mutex_lock(&mig->lock);
+	g_hash_table_replace(mig->objects, &obj->key, obj);
+	if (mf)
+		g_ptr_array_add(mig->files, obj);
+	g_mutex_unlock(&mig->lock);
+	return obj;
+}
+
+static MigObject *object_find(Migration *mig, const MfsInodeKey *key)
+{
+	MigObject *obj;
+
+	g_mutex_lock(&mig->lock);
+	obj = g_hash_table_lookup(mig->objects, key);
+	g_mutex_unlock(&mig->lock);
+	return obj;
+}
+
+/* The target descriptor of an object: a directory's, or a file's data fd. */
+static int object_fd(MigObject *obj)
+{
+	return obj->mf ? mirror_file_target_fd(obj->mf) : obj->tfd;
+}
+
+/* Target directory of a source directory inode, or -1 (and the migration fails). */
+static int target_dir(Migration *mig, MfsInode *dir)
+{
+	MigObject *obj = object_find(mig, &dir->key);
+
+	if (!obj || obj->type != S_IFDIR) {
+		mig_fail(mig, "target: no counterpart for a source directory");
+		return -1;
+	}
+	return obj->tfd;
+}
+
+static void root_name_changed(Migration *mig, MfsInode *parent, const char *name, bool added)
+{
+	if (parent != &mig->fs->root)
+		return;
+	g_mutex_lock(&mig->lock);
+	if (added)
+		g_hash_table_add(mig->root_names, g_strdup(name));
+	else
+		g_hash_table_remove(mig->root_names, name);
+	g_mutex_unlock(&mig->lock);
+}
+
+/* Give a new target object the source's owner, mode bits and xattrs. */
+static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
+{
+	char src_path[MFS_PROC_FD_LEN], dst_path[MFS_PROC_FD_LEN];
+	char names[4096], value[65536];
+	ssize_t len;
+
+	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 &&
+	    errno != EPERM)
+		return -errno;
+	if (S_ISLNK(st->st_mode))
+		return 0;
+	mfs_proc_fd_path(dst_fd, dst_path);
+	if (chmod(dst_path, st->st_mode & 07777) < 0)
+		return -errno;
+	mfs_proc_fd_path(src_fd, src_path);
+	len = listxattr(src_path, names, sizeof(names));
+	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1) {
+		ssize_t n = getxattr(src_path, names + i, value, sizeof(value));
+
+		if (n >= 0 && setxattr(dst_path, names + i, value, n, 0) < 0 && errno != ENOTSUP &&
+		    errno != EPERM)
+			return -errno;
+	}
+	return 0;
+}
+
+/* Times last: the copier's writes would move a file's mtime again. */
+static void copy_times(int dst_fd, mode_t type, const struct stat *st)
+{
+	struct timespec tv[2] = {st->st_atim, st->st_mtim};
+	char path[MFS_PROC_FD_LEN];
+
+	if (type == S_IFLNK) {
+		utimensat(dst_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		return;
+	}
+	mfs_proc_fd_path(dst_fd, path);
+	utimensat(AT_FDCWD, path, tv, 0);
+}
+
+static int open_path(int dir_fd, const char *name)
+{
+	return openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Make the target counterpart of one source entry. */
+static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name, bool fresh,
+                      GQueue *dirs)
+{
+	struct stat st;
+	MigObject *obj;
+	int sfd = -1, tfd = -1, ret = 0;
+
+	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	obj = object_find(mig, &(MfsInodeKey){st.st_dev, st.st_ino});
+	if (obj && !S_ISDIR(st.st_mode)) {
+		/* Another name of an object already made: a hard link there too. */
+		char path[MFS_PROC_FD_LEN];
+
+		mfs_proc_fd_path(object_fd(obj), path);
+		if (linkat(AT_FDCWD, path, dst_dir, name, AT_SYMLINK_FOLLOW) < 0 &&
+		    !(errno == EEXIST && !fresh))
+			return -errno;
+		return 0;
+	}
+	switch (st.st_mode & S_IFMT) {
+	case S_IFDIR:
+		if (mkdirat(dst_dir, name, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		sfd = open_path(src_dir, name);
+		tfd = open_path(dst_dir, name);
+		break;
+	case S_IFREG: {
+		int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : 0);
+		int src_ro = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		int dst = src_ro < 0 ? -1 : openat(dst_dir, name, flags, 0600);
+
+		if (src_ro < 0 || dst < 0) {
+			ret = -errno;
+			if (src_ro >= 0)
+				close(src_ro);
+			return ret;
+		}
+		ret = copy_metadata(src_ro, dst, &st);
+		if (ret < 0) {
+			close(src_ro);
+			close(dst);
+			return ret;
+		}
+		g_mutex_lock(&mig->lock);
+		mig->bytes_total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
+		g_mutex_unlock(&mig->lock);
+		object_add(mig, &st, -1, mirror_file_new(src_ro, dst, mig->chunk_size, fresh));
+		return 0;
+	}
+	case S_IFLNK: {
+		char link[PATH_MAX];
+		ssize_t n = readlinkat(src_dir, name, link, sizeof(link) - 1);
+
+		if (n < 0)
+			return -errno;
+		link[n] = '\0';
+		if (symlinkat(link, dst_dir, name) < 0 && !(errno == EEXIST && !fresh))
+			return -errno;
+		sfd = open_path(src_dir, name);
+		tfd = open_path(dst_dir, name);
+		break;
+	}
+	default: /* FIFOs, sockets, device nodes */
+		if (mknodat(dst_dir, name, st.st_mode, st.st_rdev) < 0 &&
+		    !(errno == EEXIST && !fresh))
+			return -errno;
+		sfd = open_path(src_dir, name);
+		tfd = open_path(dst_dir, name);
+		break;
+	}
+	if (sfd < 0 || tfd < 0) {
+		ret = -errno;
+		goto out;
+	}
+	ret = copy_metadata(sfd, tfd, &st);
+	if (ret < 0)
+		goto out;
+	obj = object_add(mig, &st, tfd, NULL);
+	tfd = -1;
+	if (S_ISDIR(st.st_mode)) {
+		g_queue_push_tail(dirs, GINT_TO_POINTER(sfd));
+		g_queue_push_tail(dirs, GINT_TO_POINTER(dup(obj->tfd)));
+		sfd = -1;
+	}
+out:
+	if (sfd >= 0)
+		close(sfd);
+	if (tfd >= 0)
+		close(tfd);
+	return ret;
+}
+
+/* Walk the source tree breadth first and make the target tree. */
+static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
+{
+	GQueue dirs = G_QUEUE_INIT;
+	bool at_root = true;
+	int ret = 0;
+
+	g_queue_push_tail(&dirs, GINT_TO_POINTER(dup(src_root)));
+	g_queue_push_tail(&dirs, GINT_TO_POINTER(dup(mig->dst_root_fd)));
+	while (!g_queue_is_empty(&dirs)) {
+		int src = GPOINTER_TO_INT(g_queue_pop_head(&dirs));
+		int dst = GPOINTER_TO_INT(g_queue_pop_head(&dirs));
+		int rfd = ret == 0 ? openat(src, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+		DIR *dp = rfd >= 0 ? fdopendir(rfd) : NULL;
+		struct dirent *de;
+
+		if (ret == 0 && !dp) {
+			ret = -errno;
+			*error = g_strdup_printf("source: %s", g_strerror(-ret));
+		}
+		while (ret == 0 && (errno = 0, de = readdir(dp))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			if (at_root && !strcmp(de->d_name, MFS_JOURNAL_NAME))
+				continue;
+			/* Recorded first, so that a failure half-way removes it too. */
+			if (at_root)
+				g_hash_table_add(mig->root_names, g_strdup(de->d_name));
+			ret = walk_entry(mig, src, dst, de->d_name, fresh, &dirs);
+			if (ret < 0)
+				*error = g_strdup_printf("copying the tree, at '%s': %s",
+				                         de->d_name, g_strerror(-ret));
+		}
+		at_root = false;
+		if (dp)
+			closedir(dp);
+		else if (rfd >= 0)
+			close(rfd);
+		close(src);
+		close(dst);
+	}
+	return ret;
+}
+
+/* Remove @name below @dir_fd, recursively.  Best effort; returns the first error. */
+static int remove_tree_at(int dir_fd, const char *name)
+{
+	int fd, ret = 0;
+	DIR *dp;
+	struct dirent *de;
+
+	if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT)
+		return 0;
+	if (errno != EISDIR && errno != EPERM)
+		return -errno;
+	fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(dp))) {
+		int r;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		r = remove_tree_at(dirfd(dp), de->d_name);
+		if (r < 0 && ret == 0)
+			ret = r;
+	}
+	closedir(dp);
+	if (unlinkat(dir_fd, name, AT_REMOVEDIR) < 0 && ret == 0)
+		ret = -errno;
+	return ret;
+}
+
+static bool path_within(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (strcmp(outer, "/") == 0)
+		return true;
+	return strncmp(inner, outer, n) == 0 && (inner[n] == '/' || inner[n] == '\0');
+}
+
+/* Data bytes below @dir_fd (allocated, capped at each file's size). */
+static uint64_t tree_data_bytes(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	uint64_t total = 0;
+
+	if (!dp) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	while ((de = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISREG(st.st_mode)) {
+			total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
+		} else if (S_ISDIR(st.st_mode)) {
+			int sub = open_path(dirfd(dp), de->d_name);
+
+			if (sub >= 0) {
+				total += tree_data_bytes(sub);
+				close(sub);
+			}
+		}
+	}
+	closedir(dp);
+	return total;
+}
+
+/*
+ * Check the target before anything is written: *@fresh says whether it is
+ * new to us, or holds the partial files of an earlier run of this same
+ * migration (its journal says so), which are then reused.
+ */
+static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh,
+                        char **error)
+{
+	g_autofree char *jstate = NULL, *jsource = NULL, *jtarget = NULL;
+	struct stat sst, tst;
+	struct statvfs vfs;
+	uint64_t need, avail;
+	int fd;
+	DIR *dp;
+	struct dirent *de;
+
+	mig->target = realpath(opts->target, NULL);
+	if (!mig->target) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	if (stat(mig->target, &tst) < 0 || !S_ISDIR(tst.st_mode)) {
+		*error = g_strdup_printf("target '%s' is not a directory", opts->target);
+		return -ENOTDIR;
+	}
+	if (fstat(fs->root.fd, &sst) == 0 && sst.st_dev == tst.st_dev && sst.st_ino == tst.st_ino) {
+		*error = g_strdup_printf("target '%s' is the source", opts->target);
+		return -EINVAL;
+	}
+	if (path_within(mig->target, mig->source)) {
+		*error = g_strdup_printf("target '%s' lies inside the source '%s'", opts->target,
+		                         mig->source);
+		return -EINVAL;
+	}
+	if (path_within(mig->source, mig->target)) {
+		*error = g_strdup_printf("target '%s' contains the source '%s'", opts->target,
+		                         mig->source);
+		return -EINVAL;
+	}
+	if (access(mig->target, W_OK | X_OK) < 0) {
+		*error = g_strdup_printf("target '%s' is not writable: %s", opts->target,
+		                         g_strerror(errno));
+		return -EACCES;
+	}
+	mig->dst_root_fd = open(mig->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (mig->dst_root_fd < 0) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	*fresh = !(journal_read(mig->dst_root_fd, &jstate, &jsource, &jtarget) == 0 &&
+	           strcmp(jstate, "copying") == 0 && strcmp(jsource, mig->source) == 0);
+
+	/* Names the source has at its root must be free in the target. */
+	if (*fresh && !opts->overwrite) {
+		fd = openat(fs->root.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dp = fd >= 0 ? fdopendir(fd) : NULL;
+		while (dp && (de = readdir(dp))) {
+			struct stat st;
+
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+			    !strcmp(de->d_name, MFS_JOURNAL_NAME))
+				continue;
+			if (fstatat(mig->dst_root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				*error = g_strdup_printf("target '%s' already holds '%s' (use the "
+				                         "overwrite option to replace it)",
+				                         opts->target, de->d_name);
+				closedir(dp);
+				return -EEXIST;
+			}
+		}
+		if (dp)
+			closedir(dp);
+	}
+
+	/* Room for the data, as Storage vMotion checks before it starts. */
+	need = tree_data_bytes(fs->root.fd);
+	if (!*fresh)
+		need -= MIN(need, tree_data_bytes(mig->dst_root_fd));
+	if (fstatvfs(mig->dst_root_fd, &vfs) == 0) {
+		avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+		if (need > avail) {
+			*error = g_strdup_printf("target '%s' has %" G_GUINT64_FORMAT
+			                         " bytes free; the source holds %" G_GUINT64_FORMAT
+			                         " bytes of data",
+			                         opts->target, avail, need);
+			return -ENOSPC;
+		}
+	}
+	return 0;
+}
+
+static int check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error)
+{
+	*chunk = opts->chunk_size ? opts->chunk_size : MFS_DEFAULT_CHUNK;
+	if (*chunk < 4096 || *chunk > (64u << 20) || (*chunk & (*chunk - 1))) {
+		*error = g_strdup_printf("chunk size %" G_GUINT64_FORMAT
+		                         " must be a power of two from 4K to 64M",
+		                         *chunk);
+		return -EINVAL;
+	}
+	if (!opts->target || !*opts->target) {
+		*error = g_strdup("no target directory given");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Point (or un-point) every inode the kernel knows at its mirror.  Stunned. */
+static void attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
+{
+	GHashTableIter it;
+	gpointer key;
+
+	g_mutex_lock(&fs->inodes_lock);
+	g_hash_table_iter_init(&it, fs->inodes);
+	while (g_hash_table_iter_next(&it, &key, NULL)) {
+		MfsInode *inode = key;
+
+		if (inode->type == S_IFREG)
+			inode->mirror = attach ? migration_find_mirror(mig, &inode->key) : NULL;
+	}
+	g_mutex_unlock(&fs->inodes_lock);
+}
+
+static gpointer migration_thread(gpointer data);
+
+int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
+{
+	Migration *mig, *old;
+	struct stat st;
+	bool fresh = true;
+	int ret;
+
+	*error = NULL;
+	mig = migration_new(fs);
+	ret = check_options(opts, &mig->chunk_size, error);
+	if (ret < 0)
+		goto out_free;
+	mig->hook = opts->hook;
+	mig->hook_opaque = opts->hook_opaque;
+	mig->manual_switch = opts->manual_switch;
+	mig->delete_source = opts->delete_source;
+	mig->speed_bps = opts->speed_bps;
+
+	g_rw_lock_writer_lock(&fs->ns_lock);
+	old = fs->mig;
+	if (old) {
+		g_mutex_lock(&old->lock);
+		ret = state_running(old->state) ? -EBUSY : 0;
+		g_mutex_unlock(&old->lock);
+		if (ret < 0) {
+			*error =
+			    g_strdup_printf("a migration to '%s' is already running", old->target);
+			goto out_unlock;
+		}
+	}
+	mig->source = g_strdup(fs->dir);
+	ret = check_target(fs, mig, opts, &fresh, error);
+	if (ret < 0)
+		goto out_unlock;
+	ret = journal_write(mig->dst_root_fd, "copying", mig->source, mig->target);
+	if (ret < 0) {
+		*error = g_strdup_printf("target '%s': cannot write its journal: %s", opts->target,
+		                         g_strerror(-ret));
+		goto out_unlock;
+	}
+	if (fstat(fs->root.fd, &st) < 0) {
+		ret = -errno;
+		*error = g_strdup_printf("source: %s", g_strerror(errno));
+		goto out_cleanup;
+	}
+	object_add(mig, &st, dup(mig->dst_root_fd), NULL);
+	mig->state = MFS_MIG_COPYING;
+	ret = walk_tree(mig, fs->root.fd, fresh, error);
+	if (ret < 0)
+		goto out_cleanup;
+
+	/* Attach the mirrors in a stun: no write may be half-way when they appear. */
+	gate_close(&fs->gate);
+	fs->mig = mig;
+	attach_mirrors_stunned(fs, mig, true);
+	gate_open(&fs->gate);
+	g_rw_lock_writer_unlock(&fs->ns_lock);
+	migration_free(old);
+
+	mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
+	return 0;
+
+out_cleanup:
+	/* Nothing was attached yet: remove what the walk made, and the journal. */
+	{
+		GHashTableIter it;
+		gpointer name;
+
+		g_hash_table_iter_init(&it, mig->root_names);
+		while (g_hash_table_iter_next(&it, &name, NULL))
+			remove_tree_at(mig->dst_root_fd, name);
+		journal_remove(mig->dst_root_fd);
+	}
+out_unlock:
+	g_rw_lock_writer_unlock(&fs->ns_lock);
+out_free:
+	mig->state = MFS_MIG_FAILED;
+	migration_free(mig);
+	return ret;
+}
+
+/* --- the thread --------------------------------------------------------- */
+
+static void rate_sample_locked(Migration *mig, uint64_t copied)
+{
+	unsigned i = mig->rate_n++ % RATE_SAMPLES;
+
+	mig->rate_t[i] = g_get_monotonic_time();
+	mig->rate_b[i] = copied;
+}
+
+static uint64_t copied_total_locked(Migration *mig)
+{
+	uint64_t total = 0;
+
+	for (guint i = 0; i < mig->files->len; i++) {
+		MigObject *obj = g_ptr_array_index(mig->files, i);
+		MirrorFileStats st;
+
+		mirror_file_stats(obj->mf, &st);
+		total += st.bytes_copied;
+	}
+	return total;
+}
+
+/*
+ * Between chunks: honour pause, cancel, errors and the speed limit.
+ * Returns false when the copy must stop.
+ */
+static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t window_bytes)
+{
+	bool go_on;
+
+	g_mutex_lock(&mig->lock);
+	for (;;) {
+		gint64 now = g_get_monotonic_time(), due;
+
+		if (mig->error || mig->cancel_requested)
+			break;
+		if (mig->paused) {
+			g_cond_wait(&mig->cond, &mig->lock);
+			continue;
+		}
+		if (!mig->speed_bps)
+			break;
+		due = window_start + (gint64)(window_bytes * G_USEC_PER_SEC / mig->speed_bps);
+		if (now >= due)
+			break;
+		g_cond_wait_until(&mig->cond, &mig->lock, due);
+	}
+	go_on = !mig->error && !mig->cancel_requested;
+	g_mutex_unlock(&mig->lock);
+	return go_on;
+}
+
+static bool copy_all_files(Migration *mig)
+{
+	gint64 window_start = g_get_monotonic_time();
+	uint64_t window_bytes = 0, last_speed;
+
+	g_mutex_lock(&mig->lock);
+	last_speed = mig->speed_bps;
+	g_mutex_unlock(&mig->lock);
+	for (guint i = 0;; i++) {
+		MigObject *obj;
+		int ret;
+
+		g_mutex_lock(&mig->lock);
+		obj = i < mig->files->len ? g_ptr_array_index(mig->files, i) : NULL;
+		g_mutex_unlock(&mig->lock);
+		if (!obj)
+			return true;
+		do {
+			uint64_t copied;
+
+			if (!copier_may_go_on(mig, window_start, window_bytes))
+				return false;
+			ret = mirror_file_copy_next(obj->mf, &copied);
+			window_bytes += copied;
+			g_mutex_lock(&mig->lock);
+			rate_sample_locked(mig, copied_total_locked(mig));
+			if (mig->speed_bps != last_speed) {
+				/* A new limit counts from now. */
+				last_speed = mig->speed_bps;
+				window_start = g_get_monotonic_time();
+				window_bytes = 0;
+			}
+			g_mutex_unlock(&mig->lock);
+			run_hook(mig, "chunk");
+		} while (ret == 1);
+		if (ret < 0) {
+			mig_fail(mig, "copying: %s", g_strerror(-ret));
+			return false;
+		}
+	}
+}
+
+static void set_state(Migration *mig, MfsMigState state)
+{
+	g_mutex_lock(&mig->lock);
+	mig->state = state;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	g_message("migration %s -> %s: %s", mig->source, mig->target, mfs_mig_state_name(state));
+}
+
+/* Keep the per-file figures once the MirrorFiles are gone. */
+static void keep_final_status(Migration *mig)
+{
+	MfsMigStatus st = {0};
+
+	mfs_migration_status(mig->fs, &st);
+	g_mutex_lock(&mig->lock);
+	final_status_free(mig);
+	mig->final = g_steal_pointer(&st.files);
+	mig->n_final = st.n_files;
+	mig->final_counts[0] = st.bytes_copied;
+	mig->final_counts[1] = st.mirrored_writes;
+	mig->final_counts[2] = st.waited_writes;
+	mig->final_counts[3] = st.max_wait_ns;
+	st.n_files = 0;
+	g_mutex_unlock(&mig->lock);
+	mfs_migration_status_clear(&st);
+}
+
+static void drop_objects(Migration *mig)
+{
+	keep_final_status(mig);
+	g_mutex_lock(&mig->lock);
+	g_ptr_array_set_size(mig->files, 0);
+	g_hash_table_remove_all(mig->objects);
+	g_mutex_unlock(&mig->lock);
+}
+
+/* Detach every mirror, remove what we made on the target, end in @state. */
+static void migration_abort(Migration *mig, MfsMigState state)
+{
+	Mfs *fs = mig->fs;
+	GHashTableIter it;
+	gpointer name;
+
+	g_rw_lock_writer_lock(&fs->ns_lock);
+	gate_close(&fs->gate);
+	g_mutex_lock(&mig->lock);
+	mig->detached = true;
+	g_mutex_unlock(&mig->lock);
+	attach_mirrors_stunned(fs, mig, false);
+	gate_open(&fs->gate);
+	g_rw_lock_writer_unlock(&fs->ns_lock);
+
+	drop_objects(mig);
+	g_hash_table_iter_init(&it, mig->root_names);
+	while (g_hash_table_iter_next(&it, &name, NULL)) {
+		int ret = remove_tree_at(mig->dst_root_fd, name);
+
+		if (ret < 0)
+			g_warning("migration %s -> %s: cannot remove '%s' from the target: %s",
+			          mig->source, mig->target, (char *)name, g_strerror(-ret));
+	}
+	journal_remove(mig->dst_root_fd);
+	g_mutex_lock(&mig->lock);
+	if (mig->error)
+		g_warning("migration %s -> %s failed: %s", mig->source, mig->target, mig->error);
+	g_mutex_unlock(&mig->lock);
+	set_state(mig, state);
+}
+
+static int flush_targets(Migration *mig)
+{
+	g_autoptr(GPtrArray) files = g_ptr_array_new();
+	int fd, ret = 0;
+
+	/* New files may be added meanwhile; they are born mirrored. */
+	g_mutex_lock(&mig->lock);
+	for (guint i = 0; i < mig->files->len; i++)
+		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
+	g_mutex_unlock(&mig->lock);
+	for (guint i = 0; i < files->len && ret == 0; i++)
+		ret = mirror_file_flush_target(((MigObject *)g_ptr_array_index(files, i))->mf);
+	if (ret < 0)
+		return ret;
+	/* The directories too: the names must be durable as well as the data. */
+	fd = openat(mig->dst_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = syncfs(fd) < 0 ? -errno : 0;
+	close(fd);
+	return ret;
+}
+
+/* What the switch will swap in, prepared while it can still be undone. */
+typedef struct {
+	MfsInode *inode;
+	int fd;
+	MfsInodeKey key;
+} InodeSwap;
+
+typedef struct {
+	MfsFile *file;
+	int fd;
+} FileSwap;
+
+static int target_path_fd(Migration *mig, MfsInode *inode)
+{
+	char path[MFS_PROC_FD_LEN];
+	MigObject *obj;
+
+	if (inode == &mig->fs->root)
+		return dup(mig->dst_root_fd);
+	obj = g_hash_table_lookup(mig->objects, &inode->key);
+	if (!obj) {
+		errno = ENOENT;
+		return -1;
+	}
+	mfs_proc_fd_path(object_fd(obj), path);
+	return open(path, O_PATH | O_CLOEXEC);
+}
+
+static int prepare_swaps(Migration *mig, GArray *inodes, GArray *files)
+{
+	Mfs *fs = mig->fs;
+	GHashTableIter it;
+	gpointer key;
+	int ret = 0;
+
+	g_mutex_lock(&fs->inodes_lock);
+	g_mutex_lock(&mig->lock);
+	g_hash_table_iter_init(&it, fs->inodes);
+	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
+		InodeSwap s = {.inode = key};
+		struct stat st;
+
+		s.fd = target_path_fd(mig, s.inode);
+		if (s.fd < 0 || fstat(s.fd, &st) < 0) {
+			ret = -errno;
+			if (s.fd >= 0)
+				close(s.fd);
+			break;
+		}
+		s.key = (MfsInodeKey){st.st_dev, st.st_ino};
+		g_array_append_val(inodes, s);
+	}
+	g_mutex_unlock(&mig->lock);
+	g_mutex_unlock(&fs->inodes_lock);
+	if (ret < 0)
+		return ret;
+
+	g_mutex_lock(&fs->files_lock);
+	g_hash_table_iter_init(&it, fs->files);
+	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
+		FileSwap s = {.file = key, .fd = -1};
+		char path[MFS_PROC_FD_LEN];
+		int flags =
+		    (s.file->flags & ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL | O_TRUNC)) |
+		    O_CLOEXEC;
+
+		for (guint i = 0; i < inodes->len; i++) {
+			InodeSwap *is = &g_array_index(inodes, InodeSwap, i);
+
+			if (is->inode == s.file->inode) {
+				mfs_proc_fd_path(is->fd, path);
+				s.fd = open(path, flags);
+				/* A target without O_DIRECT (tmpfs) still serves the file. */
+				if (s.fd < 0 && errno == EINVAL && (flags & O_DIRECT))
+					s.fd = open(path, flags & ~O_DIRECT);
+				break;
+			}
+		}
+		if (s.fd < 0) {
+			ret = errno ? -errno : -ENOENT;
+			break;
+		}
+		g_array_append_val(files, s);
+	}
+	g_mutex_unlock(&fs->files_lock);
+	return ret;
+}
+
+static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
+{
+	Mfs *fs = mig->fs;
+
+	g_mutex_lock(&fs->inodes_lock);
+	g_hash_table_steal_all(fs->inodes);
+	for (guint i = 0; i < inodes->len; i++) {
+		InodeSwap *s = &g_array_index(inodes, InodeSwap, i);
+
+		if (s->inode->old_fd >= 0)
+			close(s->inode->old_fd);
+		s->inode->old_fd = s->inode->fd;
+		s->inode->fd = s->fd;
+		s->inode->key = s->key;
+		s->inode->mirror = NULL;
+		g_hash_table_add(fs->inodes, s->inode);
+	}
+	g_mutex_unlock(&fs->inodes_lock);
+	for (guint i = 0; i < files->len; i++) {
+		FileSwap *s = &g_array_index(files, FileSwap, i);
+
+		if (s->file->old_fd >= 0)
+			close(s->file->old_fd);
+		s->file->old_fd = s->file->fd;
+		g_atomic_int_set(&s->file->fd, s->fd);
+	}
+	g_free(fs->dir);
+	fs->dir = g_strdup(mig->target);
+}
+
+static void undo_swaps(GArray *inodes, GArray *files)
+{
+	for (guint i = 0; i < inodes->len; i++)
+		close(g_array_index(inodes, InodeSwap, i).fd);
+	for (guint i = 0; i < files->len; i++)
+		close(g_array_index(files, FileSwap, i).fd);
+}
+
+static int migration_switch(Migration *mig)
+{
+	Mfs *fs = mig->fs;
+	g_autoptr(GArray) inodes = g_array_new(FALSE, FALSE, sizeof(InodeSwap));
+	g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(FileSwap));
+	gint64 t0;
+	int ret;
+
+	set_state(mig, MFS_MIG_SWITCHING);
+	/* 1. Flush ahead, so that the stun has little left to do. */
+	ret = flush_targets(mig);
+	if (ret < 0) {
+		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
+		return ret;
+	}
+	/* 2. Stun. */
+	g_rw_lock_writer_lock(&fs->ns_lock);
+	t0 = g_get_monotonic_time();
+	gate_close(&fs->gate);
+	run_hook(mig, "stunned");
+	/* 3. Final flush, the counterparts, then the journal: the point of no return. */
+	ret = flush_targets(mig);
+	if (ret < 0) {
+		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
+		goto resume;
+	}
+	ret = prepare_swaps(mig, inodes, files);
+	if (ret < 0) {
+		mig_fail(mig, "opening the target's files: %s", g_strerror(-ret));
+		undo_swaps(inodes, files);
+		goto resume;
+	}
+	ret = journal_write(fs->root.fd, "switched", mig->source, mig->target);
+	if (ret < 0) {
+		mig_fail(mig, "writing the source's journal: %s", g_strerror(-ret));
+		undo_swaps(inodes, files);
+		goto resume;
+	}
+	run_hook(mig, "journaled");
+	/* 4. Every descriptor to the target. */
+	apply_swaps(mig, inodes, files);
+	g_mutex_lock(&mig->lock);
+	mig->detached = true;
+	g_mutex_unlock(&mig->lock);
+resume:
+	/* 5. Resume. */
+	gate_open(&fs->gate);
+	g_rw_lock_writer_unlock(&fs->ns_lock);
+	if (ret == 0) {
+		g_mutex_lock(&mig->lock);
+		mig->stun_ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
+		g_mutex_unlock(&mig->lock);
+		journal_remove(mig->dst_root_fd);
+	}
+	return ret;
+}
+
+static void delete_source_files(Migration *mig)
+{
+	int root = mig->fs->root.old_fd;
+	int fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!dp) {
+		g_warning("migration %s -> %s: cannot delete the source: %s", mig->source,
+		          mig->target, g_strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dp))) {
+		int ret;
+
+		/* The journal stays: it sends a restarted daemon to the target. */
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !strcmp(de->d_name, MFS_JOURNAL_NAME))
+			continue;
+		ret = remove_tree_at(dirfd(dp), de->d_name);
+		if (ret < 0)
+			g_warning("migration %s -> %s: cannot delete '%s' from the source: %s",
+			          mig->source, mig->target, de->d_name, g_strerror(-ret));
+	}
+	closedir(dp);
+}
+
+static gpointer migration_thread(gpointer data)
+{
+	Migration *mig = data;
+	bool go;
+
+	run_hook(mig, "started");
+	if (!copy_all_files(mig))
+		goto abort;
+	set_state(mig, MFS_MIG_MIRRORED);
+	run_hook(mig, "mirrored");
+	g_mutex_lock(&mig->lock);
+	while (mig->manual_switch && !mig->switch_requested && !mig->error &&
+	       !mig->cancel_requested)
+		g_cond_wait(&mig->cond, &mig->lock);
+	go = !mig->error && !mig->cancel_requested;
+	g_mutex_unlock(&mig->lock);
+	if (!go || migration_switch(mig) < 0)
+		goto abort;
+	drop_objects(mig);
+	set_state(mig, MFS_MIG_SWITCHED);
+	if (mig->delete_source)
+		delete_source_files(mig);
+	return NULL;
+
+abort:
+	g_mutex_lock(&mig->lock);
+	go = mig->error == NULL; /* no error: cancelled */
+	g_mutex_unlock(&mig->lock);
+	migration_abort(mig, go ? MFS_MIG_CANCELLED : MFS_MIG_FAILED);
+	return NULL;
+}
+
+/* --- control ----------------------------------------------------------- */
+
+/* The current (or last) migration, or NULL. */
+static Migration *current(Mfs *fs)
+{
+	Migration *mig;
+
+	g_rw_lock_reader_lock(&fs->ns_lock);
+	mig = fs->mig;
+	g_rw_lock_reader_unlock(&fs->ns_lock);
+	return mig;
+}
+
+int mfs_migration_pause(Mfs *fs)
+{
+	Migration *mig = current(fs);
+	int ret = 0;
+
+	if (!mig)
+		return -ENOENT;
+	g_mutex_lock(&mig->lock);
+	if (mig->state != MFS_MIG_COPYING)
+		ret = -EINVAL;
+	else if (mig->paused)
+		ret = -EALREADY;
+	else
+		mig->paused = true;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	return ret;
+}
+
+int mfs_migration_resume(Mfs *fs)
+{
+	Migration *mig = current(fs);
+	int ret = 0;
+
+	if (!mig)
+		return -ENOENT;
+	g_mutex_lock(&mig->lock);
+	if (!mig->paused)
+		ret = -EINVAL;
+	mig->paused = false;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	return ret;
+}
+
+int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps)
+{
+	Migration *mig = current(fs);
+	int ret = 0;
+
+	if (!mig)
+		return -ENOENT;
+	g_mutex_lock(&mig->lock);
+	if (!state_running(mig->state))
+		ret = -EINVAL;
+	else
+		mig->speed_bps = speed_bps;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	return ret;
+}
+
+int mfs_migration_switch(Mfs *fs)
+{
+	Migration *mig = current(fs);
+	int ret = 0;
+
+	if (!mig)
+		return -ENOENT;
+	g_mutex_lock(&mig->lock);
+	if (mig->state != MFS_MIG_MIRRORED && mig->state != MFS_MIG_COPYING)
+		ret = -EINVAL;
+	else if (mig->state == MFS_MIG_COPYING)
+		ret = -EBUSY; /* not everything is copied yet */
+	else if (!mig->manual_switch)
+		ret = -EALREADY;
+	else
+		mig->switch_requested = true;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	return ret;
+}
+
+int mfs_migration_cancel(Mfs *fs)
+{
+	Migration *mig = current(fs);
+	int ret = 0;
+
+	if (!mig)
+		return -ENOENT;
+	g_mutex_lock(&mig->lock);
+	if (mig->state == MFS_MIG_COPYING || mig->state == MFS_MIG_MIRRORED)
+		mig->cancel_requested = true;
+	else
+		ret = mig->state == MFS_MIG_CANCELLED ? -EALREADY : -EINVAL;
+	g_cond_broadcast(&mig->cond);
+	g_mutex_unlock(&mig->lock);
+	return ret;
+}
+
+MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms)
+{
+	Migration *mig = current(fs);
+	gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+	MfsMigState state;
+
+	if (!mig)
+		return MFS_MIG_IDLE;
+	g_mutex_lock(&mig->lock);
+	while (mig->state != until && state_running(mig->state) &&
+	       !(until == MFS_MIG_MIRRORED && mig->state > MFS_MIG_MIRRORED)) {
+		if (timeout_ms >= 0) {
+			if (!g_cond_wait_until(&mig->cond, &mig->lock, deadline))
+				break;
+		} else {
+			g_cond_wait(&mig->cond, &mig->lock);
+		}
+	}
+	state = mig->state;
+	g_mutex_unlock(&mig->lock);
+	return state;
+}
+
+/* Path of a target file relative to the target root, from its descriptor. */
+static char *target_relpath(Migration *mig, int fd)
+{
+	char path[MFS_PROC_FD_LEN], buf[PATH_MAX];
+	size_t n = strlen(mig->target);
+	ssize_t len;
+
+	mfs_proc_fd_path(fd, path);
+	len = readlink(path, buf, sizeof(buf) - 1);
+	if (len < 0)
+		return g_strdup("?");
+	buf[len] = '\0';
+	if (strncmp(buf, mig->target, n) == 0 && buf[n] == '/')
+		return g_strdup(buf + n + 1);
+	return g_strdup(buf);
+}
+
+void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
+{
+	Migration *mig = current(fs);
+	uint64_t copied = 0;
+
+	memset(out, 0, sizeof(*out));
+	out->eta_s = -1;
+	if (!mig) {
+		out->state = MFS_MIG_IDLE;
+		out->source = g_strdup(fs->dir);
+		return;
+	}
+	g_mutex_lock(&mig->lock);
+	out->state = mig->state;
+	out->paused = mig->paused && mig->state == MFS_MIG_COPYING;
+	out->source = g_strdup(mig->source);
+	out->target = g_strdup(mig->target);
+	out->bytes_total = mig->bytes_total;
+	out->stun_ns = mig->stun_ns;
+	out->speed_bps = mig->speed_bps;
+	out->error = g_strdup(mig->error);
+	if (mig->files->len) {
+		out->n_files = mig->files->len;
+		out->files = g_new0(MfsMigFileStatus, out->n_files);
+		for (guint i = 0; i < mig->files->len; i++) {
+			MigObject *obj = g_ptr_array_index(mig->files, i);
+			MirrorFileStats st;
+
+			mirror_file_stats(obj->mf, &st);
+			out->files[i].path = target_relpath(mig, mirror_file_target_fd(obj->mf));
+			out->files[i].size = st.size;
+			out->files[i].cp_offset = st.cp_offset;
+			out->files[i].mirrored = st.mirrored;
+			copied += st.bytes_copied;
+			out->mirrored_writes += st.mirrored_writes;
+			out->waited_writes += st.waited_writes;
+			out->max_wait_ns = MAX(out->max_wait_ns, st.max_wait_ns);
+		}
+		out->bytes_copied = copied;
+	} else {
+		out->n_files = mig->n_final;
+		out->files = g_new0(MfsMigFileStatus, MAX(mig->n_final, 1));
+		for (unsigned i = 0; i < mig->n_final; i++) {
+			out->files[i] = mig->final[i];
+			out->files[i].path = g_strdup(mig->final[i].path);
+		}
+		out->bytes_copied = mig->final_counts[0];
+		out->mirrored_writes = mig->final_counts[1];
+		out->waited_writes = mig->final_counts[2];
+		out->max_wait_ns = mig->final_counts[3];
+	}
+	if (mig->rate_n >= 2 && state_running(mig->state)) {
+		unsigned newest = (mig->rate_n - 1) % RATE_SAMPLES;
+		unsigned oldest = mig->rate_n >= RATE_SAMPLES ? mig->rate_n % RATE_SAMPLES : 0;
+		gint64 dt = mig->rate_t[newest] - mig->rate_t[oldest];
+
+		if (dt > 0)
+			out->rate_bps = (mig->rate_b[newest] - mig->rate_b[oldest]) *
+			                G_USEC_PER_SEC / (uint64_t)dt;
+		if (out->rate_bps)
+			out->eta_s =
+			    (double)(out->bytes_total > copied ? out->bytes_total - copied : 0) /
+			    (double)out->rate_bps;
+	}
+	g_mutex_unlock(&mig->lock);
+}
+
+void mfs_migration_shutdown(Mfs *fs)
+{
+	if (current(fs)) {
+		mfs_migration_cancel(fs);
+		mfs_migration_wait(fs, MFS_MIG_CANCELLED, -1);
+	}
+}
+
+void mfs_migration_status_clear(MfsMigStatus *st)
+{
+	for (unsigned i = 0; i < st->n_files; i++)
+		g_free(st->files[i].path);
+	g_free(st->files);
+	g_free(st->source);
+	g_free(st->target);
+	g_free(st->error);
+	memset(st, 0, sizeof(*st));
+}
+
+/* --- namespace changes, mirrored ---------------------------------------- */
+
+void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const struct stat *st,
+                             int src_fd)
+{
+	Migration *mig = fs->mig;
+	char path[MFS_PROC_FD_LEN];
+	MirrorFile *mf;
+	int dir, src_ro, dst;
+
+	if (object_find(mig, &(MfsInodeKey){st->st_dev, st->st_ino}))
+		return; /* an existing file, opened with O_CREAT: already mirrored */
+	dir = target_dir(mig, parent);
+	if (dir < 0)
+		return;
+	mfs_proc_fd_path(src_fd, path);
+	src_ro = open(path, O_RDONLY | O_CLOEXEC);
+	dst = openat(dir, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+	             st->st_mode & 07777);
+	if (src_ro < 0 || dst < 0) {
+		mig_fail(mig, "target: creating '%s': %s", name, g_strerror(errno));
+		if (src_ro >= 0)
+			close(src_ro);
+		if (dst >= 0)
+			close(dst);
+		return;
+	}
+	if (fchown(dst, st->st_uid, st->st_gid) < 0 && errno != EPERM) {
+		mig_fail(mig, "target: creating '%s': %s", name, g_strerror(errno));
+		close(src_ro);
+		close(dst);
+		return;
+	}
+	/* Empty on both sides, and not yet visible to anyone: born mirrored. */
+	mf = mirror_file_new(src_ro, dst, mig->chunk_size, true);
+	mirror_file_mark_mirrored(mf);
+	object_add(mig, st, -1, mf);
+	root_name_changed(mig, parent, name, true);
+}
+
+static void mirror_new_object(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
+                              const char *what)
+{
+	Migration *mig = fs->mig;
+	int tfd, dir = target_dir(mig, parent);
+
+	if (dir < 0)
+		return;
+	tfd = open_path(dir, name);
+	if (tfd < 0 || copy_metadata(e->inode->fd, tfd, &e->st) < 0) {
+		mig_fail(mig, "target: %s '%s': %s", what, name, g_strerror(errno));
+		if (tfd >= 0)
+			close(tfd);
+		return;
+	}
+	object_add(mig, &e->st, tfd, NULL);
+	root_name_changed(mig, parent, name, true);
+}
+
+void migration_mirror_mknod(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e, dev_t rdev)
+{
+	int dir = target_dir(fs->mig, parent);
+
+	if (dir < 0)
+		return;
+	if (mknodat(dir, name, e->st.st_mode, rdev) < 0) {
+		mig_fail(fs->mig, "target: mknod '%s': %s", name, g_strerror(errno));
+		return;
+	}
+	mirror_new_object(fs, parent, name, e, "mknod");
+}
+
+void migration_mirror_mkdir(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e)
+{
+	int dir = target_dir(fs->mig, parent);
+
+	if (dir < 0)
+		return;
+	if (mkdirat(dir, name, e->st.st_mode & 07777) < 0) {
+		mig_fail(fs->mig, "target: mkdir '%s': %s", name, g_strerror(errno));
+		return;
+	}
+	mirror_new_object(fs, parent, name, e, "mkdir");
+}
+
+void migration_mirror_symlink(Mfs *fs, const char *link, MfsInode *parent, const char *name,
+                              MfsEntry *e)
+{
+	int dir = target_dir(fs->mig, parent);
+
+	if (dir < 0)
+		return;
+	if (symlinkat(link, dir, name) < 0) {
+		mig_fail(fs->mig, "target: symlink '%s': %s", name, g_strerror(errno));
+		return;
+	}
+	mirror_new_object(fs, parent, name, e, "symlink");
+}
+
+void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname)
+{
+	Migration *mig = fs->mig;
+	MigObject *obj = object_find(mig, &inode->key);
+	char path[MFS_PROC_FD_LEN];
+	int dir = target_dir(mig, newparent);
+
+	if (dir < 0)
+		return;
+	if (!obj) {
+		mig_fail(mig, "target: link '%s': no counterpart", newname);
+		return;
+	}
+	mfs_proc_fd_path(object_fd(obj), path);
+	if (linkat(AT_FDCWD, path, dir, newname, AT_SYMLINK_FOLLOW) < 0) {
+		mig_fail(mig, "target: link '%s': %s", newname, g_strerror(errno));
+		return;
+	}
+	root_name_changed(mig, newparent, newname, true);
+}
+
+void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool is_dir)
+{
+	int dir = target_dir(fs->mig, parent);
+
+	if (dir < 0)
+		return;
+	if (unlinkat(dir, name, is_dir ? AT_REMOVEDIR : 0) < 0) {
+		mig_fail(fs->mig, "target: removing '%s': %s", name, g_strerror(errno));
+		return;
+	}
+	root_name_changed(fs->mig, parent, name, false);
+}
+
+void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
+                             const char *newname, unsigned int flags)
+{
+	Migration *mig = fs->mig;
+	int from = target_dir(mig, parent), to = target_dir(mig, newparent);
+
+	if (from < 0 || to < 0)
+		return;
+	if (renameat2(from, name, to, newname, flags) < 0) {
+		mig_fail(mig, "target: renaming '%s': %s", name, g_strerror(errno));
+		return;
+	}
+	if (!(flags & RENAME_EXCHANGE))
+		root_name_changed(mig, parent, name, false);
+	root_name_changed(mig, newparent, newname, true);
+}
+
+void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set)
+{
+	Migration *mig = fs->mig;
+	MigObject *obj = object_find(mig, &inode->key);
+	struct stat st;
+	int fd;
+
+	if (!to_set)
+		return;
+	if (!obj) {
+		mig_fail(mig, "target: no counterpart for a changed object");
+		return;
+	}
+	fd = object_fd(obj);
+	/* Whatever was asked, the target ends with the source's result. */
+	if (fstatat(inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		mig_fail(mig, "source: %s", g_strerror(errno));
+		return;
+	}
+	if ((to_set & (MFS_SET_MODE | MFS_SET_UID | MFS_SET_GID)) &&
+	    copy_metadata(inode->fd, fd, &st) < 0) {
+		mig_fail(mig, "target: changing attributes: %s", g_strerror(errno));
+		return;
+	}
+	if (to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW))
+		copy_times(fd, obj->type, &st);
+}
+
+void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
+                               size_t size, int flags)
+{
+	Migration *mig = fs->mig;
+	MigObject *obj = object_find(mig, &inode->key);
+	char path[MFS_PROC_FD_LEN];
+
+	if (!obj) {
+		mig_fail(mig, "target: no counterpart for a changed object");
+		return;
+	}
+	mfs_proc_fd_path(object_fd(obj), path);
+	if (setxattr(path, name, value, size, flags) < 0)
+		mig_fail(mig, "target: setxattr '%s': %s", name, g_strerror(errno));
+}
+
+void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name)
+{
+	Migration *mig = fs->mig;
+	MigObject *obj = object_find(mig, &inode->key);
+	char path[MFS_PROC_FD_LEN];
+
+	if (!obj) {
+		mig_fail(mig, "target: no counterpart for a changed object");
+		return;
+	}
+	mfs_proc_fd_path(object_fd(obj), path);
+	if (removexattr(path, name) < 0)
+		mig_fail(mig, "target: removexattr '%s': %s", name, g_strerror(errno));
+}

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Live migration of the whole source tree to a target directory, by I/O
+ * mirroring, ending in a quiesce-and-switch.  The public half of
+ * lib/migration.c; the daemon, the control server and the tests use it.
+ */
+#ifndef MFS_MIGRATION_H
+#define MFS_MIGRATION_H
+
+#include "mfs.h"
+
+typedef enum {
+	MFS_MIG_IDLE,
+	MFS_MIG_COPYING,
+	MFS_MIG_MIRRORED,
+	MFS_MIG_SWITCHING,
+	MFS_MIG_SWITCHED,
+	MFS_MIG_FAILED,
+	MFS_MIG_CANCELLED,
+} MfsMigState;
+
+const char *mfs_mig_state_name(MfsMigState state);
+
+#define MFS_DEFAULT_CHUNK (1u << 20)
+
+/* Test hook: called by the migration thread at named points. */
+typedef void (*MfsMigHook)(Mfs *fs, const char *point, void *opaque);
+
+typedef struct {
+	const char *target;
+	uint64_t chunk_size; /* bytes, a power of two from 4 KiB to 64 MiB; 0: default */
+	uint64_t speed_bps;  /* copier limit in bytes/s; 0: unlimited */
+	bool manual_switch;  /* stay mirrored until mfs_migration_switch() */
+	bool delete_source;  /* remove the source files after the switch */
+	bool overwrite;      /* allow names that already exist in the target */
+	MfsMigHook hook;     /* tests only */
+	void *hook_opaque;
+} MfsMigOptions;
+
+typedef struct {
+	char *path; /* relative to the root of the tree */
+	uint64_t size;
+	uint64_t cp_offset;
+	bool mirrored;
+} MfsMigFileStatus;
+
+typedef struct {
+	MfsMigState state;
+	bool paused;
+	char *source, *target;
+	uint64_t bytes_total; /* data (not holes) to copy, as counted at the start */
+	uint64_t bytes_copied;
+	uint64_t rate_bps; /* over the last few seconds */
+	double eta_s;      /* < 0 when unknown */
+	uint64_t mirrored_writes;
+	uint64_t waited_writes;
+	uint64_t max_wait_ns;
+	uint64_t stun_ns; /* of the switch, once switched */
+	uint64_t speed_bps;
+	char *error; /* when failed */
+	MfsMigFileStatus *files;
+	unsigned n_files;
+} MfsMigStatus;
+
+/*
+ * Start migrating to @opts->target.  Checks the target first (not the
+ * source, not inside it nor containing it, a writable directory, free of
+ * the source's names unless overwrite, with room for the source's data)
+ * and changes nothing when a check fails: then *@error says why.
+ */
+int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error);
+int mfs_migration_pause(Mfs *fs);
+int mfs_migration_resume(Mfs *fs);
+int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps);
+/* Complete a manual-switch migration that is mirrored. */
+int mfs_migration_switch(Mfs *fs);
+/* Stop, remove what was written to the target, carry on on the source. */
+int mfs_migration_cancel(Mfs *fs);
+/* At shutdown: cancel what still runs, let a switch finish, and wait. */
+void mfs_migration_shutdown(Mfs *fs);
+/* Block until the migration leaves the copying/mirrored/switching states. */
+MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms);
+void mfs_migration_status(Mfs *fs, MfsMigStatus *out);
+void mfs_migration_status_clear(MfsMigStatus *st);
+
+/*
+ * The journal that makes a switch durable.  mfs_new() reads it: a source
+ * whose journal says it was switched is served from its target instead
+ * (*@redirected names it), never stale.
+ */
+#define MFS_JOURNAL_NAME ".mirrorfs-journal"
+
+#endif

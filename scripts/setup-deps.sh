@@ -1,0 +1,57 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Install what mirrorfs needs to build, run its tests and its examples, on
+# Debian 12 (bookworm).  Does nothing when everything is already there, so
+# it is safe to run again.  Uses sudo when not run as root.
+#
+# Usage: scripts/setup-deps.sh [--list]
+#   --list   print the package names, one a line, and install nothing
+set -euo pipefail
+
+packages=(
+	# build
+	gcc libc6-dev meson ninja-build pkg-config
+	libfuse3-dev libglib2.0-dev libjson-glib-dev
+	python3-docutils # rst2man, for the man pages
+	# run
+	fuse3
+	# tests and examples
+	check fio qemu-utils qemu-system-x86 attr
+)
+
+if [ "${1-}" = --list ]; then
+	printf '%s\n' "${packages[@]}"
+	exit 0
+fi
+
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+	echo "setup-deps: this script knows Debian and its derivatives only; install" >&2
+	echo "the equivalents of these packages by hand: ${packages[*]}" >&2
+	exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	[ "$status" = installed ] || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "setup-deps: all ${#packages[@]} packages already installed"
+	exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+	if ! command -v sudo >/dev/null; then
+		echo "setup-deps: not root and no sudo; as root, run:" >&2
+		echo "  apt-get install ${missing[*]}" >&2
+		exit 1
+	fi
+	sudo=(sudo)
+fi
+
+echo "setup-deps: installing ${missing[*]}"
+"${sudo[@]}" apt-get update
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,48 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Build mirrorfs twice and run every test suite (unit, integration) on each:
+#   build/       the default debugoptimized build
+#   build-asan/  the same with AddressSanitizer and UndefinedBehaviorSanitizer
+# Both are built with -Dwerror=true.  Stops at the first failure and exits
+# non-zero.  This is what CI runs (.ci/run).
+#
+# Integration tests mount FUSE file systems: they need root and /dev/fuse,
+# and are skipped (meson reports SKIP) without them.  Run from anywhere:
+# the build directories are made in the top of the source tree.
+#
+# Usage: scripts/test.sh [MESON-TEST-OPTION...]
+#   e.g. scripts/test.sh --suite unit
+set -euo pipefail
+
+srcdir=$(cd "$(dirname "$0")/.." && pwd)
+cd "$srcdir"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+# "meson test" passes when it has nothing to run: a build that lost its
+# tests must not pass as well.
+require_tests() {
+	local builddir=$1
+	shift
+	if ! meson test -C "$builddir" --no-rebuild --list "$@" >/dev/null 2>&1; then
+		echo "test.sh: no tests to run in $builddir${*:+ for $*}" >&2
+		exit 1
+	fi
+}
+
+step "build/: debugoptimized"
+scripts/build.sh build -Dwerror=true
+step "build/: tests"
+require_tests build "$@"
+meson test -C build --print-errorlogs "$@"
+
+step "build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"
+scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
+step "build-asan/: tests"
+# Sanitized code runs a few times slower; meson test already makes
+# ASan and UBSan reports fatal.
+require_tests build-asan "$@"
+meson test -C build-asan --print-errorlogs --timeout-multiplier 3 "$@"
+
+step "all tests passed in build/ and build-asan/"
