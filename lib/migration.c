@@ -853,7 +853,12 @@ static void set_state(Migration *mig, MfsMigState state)
 	mig->state = state;
 	g_cond_broadcast(&mig->cond);
 	g_mutex_unlock(&mig->lock);
-	g_message("migration %s -> %s: %s", mig->source, mig->target, mfs_mig_state_name(state));
+	if (state == MFS_MIG_SWITCHED)
+		g_message("migration %s -> %s: switched (stun %.3f ms)", mig->source, mig->target,
+		          mig->stun_ns / 1e6);
+	else
+		g_message("migration %s -> %s: %s", mig->source, mig->target,
+		          mfs_mig_state_name(state));
 }
 
 /* Keep the per-file figures once the MirrorFiles are gone. */
@@ -1171,9 +1176,10 @@ static gpointer migration_thread(gpointer data)
 	if (!go || migration_switch(mig) < 0)
 		goto abort;
 	drop_objects(mig);
-	set_state(mig, MFS_MIG_SWITCHED);
+	/* Before "switched" is announced, so that whoever waits for it finds it done. */
 	if (mig->delete_source)
 		delete_source_files(mig);
+	set_state(mig, MFS_MIG_SWITCHED);
 	return NULL;
 
 abort:

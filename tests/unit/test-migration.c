@@ -1,0 +1,553 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Unit tests of the migration job (lib/migration.c) without FUSE: the
+ * tree copy, changes made while it runs (forced at the copier's hook),
+ * the switch with open handles, the journal and restart, cancel, bad
+ * targets, and a concurrent stress test against a model.
+ */
+#define _GNU_SOURCE
+#include "mfs-int.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+
+#define CHUNK 4096
+
+static char *top, *src, *dst;
+static Mfs *fs;
+static MfsCred cred;
+
+static void write_file(const char *dir, const char *name, size_t size, unsigned seed)
+{
+	g_autofree char *path = g_build_filename(dir, name, NULL);
+	g_autofree unsigned char *buf = g_malloc(size ? size : 1);
+
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (unsigned char)(i * 31 + seed);
+	ck_assert(g_file_set_contents(path, (char *)buf, size, NULL));
+}
+
+static void setup(void)
+{
+	g_autofree char *sub = NULL, *path = NULL;
+
+	top = g_dir_make_tmp("mfs-mig-XXXXXX", NULL);
+	ck_assert_ptr_nonnull(top);
+	src = g_build_filename(top, "src", NULL);
+	dst = g_build_filename(top, "dst", NULL);
+	ck_assert_int_eq(mkdir(src, 0755), 0);
+	ck_assert_int_eq(mkdir(dst, 0755), 0);
+	sub = g_build_filename(src, "sub", NULL);
+	ck_assert_int_eq(mkdir(sub, 0750), 0);
+	write_file(src, "disk.img", 40 * CHUNK + 123, 1);
+	write_file(src, "empty", 0, 0);
+	write_file(sub, "vm.conf", 300, 2);
+	path = g_build_filename(src, "disk.img", NULL);
+	{
+		g_autofree char *alias = g_build_filename(sub, "alias.img", NULL);
+		g_autofree char *sym = g_build_filename(src, "link", NULL);
+		g_autofree char *fifo = g_build_filename(sub, "fifo", NULL);
+
+		ck_assert_int_eq(link(path, alias), 0);
+		ck_assert_int_eq(symlink("sub/vm.conf", sym), 0);
+		ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	}
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	cred = (MfsCred){getuid(), getgid()};
+}
+
+static void teardown(void)
+{
+	g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", top);
+
+	mfs_free(fs);
+	fs = NULL;
+	ck_assert_int_eq(system(cmd), 0);
+	g_free(top);
+	g_free(src);
+	g_free(dst);
+}
+
+static void start(const MfsMigOptions *extra)
+{
+	MfsMigOptions opts = extra ? *extra : (MfsMigOptions){0};
+	g_autofree char *error = NULL;
+
+	opts.target = dst;
+	if (!opts.chunk_size)
+		opts.chunk_size = CHUNK;
+	ck_assert_msg(mfs_migration_start(fs, &opts, &error) == 0, "%s", error);
+}
+
+static void wait_for(MfsMigState want)
+{
+	MfsMigState got = mfs_migration_wait(fs, want, 30000);
+
+	ck_assert_msg(got == want, "state %s, wanted %s", mfs_mig_state_name(got),
+	              mfs_mig_state_name(want));
+}
+
+/* Compare two trees: names, types, modes, contents, link targets, xattrs. */
+static void assert_trees_equal(const char *a, const char *b)
+{
+	g_autoptr(GDir) da = g_dir_open(a, 0, NULL);
+	const char *name;
+	unsigned na = 0, nb = 0;
+
+	ck_assert_ptr_nonnull(da);
+	while ((name = g_dir_read_name(da))) {
+		g_autofree char *pa = g_build_filename(a, name, NULL);
+		g_autofree char *pb = g_build_filename(b, name, NULL);
+		struct stat sa, sb;
+
+		if (!strcmp(name, MFS_JOURNAL_NAME))
+			continue;
+		na++;
+		ck_assert_int_eq(lstat(pa, &sa), 0);
+		ck_assert_msg(lstat(pb, &sb) == 0, "%s missing", pb);
+		ck_assert_uint_eq(sa.st_mode, sb.st_mode);
+		if (S_ISDIR(sa.st_mode)) {
+			assert_trees_equal(pa, pb);
+		} else if (S_ISREG(sa.st_mode)) {
+			g_autofree char *ca = NULL, *cb = NULL;
+			gsize la, lb;
+
+			ck_assert(g_file_get_contents(pa, &ca, &la, NULL));
+			ck_assert(g_file_get_contents(pb, &cb, &lb, NULL));
+			ck_assert_msg(la == lb && memcmp(ca, cb, la) == 0, "%s differs", pb);
+			ck_assert_uint_eq(sa.st_nlink, sb.st_nlink);
+		} else if (S_ISLNK(sa.st_mode)) {
+			g_autofree char *ta = g_file_read_link(pa, NULL);
+			g_autofree char *tb = g_file_read_link(pb, NULL);
+
+			ck_assert_str_eq(ta, tb);
+		}
+	}
+	{
+		g_autoptr(GDir) db = g_dir_open(b, 0, NULL);
+
+		while ((name = g_dir_read_name(db)))
+			nb += strcmp(name, MFS_JOURNAL_NAME) != 0;
+	}
+	ck_assert_uint_eq(na, nb);
+}
+
+static bool journal_says_switched(const char *dir)
+{
+	g_autofree char *path = g_build_filename(dir, MFS_JOURNAL_NAME, NULL);
+	g_autofree char *text = NULL;
+
+	return g_file_get_contents(path, &text, NULL, NULL) && strstr(text, "state=switched");
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	g_autofree char *path = g_build_filename(dir, name, NULL);
+	struct stat st;
+
+	return lstat(path, &st) == 0;
+}
+
+START_TEST(test_tree_is_copied_and_switched)
+{
+	MfsMigStatus st;
+	struct stat a, b;
+	g_autofree char *real_dst = realpath(dst, NULL);
+	g_autofree char *d1 = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *d2 = g_build_filename(dst, "sub/alias.img", NULL);
+
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	/* Hard links stay links. */
+	ck_assert_int_eq(stat(d1, &a), 0);
+	ck_assert_int_eq(stat(d2, &b), 0);
+	ck_assert_uint_eq(a.st_ino, b.st_ino);
+	ck_assert(journal_says_switched(src));
+	ck_assert(!exists(dst, MFS_JOURNAL_NAME));
+	ck_assert_str_eq(mfs_served_dir(fs), real_dst);
+	mfs_migration_status(fs, &st);
+	ck_assert_int_eq(st.state, MFS_MIG_SWITCHED);
+	ck_assert_uint_eq(st.n_files, 3); /* disk.img (and its alias), empty, vm.conf */
+	ck_assert_uint_ge(st.bytes_copied, 40 * CHUNK + 123 + 300);
+	ck_assert_uint_gt(st.stun_ns, 0);
+	mfs_migration_status_clear(&st);
+	/* Restart: the journal sends a new daemon to the target. */
+	mfs_free(fs);
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	ck_assert_str_eq(mfs_served_dir(fs), real_dst);
+}
+END_TEST
+
+START_TEST(test_switch_repoints_open_handles)
+{
+	MfsMigOptions opts = {.manual_switch = true};
+	g_autofree char *src_disk = g_build_filename(src, "disk.img", NULL);
+	g_autofree char *dst_disk = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *sc = NULL, *dc = NULL;
+	const void *data;
+	MfsEntry e, again;
+	MfsFile *f;
+	struct stat st;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &f), 0);
+	start(&opts);
+	wait_for(MFS_MIG_MIRRORED);
+	/* Mirrored: a write lands on both sides. */
+	ck_assert_int_eq(mfs_file_write(fs, f, "MIRROR", 6, 10), 6);
+	ck_assert(g_file_get_contents(dst_disk, &dc, NULL, NULL));
+	ck_assert_mem_eq(dc + 10, "MIRROR", 6);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	/* The same handle now writes the target only, and reads it back. */
+	ck_assert_int_eq(mfs_file_write(fs, f, "TARGET", 6, 100), 6);
+	ck_assert_int_eq(mfs_file_read(f, 6, 100, &data), 6);
+	ck_assert_mem_eq(data, "TARGET", 6);
+	g_free(dc);
+	ck_assert(g_file_get_contents(dst_disk, &dc, NULL, NULL));
+	ck_assert(g_file_get_contents(src_disk, &sc, NULL, NULL));
+	ck_assert_mem_eq(dc + 100, "TARGET", 6);
+	ck_assert_mem_ne(sc + 100, "TARGET", 6);
+	/* The inode the kernel holds resolves in the target too. */
+	ck_assert_int_eq(mfs_getattr(fs, e.inode, NULL, &st), 0);
+	{
+		struct stat d;
+
+		ck_assert_int_eq(stat(dst_disk, &d), 0);
+		ck_assert_uint_eq(st.st_ino, d.st_ino);
+	}
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &again), 0);
+	ck_assert_ptr_eq(again.inode, e.inode);
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 2);
+}
+END_TEST
+
+/* Changes made from the copier's hook, with the copy half done. */
+typedef struct {
+	bool done;
+	MfsFile *disk;
+} ChangeJob;
+
+static void change_during_copy(Mfs *hfs, const char *point, void *opaque)
+{
+	ChangeJob *job = opaque;
+	MfsEntry sub, e, n, d;
+	MfsFile *f;
+	struct stat attr = {.st_mode = 0600, .st_size = 50 * CHUNK};
+	char block[CHUNK];
+
+	if (strcmp(point, "chunk") != 0 || job->done)
+		return;
+	job->done = true;
+	memset(block, 0x5a, sizeof(block));
+	/* Below and above the cursor, and growth past the end. */
+	ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, CHUNK, 0), CHUNK);
+	ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, CHUNK, 30 * CHUNK + 7), CHUNK);
+	ck_assert_int_eq(mfs_setattr(hfs, job->disk->inode, job->disk, &attr,
+	                             MFS_SET_SIZE | MFS_SET_MODE, &attr),
+	                 0);
+	ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, 100, 49 * CHUNK), 100);
+	/* Namespace: create, mkdir, rename across directories, unlink, symlink. */
+	ck_assert_int_eq(mfs_create(hfs, mfs_root(hfs), "new.img", 0644, O_RDWR, &cred, &n, &f), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, f, "born mirrored", 13, 0), 13);
+	mfs_release(hfs, f);
+	ck_assert_int_eq(mfs_mkdir(hfs, mfs_root(hfs), "newdir", 0700, &cred, &d), 0);
+	ck_assert_int_eq(mfs_rename(hfs, mfs_root(hfs), "new.img", d.inode, "moved.img", 0), 0);
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "sub", &sub), 0);
+	ck_assert_int_eq(mfs_unlink(hfs, sub.inode, "fifo"), 0);
+	ck_assert_int_eq(mfs_symlink(hfs, "../disk.img", d.inode, "ln", &cred, &e), 0);
+	ck_assert_int_eq(
+	    mfs_setxattr(hfs, n.inode, "user.test", "v", 1, 0) == 0 || errno == ENOTSUP, 1);
+	mfs_forget(hfs, sub.inode, 1);
+	mfs_forget(hfs, e.inode, 1);
+	mfs_forget(hfs, n.inode, 1);
+	mfs_forget(hfs, d.inode, 1);
+}
+
+START_TEST(test_changes_during_copy_are_mirrored)
+{
+	ChangeJob job = {0};
+	MfsMigOptions opts = {
+	    .hook = change_during_copy, .hook_opaque = &job, .manual_switch = true};
+	MfsEntry e;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &job.disk), 0);
+	start(&opts);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert(job.done);
+	/* Before the switch the source is authoritative: compare against it. */
+	assert_trees_equal(src, dst);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	ck_assert(exists(dst, "newdir/moved.img"));
+	ck_assert(!exists(dst, "sub/fifo"));
+	mfs_release(fs, job.disk);
+	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
+START_TEST(test_cancel_cleans_the_target)
+{
+	MfsMigOptions opts = {.manual_switch = true};
+	g_autofree char *keep = g_build_filename(dst, "unrelated", NULL);
+	g_autofree char *error = NULL;
+	MfsEntry e;
+	MfsFile *f;
+
+	ck_assert(g_file_set_contents(keep, "not ours", -1, NULL));
+	start(&opts);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert(exists(dst, "disk.img"));
+	ck_assert_int_eq(mfs_create(fs, mfs_root(fs), "late", 0644, O_RDWR, &cred, &e, &f), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	wait_for(MFS_MIG_CANCELLED);
+	ck_assert_int_eq(mfs_migration_cancel(fs), -EALREADY);
+	ck_assert(!exists(dst, "disk.img"));
+	ck_assert(!exists(dst, "sub"));
+	ck_assert(!exists(dst, "late"));
+	ck_assert(!exists(dst, MFS_JOURNAL_NAME));
+	ck_assert(exists(dst, "unrelated"));
+	ck_assert(!journal_says_switched(src));
+	/* The guest carries on against the source. */
+	ck_assert_int_eq(mfs_file_write(fs, f, "after", 5, 0), 5);
+	ck_assert(exists(src, "late"));
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 1);
+	/* And a new migration can start and complete. */
+	ck_assert_int_eq(unlink(keep), 0);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	(void)error;
+}
+END_TEST
+
+START_TEST(test_control_refuses_what_makes_no_sense)
+{
+	MfsMigOptions opts = {.manual_switch = true, .speed_bps = 1};
+	g_autofree char *error = NULL;
+
+	ck_assert_int_eq(mfs_migration_pause(fs), -ENOENT);
+	ck_assert_int_eq(mfs_migration_switch(fs), -ENOENT);
+	start(&opts); /* 1 byte/s: stays copying */
+	ck_assert_int_eq(mfs_migration_switch(fs), -EBUSY);
+	ck_assert_int_eq(mfs_migration_resume(fs), -EINVAL);
+	ck_assert_int_eq(mfs_migration_pause(fs), 0);
+	ck_assert_int_eq(mfs_migration_pause(fs), -EALREADY);
+	{
+		MfsMigStatus st;
+
+		mfs_migration_status(fs, &st);
+		ck_assert(st.paused);
+		ck_assert_int_eq(st.state, MFS_MIG_COPYING);
+		mfs_migration_status_clear(&st);
+	}
+	ck_assert_int_eq(mfs_migration_start(fs, &(MfsMigOptions){.target = dst}, &error), -EBUSY);
+	ck_assert_ptr_nonnull(strstr(error, "already running"));
+	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, 0), 0);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_migration_cancel(fs), -EINVAL);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, 5), -EINVAL);
+}
+END_TEST
+
+static void assert_start_fails(const char *target, MfsMigOptions opts, const char *why)
+{
+	g_autofree char *error = NULL;
+	g_autofree char *listing_before = NULL, *listing_after = NULL;
+	g_autofree char *cmd = g_strdup_printf("ls -laR '%s'", dst);
+
+	g_spawn_command_line_sync(cmd, &listing_before, NULL, NULL, NULL);
+	opts.target = target;
+	ck_assert_int_lt(mfs_migration_start(fs, &opts, &error), 0);
+	ck_assert_msg(error && strstr(error, why), "error '%s' lacks '%s'", error, why);
+	g_spawn_command_line_sync(cmd, &listing_after, NULL, NULL, NULL);
+	ck_assert_str_eq(listing_before, listing_after);
+	ck_assert(!journal_says_switched(src));
+}
+
+START_TEST(test_bad_targets_change_nothing)
+{
+	g_autofree char *inside = g_build_filename(src, "sub", NULL);
+	g_autofree char *file = g_build_filename(top, "plain", NULL);
+	g_autofree char *clash = g_build_filename(dst, "disk.img", NULL);
+
+	assert_start_fails(src, (MfsMigOptions){0}, "is the source");
+	assert_start_fails(inside, (MfsMigOptions){0}, "inside the source");
+	assert_start_fails(top, (MfsMigOptions){0}, "contains the source");
+	assert_start_fails("/nonexistent/x", (MfsMigOptions){0}, "No such file");
+	ck_assert(g_file_set_contents(file, "", 0, NULL));
+	assert_start_fails(file, (MfsMigOptions){0}, "not a directory");
+	assert_start_fails(dst, (MfsMigOptions){.chunk_size = 3000}, "power of two");
+	assert_start_fails(dst, (MfsMigOptions){.chunk_size = 1ull << 30}, "power of two");
+	assert_start_fails(NULL, (MfsMigOptions){0}, "no target");
+	ck_assert(g_file_set_contents(clash, "someone else's", -1, NULL));
+	assert_start_fails(dst, (MfsMigOptions){0}, "already holds 'disk.img'");
+	/* With overwrite, the same target is accepted and the clash replaced. */
+	start(&(MfsMigOptions){.overwrite = true});
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+}
+END_TEST
+
+START_TEST(test_delete_source)
+{
+	g_autoptr(GDir) d = NULL;
+	const char *name;
+	unsigned left = 0;
+
+	start(&(MfsMigOptions){.delete_source = true});
+	wait_for(MFS_MIG_SWITCHED);
+	d = g_dir_open(src, 0, NULL);
+	while ((name = g_dir_read_name(d)))
+		if (strcmp(name, MFS_JOURNAL_NAME) != 0) {
+			fprintf(stderr, "left in the source: %s\n", name);
+			left++;
+		}
+	ck_assert_uint_eq(left, 0);
+	ck_assert(journal_says_switched(src));
+	ck_assert(exists(dst, "disk.img"));
+}
+END_TEST
+
+START_TEST(test_restart_reuses_own_partial_target)
+{
+	g_autofree char *error = NULL;
+	g_autofree char *partial = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *jpath = g_build_filename(dst, MFS_JOURNAL_NAME, NULL);
+	g_autofree char *real_src = realpath(src, NULL);
+	g_autofree char *jtext =
+	    g_strdup_printf("[migration]\nstate=copying\nsource=%s\ntarget=%s\n", real_src, dst);
+
+	/* What a crash mid-copy leaves: the journal and a partial, stale file. */
+	ck_assert(g_file_set_contents(jpath, jtext, -1, NULL));
+	write_file(dst, "disk.img", 100 * CHUNK, 9);
+	start(NULL); /* no "already holds" refusal: the journal says it is ours */
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	(void)partial;
+	(void)error;
+}
+END_TEST
+
+/* Stress: threads own stripes of a file and write them while it migrates. */
+#define STRIPES 4
+#define STRIPE  (16 * CHUNK)
+
+typedef struct {
+	MfsFile *file;
+	unsigned char model[STRIPE];
+	int id;
+	guint32 seed;
+	volatile gint *stop;
+} StripeJob;
+
+static gpointer stripe_writer(gpointer data)
+{
+	StripeJob *job = data;
+	GRand *rand = g_rand_new_with_seed(job->seed);
+	unsigned char buf[2 * CHUNK];
+
+	while (!g_atomic_int_get(job->stop)) {
+		size_t len = g_rand_int_range(rand, 1, sizeof(buf));
+		off_t off = g_rand_int_range(rand, 0, STRIPE - len + 1);
+
+		for (size_t i = 0; i < len; i++)
+			buf[i] = (unsigned char)g_rand_int(rand);
+		ck_assert_int_eq(
+		    mfs_file_write(fs, job->file, buf, len, (off_t)job->id * STRIPE + off), len);
+		memcpy(job->model + off, buf, len);
+	}
+	g_rand_free(rand);
+	return NULL;
+}
+
+START_TEST(test_stress_writers_across_the_switch)
+{
+	const char *env = getenv("MFS_SEED");
+	guint32 seed = (env ? (guint32)atoi(env) : (guint32)time(NULL)) + (guint32)_i * 7919u;
+	g_autofree char *dst_disk = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *content = NULL;
+	StripeJob jobs[STRIPES];
+	GThread *threads[STRIPES];
+	volatile gint stop = 0;
+	MfsEntry e;
+	gsize len;
+
+	printf("stress seed %u\n", seed);
+	write_file(src, "disk.img", STRIPES * STRIPE, 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	for (int t = 0; t < STRIPES; t++) {
+		jobs[t] = (StripeJob){.id = t, .seed = seed + t, .stop = &stop};
+		ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &jobs[t].file), 0);
+		for (size_t i = 0; i < STRIPE; i++)
+			jobs[t].model[i] = (unsigned char)((t * STRIPE + i) * 31);
+		threads[t] = g_thread_new("stripe", stripe_writer, &jobs[t]);
+	}
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	g_usleep(20000); /* some writes after the switch too */
+	g_atomic_int_set(&stop, 1);
+	for (int t = 0; t < STRIPES; t++)
+		g_thread_join(threads[t]);
+	ck_assert(g_file_get_contents(dst_disk, &content, &len, NULL));
+	ck_assert_uint_eq(len, STRIPES * STRIPE);
+	for (int t = 0; t < STRIPES; t++) {
+		ck_assert_mem_eq(content + t * STRIPE, jobs[t].model, STRIPE);
+		mfs_release(fs, jobs[t].file);
+	}
+	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
+static Suite *migration_suite(void)
+{
+	Suite *s = suite_create("migration");
+	TCase *tc = tcase_create("job");
+	TCase *stress = tcase_create("stress");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_tree_is_copied_and_switched);
+	tcase_add_test(tc, test_switch_repoints_open_handles);
+	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
+	tcase_add_test(tc, test_cancel_cleans_the_target);
+	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);
+	tcase_add_test(tc, test_bad_targets_change_nothing);
+	tcase_add_test(tc, test_delete_source);
+	tcase_add_test(tc, test_restart_reuses_own_partial_target);
+	suite_add_tcase(s, tc);
+
+	tcase_add_checked_fixture(stress, setup, teardown);
+	tcase_set_timeout(stress, 60);
+	tcase_add_loop_test(stress, test_stress_writers_across_the_switch, 0, 10);
+	suite_add_tcase(s, stress);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(migration_suite());
+	int failed;
+
+	/* Quiet: the engine logs every state change. */
+	g_log_set_writer_func(g_log_writer_default, NULL, NULL);
+	g_setenv("G_MESSAGES_DEBUG", "", TRUE);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
