@@ -13,22 +13,22 @@ void gate_init(MfsGate *gate)
 {
 	gate->inside = 0;
 	gate->closed = 0;
-	g_mutex_init(&gate->lock);
-	g_cond_init(&gate->cond);
+	mfs_mutex_init(&gate->lock);
+	mfs_cond_init(&gate->cond);
 }
 
 void gate_clear(MfsGate *gate)
 {
-	g_mutex_clear(&gate->lock);
-	g_cond_clear(&gate->cond);
+	mfs_mutex_clear(&gate->lock);
+	mfs_cond_clear(&gate->cond);
 }
 
 void gate_leave(MfsGate *gate)
 {
 	if (g_atomic_int_dec_and_test(&gate->inside) && g_atomic_int_get(&gate->closed)) {
-		g_mutex_lock(&gate->lock);
-		g_cond_broadcast(&gate->cond);
-		g_mutex_unlock(&gate->lock);
+		mfs_mutex_lock(&gate->lock);
+		mfs_cond_broadcast(&gate->cond);
+		mfs_mutex_unlock(&gate->lock);
 	}
 }
 
@@ -39,26 +39,26 @@ void gate_enter(MfsGate *gate)
 		if (!g_atomic_int_get(&gate->closed))
 			return;
 		gate_leave(gate);
-		g_mutex_lock(&gate->lock);
+		mfs_mutex_lock(&gate->lock);
 		while (g_atomic_int_get(&gate->closed))
-			g_cond_wait(&gate->cond, &gate->lock);
-		g_mutex_unlock(&gate->lock);
+			mfs_cond_wait(&gate->cond, &gate->lock);
+		mfs_mutex_unlock(&gate->lock);
 	}
 }
 
 void gate_close(MfsGate *gate)
 {
-	g_mutex_lock(&gate->lock);
+	mfs_mutex_lock(&gate->lock);
 	g_atomic_int_set(&gate->closed, 1);
 	while (g_atomic_int_get(&gate->inside) > 0)
-		g_cond_wait(&gate->cond, &gate->lock);
-	g_mutex_unlock(&gate->lock);
+		mfs_cond_wait(&gate->cond, &gate->lock);
+	mfs_mutex_unlock(&gate->lock);
 }
 
 void gate_open(MfsGate *gate)
 {
-	g_mutex_lock(&gate->lock);
+	mfs_mutex_lock(&gate->lock);
 	g_atomic_int_set(&gate->closed, 0);
-	g_cond_broadcast(&gate->cond);
-	g_mutex_unlock(&gate->lock);
+	mfs_cond_broadcast(&gate->cond);
+	mfs_mutex_unlock(&gate->lock);
 }

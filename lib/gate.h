@@ -8,13 +8,15 @@
 #ifndef MFS_GATE_H
 #define MFS_GATE_H
 
+#include "lock.h"
+
 #include <glib.h>
 
 typedef struct {
 	gint inside; /* operations between enter and leave */
 	gint closed;
-	GMutex lock; /* slow path only */
-	GCond cond;
+	MfsMutex lock; /* slow path only */
+	MfsCond cond;
 } MfsGate;
 
 void gate_init(MfsGate *gate);

@@ -36,9 +36,9 @@ static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 	file->old_fd = -1;
 	file->flags = flags;
 	file->direct = flags & O_DIRECT;
-	g_mutex_lock(&fs->files_lock);
+	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_add(fs->files, file);
-	g_mutex_unlock(&fs->files_lock);
+	mfs_mutex_unlock(&fs->files_lock);
 	return file;
 }
 
@@ -99,9 +99,9 @@ void mfs_release(Mfs *fs, MfsFile *file)
 {
 	if (!file)
 		return;
-	g_mutex_lock(&fs->files_lock);
+	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_remove(fs->files, file);
-	g_mutex_unlock(&fs->files_lock);
+	mfs_mutex_unlock(&fs->files_lock);
 	close(file->fd);
 	if (file->old_fd >= 0)
 		close(file->old_fd);

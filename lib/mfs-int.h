@@ -48,13 +48,13 @@ struct Mfs {
 	 * and the switch take it exclusive.  Taken before the gate, never
 	 * after.
 	 */
-	GRWLock ns_lock;
+	MfsRwLock ns_lock;
 	Migration *mig; /* changes with ns_lock exclusive and the gate closed */
 
-	GMutex inodes_lock;
+	MfsMutex inodes_lock;
 	GHashTable *inodes; /* MfsInodeKey -> MfsInode; protected by inodes_lock */
 
-	GMutex files_lock;
+	MfsMutex files_lock;
 	GHashTable *files; /* open MfsFiles, repointed at the switch; protected by files_lock */
 };
 

@@ -94,11 +94,11 @@ int mfs_new(const char *source_dir, Mfs **out)
 	/* The kernel never forgets the root: one count that is never dropped. */
 	fs->root.nlookup = 1;
 	gate_init(&fs->gate);
-	g_rw_lock_init(&fs->ns_lock);
-	g_mutex_init(&fs->inodes_lock);
+	mfs_rwlock_init(&fs->ns_lock);
+	mfs_mutex_init(&fs->inodes_lock);
 	fs->inodes = g_hash_table_new(inode_key_hash, inode_key_equal);
 	g_hash_table_add(fs->inodes, &fs->root);
-	g_mutex_init(&fs->files_lock);
+	mfs_mutex_init(&fs->files_lock);
 	fs->files = g_hash_table_new(NULL, NULL);
 	*out = fs;
 	return 0;
@@ -135,9 +135,9 @@ void mfs_free(Mfs *fs)
 	}
 	g_hash_table_destroy(fs->inodes);
 	g_hash_table_destroy(fs->files);
-	g_mutex_clear(&fs->inodes_lock);
-	g_mutex_clear(&fs->files_lock);
-	g_rw_lock_clear(&fs->ns_lock);
+	mfs_mutex_clear(&fs->inodes_lock);
+	mfs_mutex_clear(&fs->files_lock);
+	mfs_rwlock_clear(&fs->ns_lock);
 	gate_clear(&fs->gate);
 	close(fs->root.fd);
 	if (fs->root.old_fd >= 0)
@@ -155,9 +155,9 @@ unsigned mfs_inode_count(Mfs *fs)
 {
 	unsigned n;
 
-	g_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&fs->inodes_lock);
 	n = g_hash_table_size(fs->inodes);
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 	return n;
 }
 
@@ -187,7 +187,7 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 	}
 	key = (MfsInodeKey){out->st.st_dev, out->st.st_ino};
 
-	g_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&fs->inodes_lock);
 	inode = g_hash_table_lookup(fs->inodes, &key);
 	if (inode) {
 		inode->nlookup++;
@@ -202,7 +202,7 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 			inode->mirror = migration_find_mirror(fs->mig, &key);
 		g_hash_table_add(fs->inodes, inode);
 	}
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 
 	if (!fresh)
 		close(fd);
@@ -224,7 +224,7 @@ void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup)
 {
 	bool dead = false;
 
-	g_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&fs->inodes_lock);
 	g_assert(inode->nlookup >= nlookup);
 	inode->nlookup -= nlookup;
 	if (inode->nlookup == 0) {
@@ -232,7 +232,7 @@ void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup)
 		g_hash_table_remove(fs->inodes, &inode->key);
 		dead = true;
 	}
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 	if (dead)
 		inode_free(inode);
 }
@@ -257,16 +257,16 @@ int mfs_getattr(Mfs *fs, MfsInode *inode, MfsFile *file, struct stat *out)
 /* Namespace changes: shared when nothing is mirrored, else exclusive. */
 bool mfs_ns_begin(Mfs *fs)
 {
-	g_rw_lock_reader_lock(&fs->ns_lock);
+	mfs_rwlock_reader_lock(&fs->ns_lock);
 	if (fs->mig && migration_active(fs->mig)) {
-		g_rw_lock_reader_unlock(&fs->ns_lock);
-		g_rw_lock_writer_lock(&fs->ns_lock);
+		mfs_rwlock_reader_unlock(&fs->ns_lock);
+		mfs_rwlock_writer_lock(&fs->ns_lock);
 		if (fs->mig && migration_active(fs->mig)) {
 			gate_enter(&fs->gate);
 			return true;
 		}
-		g_rw_lock_writer_unlock(&fs->ns_lock);
-		g_rw_lock_reader_lock(&fs->ns_lock);
+		mfs_rwlock_writer_unlock(&fs->ns_lock);
+		mfs_rwlock_reader_lock(&fs->ns_lock);
 	}
 	gate_enter(&fs->gate);
 	return false;
@@ -276,9 +276,9 @@ void mfs_ns_end(Mfs *fs, bool exclusive)
 {
 	gate_leave(&fs->gate);
 	if (exclusive)
-		g_rw_lock_writer_unlock(&fs->ns_lock);
+		mfs_rwlock_writer_unlock(&fs->ns_lock);
 	else
-		g_rw_lock_reader_unlock(&fs->ns_lock);
+		mfs_rwlock_reader_unlock(&fs->ns_lock);
 }
 
 static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set)

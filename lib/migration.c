@@ -69,8 +69,8 @@ struct Migration {
 	MfsMigHook hook;
 	void *hook_opaque;
 
-	GMutex lock;
-	GCond cond;               /* state, requests or error changed */
+	MfsMutex lock;
+	MfsCond cond;             /* state, requests or error changed */
 	MfsMigState state;        /* protected by lock */
 	bool paused;              /* protected by lock */
 	bool cancel_requested;    /* protected by lock */
@@ -140,8 +140,8 @@ static Migration *migration_new(Mfs *fs)
 
 	mig->fs = fs;
 	mig->dst_root_fd = -1;
-	g_mutex_init(&mig->lock);
-	g_cond_init(&mig->cond);
+	mfs_mutex_init(&mig->lock);
+	mfs_cond_init(&mig->cond);
 	mig->objects = g_hash_table_new_full(key_hash, key_equal, NULL, object_free);
 	mig->files = g_ptr_array_new();
 	mig->root_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -171,8 +171,8 @@ void migration_free(Migration *mig)
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
-	g_cond_clear(&mig->cond);
-	g_mutex_clear(&mig->lock);
+	mfs_cond_clear(&mig->cond);
+	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
 }
 
@@ -180,9 +180,9 @@ bool migration_active(Migration *mig)
 {
 	bool active;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	active = state_running(mig->state) && !mig->error && !mig->cancel_requested;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return active;
 }
 
@@ -192,14 +192,14 @@ static void mig_fail(Migration *mig, const char *fmt, ...)
 {
 	va_list ap;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (!mig->error) {
 		va_start(ap, fmt);
 		mig->error = g_strdup_vprintf(fmt, ap);
 		va_end(ap);
 	}
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 }
 
 static void on_mirror_error(MirrorFile *mf, int err, void *opaque)
@@ -214,13 +214,13 @@ MirrorFile *migration_find_mirror(Migration *mig, const MfsInodeKey *key)
 	MigObject *obj;
 	MirrorFile *mf = NULL;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (!mig->detached && state_running(mig->state)) {
 		obj = g_hash_table_lookup(mig->objects, key);
 		if (obj)
 			mf = obj->mf;
 	}
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return mf;
 }
 
@@ -234,11 +234,11 @@ static MigObject *object_add(Migration *mig, const struct stat *st, int tfd, Mir
 	obj->mf = mf;
 	if (mf)
 		mirror_file_set_error_handler(mf, on_mirror_error, mig);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	g_hash_table_replace(mig->objects, &obj->key, obj);
 	if (mf)
 		g_ptr_array_add(mig->files, obj);
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return obj;
 }
 
@@ -246,9 +246,9 @@ static MigObject *object_find(Migration *mig, const MfsInodeKey *key)
 {
 	MigObject *obj;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	obj = g_hash_table_lookup(mig->objects, key);
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return obj;
 }
 
@@ -274,12 +274,12 @@ static void root_name_changed(Migration *mig, MfsInode *parent, const char *name
 {
 	if (parent != &mig->fs->root)
 		return;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (added)
 		g_hash_table_add(mig->root_names, g_strdup(name));
 	else
 		g_hash_table_remove(mig->root_names, name);
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 }
 
 /* Give a new target object the source's owner, mode bits and xattrs. */
@@ -373,9 +373,9 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 			close(dst);
 			return ret;
 		}
-		g_mutex_lock(&mig->lock);
+		mfs_mutex_lock(&mig->lock);
 		mig->bytes_total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
-		g_mutex_unlock(&mig->lock);
+		mfs_mutex_unlock(&mig->lock);
 		object_add(mig, &st, -1, mirror_file_new(src_ro, dst, mig->chunk_size, fresh));
 		return 0;
 	}
@@ -657,7 +657,7 @@ static void attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
 	GHashTableIter it;
 	gpointer key;
 
-	g_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&fs->inodes_lock);
 	g_hash_table_iter_init(&it, fs->inodes);
 	while (g_hash_table_iter_next(&it, &key, NULL)) {
 		MfsInode *inode = key;
@@ -665,7 +665,7 @@ static void attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
 		if (inode->type == S_IFREG)
 			inode->mirror = attach ? migration_find_mirror(mig, &inode->key) : NULL;
 	}
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 }
 
 static gpointer migration_thread(gpointer data);
@@ -688,12 +688,12 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->delete_source = opts->delete_source;
 	mig->speed_bps = opts->speed_bps;
 
-	g_rw_lock_writer_lock(&fs->ns_lock);
+	mfs_rwlock_writer_lock(&fs->ns_lock);
 	old = fs->mig;
 	if (old) {
-		g_mutex_lock(&old->lock);
+		mfs_mutex_lock(&old->lock);
 		ret = state_running(old->state) ? -EBUSY : 0;
-		g_mutex_unlock(&old->lock);
+		mfs_mutex_unlock(&old->lock);
 		if (ret < 0) {
 			*error =
 			    g_strdup_printf("a migration to '%s' is already running", old->target);
@@ -726,7 +726,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	fs->mig = mig;
 	attach_mirrors_stunned(fs, mig, true);
 	gate_open(&fs->gate);
-	g_rw_lock_writer_unlock(&fs->ns_lock);
+	mfs_rwlock_writer_unlock(&fs->ns_lock);
 	migration_free(old);
 
 	mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
@@ -744,7 +744,7 @@ out_cleanup:
 		journal_remove(mig->dst_root_fd);
 	}
 out_unlock:
-	g_rw_lock_writer_unlock(&fs->ns_lock);
+	mfs_rwlock_writer_unlock(&fs->ns_lock);
 out_free:
 	mig->state = MFS_MIG_FAILED;
 	migration_free(mig);
@@ -783,14 +783,14 @@ static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t windo
 {
 	bool go_on;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	for (;;) {
 		gint64 now = g_get_monotonic_time(), due;
 
 		if (mig->error || mig->cancel_requested)
 			break;
 		if (mig->paused) {
-			g_cond_wait(&mig->cond, &mig->lock);
+			mfs_cond_wait(&mig->cond, &mig->lock);
 			continue;
 		}
 		if (!mig->speed_bps)
@@ -798,10 +798,10 @@ static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t windo
 		due = window_start + (gint64)(window_bytes * G_USEC_PER_SEC / mig->speed_bps);
 		if (now >= due)
 			break;
-		g_cond_wait_until(&mig->cond, &mig->lock, due);
+		mfs_cond_wait_until(&mig->cond, &mig->lock, due);
 	}
 	go_on = !mig->error && !mig->cancel_requested;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return go_on;
 }
 
@@ -810,16 +810,16 @@ static bool copy_all_files(Migration *mig)
 	gint64 window_start = g_get_monotonic_time();
 	uint64_t window_bytes = 0, last_speed;
 
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	last_speed = mig->speed_bps;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	for (guint i = 0;; i++) {
 		MigObject *obj;
 		int ret;
 
-		g_mutex_lock(&mig->lock);
+		mfs_mutex_lock(&mig->lock);
 		obj = i < mig->files->len ? g_ptr_array_index(mig->files, i) : NULL;
-		g_mutex_unlock(&mig->lock);
+		mfs_mutex_unlock(&mig->lock);
 		if (!obj)
 			return true;
 		do {
@@ -829,7 +829,7 @@ static bool copy_all_files(Migration *mig)
 				return false;
 			ret = mirror_file_copy_next(obj->mf, &copied);
 			window_bytes += copied;
-			g_mutex_lock(&mig->lock);
+			mfs_mutex_lock(&mig->lock);
 			rate_sample_locked(mig, copied_total_locked(mig));
 			if (mig->speed_bps != last_speed) {
 				/* A new limit counts from now. */
@@ -837,7 +837,7 @@ static bool copy_all_files(Migration *mig)
 				window_start = g_get_monotonic_time();
 				window_bytes = 0;
 			}
-			g_mutex_unlock(&mig->lock);
+			mfs_mutex_unlock(&mig->lock);
 			run_hook(mig, "chunk");
 		} while (ret == 1);
 		if (ret < 0) {
@@ -849,10 +849,10 @@ static bool copy_all_files(Migration *mig)
 
 static void set_state(Migration *mig, MfsMigState state)
 {
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	mig->state = state;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	if (state == MFS_MIG_SWITCHED)
 		g_message("migration %s -> %s: switched (stun %.3f ms)", mig->source, mig->target,
 		          mig->stun_ns / 1e6);
@@ -867,7 +867,7 @@ static void keep_final_status(Migration *mig)
 	MfsMigStatus st = {0};
 
 	mfs_migration_status(mig->fs, &st);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	final_status_free(mig);
 	mig->final = g_steal_pointer(&st.files);
 	mig->n_final = st.n_files;
@@ -876,17 +876,17 @@ static void keep_final_status(Migration *mig)
 	mig->final_counts[2] = st.waited_writes;
 	mig->final_counts[3] = st.max_wait_ns;
 	st.n_files = 0;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	mfs_migration_status_clear(&st);
 }
 
 static void drop_objects(Migration *mig)
 {
 	keep_final_status(mig);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	g_ptr_array_set_size(mig->files, 0);
 	g_hash_table_remove_all(mig->objects);
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 }
 
 /* Detach every mirror, remove what we made on the target, end in @state. */
@@ -896,14 +896,14 @@ static void migration_abort(Migration *mig, MfsMigState state)
 	GHashTableIter it;
 	gpointer name;
 
-	g_rw_lock_writer_lock(&fs->ns_lock);
+	mfs_rwlock_writer_lock(&fs->ns_lock);
 	gate_close(&fs->gate);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	mig->detached = true;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	attach_mirrors_stunned(fs, mig, false);
 	gate_open(&fs->gate);
-	g_rw_lock_writer_unlock(&fs->ns_lock);
+	mfs_rwlock_writer_unlock(&fs->ns_lock);
 
 	drop_objects(mig);
 	g_hash_table_iter_init(&it, mig->root_names);
@@ -915,10 +915,10 @@ static void migration_abort(Migration *mig, MfsMigState state)
 			          mig->source, mig->target, (char *)name, g_strerror(-ret));
 	}
 	journal_remove(mig->dst_root_fd);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (mig->error)
 		g_warning("migration %s -> %s failed: %s", mig->source, mig->target, mig->error);
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	set_state(mig, state);
 }
 
@@ -928,10 +928,10 @@ static int flush_targets(Migration *mig)
 	int fd, ret = 0;
 
 	/* New files may be added meanwhile; they are born mirrored. */
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	for (guint i = 0; i < mig->files->len; i++)
 		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	for (guint i = 0; i < files->len && ret == 0; i++)
 		ret = mirror_file_flush_target(((MigObject *)g_ptr_array_index(files, i))->mf);
 	if (ret < 0)
@@ -980,8 +980,8 @@ static int prepare_swaps(Migration *mig, GArray *inodes, GArray *files)
 	gpointer key;
 	int ret = 0;
 
-	g_mutex_lock(&fs->inodes_lock);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&mig->lock);
 	g_hash_table_iter_init(&it, fs->inodes);
 	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
 		InodeSwap s = {.inode = key};
@@ -997,12 +997,12 @@ static int prepare_swaps(Migration *mig, GArray *inodes, GArray *files)
 		s.key = (MfsInodeKey){st.st_dev, st.st_ino};
 		g_array_append_val(inodes, s);
 	}
-	g_mutex_unlock(&mig->lock);
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 	if (ret < 0)
 		return ret;
 
-	g_mutex_lock(&fs->files_lock);
+	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_iter_init(&it, fs->files);
 	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
 		FileSwap s = {.file = key, .fd = -1};
@@ -1029,7 +1029,7 @@ static int prepare_swaps(Migration *mig, GArray *inodes, GArray *files)
 		}
 		g_array_append_val(files, s);
 	}
-	g_mutex_unlock(&fs->files_lock);
+	mfs_mutex_unlock(&fs->files_lock);
 	return ret;
 }
 
@@ -1037,7 +1037,7 @@ static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 {
 	Mfs *fs = mig->fs;
 
-	g_mutex_lock(&fs->inodes_lock);
+	mfs_mutex_lock(&fs->inodes_lock);
 	g_hash_table_steal_all(fs->inodes);
 	for (guint i = 0; i < inodes->len; i++) {
 		InodeSwap *s = &g_array_index(inodes, InodeSwap, i);
@@ -1050,7 +1050,7 @@ static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 		s->inode->mirror = NULL;
 		g_hash_table_add(fs->inodes, s->inode);
 	}
-	g_mutex_unlock(&fs->inodes_lock);
+	mfs_mutex_unlock(&fs->inodes_lock);
 	for (guint i = 0; i < files->len; i++) {
 		FileSwap *s = &g_array_index(files, FileSwap, i);
 
@@ -1087,7 +1087,7 @@ static int migration_switch(Migration *mig)
 		return ret;
 	}
 	/* 2. Stun. */
-	g_rw_lock_writer_lock(&fs->ns_lock);
+	mfs_rwlock_writer_lock(&fs->ns_lock);
 	t0 = g_get_monotonic_time();
 	gate_close(&fs->gate);
 	run_hook(mig, "stunned");
@@ -1112,17 +1112,17 @@ static int migration_switch(Migration *mig)
 	run_hook(mig, "journaled");
 	/* 4. Every descriptor to the target. */
 	apply_swaps(mig, inodes, files);
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	mig->detached = true;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 resume:
 	/* 5. Resume. */
 	gate_open(&fs->gate);
-	g_rw_lock_writer_unlock(&fs->ns_lock);
+	mfs_rwlock_writer_unlock(&fs->ns_lock);
 	if (ret == 0) {
-		g_mutex_lock(&mig->lock);
+		mfs_mutex_lock(&mig->lock);
 		mig->stun_ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
-		g_mutex_unlock(&mig->lock);
+		mfs_mutex_unlock(&mig->lock);
 		journal_remove(mig->dst_root_fd);
 	}
 	return ret;
@@ -1167,12 +1167,12 @@ static gpointer migration_thread(gpointer data)
 		goto abort;
 	set_state(mig, MFS_MIG_MIRRORED);
 	run_hook(mig, "mirrored");
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	while (mig->manual_switch && !mig->switch_requested && !mig->error &&
 	       !mig->cancel_requested)
-		g_cond_wait(&mig->cond, &mig->lock);
+		mfs_cond_wait(&mig->cond, &mig->lock);
 	go = !mig->error && !mig->cancel_requested;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	if (!go || migration_switch(mig) < 0)
 		goto abort;
 	drop_objects(mig);
@@ -1183,9 +1183,9 @@ static gpointer migration_thread(gpointer data)
 	return NULL;
 
 abort:
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	go = mig->error == NULL; /* no error: cancelled */
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	migration_abort(mig, go ? MFS_MIG_CANCELLED : MFS_MIG_FAILED);
 	return NULL;
 }
@@ -1197,9 +1197,9 @@ static Migration *current(Mfs *fs)
 {
 	Migration *mig;
 
-	g_rw_lock_reader_lock(&fs->ns_lock);
+	mfs_rwlock_reader_lock(&fs->ns_lock);
 	mig = fs->mig;
-	g_rw_lock_reader_unlock(&fs->ns_lock);
+	mfs_rwlock_reader_unlock(&fs->ns_lock);
 	return mig;
 }
 
@@ -1210,15 +1210,15 @@ int mfs_migration_pause(Mfs *fs)
 
 	if (!mig)
 		return -ENOENT;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (mig->state != MFS_MIG_COPYING)
 		ret = -EINVAL;
 	else if (mig->paused)
 		ret = -EALREADY;
 	else
 		mig->paused = true;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	return ret;
 }
 
@@ -1229,12 +1229,12 @@ int mfs_migration_resume(Mfs *fs)
 
 	if (!mig)
 		return -ENOENT;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (!mig->paused)
 		ret = -EINVAL;
 	mig->paused = false;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	return ret;
 }
 
@@ -1245,13 +1245,13 @@ int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps)
 
 	if (!mig)
 		return -ENOENT;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (!state_running(mig->state))
 		ret = -EINVAL;
 	else
 		mig->speed_bps = speed_bps;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	return ret;
 }
 
@@ -1262,7 +1262,7 @@ int mfs_migration_switch(Mfs *fs)
 
 	if (!mig)
 		return -ENOENT;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (mig->state != MFS_MIG_MIRRORED && mig->state != MFS_MIG_COPYING)
 		ret = -EINVAL;
 	else if (mig->state == MFS_MIG_COPYING)
@@ -1271,8 +1271,8 @@ int mfs_migration_switch(Mfs *fs)
 		ret = -EALREADY;
 	else
 		mig->switch_requested = true;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	return ret;
 }
 
@@ -1283,13 +1283,13 @@ int mfs_migration_cancel(Mfs *fs)
 
 	if (!mig)
 		return -ENOENT;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	if (mig->state == MFS_MIG_COPYING || mig->state == MFS_MIG_MIRRORED)
 		mig->cancel_requested = true;
 	else
 		ret = mig->state == MFS_MIG_CANCELLED ? -EALREADY : -EINVAL;
-	g_cond_broadcast(&mig->cond);
-	g_mutex_unlock(&mig->lock);
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
 	return ret;
 }
 
@@ -1301,18 +1301,18 @@ MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms)
 
 	if (!mig)
 		return MFS_MIG_IDLE;
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	while (mig->state != until && state_running(mig->state) &&
 	       !(until == MFS_MIG_MIRRORED && mig->state > MFS_MIG_MIRRORED)) {
 		if (timeout_ms >= 0) {
-			if (!g_cond_wait_until(&mig->cond, &mig->lock, deadline))
+			if (!mfs_cond_wait_until(&mig->cond, &mig->lock, deadline))
 				break;
 		} else {
-			g_cond_wait(&mig->cond, &mig->lock);
+			mfs_cond_wait(&mig->cond, &mig->lock);
 		}
 	}
 	state = mig->state;
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 	return state;
 }
 
@@ -1345,7 +1345,7 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 		out->source = g_strdup(fs->dir);
 		return;
 	}
-	g_mutex_lock(&mig->lock);
+	mfs_mutex_lock(&mig->lock);
 	out->state = mig->state;
 	out->paused = mig->paused && mig->state == MFS_MIG_COPYING;
 	out->source = g_strdup(mig->source);
@@ -1397,7 +1397,7 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 			    (double)(out->bytes_total > copied ? out->bytes_total - copied : 0) /
 			    (double)out->rate_bps;
 	}
-	g_mutex_unlock(&mig->lock);
+	mfs_mutex_unlock(&mig->lock);
 }
 
 void mfs_migration_shutdown(Mfs *fs)

@@ -79,8 +79,8 @@ struct MirrorFile {
 	void *error_opaque;
 	void *copy_buf; /* the copier's, aligned */
 
-	GMutex lock;
-	GCond cond;                   /* a range was released, or the file detached */
+	MfsMutex lock;
+	MfsCond cond;                 /* a range was released, or the file detached */
 	off_t cp_offset;              /* protected by lock */
 	off_t chunk_start, chunk_end; /* protected by lock; equal when none */
 	Range *inflight;              /* protected by lock */
@@ -101,16 +101,16 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 	mf->dst_fd = dst_fd;
 	mf->chunk_size = chunk_size;
 	mf->dst_fresh = dst_fresh;
-	g_mutex_init(&mf->lock);
-	g_cond_init(&mf->cond);
+	mfs_mutex_init(&mf->lock);
+	mfs_cond_init(&mf->cond);
 	return mf;
 }
 
 void mirror_file_mark_mirrored(MirrorFile *mf)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	mf->cp_offset = MIRROR_OFF_MAX;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 }
 
 void mirror_file_free(MirrorFile *mf)
@@ -121,8 +121,8 @@ void mirror_file_free(MirrorFile *mf)
 	close(mf->src_fd);
 	close(mf->dst_fd);
 	free(mf->copy_buf);
-	g_cond_clear(&mf->cond);
-	g_mutex_clear(&mf->lock);
+	mfs_cond_clear(&mf->cond);
+	mfs_mutex_clear(&mf->lock);
 	g_free(mf);
 }
 
@@ -173,7 +173,7 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 	bool chunk_wait = false;
 	off_t mirror_end;
 
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	while (!mf->detached) {
 		bool on_chunk = overlaps_chunk_locked(mf, start, end);
 
@@ -183,13 +183,13 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 		if (!t0) {
 			t0 = g_get_monotonic_time();
 			if (mf->hook) {
-				g_mutex_unlock(&mf->lock);
+				mfs_mutex_unlock(&mf->lock);
 				run_hook(mf, MIRROR_HOOK_WRITE_WAITING, start, end);
-				g_mutex_lock(&mf->lock);
+				mfs_mutex_lock(&mf->lock);
 				continue;
 			}
 		}
-		g_cond_wait(&mf->cond, &mf->lock);
+		mfs_cond_wait(&mf->cond, &mf->lock);
 	}
 	if (chunk_wait) {
 		uint64_t ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
@@ -207,7 +207,7 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 	mf->inflight = r;
 	if (mirror_end > start)
 		mf->mirrored_writes++;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	run_hook(mf, MIRROR_HOOK_WRITE_ADMITTED, start, end);
 	return mirror_end;
 }
@@ -219,14 +219,14 @@ static void range_release_locked(MirrorFile *mf, Range *r)
 	for (p = &mf->inflight; *p != r; p = &(*p)->next)
 		g_assert(*p);
 	*p = r->next;
-	g_cond_broadcast(&mf->cond);
+	mfs_cond_broadcast(&mf->cond);
 }
 
 static void range_release(MirrorFile *mf, Range *r)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	range_release_locked(mf, r);
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 }
 
 /* Record the first target failure, detach, and tell the owner once. */
@@ -234,23 +234,23 @@ static void mirror_fail(MirrorFile *mf, int err)
 {
 	bool first;
 
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	first = mf->error == 0;
 	if (first)
 		mf->error = err;
 	mf->detached = true;
-	g_cond_broadcast(&mf->cond);
-	g_mutex_unlock(&mf->lock);
+	mfs_cond_broadcast(&mf->cond);
+	mfs_mutex_unlock(&mf->lock);
 	if (first && mf->on_error)
 		mf->on_error(mf, err, mf->error_opaque);
 }
 
 void mirror_file_detach(MirrorFile *mf)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	mf->detached = true;
-	g_cond_broadcast(&mf->cond);
-	g_mutex_unlock(&mf->lock);
+	mfs_cond_broadcast(&mf->cond);
+	mfs_mutex_unlock(&mf->lock);
 }
 
 static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
@@ -329,16 +329,16 @@ int mirror_file_truncate(MirrorFile *mf, int src_fd, off_t size)
 		if (ftruncate(mf->dst_fd, size) < 0) {
 			mirror_fail(mf, -errno);
 		} else if (mirror_end != MIRROR_OFF_MAX) {
-			g_mutex_lock(&mf->lock);
+			mfs_mutex_lock(&mf->lock);
 			mf->cp_offset = MIN(mf->cp_offset, size);
-			g_mutex_unlock(&mf->lock);
+			mfs_mutex_unlock(&mf->lock);
 		}
 	}
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	if (ret == 0)
 		mf->size = size;
 	range_release_locked(mf, &r);
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	return ret;
 }
 
@@ -347,9 +347,9 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 	int ret = (datasync ? fdatasync(src_fd) : fsync(src_fd)) < 0 ? -errno : 0;
 	bool detached;
 
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	detached = mf->detached;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	if (ret == 0 && !detached) {
 		if ((datasync ? fdatasync(mf->dst_fd) : fsync(mf->dst_fd)) < 0)
 			mirror_fail(mf, -errno);
@@ -360,27 +360,27 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 /* Rule 2: claim [start, end) for the copier and wait for the operations in it. */
 static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	mf->chunk_start = start;
 	mf->chunk_end = end;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	run_hook(mf, MIRROR_HOOK_CHUNK_CLAIMED, start, end);
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
-		g_cond_wait(&mf->cond, &mf->lock);
-	g_mutex_unlock(&mf->lock);
+		mfs_cond_wait(&mf->cond, &mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 }
 
 /* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
 static void chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	if (new_cp >= 0)
 		mf->cp_offset = new_cp;
 	mf->bytes_copied += copied;
 	mf->chunk_start = mf->chunk_end = 0;
-	g_cond_broadcast(&mf->cond);
-	g_mutex_unlock(&mf->lock);
+	mfs_cond_broadcast(&mf->cond);
+	mfs_mutex_unlock(&mf->lock);
 }
 
 static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
@@ -453,12 +453,12 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	int ret;
 
 	*copied = 0;
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	start = mf->cp_offset;
 	ret = mf->error;
 	if (!ret && mf->detached)
 		ret = -ECANCELED;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	if (ret < 0)
 		return ret;
 	if (start == MIRROR_OFF_MAX)
@@ -486,9 +486,9 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 			ret = -errno;
 			goto fail;
 		}
-		g_mutex_lock(&mf->lock);
+		mfs_mutex_lock(&mf->lock);
 		mf->size = st.st_size;
-		g_mutex_unlock(&mf->lock);
+		mfs_mutex_unlock(&mf->lock);
 		chunk_release(mf, MIRROR_OFF_MAX, 0);
 		return 0;
 	}
@@ -496,9 +496,9 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	ret = copy_range_sparse(mf, start, end, copied);
 	if (ret < 0)
 		goto fail;
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	mf->size = st.st_size;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 	chunk_release(mf, end, *copied);
 	return 1;
 
@@ -526,7 +526,7 @@ int mirror_file_target_fd(MirrorFile *mf)
 
 void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
 {
-	g_mutex_lock(&mf->lock);
+	mfs_mutex_lock(&mf->lock);
 	out->size = mf->size;
 	out->mirrored = mf->cp_offset == MIRROR_OFF_MAX;
 	out->cp_offset = out->mirrored ? mf->size : mf->cp_offset;
@@ -535,5 +535,5 @@ void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
 	out->waited_writes = mf->waited_writes;
 	out->max_wait_ns = mf->max_wait_ns;
 	out->error = mf->error;
-	g_mutex_unlock(&mf->lock);
+	mfs_mutex_unlock(&mf->lock);
 }

@@ -200,8 +200,8 @@ END_TEST
  * and see that it got there.
  */
 typedef struct {
-	GMutex lock;
-	GCond cond;
+	MfsMutex lock;
+	MfsCond cond;
 	MirrorHookPoint point;
 	bool armed;    /* stop the next thread that reaches point */
 	bool reached;  /* a thread is stopped there */
@@ -214,8 +214,8 @@ static Gate gate;
 
 static void hook_gate_init(MirrorHookPoint point, GThread *only)
 {
-	g_mutex_init(&gate.lock);
-	g_cond_init(&gate.cond);
+	mfs_mutex_init(&gate.lock);
+	mfs_cond_init(&gate.cond);
 	gate.point = point;
 	gate.armed = true;
 	gate.reached = gate.open = false;
@@ -225,43 +225,43 @@ static void hook_gate_init(MirrorHookPoint point, GThread *only)
 
 static void gate_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len, void *opaque)
 {
-	g_mutex_lock(&gate.lock);
+	mfs_mutex_lock(&gate.lock);
 	if (point == MIRROR_HOOK_WRITE_WAITING) {
 		gate.waits++;
-		g_cond_broadcast(&gate.cond);
+		mfs_cond_broadcast(&gate.cond);
 	}
 	if (point == gate.point && gate.armed && (!gate.only || gate.only == g_thread_self())) {
 		gate.armed = false;
 		gate.reached = true;
-		g_cond_broadcast(&gate.cond);
+		mfs_cond_broadcast(&gate.cond);
 		while (!gate.open)
-			g_cond_wait(&gate.cond, &gate.lock);
+			mfs_cond_wait(&gate.cond, &gate.lock);
 	}
-	g_mutex_unlock(&gate.lock);
+	mfs_mutex_unlock(&gate.lock);
 }
 
 static void gate_wait_reached(void)
 {
-	g_mutex_lock(&gate.lock);
+	mfs_mutex_lock(&gate.lock);
 	while (!gate.reached)
-		g_cond_wait(&gate.cond, &gate.lock);
-	g_mutex_unlock(&gate.lock);
+		mfs_cond_wait(&gate.cond, &gate.lock);
+	mfs_mutex_unlock(&gate.lock);
 }
 
 static void gate_wait_waits(int n)
 {
-	g_mutex_lock(&gate.lock);
+	mfs_mutex_lock(&gate.lock);
 	while (gate.waits < n)
-		g_cond_wait(&gate.cond, &gate.lock);
-	g_mutex_unlock(&gate.lock);
+		mfs_cond_wait(&gate.cond, &gate.lock);
+	mfs_mutex_unlock(&gate.lock);
 }
 
 static void hook_gate_open(void)
 {
-	g_mutex_lock(&gate.lock);
+	mfs_mutex_lock(&gate.lock);
 	gate.open = true;
-	g_cond_broadcast(&gate.cond);
-	g_mutex_unlock(&gate.lock);
+	mfs_cond_broadcast(&gate.cond);
+	mfs_mutex_unlock(&gate.lock);
 }
 
 static gpointer copier_one_chunk(gpointer data)
@@ -385,7 +385,7 @@ END_TEST
 /* Liveness: writes streaming into the copier's chunk cannot starve it. */
 typedef struct {
 	volatile gint stop;
-	guint64 writes;
+	gint writes;
 } Hammer;
 
 static gpointer hammer_thread(gpointer data)
@@ -403,7 +403,7 @@ static gpointer hammer_thread(gpointer data)
 		off = st.mirrored ? 0 : st.cp_offset;
 		ck_assert_int_eq(mirror_file_write(fx.mf, fx.guest_fd, buf, sizeof(buf), off),
 		                 sizeof(buf));
-		h->writes++;
+		g_atomic_int_inc(&h->writes);
 	}
 	return NULL;
 }
@@ -426,7 +426,7 @@ START_TEST(test_copier_not_starved_by_writes_into_its_chunk)
 	g_atomic_int_set(&h.stop, 1);
 	g_thread_join(t[0]);
 	g_thread_join(t[1]);
-	ck_assert_uint_gt(h.writes, 0);
+	ck_assert_int_gt(g_atomic_int_get(&h.writes), 0);
 	assert_files_equal();
 	fixture_close();
 }
