@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
+#include "control.h"
 #include "migration.h"
 
 #include <errno.h>
@@ -31,6 +32,7 @@ typedef struct {
 	char *switch_mode;
 	int delete_source;
 	int overwrite;
+	char *control;
 } Options;
 
 /* clang-format off */
@@ -43,6 +45,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("switch=%s", switch_mode, 0),
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
+	MIRRORFS_OPT("control=%s", control, 0),
 	FUSE_OPT_END,
 };
 /* clang-format on */
@@ -64,7 +67,9 @@ static void usage(const char *prog)
 	       "                           is mirrored (auto, default), or stay\n"
 	       "                           mirrored until told (manual)\n"
 	       "    -o delete_source       delete the source files after the switch\n"
-	       "    -o overwrite           replace files of the same names in DIR\n\n",
+	       "    -o overwrite           replace files of the same names in DIR\n"
+	       "    -o control=PATH        the control socket (default: derived from\n"
+	       "                           MOUNTPOINT under /run/mirrorfs)\n\n",
 	       prog);
 }
 
@@ -223,6 +228,8 @@ int main(int argc, char *argv[])
 	struct fuse_session *se = NULL;
 	g_autofree char *source = NULL, *mountpoint = NULL;
 	MfsMigOptions mig_opts;
+	ControlServer *control = NULL;
+	g_autofree char *control_path = NULL;
 	Daemon daemon = {0};
 	int ret = 1;
 
@@ -280,17 +287,27 @@ int main(int argc, char *argv[])
 		fprintf(stderr,
 		        "mirrorfs: '%s' was migrated to '%s' (its journal says so); serving '%s'\n",
 		        opts.source, mfs_served_dir(daemon.fs), mfs_served_dir(daemon.fs));
+	if (migration_options(&opts, &mig_opts) < 0)
+		goto out_fs;
+	control_path = opts.control ? g_strdup(opts.control) : control_socket_path(mountpoint);
+	{
+		g_autofree char *error = NULL;
+
+		if (control_server_start(daemon.fs, control_path, mountpoint, &control, &error) <
+		    0) {
+			fprintf(stderr, "mirrorfs: %s\n", error);
+			goto out_fs;
+		}
+	}
 	if (opts.target) {
 		g_autofree char *error = NULL;
 
-		if (migration_options(&opts, &mig_opts) < 0)
-			goto out_fs;
+		/* Checked and prepared now, to report here; copied after the fork. */
+		mig_opts.defer_thread = true;
 		if (mfs_migration_start(daemon.fs, &mig_opts, &error) < 0) {
 			fprintf(stderr, "mirrorfs: cannot migrate: %s\n", error);
 			goto out_fs;
 		}
-	} else if (migration_options(&opts, &mig_opts) < 0) {
-		goto out_fs;
 	}
 	if (add_fsname(&args, source) < 0)
 		goto out_fs;
@@ -311,7 +328,11 @@ int main(int argc, char *argv[])
 		g_log_set_writer_func(log_to_syslog, NULL, NULL);
 	}
 	fuse_daemonize(cmd.foreground);
-	g_message("serving %s on %s", mfs_served_dir(daemon.fs), mountpoint);
+	/* Threads do not survive the fork: they start here. */
+	control_server_run(control);
+	mfs_migration_launch(daemon.fs);
+	g_message("serving %s on %s; control socket %s", mfs_served_dir(daemon.fs), mountpoint,
+	          control_path);
 
 	if (cmd.singlethread) {
 		ret = fuse_session_loop(se);
@@ -331,6 +352,7 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_fs:
+	control_server_stop(control);
 	/* A migration still running stops cleanly: the target is cleaned up. */
 	mfs_migration_shutdown(daemon.fs);
 	mfs_free(daemon.fs);
@@ -341,6 +363,7 @@ out_args:
 	free(opts.speed);
 	free(opts.chunk);
 	free(opts.switch_mode);
+	free(opts.control);
 	fuse_opt_free_args(&args);
 	return ret;
 }

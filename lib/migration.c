@@ -729,7 +729,8 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mfs_rwlock_writer_unlock(&fs->ns_lock);
 	migration_free(old);
 
-	mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
+	if (!opts->defer_thread)
+		mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
 	return 0;
 
 out_cleanup:
@@ -1389,6 +1390,9 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 		unsigned oldest = mig->rate_n >= RATE_SAMPLES ? mig->rate_n % RATE_SAMPLES : 0;
 		gint64 dt = mig->rate_t[newest] - mig->rate_t[oldest];
 
+		/* A copier that has not moved for a while (paused, limited) has no rate. */
+		if (g_get_monotonic_time() - mig->rate_t[newest] > 2 * G_USEC_PER_SEC)
+			dt = 0;
 		if (dt > 0)
 			out->rate_bps = (mig->rate_b[newest] - mig->rate_b[oldest]) *
 			                G_USEC_PER_SEC / (uint64_t)dt;
@@ -1400,12 +1404,28 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 	mfs_mutex_unlock(&mig->lock);
 }
 
+void mfs_migration_launch(Mfs *fs)
+{
+	Migration *mig = current(fs);
+
+	if (mig && !mig->thread && state_running(mig->state))
+		mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
+}
+
 void mfs_migration_shutdown(Mfs *fs)
 {
-	if (current(fs)) {
-		mfs_migration_cancel(fs);
-		mfs_migration_wait(fs, MFS_MIG_CANCELLED, -1);
+	Migration *mig = current(fs);
+
+	if (!mig)
+		return;
+	if (!mig->thread) {
+		/* Prepared, never launched: undo here what the start made. */
+		if (state_running(mig->state))
+			migration_abort(mig, MFS_MIG_CANCELLED);
+		return;
 	}
+	mfs_migration_cancel(fs);
+	mfs_migration_wait(fs, MFS_MIG_CANCELLED, -1);
 }
 
 void mfs_migration_status_clear(MfsMigStatus *st)

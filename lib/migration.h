@@ -33,6 +33,7 @@ typedef struct {
 	bool manual_switch;  /* stay mirrored until mfs_migration_switch() */
 	bool delete_source;  /* remove the source files after the switch */
 	bool overwrite;      /* allow names that already exist in the target */
+	bool defer_thread;   /* start copying at mfs_migration_launch() */
 	MfsMigHook hook;     /* tests only */
 	void *hook_opaque;
 } MfsMigOptions;
@@ -76,6 +77,11 @@ int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps);
 int mfs_migration_switch(Mfs *fs);
 /* Stop, remove what was written to the target, carry on on the source. */
 int mfs_migration_cancel(Mfs *fs);
+/*
+ * Start the copier of a migration started with defer_thread: a daemon
+ * checks and prepares before it forks, and copies after.
+ */
+void mfs_migration_launch(Mfs *fs);
 /* At shutdown: cancel what still runs, let a switch finish, and wait. */
 void mfs_migration_shutdown(Mfs *fs);
 /* Block until the migration leaves the copying/mirrored/switching states. */

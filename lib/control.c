@@ -1,0 +1,662 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The control socket: protocol (see control.h), server and client.
+ *
+ * The server is one thread polling the listening socket and every client.
+ * Every command is quick (none waits for the migration: clients poll the
+ * status to wait), so one thread serves all, and a client that connects
+ * and says nothing, or sends half a line, only holds its own slot until
+ * its idle time runs out.  Requests longer than CONTROL_MAX_REQUEST,
+ * malformed JSON and unknown commands get an error reply.  Replies are
+ * written with a send timeout, so a client that does not read cannot hold
+ * the thread for long.
+ */
+#define _GNU_SOURCE
+#include "control.h"
+#include "mfs-int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-glib/json-glib.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_CLIENTS    64
+#define CLIENT_IDLE_US (30 * G_USEC_PER_SEC)
+
+char *control_socket_path(const char *mountpoint)
+{
+	const char *dir = g_getenv("MIRRORFS_RUNTIME_DIR");
+	g_autofree char *name = NULL;
+	GString *s = g_string_new(NULL);
+
+	if (!dir)
+		dir = geteuid() == 0 ? "/run/mirrorfs" : g_get_user_runtime_dir();
+	/* Readable where it fits a sun_path; a digest of the path where not. */
+	for (const char *p = mountpoint; *p; p++) {
+		if (g_ascii_isalnum(*p) || *p == '.' || *p == '_')
+			g_string_append_c(s, *p);
+		else
+			g_string_append_printf(s, "-%02x", (unsigned char)*p);
+	}
+	name = g_string_free(s, FALSE);
+	if (strlen(dir) + strlen(name) + 16 > sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		g_free(name);
+		name = g_compute_checksum_for_string(G_CHECKSUM_SHA256, mountpoint, -1);
+		name[32] = '\0';
+	}
+	return g_strdup_printf("%s/%s.sock", dir, name);
+}
+
+/* --- protocol ------------------------------------------------------------ */
+
+static char *reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static char *reply_error(const char *fmt, ...)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+	g_autofree char *msg = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	msg = g_strdup_vprintf(fmt, ap);
+	va_end(ap);
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "version");
+	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
+	json_builder_set_member_name(b, "ok");
+	json_builder_add_boolean_value(b, FALSE);
+	json_builder_set_member_name(b, "error");
+	json_builder_add_string_value(b, msg);
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
+static char *reply_ok(const char *message)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "version");
+	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
+	json_builder_set_member_name(b, "ok");
+	json_builder_add_boolean_value(b, TRUE);
+	json_builder_set_member_name(b, "message");
+	json_builder_add_string_value(b, message);
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
+static const char *file_state(const MfsMigFileStatus *f)
+{
+	if (f->mirrored)
+		return "mirrored";
+	return f->cp_offset ? "copying" : "pending";
+}
+
+static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
+{
+	MfsMigStatus st;
+
+	mfs_migration_status(fs, &st);
+#define MEMBER(name) json_builder_set_member_name(b, name)
+	MEMBER("version");
+	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
+	MEMBER("mountpoint");
+	json_builder_add_string_value(b, mountpoint);
+	MEMBER("state");
+	json_builder_add_string_value(b, st.paused ? "paused" : mfs_mig_state_name(st.state));
+	MEMBER("source");
+	json_builder_add_string_value(b, st.source);
+	MEMBER("target");
+	if (st.target)
+		json_builder_add_string_value(b, st.target);
+	else
+		json_builder_add_null_value(b);
+	MEMBER("served");
+	json_builder_add_string_value(b, mfs_served_dir(fs));
+	MEMBER("bytes_total");
+	json_builder_add_int_value(b, (gint64)st.bytes_total);
+	MEMBER("bytes_copied");
+	json_builder_add_int_value(b, (gint64)st.bytes_copied);
+	MEMBER("rate_bps");
+	json_builder_add_int_value(b, (gint64)st.rate_bps);
+	MEMBER("eta_s");
+	if (st.eta_s >= 0)
+		json_builder_add_double_value(b, st.eta_s);
+	else
+		json_builder_add_null_value(b);
+	MEMBER("speed_bps");
+	json_builder_add_int_value(b, (gint64)st.speed_bps);
+	MEMBER("mirrored_writes");
+	json_builder_add_int_value(b, (gint64)st.mirrored_writes);
+	MEMBER("waited_writes");
+	json_builder_add_int_value(b, (gint64)st.waited_writes);
+	MEMBER("max_wait_ms");
+	json_builder_add_double_value(b, st.max_wait_ns / 1e6);
+	MEMBER("stun_ms");
+	if (st.state == MFS_MIG_SWITCHED)
+		json_builder_add_double_value(b, st.stun_ns / 1e6);
+	else
+		json_builder_add_null_value(b);
+	MEMBER("error");
+	if (st.error)
+		json_builder_add_string_value(b, st.error);
+	else
+		json_builder_add_null_value(b);
+	MEMBER("files");
+	json_builder_begin_array(b);
+	for (unsigned i = 0; i < st.n_files; i++) {
+		json_builder_begin_object(b);
+		MEMBER("path");
+		json_builder_add_string_value(b, st.files[i].path);
+		MEMBER("size");
+		json_builder_add_int_value(b, (gint64)st.files[i].size);
+		MEMBER("cp_offset");
+		json_builder_add_int_value(b, (gint64)st.files[i].cp_offset);
+		MEMBER("state");
+		json_builder_add_string_value(b, file_state(&st.files[i]));
+		json_builder_end_object(b);
+	}
+	json_builder_end_array(b);
+#undef MEMBER
+	mfs_migration_status_clear(&st);
+}
+
+char *control_status_json(Mfs *fs, const char *mountpoint)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+
+	json_builder_begin_object(b);
+	add_status_members(b, fs, mountpoint);
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
+static char *reply_status(Mfs *fs, const char *mountpoint)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "ok");
+	json_builder_add_boolean_value(b, TRUE);
+	add_status_members(b, fs, mountpoint);
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
+/* A size or rate member: a whole number, or a string such as "50M". */
+static int member_size(JsonObject *obj, const char *name, uint64_t *out, char **error)
+{
+	JsonNode *node = json_object_get_member(obj, name);
+
+	if (!node || JSON_NODE_HOLDS_NULL(node))
+		return 0;
+	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_INT64) {
+		gint64 v = json_node_get_int(node);
+
+		if (v < 0) {
+			*error = g_strdup_printf("%s: must not be negative", name);
+			return -EINVAL;
+		}
+		*out = (uint64_t)v;
+		return 0;
+	}
+	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING &&
+	    mfs_parse_size(json_node_get_string(node), out) == 0)
+		return 0;
+	*error = g_strdup_printf("%s: not a size (a number of bytes, or a string such as \"50M\")",
+	                         name);
+	return -EINVAL;
+}
+
+static int member_bool(JsonObject *obj, const char *name, bool *out, char **error)
+{
+	JsonNode *node = json_object_get_member(obj, name);
+
+	if (!node || JSON_NODE_HOLDS_NULL(node))
+		return 0;
+	if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_BOOLEAN) {
+		*error = g_strdup_printf("%s: must be true or false", name);
+		return -EINVAL;
+	}
+	*out = json_node_get_boolean(node);
+	return 0;
+}
+
+static const char *member_string(JsonObject *obj, const char *name)
+{
+	JsonNode *node = json_object_get_member(obj, name);
+
+	if (!node || !JSON_NODE_HOLDS_VALUE(node) ||
+	    json_node_get_value_type(node) != G_TYPE_STRING)
+		return NULL;
+	return json_node_get_string(node);
+}
+
+static char *do_start(Mfs *fs, JsonObject *req)
+{
+	MfsMigOptions opts = {0};
+	g_autofree char *error = NULL;
+	const char *sw = member_string(req, "switch");
+
+	opts.target = member_string(req, "target");
+	if (!opts.target)
+		return reply_error("start: a target directory is needed");
+	if (member_size(req, "speed", &opts.speed_bps, &error) < 0 ||
+	    member_size(req, "chunk", &opts.chunk_size, &error) < 0 ||
+	    member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
+	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0)
+		return reply_error("start: %s", error);
+	if (json_object_has_member(req, "chunk") && opts.chunk_size == 0)
+		return reply_error("start: chunk: must be a power of two from 4K to 64M");
+	if (sw && strcmp(sw, "manual") == 0)
+		opts.manual_switch = true;
+	else if (sw && strcmp(sw, "auto") != 0)
+		return reply_error("start: switch: must be \"auto\" or \"manual\"");
+	else if (!sw && json_object_has_member(req, "switch"))
+		return reply_error("start: switch: must be \"auto\" or \"manual\"");
+	if (mfs_migration_start(fs, &opts, &error) < 0)
+		return reply_error("start: %s", error);
+	g_message("control: migration to %s started", opts.target);
+	return reply_ok("migration started");
+}
+
+static const char *current_state(Mfs *fs)
+{
+	MfsMigStatus st;
+	MfsMigState state;
+
+	mfs_migration_status(fs, &st);
+	state = st.state;
+	mfs_migration_status_clear(&st);
+	return mfs_mig_state_name(state);
+}
+
+/* Say why a control call was refused, in the words of the current state. */
+static char *reply_refused(Mfs *fs, const char *what, int err)
+{
+	switch (err) {
+	case -ENOENT:
+		return reply_error("%s: no migration has been started", what);
+	case -EALREADY:
+		if (!strcmp(what, "switch"))
+			return reply_error(
+			    "switch: this migration switches by itself (switch=auto)");
+		return reply_error("%s: already %s", what,
+		                   !strcmp(what, "pause") ? "paused" : current_state(fs));
+	case -EBUSY:
+		return reply_error("%s: not everything is copied yet (state copying)", what);
+	default:
+		return reply_error("%s: not possible while the migration is %s", what,
+		                   current_state(fs));
+	}
+}
+
+char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer)
+{
+	g_autoptr(JsonParser) parser = json_parser_new();
+	g_autoptr(GError) gerr = NULL;
+	JsonNode *root;
+	JsonObject *req;
+	JsonNode *version;
+	const char *cmd;
+	int ret;
+
+	if (peer != 0 && peer != geteuid())
+		return reply_error("permission denied: uid %u may not control this mount",
+		                   (unsigned)peer);
+	if (!g_utf8_validate(line, -1, NULL))
+		return reply_error("malformed request: not UTF-8");
+	if (!json_parser_load_from_data(parser, line, -1, &gerr))
+		return reply_error("malformed request: %s", gerr->message);
+	root = json_parser_get_root(parser);
+	if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+		return reply_error("malformed request: not a JSON object");
+	req = json_node_get_object(root);
+	version = json_object_get_member(req, "version");
+	if (version &&
+	    (!JSON_NODE_HOLDS_VALUE(version) || json_node_get_value_type(version) != G_TYPE_INT64 ||
+	     json_node_get_int(version) != CONTROL_PROTOCOL_VERSION))
+		return reply_error("unsupported protocol version (this daemon speaks %d)",
+		                   CONTROL_PROTOCOL_VERSION);
+	cmd = member_string(req, "command");
+	if (!cmd)
+		return reply_error("malformed request: no \"command\"");
+	if (!strcmp(cmd, "status"))
+		return reply_status(fs, mountpoint);
+	if (!strcmp(cmd, "start"))
+		return do_start(fs, req);
+	if (!strcmp(cmd, "speed")) {
+		uint64_t speed = 0;
+		g_autofree char *error = NULL;
+
+		if (!json_object_has_member(req, "speed"))
+			return reply_error("speed: a rate is needed (bytes/s, 0 = unlimited)");
+		if (member_size(req, "speed", &speed, &error) < 0)
+			return reply_error("speed: %s", error);
+		ret = mfs_migration_set_speed(fs, speed);
+		if (ret < 0)
+			return reply_refused(fs, "speed", ret);
+		g_message("control: copier speed set to %" G_GUINT64_FORMAT " bytes/s", speed);
+		return reply_ok(speed ? "speed set" : "speed unlimited");
+	}
+	{
+		static const struct {
+			const char *name;
+			int (*fn)(Mfs *);
+			const char *done;
+		} simple[] = {
+		    {"pause", mfs_migration_pause, "paused"},
+		    {"resume", mfs_migration_resume, "resumed"},
+		    {"switch", mfs_migration_switch, "switching"},
+		    {"cancel", mfs_migration_cancel, "cancelling"},
+		};
+
+		for (size_t i = 0; i < G_N_ELEMENTS(simple); i++) {
+			if (strcmp(cmd, simple[i].name) != 0)
+				continue;
+			ret = simple[i].fn(fs);
+			if (ret < 0)
+				return reply_refused(fs, cmd, ret);
+			g_message("control: %s", cmd);
+			return reply_ok(simple[i].done);
+		}
+	}
+	return reply_error("unknown command \"%.64s\"", cmd);
+}
+
+/* --- server -------------------------------------------------------------- */
+
+typedef struct {
+	int fd;
+	uid_t uid;
+	GString *in;
+	gint64 last;
+} Client;
+
+struct ControlServer {
+	Mfs *fs;
+	char *path, *mountpoint;
+	int listen_fd, wake_fd;
+	GThread *thread;
+	Client clients[MAX_CLIENTS]; /* the server thread's only */
+	unsigned n_clients;
+};
+
+static void client_close(ControlServer *srv, unsigned i)
+{
+	close(srv->clients[i].fd);
+	g_string_free(srv->clients[i].in, TRUE);
+	srv->clients[i] = srv->clients[--srv->n_clients];
+}
+
+static int send_line(int fd, const char *text)
+{
+	g_autofree char *line = g_strconcat(text, "\n", NULL);
+	size_t len = strlen(line), off = 0;
+
+	while (off < len) {
+		ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		off += n;
+	}
+	return 0;
+}
+
+static void server_accept(ControlServer *srv)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct timeval tv = {2, 0};
+	int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		close(fd);
+		return;
+	}
+	/* A client that does not read its replies holds us 2 s at the most. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (srv->n_clients == MAX_CLIENTS) {
+		g_autofree char *busy = reply_error("too many control clients; try again");
+
+		send_line(fd, busy);
+		close(fd);
+		return;
+	}
+	srv->clients[srv->n_clients++] =
+	    (Client){fd, cred.uid, g_string_new(NULL), g_get_monotonic_time()};
+}
+
+/* Serve the complete lines a client sent; false when it must be closed. */
+static bool client_serve(ControlServer *srv, Client *c)
+{
+	char buf[4096];
+	ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	char *nl;
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		return false;
+	if (n < 0)
+		return true;
+	c->last = g_get_monotonic_time();
+	g_string_append_len(c->in, buf, n);
+	while ((nl = memchr(c->in->str, '\n', c->in->len))) {
+		g_autofree char *reply = NULL;
+		size_t len = nl - c->in->str;
+
+		*nl = '\0';
+		if (len && c->in->str[len - 1] == '\r')
+			c->in->str[len - 1] = '\0';
+		if (memchr(c->in->str, '\0', len))
+			reply = reply_error("malformed request: NUL byte");
+		else
+			reply =
+			    control_handle_request(srv->fs, srv->mountpoint, c->in->str, c->uid);
+		g_string_erase(c->in, 0, len + 1);
+		if (send_line(c->fd, reply) < 0)
+			return false;
+	}
+	if (c->in->len > CONTROL_MAX_REQUEST) {
+		g_autofree char *reply =
+		    reply_error("request too long (at most %d bytes)", CONTROL_MAX_REQUEST);
+
+		send_line(c->fd, reply);
+		return false;
+	}
+	return true;
+}
+
+static gpointer server_thread(gpointer data)
+{
+	ControlServer *srv = data;
+	struct pollfd pfd[MAX_CLIENTS + 2];
+
+	for (;;) {
+		gint64 now;
+		int n;
+
+		pfd[0] = (struct pollfd){srv->listen_fd, POLLIN, 0};
+		pfd[1] = (struct pollfd){srv->wake_fd, POLLIN, 0};
+		for (unsigned i = 0; i < srv->n_clients; i++)
+			pfd[i + 2] = (struct pollfd){srv->clients[i].fd, POLLIN, 0};
+		n = poll(pfd, srv->n_clients + 2, 1000);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		now = g_get_monotonic_time();
+		/* Clients first, from the end, so that closing one moves no unseen one. */
+		for (unsigned i = srv->n_clients; i-- > 0;) {
+			Client *c = &srv->clients[i];
+			bool keep = true;
+
+			if (pfd[i + 2].revents & (POLLIN | POLLHUP | POLLERR))
+				keep = client_serve(srv, c);
+			else if (now - c->last > CLIENT_IDLE_US)
+				keep = false;
+			if (!keep)
+				client_close(srv, i);
+		}
+		if (pfd[0].revents & POLLIN)
+			server_accept(srv);
+	}
+	while (srv->n_clients)
+		client_close(srv, srv->n_clients - 1);
+	return NULL;
+}
+
+int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoint,
+                         ControlServer **out, char **error)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	g_autofree char *dir = g_path_get_dirname(socket_path);
+	ControlServer *srv;
+	mode_t old_umask;
+	int fd, ret;
+
+	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
+		*error = g_strdup_printf("control socket path '%s' is too long", socket_path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(addr.sun_path, socket_path);
+	if (g_mkdir_with_parents(dir, 0700) < 0) {
+		ret = -errno;
+		*error =
+		    g_strdup_printf("control socket directory '%s': %s", dir, g_strerror(errno));
+		return ret;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		*error = g_strdup_printf("control socket: %s", g_strerror(errno));
+		return ret;
+	}
+	/* A socket nobody answers on is a leftover of a daemon that died. */
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
+		close(fd);
+		*error =
+		    g_strdup_printf("control socket '%s' is in use by another daemon", socket_path);
+		return -EADDRINUSE;
+	}
+	unlink(socket_path);
+	old_umask = umask(0077);
+	ret = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+	umask(old_umask);
+	if (ret < 0 || chmod(socket_path, 0600) < 0 || listen(fd, 16) < 0) {
+		ret = -errno;
+		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(errno));
+		close(fd);
+		return ret;
+	}
+	srv = g_new0(ControlServer, 1);
+	srv->fs = fs;
+	srv->path = g_strdup(socket_path);
+	srv->mountpoint = g_strdup(mountpoint);
+	srv->listen_fd = fd;
+	srv->wake_fd = eventfd(0, EFD_CLOEXEC);
+	*out = srv;
+	return 0;
+}
+
+void control_server_run(ControlServer *srv)
+{
+	srv->thread = g_thread_new("mirrorfs-control", server_thread, srv);
+}
+
+void control_server_stop(ControlServer *srv)
+{
+	uint64_t one = 1;
+
+	if (!srv)
+		return;
+	if (srv->thread) {
+		if (write(srv->wake_fd, &one, sizeof(one)) < 0)
+			g_warning("control: cannot stop the server thread: %s", g_strerror(errno));
+		g_thread_join(srv->thread);
+	}
+	close(srv->listen_fd);
+	close(srv->wake_fd);
+	unlink(srv->path);
+	g_free(srv->path);
+	g_free(srv->mountpoint);
+	g_free(srv);
+}
+
+/* --- client -------------------------------------------------------------- */
+
+int control_request(const char *socket_path, const char *request, char **reply, char **error)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	GString *in = g_string_new(NULL);
+	int fd, ret = 0;
+	char buf[4096];
+	char *nl = NULL;
+
+	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
+		*error = g_strdup_printf("control socket path '%s' is too long", socket_path);
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	strcpy(addr.sun_path, socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		ret = -errno;
+		*error = g_strdup_printf("cannot reach the control socket '%s': %s%s", socket_path,
+		                         g_strerror(errno),
+		                         errno == ENOENT ? " (is a mirrorfs mounted there?)" : "");
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	ret = send_line(fd, request);
+	while (ret == 0 && !(nl = memchr(in->str, '\n', in->len))) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = n < 0 ? -errno : -ECONNRESET;
+		else
+			g_string_append_len(in, buf, n);
+	}
+	close(fd);
+	if (ret < 0) {
+		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(-ret));
+		goto out;
+	}
+	*nl = '\0';
+	*reply = g_strdup(in->str);
+out:
+	g_string_free(in, TRUE);
+	return ret;
+}

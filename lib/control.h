@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The control socket: a Unix socket per mount, speaking a line-oriented
+ * JSON protocol (version 1).  Each request is one JSON object on one
+ * line; each reply is one JSON object on one line, with "ok" true or
+ * false and, when false, "error".  Requests:
+ *
+ *   {"version":1,"command":"status"}
+ *   {"command":"start","target":DIR,"speed":RATE,"chunk":SIZE,
+ *    "switch":"auto"|"manual","delete_source":BOOL,"overwrite":BOOL}
+ *   {"command":"pause"} {"command":"resume"} {"command":"switch"}
+ *   {"command":"cancel"} {"command":"speed","speed":RATE}
+ *
+ * RATE and SIZE are numbers of bytes or strings such as "50M".  Only root
+ * and the user who mounted may use the socket (SO_PEERCRED).
+ */
+#ifndef MFS_CONTROL_H
+#define MFS_CONTROL_H
+
+#include "mfs.h"
+
+#include <sys/types.h>
+
+#define CONTROL_PROTOCOL_VERSION 1
+#define CONTROL_MAX_REQUEST      (64 * 1024)
+
+typedef struct ControlServer ControlServer;
+
+/* Where the socket of the mount at @mountpoint (a canonical path) lives. */
+char *control_socket_path(const char *mountpoint);
+
+/*
+ * Listen on @socket_path (owner-only).  control_server_run() then serves
+ * requests for @fs in a thread of its own (separate, so that a daemon can
+ * fork between the two).  A silent or slow client holds up nobody.
+ */
+int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoint,
+                         ControlServer **out, char **error);
+void control_server_run(ControlServer *srv);
+void control_server_stop(ControlServer *srv);
+
+/* One request line from a peer with uid @peer; returns the reply (no newline). */
+char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer);
+
+/* The status of @fs as the JSON object clients see (without "ok"). */
+char *control_status_json(Mfs *fs, const char *mountpoint);
+
+/*
+ * Client side: send @request (one line, no newline) to @socket_path and
+ * read one reply line into *@reply.  On failure *@error says why.
+ */
+int control_request(const char *socket_path, const char *request, char **reply, char **error);
+
+#endif

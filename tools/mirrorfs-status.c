@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirrorfs-status: show, watch or wait for the migration of a mirrorfs
+ * mount.  A thin client of the control socket: the daemon computes the
+ * status, this renders it.
+ */
+#define _GNU_SOURCE
+#include "client.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROG           "mirrorfs-status"
+#define STATUS_REQUEST "{\"version\":1,\"command\":\"status\"}"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static gboolean opt_json;
+static double opt_watch = -1;
+static char *opt_wait;
+static char *opt_socket;
+static double opt_timeout = -1;
+
+static gboolean parse_watch(const char *name, const char *value, gpointer data, GError **error)
+{
+	char *end;
+
+	opt_watch = 1.0;
+	if (!value)
+		return TRUE;
+	opt_watch = g_ascii_strtod(value, &end);
+	if (*end || !(opt_watch >= 0.05 && opt_watch <= 3600)) {
+		g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+		            "--watch %s: an interval from 0.05 to 3600 seconds", value);
+		return FALSE;
+	}
+	return TRUE;
+}
+
+static const GOptionEntry entries[] = {
+    {"json", 'j', 0, G_OPTION_ARG_NONE, &opt_json, "Print the status as one JSON object", NULL},
+    {"watch", 'w', G_OPTION_FLAG_OPTIONAL_ARG, G_OPTION_ARG_CALLBACK, parse_watch,
+     "Redraw the progress every SECONDS (default 1) until the migration ends", "SECONDS"},
+    {"wait", 0, 0, G_OPTION_ARG_STRING, &opt_wait,
+     "Wait until the migration reaches STATE; fail at once if it fails or is cancelled", "STATE"},
+    {"timeout", 't', 0, G_OPTION_ARG_DOUBLE, &opt_timeout, "Give up waiting after SECONDS",
+     "SECONDS"},
+    {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
+     "The control socket (default: found from MOUNTPOINT)", "PATH"},
+    {NULL},
+};
+
+static const char *str(JsonObject *o, const char *name)
+{
+	JsonNode *n = json_object_get_member(o, name);
+
+	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_string(n) : NULL;
+}
+
+static double num(JsonObject *o, const char *name)
+{
+	JsonNode *n = json_object_get_member(o, name);
+
+	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_double(n) : NAN;
+}
+
+static double percent(JsonObject *st)
+{
+	double total = num(st, "bytes_total"), copied = num(st, "bytes_copied");
+	const char *state = str(st, "state");
+
+	if (!strcmp(state, "mirrored") || !strcmp(state, "switching") || !strcmp(state, "switched"))
+		return 100.0;
+	if (!(total > 0))
+		return 0.0;
+	return MIN(100.0, 100.0 * copied / total);
+}
+
+static bool state_is_final(const char *state)
+{
+	return !strcmp(state, "switched") || !strcmp(state, "failed") ||
+	       !strcmp(state, "cancelled") || !strcmp(state, "idle");
+}
+
+static void print_summary(JsonObject *st)
+{
+	g_autofree char *copied = client_format_bytes(num(st, "bytes_copied"));
+	g_autofree char *total = client_format_bytes(num(st, "bytes_total"));
+	g_autofree char *rate = client_format_bytes(num(st, "rate_bps"));
+	const char *state = str(st, "state");
+	JsonArray *files = json_object_get_array_member(st, "files");
+	double eta = num(st, "eta_s");
+
+	printf("mirrorfs on %s: %s\n", str(st, "mountpoint"), state);
+	printf("  source   %s\n", str(st, "source"));
+	if (str(st, "target"))
+		printf("  target   %s\n", str(st, "target"));
+	printf("  serving  %s\n", str(st, "served"));
+	if (!strcmp(state, "idle")) {
+		printf("  no migration has been started\n");
+		return;
+	}
+	printf("  copied   %s of %s (%.1f%%)", copied, total, percent(st));
+	if (num(st, "rate_bps") > 0)
+		printf(", %s/s", rate);
+	if (!isnan(eta))
+		printf(", ETA %.0f s", eta);
+	if (num(st, "speed_bps") > 0) {
+		g_autofree char *limit = client_format_bytes(num(st, "speed_bps"));
+
+		printf(" (limit %s/s)", limit);
+	}
+	printf("\n  writes   %.0f mirrored, %.0f waited on the copier (longest %.1f ms)\n",
+	       num(st, "mirrored_writes"), num(st, "waited_writes"), num(st, "max_wait_ms"));
+	if (!isnan(num(st, "stun_ms")))
+		printf("  stun     %.3f ms\n", num(st, "stun_ms"));
+	if (str(st, "error"))
+		printf("  error    %s\n", str(st, "error"));
+	if (files && json_array_get_length(files)) {
+		printf("\n  %-40s %10s %8s  %s\n", "FILE", "SIZE", "COPIED", "STATE");
+		for (guint i = 0; i < json_array_get_length(files); i++) {
+			JsonObject *f = json_array_get_object_element(files, i);
+			g_autofree char *size = client_format_bytes(num(f, "size"));
+			double sz = num(f, "size"), cp = num(f, "cp_offset");
+			const char *fstate = str(f, "state");
+
+			printf("  %-40s %10s %7.1f%%  %s\n", str(f, "path"), size,
+			       !strcmp(fstate, "mirrored") || sz <= 0 ? 100.0 : 100.0 * cp / sz,
+			       fstate);
+		}
+	}
+}
+
+static void print_progress_line(JsonObject *st, bool tty)
+{
+	g_autofree char *copied = client_format_bytes(num(st, "bytes_copied"));
+	g_autofree char *total = client_format_bytes(num(st, "bytes_total"));
+	g_autofree char *rate = client_format_bytes(num(st, "rate_bps"));
+	double pct = percent(st), eta = num(st, "eta_s");
+	char bar[31], eta_text[32] = "-";
+	int filled = (int)(pct * 30 / 100);
+
+	for (int i = 0; i < 30; i++)
+		bar[i] = i < filled ? '#' : '.';
+	bar[30] = '\0';
+	if (!isnan(eta))
+		snprintf(eta_text, sizeof(eta_text), "%.0fs", eta);
+	printf("%s[%s] %5.1f%%  %s / %s  %s/s  ETA %s  %s%s", tty ? "\r" : "", bar, pct, copied,
+	       total, rate, eta_text, str(st, "state"), tty ? "\033[K" : "\n");
+	fflush(stdout);
+}
+
+/* Forward order of a migration that goes well; the rest are ends. */
+static int state_rank(const char *state)
+{
+	static const char *order[] = {"idle",     "copying",   "paused",
+	                              "mirrored", "switching", "switched"};
+
+	for (int i = 0; i < (int)G_N_ELEMENTS(order); i++)
+		if (!strcmp(order[i], state))
+			return i == 2 ? 1 : i; /* paused is a kind of copying */
+	return -1;
+}
+
+static bool valid_state(const char *state)
+{
+	return state_rank(state) >= 0 || !strcmp(state, "failed") || !strcmp(state, "cancelled");
+}
+
+int main(int argc, char *argv[])
+{
+	g_autoptr(GOptionContext) ctx = g_option_context_new("MOUNTPOINT");
+	g_autoptr(GError) gerr = NULL;
+	g_autofree char *socket_path = NULL;
+	gint64 deadline;
+	bool tty = isatty(STDOUT_FILENO);
+	int ret = EXIT_FAILED;
+
+	g_option_context_set_summary(ctx, "Show the migration of a mirrorfs mount.");
+	g_option_context_add_main_entries(ctx, entries, NULL);
+	if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+		fprintf(stderr, "%s: %s\n", PROG, gerr->message);
+		return EXIT_USAGE;
+	}
+	if (argc != 2) {
+		fprintf(stderr,
+		        "%s: %s; usage: %s [--json] [--watch [SECONDS]] [--wait STATE] "
+		        "MOUNTPOINT\n",
+		        PROG, argc < 2 ? "no MOUNTPOINT given" : "one MOUNTPOINT only", PROG);
+		return EXIT_USAGE;
+	}
+	if (opt_wait && !valid_state(opt_wait)) {
+		fprintf(stderr,
+		        "%s: --wait %s: not a state (idle, copying, paused, mirrored, switching, "
+		        "switched, failed, cancelled)\n",
+		        PROG, opt_wait);
+		return EXIT_USAGE;
+	}
+	if (opt_wait && opt_watch >= 0) {
+		fprintf(stderr, "%s: --wait and --watch do not go together\n", PROG);
+		return EXIT_USAGE;
+	}
+	socket_path = client_socket_path(PROG, argv[1], opt_socket);
+	if (!socket_path)
+		return EXIT_FAILED;
+	deadline = opt_timeout >= 0 ? g_get_monotonic_time() + (gint64)(opt_timeout * 1e6) : -1;
+
+	for (;;) {
+		g_autoptr(JsonParser) parser = NULL;
+		JsonObject *st = client_call(PROG, socket_path, STATUS_REQUEST, &parser);
+		const char *state;
+
+		if (!st)
+			return EXIT_FAILED;
+		state = str(st, "state");
+		if (opt_wait) {
+			if (!strcmp(state, opt_wait) ||
+			    (state_rank(opt_wait) >= 0 &&
+			     state_rank(state) > state_rank(opt_wait))) {
+				ret = EXIT_OK;
+				break;
+			}
+			if (!strcmp(state, "failed") || !strcmp(state, "cancelled") ||
+			    (!strcmp(state, "idle") && strcmp(opt_wait, "idle"))) {
+				fprintf(stderr, "%s: the migration is %s%s%s\n", PROG, state,
+				        str(st, "error") ? ": " : "",
+				        str(st, "error") ? str(st, "error") : "");
+				return EXIT_FAILED;
+			}
+		} else if (opt_watch < 0) {
+			if (opt_json) {
+				g_autoptr(JsonGenerator) gen = json_generator_new();
+				g_autofree char *text = NULL;
+
+				json_object_remove_member(st, "ok");
+				json_generator_set_root(gen, json_parser_get_root(parser));
+				json_generator_set_pretty(gen, TRUE);
+				text = json_generator_to_data(gen, NULL);
+				printf("%s\n", text);
+			} else {
+				print_summary(st);
+			}
+			return EXIT_OK;
+		} else {
+			if (!state_is_final(state)) {
+				print_progress_line(st, tty);
+			} else {
+				if (tty)
+					printf("\r\033[K");
+				print_summary(st);
+				return !strcmp(state, "failed") || !strcmp(state, "cancelled")
+				           ? EXIT_FAILED
+				           : EXIT_OK;
+			}
+		}
+		if (deadline >= 0 && g_get_monotonic_time() > deadline) {
+			if (tty && opt_watch >= 0)
+				printf("\n");
+			fprintf(stderr, "%s: timed out; the migration is %s\n", PROG, state);
+			return EXIT_FAILED;
+		}
+		g_usleep((gulong)((opt_watch >= 0 ? opt_watch : 0.2) * G_USEC_PER_SEC));
+	}
+	return ret;
+}

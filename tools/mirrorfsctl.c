@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirrorfsctl: start, throttle, pause, resume, switch or cancel the
+ * migration of a mirrorfs mount.  A thin client of the control socket;
+ * the daemon decides what makes sense in its current state.
+ */
+#define _GNU_SOURCE
+#include "client.h"
+#include "mfs.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PROG "mirrorfsctl"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static char *opt_speed, *opt_chunk, *opt_switch, *opt_socket;
+static gboolean opt_delete_source, opt_overwrite;
+
+static const GOptionEntry entries[] = {
+    {"speed", 0, 0, G_OPTION_ARG_STRING, &opt_speed,
+     "start: copier limit in bytes/s (K/M/G suffixes; 0 = unlimited)", "RATE"},
+    {"chunk", 0, 0, G_OPTION_ARG_STRING, &opt_chunk,
+     "start: copier chunk, a power of two from 4K to 64M", "SIZE"},
+    {"switch", 0, 0, G_OPTION_ARG_STRING, &opt_switch,
+     "start: switch when all is mirrored (auto) or when told (manual)", "auto|manual"},
+    {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
+     "start: delete the source files after the switch", NULL},
+    {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
+     "start: replace files of the same names in TARGET", NULL},
+    {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
+     "The control socket (default: found from MOUNTPOINT)", "PATH"},
+    {NULL},
+};
+
+static const char description[] =
+    "Commands:\n"
+    "  start TARGET   migrate the mount's files to the directory TARGET\n"
+    "  pause          stop the copier (mirroring goes on)\n"
+    "  resume         start it again\n"
+    "  speed RATE     set the copier's limit, e.g. 50M (0 = unlimited)\n"
+    "  switch         switch a manual-switch migration that is mirrored\n"
+    "  cancel         stop, remove what was written to the target, stay on the source\n";
+
+static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", PROG);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "; see %s --help\n", PROG);
+	return EXIT_USAGE;
+}
+
+/* A rate or size on the command line: checked here, passed as a number. */
+static int add_size(JsonBuilder *b, const char *member, const char *text)
+{
+	uint64_t v;
+
+	if (mfs_parse_size(text, &v) < 0)
+		return usage_error("'%s' is not a size or rate (e.g. 64K, 50M, 0)", text);
+	json_builder_set_member_name(b, member);
+	json_builder_add_int_value(b, (gint64)v);
+	return EXIT_OK;
+}
+
+int main(int argc, char *argv[])
+{
+	g_autoptr(GOptionContext) ctx = g_option_context_new("MOUNTPOINT COMMAND [ARG]");
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonParser) parser = NULL;
+	g_autoptr(JsonNode) root = NULL;
+	g_autoptr(GError) gerr = NULL;
+	g_autofree char *socket_path = NULL, *request = NULL;
+	const char *cmd;
+	JsonObject *reply;
+	int nargs;
+
+	g_option_context_set_summary(ctx, "Control the migration of a mirrorfs mount.");
+	g_option_context_set_description(ctx, description);
+	g_option_context_add_main_entries(ctx, entries, NULL);
+	if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
+		fprintf(stderr, "%s: %s\n", PROG, gerr->message);
+		return EXIT_USAGE;
+	}
+	if (argc < 3)
+		return usage_error("%s", argc < 2 ? "no MOUNTPOINT and COMMAND given"
+		                                  : "no COMMAND given");
+	cmd = argv[2];
+	nargs = argc - 3;
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "version");
+	json_builder_add_int_value(b, 1);
+	json_builder_set_member_name(b, "command");
+	json_builder_add_string_value(b, cmd);
+	if (strcmp(cmd, "start") &&
+	    (opt_speed || opt_chunk || opt_switch || opt_delete_source || opt_overwrite))
+		return usage_error("--speed, --chunk, --switch, --delete-source and --overwrite "
+		                   "go with start, not %s",
+		                   cmd);
+	if (!strcmp(cmd, "start")) {
+		if (nargs != 1)
+			return usage_error("%s", "start needs one TARGET directory");
+		json_builder_set_member_name(b, "target");
+		json_builder_add_string_value(b, argv[3]);
+		if (opt_speed && add_size(b, "speed", opt_speed) != EXIT_OK)
+			return EXIT_USAGE;
+		if (opt_chunk && add_size(b, "chunk", opt_chunk) != EXIT_OK)
+			return EXIT_USAGE;
+		if (opt_switch) {
+			if (strcmp(opt_switch, "auto") && strcmp(opt_switch, "manual"))
+				return usage_error("--switch %s: must be auto or manual",
+				                   opt_switch);
+			json_builder_set_member_name(b, "switch");
+			json_builder_add_string_value(b, opt_switch);
+		}
+		json_builder_set_member_name(b, "delete_source");
+		json_builder_add_boolean_value(b, opt_delete_source);
+		json_builder_set_member_name(b, "overwrite");
+		json_builder_add_boolean_value(b, opt_overwrite);
+	} else if (!strcmp(cmd, "speed")) {
+		if (nargs != 1)
+			return usage_error("%s", "speed needs one RATE (e.g. 50M; 0 = unlimited)");
+		if (add_size(b, "speed", argv[3]) != EXIT_OK)
+			return EXIT_USAGE;
+	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "switch") ||
+	           !strcmp(cmd, "cancel")) {
+		if (nargs != 0)
+			return usage_error("%s takes no argument", cmd);
+	} else {
+		return usage_error("unknown command '%s'", cmd);
+	}
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	request = json_generator_to_data(gen, NULL);
+
+	socket_path = client_socket_path(PROG, argv[1], opt_socket);
+	if (!socket_path)
+		return EXIT_FAILED;
+	reply = client_call(PROG, socket_path, request, &parser);
+	if (!reply)
+		return EXIT_FAILED;
+	printf("%s: %s\n", argv[1],
+	       json_object_get_string_member_with_default(reply, "message", "ok"));
+	return EXIT_OK;
+}
