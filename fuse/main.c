@@ -173,13 +173,18 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	return 0;
 }
 
-/* In the background there is no terminal: log to syslog, naming the mount. */
+/*
+ * Logging: to syslog in the background, to stderr in the foreground, each
+ * line naming the mount.  Our own writer, because GLib's default one
+ * formats the time with localtime(3), which is not thread-safe.
+ */
 static const char *log_mountpoint;
+static bool log_foreground;
 
-static GLogWriterOutput log_to_syslog(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
-                                      gpointer data)
+static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields,
+                                   gpointer data)
 {
-	const char *message = NULL;
+	const char *message = "";
 	int prio = LOG_INFO;
 
 	for (gsize i = 0; i < n_fields; i++)
@@ -191,7 +196,14 @@ static GLogWriterOutput log_to_syslog(GLogLevelFlags level, const GLogField *fie
 		prio = LOG_WARNING;
 	else if (level & G_LOG_LEVEL_DEBUG)
 		return G_LOG_WRITER_HANDLED;
-	syslog(prio, "%s: %s", log_mountpoint, message ? message : "");
+	if (log_foreground) {
+		g_autoptr(GDateTime) now = g_date_time_new_now_local();
+		g_autofree char *stamp = g_date_time_format(now, "%H:%M:%S.%f");
+
+		fprintf(stderr, "mirrorfs[%s] %s: %s\n", stamp, log_mountpoint, message);
+	} else {
+		syslog(prio, "%s: %s", log_mountpoint, message);
+	}
 	return G_LOG_WRITER_HANDLED;
 }
 
@@ -323,10 +335,10 @@ int main(int argc, char *argv[])
 		goto out_signals;
 	}
 	log_mountpoint = mountpoint;
-	if (!cmd.foreground) {
+	log_foreground = cmd.foreground;
+	if (!cmd.foreground)
 		openlog("mirrorfs", LOG_PID, LOG_DAEMON);
-		g_log_set_writer_func(log_to_syslog, NULL, NULL);
-	}
+	g_log_set_writer_func(log_writer, NULL, NULL);
 	fuse_daemonize(cmd.foreground);
 	/* Threads do not survive the fork: they start here. */
 	control_server_run(control);

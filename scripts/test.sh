@@ -51,7 +51,7 @@ meson test -C build-asan --print-errorlogs --timeout-multiplier 3 "$@"
 if [ -z "${*:-}" ] || [[ " $* " == *" unit "* ]]; then
 	step "build-tsan/: ThreadSanitizer, unit suite"
 	scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true
-	TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 second_deadlock_stack=1" \
+	TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 second_deadlock_stack=1 suppressions=$srcdir/tests/tsan.supp" \
 		meson test -C build-tsan --print-errorlogs --timeout-multiplier 3 --suite unit
 fi
 
