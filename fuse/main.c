@@ -25,6 +25,7 @@
 
 typedef struct {
 	char *source;
+	char *timeout_text;
 	double timeout;
 	char *target;
 	char *speed;
@@ -38,7 +39,7 @@ typedef struct {
 /* clang-format off */
 #define MIRRORFS_OPT(t, p, v) {t, offsetof(Options, p), v}
 static const struct fuse_opt option_spec[] = {
-	MIRRORFS_OPT("timeout=%lf", timeout, 0),
+	MIRRORFS_OPT("timeout=%s", timeout_text, 0),
 	MIRRORFS_OPT("target=%s", target, 0),
 	MIRRORFS_OPT("speed=%s", speed, 0),
 	MIRRORFS_OPT("chunk=%s", chunk, 0),
@@ -271,10 +272,18 @@ int main(int argc, char *argv[])
 		        argv[0]);
 		goto out_args;
 	}
-	if (!(opts.timeout >= 0 && opts.timeout <= 86400)) {
-		fprintf(stderr, "mirrorfs: timeout=%g: must be between 0 and 86400 seconds\n",
-		        opts.timeout);
-		goto out_args;
+	if (opts.timeout_text) {
+		char *end;
+
+		opts.timeout = g_ascii_strtod(opts.timeout_text, &end);
+		if (end == opts.timeout_text || *end ||
+		    !(opts.timeout >= 0 && opts.timeout <= 86400)) {
+			fprintf(
+			    stderr,
+			    "mirrorfs: timeout=%s: must be a number of seconds from 0 to 86400\n",
+			    opts.timeout_text);
+			goto out_args;
+		}
 	}
 	if (check_directory("source", opts.source, &source) < 0 ||
 	    check_directory("mount point", cmd.mountpoint, &mountpoint) < 0)
@@ -376,6 +385,7 @@ out_args:
 	free(opts.chunk);
 	free(opts.switch_mode);
 	free(opts.control);
+	free(opts.timeout_text);
 	fuse_opt_free_args(&args);
 	return ret;
 }

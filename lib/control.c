@@ -8,8 +8,9 @@
  * and says nothing, or sends half a line, only holds its own slot until
  * its idle time runs out.  Requests longer than CONTROL_MAX_REQUEST,
  * malformed JSON and unknown commands get an error reply.  Replies are
- * written with a send timeout, so a client that does not read cannot hold
- * the thread for long.
+ * written with a send timeout of 1 s: a client that sends requests and
+ * never reads the replies delays the others by that much for each reply
+ * that does not fit its socket buffer, and is then dropped.
  */
 #define _GNU_SOURCE
 #include "control.h"
@@ -31,14 +32,11 @@
 #define MAX_CLIENTS    64
 #define CLIENT_IDLE_US (30 * G_USEC_PER_SEC)
 
-char *control_socket_path(const char *mountpoint)
+char *control_socket_path_in(const char *dir, const char *mountpoint)
 {
-	const char *dir = g_getenv("MIRRORFS_RUNTIME_DIR");
 	g_autofree char *name = NULL;
 	GString *s = g_string_new(NULL);
 
-	if (!dir)
-		dir = geteuid() == 0 ? "/run/mirrorfs" : g_get_user_runtime_dir();
 	/* Readable where it fits a sun_path; a digest of the path where not. */
 	for (const char *p = mountpoint; *p; p++) {
 		if (g_ascii_isalnum(*p) || *p == '.' || *p == '_')
@@ -53,6 +51,20 @@ char *control_socket_path(const char *mountpoint)
 		name[32] = '\0';
 	}
 	return g_strdup_printf("%s/%s.sock", dir, name);
+}
+
+const char *control_runtime_dir(void)
+{
+	const char *dir = g_getenv("MIRRORFS_RUNTIME_DIR");
+
+	if (dir)
+		return dir;
+	return geteuid() == 0 ? CONTROL_SYSTEM_DIR : g_get_user_runtime_dir();
+}
+
+char *control_socket_path(const char *mountpoint)
+{
+	return control_socket_path_in(control_runtime_dir(), mountpoint);
 }
 
 /* --- protocol ------------------------------------------------------------ */
@@ -218,7 +230,7 @@ static int member_size(JsonObject *obj, const char *name, uint64_t *out, char **
 		gint64 v = json_node_get_int(node);
 
 		if (v < 0) {
-			*error = g_strdup_printf("%s: must not be negative", name);
+			*error = g_strdup_printf("%s: out of range (0 to 2^63 - 1 bytes)", name);
 			return -EINVAL;
 		}
 		*out = (uint64_t)v;
@@ -330,6 +342,9 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 		                   (unsigned)peer);
 	if (!g_utf8_validate(line, -1, NULL))
 		return reply_error("malformed request: not UTF-8");
+	/* Strings are C strings here: an escaped NUL would cut one short. */
+	if (strcasestr(line, "\\u0000"))
+		return reply_error("malformed request: NUL in a string");
 	if (!json_parser_load_from_data(parser, line, -1, &gerr))
 		return reply_error("malformed request: %s", gerr->message);
 	root = json_parser_get_root(parser);
@@ -353,10 +368,11 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 		uint64_t speed = 0;
 		g_autofree char *error = NULL;
 
-		if (!json_object_has_member(req, "speed"))
+		if (!json_object_has_member(req, "speed") ||
+		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "speed")))
 			return reply_error("speed: a rate is needed (bytes/s, 0 = unlimited)");
 		if (member_size(req, "speed", &speed, &error) < 0)
-			return reply_error("speed: %s", error);
+			return reply_error("%s", error);
 		ret = mfs_migration_set_speed(fs, speed);
 		if (ret < 0)
 			return reply_refused(fs, "speed", ret);
@@ -435,7 +451,7 @@ static void server_accept(ControlServer *srv)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct timeval tv = {2, 0};
+	struct timeval tv = {1, 0};
 	int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 
 	if (fd < 0)
@@ -444,7 +460,7 @@ static void server_accept(ControlServer *srv)
 		close(fd);
 		return;
 	}
-	/* A client that does not read its replies holds us 2 s at the most. */
+	/* A client that does not read its replies holds us 1 s at the most a reply. */
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (srv->n_clients == MAX_CLIENTS) {
 		g_autofree char *busy = reply_error("too many control clients; try again");
@@ -472,12 +488,14 @@ static bool client_serve(ControlServer *srv, Client *c)
 	g_string_append_len(c->in, buf, n);
 	while ((nl = memchr(c->in->str, '\n', c->in->len))) {
 		g_autofree char *reply = NULL;
-		size_t len = nl - c->in->str;
+		size_t len = nl - c->in->str, text_len = len;
 
-		*nl = '\0';
-		if (len && c->in->str[len - 1] == '\r')
-			c->in->str[len - 1] = '\0';
-		if (memchr(c->in->str, '\0', len))
+		if (text_len && c->in->str[text_len - 1] == '\r')
+			text_len--;
+		if (len > CONTROL_MAX_REQUEST)
+			break;
+		c->in->str[text_len] = '\0';
+		if (memchr(c->in->str, '\0', text_len))
 			reply = reply_error("malformed request: NUL byte");
 		else
 			reply =
@@ -486,7 +504,9 @@ static bool client_serve(ControlServer *srv, Client *c)
 		if (send_line(c->fd, reply) < 0)
 			return false;
 	}
-	if (c->in->len > CONTROL_MAX_REQUEST) {
+	/* A line is too long once it passes the limit, ended or not. */
+	nl = memchr(c->in->str, '\n', c->in->len);
+	if ((nl ? (size_t)(nl - c->in->str) : c->in->len) > CONTROL_MAX_REQUEST) {
 		g_autofree char *reply =
 		    reply_error("request too long (at most %d bytes)", CONTROL_MAX_REQUEST);
 
@@ -614,7 +634,8 @@ void control_server_stop(ControlServer *srv)
 
 /* --- client -------------------------------------------------------------- */
 
-int control_request(const char *socket_path, const char *request, char **reply, char **error)
+int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
+                    char **error)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	GString *in = g_string_new(NULL);
@@ -638,7 +659,17 @@ int control_request(const char *socket_path, const char *request, char **reply, 
 			close(fd);
 		goto out;
 	}
+	{
+		/* A daemon that accepts and never answers must not hang its clients. */
+		struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	}
+	/* A daemon that refuses us says why before it closes: read that anyway. */
 	ret = send_line(fd, request);
+	if (ret == -EPIPE || ret == -ECONNRESET)
+		ret = 0;
 	while (ret == 0 && !(nl = memchr(in->str, '\n', in->len))) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 
@@ -650,6 +681,12 @@ int control_request(const char *socket_path, const char *request, char **reply, 
 			g_string_append_len(in, buf, n);
 	}
 	close(fd);
+	if (ret == -EAGAIN) {
+		*error = g_strdup_printf("control socket '%s': no answer within %.1f s (is the "
+		                         "daemon stopped?)",
+		                         socket_path, timeout_ms / 1000.0);
+		goto out;
+	}
 	if (ret < 0) {
 		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(-ret));
 		goto out;

@@ -21,13 +21,24 @@
 
 #include <sys/types.h>
 
-#define CONTROL_PROTOCOL_VERSION 1
-#define CONTROL_MAX_REQUEST      (64 * 1024)
+#define CONTROL_PROTOCOL_VERSION  1
+#define CONTROL_MAX_REQUEST       (64 * 1024)
+#define CONTROL_SYSTEM_DIR        "/run/mirrorfs"
+#define CONTROL_CLIENT_TIMEOUT_MS 5000
 
 typedef struct ControlServer ControlServer;
 
-/* Where the socket of the mount at @mountpoint (a canonical path) lives. */
+/*
+ * Where the socket of the mount at @mountpoint (a canonical path) lives:
+ * under $MIRRORFS_RUNTIME_DIR, else /run/mirrorfs for root and the user's
+ * runtime directory for others.
+ */
 char *control_socket_path(const char *mountpoint);
+/* The same, under @dir; and the directory control_socket_path() uses. */
+char *control_socket_path_in(const char *dir, const char *mountpoint);
+const char *control_runtime_dir(void);
+char *control_socket_path_in(const char *dir, const char *mountpoint);
+const char *control_runtime_dir(void);
 
 /*
  * Listen on @socket_path (owner-only).  control_server_run() then serves
@@ -47,8 +58,11 @@ char *control_status_json(Mfs *fs, const char *mountpoint);
 
 /*
  * Client side: send @request (one line, no newline) to @socket_path and
- * read one reply line into *@reply.  On failure *@error says why.
+ * read one reply line into *@reply, waiting @timeout_ms at the most (a
+ * daemon that is stopped must not hang its clients).  On failure *@error
+ * says why.
  */
-int control_request(const char *socket_path, const char *request, char **reply, char **error);
+int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
+                    char **error);
 
 #endif

@@ -102,6 +102,13 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 	mf->chunk_size = chunk_size;
 	mf->dst_fresh = dst_fresh;
 	mfs_mutex_init(&mf->lock);
+	{
+		struct stat st;
+
+		/* Known from the start, so the status shows files not reached yet. */
+		if (fstat(src_fd, &st) == 0)
+			mf->size = st.st_size;
+	}
 	mfs_cond_init(&mf->cond);
 	return mf;
 }

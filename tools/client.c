@@ -8,10 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 char *client_socket_path(const char *prog, const char *mountpoint, const char *explicit_path)
 {
-	g_autofree char *real = NULL;
+	g_autofree char *real = NULL, *system = NULL;
 
 	if (explicit_path)
 		return g_strdup(explicit_path);
@@ -20,18 +21,24 @@ char *client_socket_path(const char *prog, const char *mountpoint, const char *e
 		fprintf(stderr, "%s: '%s': %s\n", prog, mountpoint, g_strerror(errno));
 		return NULL;
 	}
+	/* A user asking about root's mount finds its socket where root's daemon put it. */
+	if (!g_getenv("MIRRORFS_RUNTIME_DIR") && geteuid() != 0) {
+		system = control_socket_path_in(CONTROL_SYSTEM_DIR, real);
+		if (g_file_test(system, G_FILE_TEST_EXISTS))
+			return g_steal_pointer(&system);
+	}
 	return control_socket_path(real);
 }
 
 JsonObject *client_call(const char *prog, const char *socket_path, const char *request,
-                        JsonParser **parser)
+                        int timeout_ms, JsonParser **parser)
 {
 	g_autofree char *reply = NULL, *error = NULL;
 	g_autoptr(GError) gerr = NULL;
 	JsonNode *root;
 	JsonObject *obj;
 
-	if (control_request(socket_path, request, &reply, &error) < 0) {
+	if (control_request(socket_path, request, timeout_ms, &reply, &error) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, error);
 		return NULL;
 	}

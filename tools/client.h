@@ -15,7 +15,7 @@ char *client_socket_path(const char *prog, const char *mountpoint, const char *e
  * "PROG: ERROR" on stderr and returns NULL.
  */
 JsonObject *client_call(const char *prog, const char *socket_path, const char *request,
-                        JsonParser **parser);
+                        int timeout_ms, JsonParser **parser);
 
 /* "1.5 GiB" */
 char *client_format_bytes(double bytes);

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "client.h"
+#include "control.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -179,6 +180,18 @@ int main(int argc, char *argv[])
 	bool tty = isatty(STDOUT_FILENO);
 	int ret = EXIT_FAILED;
 
+	/*
+	 * GOption would take the word after a bare --watch as its value, even
+	 * the mount point: give it its default unless that word is a number.
+	 */
+	for (int i = 1; i < argc; i++) {
+		char *end;
+
+		if ((!strcmp(argv[i], "--watch") || !strcmp(argv[i], "-w")) &&
+		    (i + 1 >= argc || (g_ascii_strtod(argv[i + 1], &end), *end != '\0') ||
+		     end == argv[i + 1]))
+			argv[i] = (char *)"--watch=1";
+	}
 	g_option_context_set_summary(ctx, "Show the migration of a mirrorfs mount.");
 	g_option_context_add_main_entries(ctx, entries, NULL);
 	if (!g_option_context_parse(ctx, &argc, &argv, &gerr)) {
@@ -210,7 +223,14 @@ int main(int argc, char *argv[])
 
 	for (;;) {
 		g_autoptr(JsonParser) parser = NULL;
-		JsonObject *st = client_call(PROG, socket_path, STATUS_REQUEST, &parser);
+		/* Never wait on the daemon past --timeout. */
+		int wait_ms = CONTROL_CLIENT_TIMEOUT_MS;
+		JsonObject *st;
+
+		if (deadline >= 0)
+			wait_ms = (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 100,
+			                     CONTROL_CLIENT_TIMEOUT_MS);
+		st = client_call(PROG, socket_path, STATUS_REQUEST, wait_ms, &parser);
 		const char *state;
 
 		if (!st)
@@ -223,8 +243,8 @@ int main(int argc, char *argv[])
 				ret = EXIT_OK;
 				break;
 			}
-			if (!strcmp(state, "failed") || !strcmp(state, "cancelled") ||
-			    (!strcmp(state, "idle") && strcmp(opt_wait, "idle"))) {
+			/* Ended, or idle, without the state waited for: it will not come. */
+			if (state_is_final(state)) {
 				fprintf(stderr, "%s: the migration is %s%s%s\n", PROG, state,
 				        str(st, "error") ? ": " : "",
 				        str(st, "error") ? str(st, "error") : "");

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include "client.h"
+#include "control.h"
 #include "mfs.h"
 
 #include <stdarg.h>
@@ -108,8 +109,11 @@ int main(int argc, char *argv[])
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
 			return usage_error("%s", "start needs one TARGET directory");
+		/* The daemon has another working directory: send an absolute path. */
+		g_autofree char *target = g_canonicalize_filename(argv[3], NULL);
+
 		json_builder_set_member_name(b, "target");
-		json_builder_add_string_value(b, argv[3]);
+		json_builder_add_string_value(b, target);
 		if (opt_speed && add_size(b, "speed", opt_speed) != EXIT_OK)
 			return EXIT_USAGE;
 		if (opt_chunk && add_size(b, "chunk", opt_chunk) != EXIT_OK)
@@ -145,7 +149,7 @@ int main(int argc, char *argv[])
 	socket_path = client_socket_path(PROG, argv[1], opt_socket);
 	if (!socket_path)
 		return EXIT_FAILED;
-	reply = client_call(PROG, socket_path, request, &parser);
+	reply = client_call(PROG, socket_path, request, CONTROL_CLIENT_TIMEOUT_MS, &parser);
 	if (!reply)
 		return EXIT_FAILED;
 	printf("%s: %s\n", argv[1],

@@ -251,6 +251,12 @@ force_unmount() {
 	umount -l "$mnt"
 }
 
+# reap PID: collect its exit status if it has exited; never block on one
+# that has not (a process stuck on a dead mount can take forever).
+reap() {
+	pid_alive "$1" || wait "$1" 2>/dev/null
+}
+
 cleanup() {
 	local rc=$? pid mnt
 	set +e
@@ -260,10 +266,13 @@ cleanup() {
 
 	# Helpers first: a helper holding a file open keeps the mount busy.
 	# TERM first: a helper run under timeout(1) passes it on to its child.
+	# One stuck in a request to a hung daemon stays until the daemon is
+	# gone, so do not wait for it here.
 	for pid in "${BG_PIDS[@]}"; do
 		kill -TERM "$pid" 2>/dev/null
+	done
+	for pid in "${BG_PIDS[@]}"; do
 		wait_pid_exit "$pid" 5 || kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
 	done
 
 	# Every mirrorfs mount under our directory, deepest first, including any
@@ -272,15 +281,23 @@ cleanup() {
 		force_unmount "$mnt" || log "cleanup: could not unmount '$mnt'"
 	done < <(mirrorfs_mounts "$TESTDIR" | sort -r)
 
-	# The daemons exit once unmounted; make sure of it.
+	# The daemons exit once unmounted; make sure of it.  SIGKILL works on a
+	# stopped or hung daemon too, and its death aborts the FUSE connection,
+	# which releases any process still waiting on it.
 	for mnt in "${!MFS_PID[@]}"; do
 		pid="${MFS_PID[$mnt]}"
 		if ! wait_pid_exit "$pid" 5; then
 			kill -TERM "$pid" 2>/dev/null
 			wait_pid_exit "$pid" 5 || kill -KILL "$pid" 2>/dev/null
+			wait_pid_exit "$pid" 5
 		fi
-		wait "$pid" 2>/dev/null
+		reap "$pid"
 	done
+	for pid in "${BG_PIDS[@]}"; do
+		wait_pid_exit "$pid" 5
+		reap "$pid"
+	done
+
 	for mnt in "${!MFS_LOG[@]}"; do
 		check_sanitizer_log "${MFS_LOG[$mnt]}"
 	done

@@ -27,8 +27,10 @@ expect_refused() {
 		fail "$what: output on stdout: $(cat "$TESTDIR/stdout")"
 
 	mapfile -t lines <"$TESTDIR/stderr"
-	((${#lines[@]} == 1)) && [[ -n "${lines[0]}" && -z "$(tail -c 1 "$TESTDIR/stderr")" ]] ||
+	# One non-empty line, newline-terminated.
+	if ((${#lines[@]} != 1)) || [[ -z "${lines[0]}" || -n "$(tail -c 1 "$TESTDIR/stderr")" ]]; then
 		fail "$what: expected one line on stderr, got ${#lines[@]}:"$'\n'"$(cat "$TESTDIR/stderr")"
+	fi
 	assert_contains "${lines[0]}" "$expected" "$what: error message"
 }
 
@@ -47,6 +49,7 @@ expect_refused "MOUNTPOINT inside SOURCE" "inside" "$SRC" "$SRC/sub"
 expect_refused "extra argument" "extra" "$SRC" "$MNT" extra
 expect_refused "unknown -o option" "nosuchoption" -o nosuchoption "$SRC" "$MNT"
 expect_refused "non-numeric timeout" "timeout=abc" -o timeout=abc "$SRC" "$MNT"
+expect_refused "trailing garbage in timeout" "timeout=1x" -o timeout=1x "$SRC" "$MNT"
 expect_refused "negative timeout" "timeout" -o timeout=-1 "$SRC" "$MNT"
 expect_refused "timeout beyond a day" "timeout" -o timeout=86401 "$SRC" "$MNT"
 

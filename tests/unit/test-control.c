@@ -109,7 +109,9 @@ START_TEST(test_malformed_requests)
 	assert_error("{\"command\":\"start\",\"target\":5}", "a target directory is needed");
 	assert_error("{\"command\":\"speed\"}", "a rate is needed");
 	assert_error("{\"command\":\"speed\",\"speed\":[]}", "not a size");
-	assert_error("{\"command\":\"speed\",\"speed\":-5}", "negative");
+	assert_error("{\"command\":\"speed\",\"speed\":-5}", "out of range");
+	assert_error("{\"command\":\"speed\",\"speed\":null}", "a rate is needed");
+	assert_error("{\"command\":\"status\\u0000junk\"}", "NUL in a string");
 	assert_error("{\"command\":\"speed\",\"speed\":\"fast\"}", "not a size");
 }
 END_TEST
@@ -251,7 +253,8 @@ START_TEST(test_server_survives_silent_and_greedy_clients)
 	half = connect_to(sock);
 	ck_assert_int_eq(send(half, "{\"command\":", 11, 0), 11);
 	t0 = g_get_monotonic_time();
-	ck_assert_int_eq(control_request(sock, "{\"command\":\"status\"}", &reply, &error), 0);
+	ck_assert_int_eq(control_request(sock, "{\"command\":\"status\"}", 5000, &reply, &error),
+	                 0);
 	ck_assert_int_lt(g_get_monotonic_time() - t0, G_USEC_PER_SEC);
 	ck_assert_ptr_nonnull(strstr(reply, "\"ok\":true"));
 	/* Two requests in one packet get two replies, in order. */
@@ -281,12 +284,13 @@ START_TEST(test_server_survives_silent_and_greedy_clients)
 	close(silent);
 	g_free(reply);
 	reply = NULL;
-	ck_assert_int_eq(control_request(sock, "{\"command\":\"status\"}", &reply, &error), 0);
+	ck_assert_int_eq(control_request(sock, "{\"command\":\"status\"}", 5000, &reply, &error),
+	                 0);
 	control_server_stop(srv);
 	ck_assert_int_ne(stat(sock, &st), 0); /* removed */
 	g_free(error);
 	error = NULL;
-	ck_assert_int_lt(control_request(sock, "{}", &reply, &error), 0);
+	ck_assert_int_lt(control_request(sock, "{}", 5000, &reply, &error), 0);
 	ck_assert_ptr_nonnull(strstr(error, "is a mirrorfs mounted there?"));
 }
 END_TEST
