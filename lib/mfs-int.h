@@ -23,6 +23,14 @@ typedef struct {
 	ino_t ino;
 } MfsInodeKey;
 
+/* A directory, symlink or special file to make: mkdir, symlink and mknod in one. */
+typedef struct {
+	mode_t mode; /* with the S_IFMT type bits */
+	dev_t rdev;
+	const char *link;
+} MfsNodeSpec;
+int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec);
+
 /*
  * Fields marked "stun" change only while the gate is closed (the switch,
  * or attaching mirrors at the start and detaching them at the end): an
@@ -109,10 +117,8 @@ void migration_free(Migration *mig);
 MirrorFile *migration_find_mirror(Migration *mig, const MfsInodeKey *key);
 void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const struct stat *st,
                              int src_fd);
-void migration_mirror_mknod(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e, dev_t rdev);
-void migration_mirror_mkdir(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e);
-void migration_mirror_symlink(Mfs *fs, const char *link, MfsInode *parent, const char *name,
-                              MfsEntry *e);
+void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
+                           const MfsNodeSpec *spec);
 void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname);
 void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool dir);
 void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
@@ -121,6 +127,7 @@ void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr,
 void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
                                size_t size, int flags);
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
+
 
 /* Lookup for callers already inside the gate. */
 int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);

@@ -427,8 +427,27 @@ bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name)
 			return -EPERM;                                                             \
 	} while (0)
 
-int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rdev,
-              const MfsCred *cred, MfsEntry *out)
+int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec)
+{
+	int ret;
+
+	switch (spec->mode & S_IFMT) {
+	case S_IFDIR:
+		ret = mkdirat(dir_fd, name, spec->mode & 07777);
+		break;
+	case S_IFLNK:
+		ret = symlinkat(spec->link, dir_fd, name);
+		break;
+	default:
+		ret = mknodat(dir_fd, name, spec->mode, spec->rdev);
+		break;
+	}
+	return ret < 0 ? -errno : 0;
+}
+
+/* mknod, mkdir and symlink: make the node as the caller, look it up, mirror it. */
+static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeSpec *spec,
+                     const MfsCred *cred, MfsEntry *out)
 {
 	MfsCredSaved saved;
 	bool mirrored;
@@ -437,54 +456,34 @@ int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rd
 	RETURN_IF_JOURNAL(fs, parent, name);
 	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
-	ret = mknodat(parent->fd, name, mode, rdev) < 0 ? -errno : 0;
+	ret = mfs_make_node_at(parent->fd, name, spec);
 	mfs_cred_leave(&saved);
 	if (ret == 0)
-		ret = lookup_created(fs, parent, name, false, out);
+		ret = lookup_created(fs, parent, name, S_ISDIR(spec->mode), out);
 	if (ret == 0 && mirrored)
-		migration_mirror_mknod(fs, parent, name, out, rdev);
+		migration_mirror_node(fs, parent, name, out, spec);
 	mfs_ns_end(fs, mirrored);
 	return ret;
+}
+
+int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rdev,
+              const MfsCred *cred, MfsEntry *out)
+{
+	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = mode, .rdev = rdev}, cred, out);
 }
 
 int mfs_mkdir(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, const MfsCred *cred,
               MfsEntry *out)
 {
-	MfsCredSaved saved;
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, parent, name);
-	mirrored = mfs_ns_begin(fs);
-	mfs_cred_enter(cred, &saved);
-	ret = mkdirat(parent->fd, name, mode) < 0 ? -errno : 0;
-	mfs_cred_leave(&saved);
-	if (ret == 0)
-		ret = lookup_created(fs, parent, name, true, out);
-	if (ret == 0 && mirrored)
-		migration_mirror_mkdir(fs, parent, name, out);
-	mfs_ns_end(fs, mirrored);
-	return ret;
+	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = S_IFDIR | (mode & 07777)}, cred,
+	                 out);
 }
 
 int mfs_symlink(Mfs *fs, const char *target, MfsInode *parent, const char *name,
                 const MfsCred *cred, MfsEntry *out)
 {
-	MfsCredSaved saved;
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, parent, name);
-	mirrored = mfs_ns_begin(fs);
-	mfs_cred_enter(cred, &saved);
-	ret = symlinkat(target, parent->fd, name) < 0 ? -errno : 0;
-	mfs_cred_leave(&saved);
-	if (ret == 0)
-		ret = lookup_created(fs, parent, name, false, out);
-	if (ret == 0 && mirrored)
-		migration_mirror_symlink(fs, target, parent, name, out);
-	mfs_ns_end(fs, mirrored);
-	return ret;
+	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = S_IFLNK | 0777, .link = target},
+	                 cred, out);
 }
 
 int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname, MfsEntry *out)

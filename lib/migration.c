@@ -328,10 +328,41 @@ static int open_path(int dir_fd, const char *name)
 	return openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 
+/* A regular file: an empty target file and a MirrorFile to fill it. */
+static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
+                     const struct stat *st, bool fresh)
+{
+	int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : 0);
+	int src_ro = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int dst = src_ro < 0 ? -1 : openat(dst_dir, name, flags, 0600);
+	int ret;
+
+	if (src_ro < 0 || dst < 0) {
+		ret = -errno;
+		goto fail;
+	}
+	ret = copy_metadata(src_ro, dst, st);
+	if (ret < 0)
+		goto fail;
+	mfs_mutex_lock(&mig->lock);
+	mig->bytes_total += MIN((uint64_t)st->st_blocks * 512, (uint64_t)st->st_size);
+	mfs_mutex_unlock(&mig->lock);
+	object_add(mig, st, -1, mirror_file_new(src_ro, dst, mig->chunk_size, fresh));
+	return 0;
+fail:
+	if (src_ro >= 0)
+		close(src_ro);
+	if (dst >= 0)
+		close(dst);
+	return ret;
+}
+
 /* Make the target counterpart of one source entry. */
 static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name, bool fresh,
                       GQueue *dirs)
 {
+	char link[PATH_MAX];
+	MfsNodeSpec spec = {.link = link};
 	struct stat st;
 	MigObject *obj;
 	int sfd = -1, tfd = -1, ret = 0;
@@ -349,57 +380,28 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 			return -errno;
 		return 0;
 	}
-	switch (st.st_mode & S_IFMT) {
-	case S_IFDIR:
-		if (mkdirat(dst_dir, name, 0700) < 0 && errno != EEXIST)
-			return -errno;
-		sfd = open_path(src_dir, name);
-		tfd = open_path(dst_dir, name);
-		break;
-	case S_IFREG: {
-		int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : 0);
-		int src_ro = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-		int dst = src_ro < 0 ? -1 : openat(dst_dir, name, flags, 0600);
-
-		if (src_ro < 0 || dst < 0) {
-			ret = -errno;
-			if (src_ro >= 0)
-				close(src_ro);
-			return ret;
-		}
-		ret = copy_metadata(src_ro, dst, &st);
-		if (ret < 0) {
-			close(src_ro);
-			close(dst);
-			return ret;
-		}
-		mfs_mutex_lock(&mig->lock);
-		mig->bytes_total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
-		mfs_mutex_unlock(&mig->lock);
-		object_add(mig, &st, -1, mirror_file_new(src_ro, dst, mig->chunk_size, fresh));
-		return 0;
-	}
-	case S_IFLNK: {
-		char link[PATH_MAX];
+	if (S_ISREG(st.st_mode))
+		return walk_file(mig, src_dir, dst_dir, name, &st, fresh);
+	if (S_ISLNK(st.st_mode)) {
 		ssize_t n = readlinkat(src_dir, name, link, sizeof(link) - 1);
 
 		if (n < 0)
 			return -errno;
 		link[n] = '\0';
-		if (symlinkat(link, dst_dir, name) < 0 && !(errno == EEXIST && !fresh))
-			return -errno;
-		sfd = open_path(src_dir, name);
-		tfd = open_path(dst_dir, name);
-		break;
 	}
-	default: /* FIFOs, sockets, device nodes */
-		if (mknodat(dst_dir, name, st.st_mode, st.st_rdev) < 0 &&
-		    !(errno == EEXIST && !fresh))
-			return -errno;
-		sfd = open_path(src_dir, name);
-		tfd = open_path(dst_dir, name);
-		break;
+	/* Directories are made owner-only; copy_metadata() gives them their mode. */
+	spec.mode = S_ISDIR(st.st_mode) ? S_IFDIR | 0700 : st.st_mode;
+	spec.rdev = st.st_rdev;
+	ret = mfs_make_node_at(dst_dir, name, &spec);
+	if (ret == -EEXIST && !S_ISDIR(st.st_mode)) {
+		/* Allowed to be there (overwrite, or our own earlier run): replace it. */
+		unlinkat(dst_dir, name, 0);
+		ret = mfs_make_node_at(dst_dir, name, &spec);
 	}
+	if (ret < 0 && ret != -EEXIST)
+		return ret;
+	sfd = open_path(src_dir, name);
+	tfd = open_path(dst_dir, name);
 	if (sfd < 0 || tfd < 0) {
 		ret = -errno;
 		goto out;
@@ -1204,94 +1206,92 @@ static Migration *current(Mfs *fs)
 	return mig;
 }
 
-int mfs_migration_pause(Mfs *fs)
+/* A control request, decided under the migration's lock by @fn. */
+static int request(Mfs *fs, int (*fn)(Migration *mig, uint64_t arg), uint64_t arg)
 {
 	Migration *mig = current(fs);
-	int ret = 0;
+	int ret;
 
 	if (!mig)
 		return -ENOENT;
 	mfs_mutex_lock(&mig->lock);
-	if (mig->state != MFS_MIG_COPYING)
-		ret = -EINVAL;
-	else if (mig->paused)
-		ret = -EALREADY;
-	else
-		mig->paused = true;
+	ret = fn(mig, arg);
 	mfs_cond_broadcast(&mig->cond);
 	mfs_mutex_unlock(&mig->lock);
 	return ret;
+}
+
+static int pause_locked(Migration *mig, uint64_t unused)
+{
+	if (mig->state != MFS_MIG_COPYING)
+		return -EINVAL;
+	if (mig->paused)
+		return -EALREADY;
+	mig->paused = true;
+	return 0;
+}
+
+static int resume_locked(Migration *mig, uint64_t unused)
+{
+	if (!mig->paused)
+		return -EINVAL;
+	mig->paused = false;
+	return 0;
+}
+
+static int set_speed_locked(Migration *mig, uint64_t speed_bps)
+{
+	if (!state_running(mig->state))
+		return -EINVAL;
+	mig->speed_bps = speed_bps;
+	return 0;
+}
+
+static int switch_locked(Migration *mig, uint64_t unused)
+{
+	if (mig->state == MFS_MIG_COPYING)
+		return -EBUSY; /* not everything is copied yet */
+	if (mig->state != MFS_MIG_MIRRORED)
+		return -EINVAL;
+	if (!mig->manual_switch)
+		return -EALREADY;
+	mig->switch_requested = true;
+	return 0;
+}
+
+static int cancel_locked(Migration *mig, uint64_t unused)
+{
+	if (mig->state == MFS_MIG_CANCELLED)
+		return -EALREADY;
+	if (mig->state != MFS_MIG_COPYING && mig->state != MFS_MIG_MIRRORED)
+		return -EINVAL;
+	mig->cancel_requested = true;
+	return 0;
+}
+
+int mfs_migration_pause(Mfs *fs)
+{
+	return request(fs, pause_locked, 0);
 }
 
 int mfs_migration_resume(Mfs *fs)
 {
-	Migration *mig = current(fs);
-	int ret = 0;
-
-	if (!mig)
-		return -ENOENT;
-	mfs_mutex_lock(&mig->lock);
-	if (!mig->paused)
-		ret = -EINVAL;
-	mig->paused = false;
-	mfs_cond_broadcast(&mig->cond);
-	mfs_mutex_unlock(&mig->lock);
-	return ret;
+	return request(fs, resume_locked, 0);
 }
 
 int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps)
 {
-	Migration *mig = current(fs);
-	int ret = 0;
-
-	if (!mig)
-		return -ENOENT;
-	mfs_mutex_lock(&mig->lock);
-	if (!state_running(mig->state))
-		ret = -EINVAL;
-	else
-		mig->speed_bps = speed_bps;
-	mfs_cond_broadcast(&mig->cond);
-	mfs_mutex_unlock(&mig->lock);
-	return ret;
+	return request(fs, set_speed_locked, speed_bps);
 }
 
 int mfs_migration_switch(Mfs *fs)
 {
-	Migration *mig = current(fs);
-	int ret = 0;
-
-	if (!mig)
-		return -ENOENT;
-	mfs_mutex_lock(&mig->lock);
-	if (mig->state != MFS_MIG_MIRRORED && mig->state != MFS_MIG_COPYING)
-		ret = -EINVAL;
-	else if (mig->state == MFS_MIG_COPYING)
-		ret = -EBUSY; /* not everything is copied yet */
-	else if (!mig->manual_switch)
-		ret = -EALREADY;
-	else
-		mig->switch_requested = true;
-	mfs_cond_broadcast(&mig->cond);
-	mfs_mutex_unlock(&mig->lock);
-	return ret;
+	return request(fs, switch_locked, 0);
 }
 
 int mfs_migration_cancel(Mfs *fs)
 {
-	Migration *mig = current(fs);
-	int ret = 0;
-
-	if (!mig)
-		return -ENOENT;
-	mfs_mutex_lock(&mig->lock);
-	if (mig->state == MFS_MIG_COPYING || mig->state == MFS_MIG_MIRRORED)
-		mig->cancel_requested = true;
-	else
-		ret = mig->state == MFS_MIG_CANCELLED ? -EALREADY : -EINVAL;
-	mfs_cond_broadcast(&mig->cond);
-	mfs_mutex_unlock(&mig->lock);
-	return ret;
+	return request(fs, cancel_locked, 0);
 }
 
 MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms)
@@ -1479,63 +1479,28 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 	root_name_changed(mig, parent, name, true);
 }
 
-static void mirror_new_object(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
-                              const char *what)
+void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
+                           const MfsNodeSpec *spec)
 {
 	Migration *mig = fs->mig;
-	int tfd, dir = target_dir(mig, parent);
+	int tfd, ret, dir = target_dir(mig, parent);
 
 	if (dir < 0)
 		return;
+	ret = mfs_make_node_at(dir, name, spec);
+	if (ret < 0) {
+		mig_fail(mig, "target: making '%s': %s", name, g_strerror(-ret));
+		return;
+	}
 	tfd = open_path(dir, name);
 	if (tfd < 0 || copy_metadata(e->inode->fd, tfd, &e->st) < 0) {
-		mig_fail(mig, "target: %s '%s': %s", what, name, g_strerror(errno));
+		mig_fail(mig, "target: making '%s': %s", name, g_strerror(errno));
 		if (tfd >= 0)
 			close(tfd);
 		return;
 	}
 	object_add(mig, &e->st, tfd, NULL);
 	root_name_changed(mig, parent, name, true);
-}
-
-void migration_mirror_mknod(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e, dev_t rdev)
-{
-	int dir = target_dir(fs->mig, parent);
-
-	if (dir < 0)
-		return;
-	if (mknodat(dir, name, e->st.st_mode, rdev) < 0) {
-		mig_fail(fs->mig, "target: mknod '%s': %s", name, g_strerror(errno));
-		return;
-	}
-	mirror_new_object(fs, parent, name, e, "mknod");
-}
-
-void migration_mirror_mkdir(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e)
-{
-	int dir = target_dir(fs->mig, parent);
-
-	if (dir < 0)
-		return;
-	if (mkdirat(dir, name, e->st.st_mode & 07777) < 0) {
-		mig_fail(fs->mig, "target: mkdir '%s': %s", name, g_strerror(errno));
-		return;
-	}
-	mirror_new_object(fs, parent, name, e, "mkdir");
-}
-
-void migration_mirror_symlink(Mfs *fs, const char *link, MfsInode *parent, const char *name,
-                              MfsEntry *e)
-{
-	int dir = target_dir(fs->mig, parent);
-
-	if (dir < 0)
-		return;
-	if (symlinkat(link, dir, name) < 0) {
-		mig_fail(fs->mig, "target: symlink '%s': %s", name, g_strerror(errno));
-		return;
-	}
-	mirror_new_object(fs, parent, name, e, "symlink");
 }
 
 void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname)
