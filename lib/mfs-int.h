@@ -120,14 +120,14 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
                            const MfsNodeSpec *spec);
 void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname);
-void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool dir);
+void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool dir,
+                             const struct stat *gone);
 void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
-                             const char *newname, unsigned int flags);
+                             const char *newname, unsigned int flags, const struct stat *replaced);
 void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set);
 void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
                                size_t size, int flags);
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
-
 
 /* Lookup for callers already inside the gate. */
 int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);

@@ -507,14 +507,18 @@ int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname,
 
 static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
 {
+	struct stat gone;
 	bool mirrored;
 	int ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
 	mirrored = mfs_ns_begin(fs);
+	/* What goes away: the migration forgets it if nothing else names it. */
+	if (mirrored && fstatat(parent->fd, name, &gone, AT_SYMLINK_NOFOLLOW) < 0)
+		gone.st_nlink = 0;
 	ret = unlinkat(parent->fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
 	if (ret == 0 && mirrored)
-		migration_mirror_unlink(fs, parent, name, dir);
+		migration_mirror_unlink(fs, parent, name, dir, gone.st_nlink ? &gone : NULL);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -532,15 +536,21 @@ int mfs_rmdir(Mfs *fs, MfsInode *parent, const char *name)
 int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
                const char *newname, unsigned int flags)
 {
+	struct stat replaced;
 	bool mirrored;
 	int ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
 	RETURN_IF_JOURNAL(fs, newparent, newname);
 	mirrored = mfs_ns_begin(fs);
+	/* A rename over an existing name removes what that name was. */
+	if (!mirrored || (flags & RENAME_EXCHANGE) ||
+	    fstatat(newparent->fd, newname, &replaced, AT_SYMLINK_NOFOLLOW) < 0)
+		replaced.st_nlink = 0;
 	ret = renameat2(parent->fd, name, newparent->fd, newname, flags) < 0 ? -errno : 0;
 	if (ret == 0 && mirrored)
-		migration_mirror_rename(fs, parent, name, newparent, newname, flags);
+		migration_mirror_rename(fs, parent, name, newparent, newname, flags,
+		                        replaced.st_nlink ? &replaced : NULL);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }

@@ -252,6 +252,26 @@ static MigObject *object_find(Migration *mig, const MfsInodeKey *key)
 	return obj;
 }
 
+/*
+ * A source object is gone (its last name removed): forget it, lest a new
+ * object that gets its inode number be taken for it.  A regular file is
+ * kept: its MirrorFile holds the source open, so its number is not reused,
+ * and open handles may still write to it.
+ */
+static void object_forget(Migration *mig, const struct stat *gone)
+{
+	MfsInodeKey key = {gone->st_dev, gone->st_ino};
+	MigObject *obj;
+
+	if (gone->st_nlink > 1 && !S_ISDIR(gone->st_mode))
+		return;
+	mfs_mutex_lock(&mig->lock);
+	obj = g_hash_table_lookup(mig->objects, &key);
+	if (obj && !obj->mf)
+		g_hash_table_remove(mig->objects, &key);
+	mfs_mutex_unlock(&mig->lock);
+}
+
 /* The target descriptor of an object: a directory's, or a file's data fd. */
 static int object_fd(MigObject *obj)
 {
@@ -1446,10 +1466,12 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 {
 	Migration *mig = fs->mig;
 	char path[MFS_PROC_FD_LEN];
+	MigObject *obj;
 	MirrorFile *mf;
 	int dir, src_ro, dst;
 
-	if (object_find(mig, &(MfsInodeKey){st->st_dev, st->st_ino}))
+	obj = object_find(mig, &(MfsInodeKey){st->st_dev, st->st_ino});
+	if (obj && obj->mf)
 		return; /* an existing file, opened with O_CREAT: already mirrored */
 	dir = target_dir(mig, parent);
 	if (dir < 0)
@@ -1524,7 +1546,8 @@ void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const 
 	root_name_changed(mig, newparent, newname, true);
 }
 
-void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool is_dir)
+void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool is_dir,
+                             const struct stat *gone)
 {
 	int dir = target_dir(fs->mig, parent);
 
@@ -1535,10 +1558,12 @@ void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool i
 		return;
 	}
 	root_name_changed(fs->mig, parent, name, false);
+	if (gone)
+		object_forget(fs->mig, gone);
 }
 
 void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
-                             const char *newname, unsigned int flags)
+                             const char *newname, unsigned int flags, const struct stat *replaced)
 {
 	Migration *mig = fs->mig;
 	int from = target_dir(mig, parent), to = target_dir(mig, newparent);
@@ -1552,6 +1577,8 @@ void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsIno
 	if (!(flags & RENAME_EXCHANGE))
 		root_name_changed(mig, parent, name, false);
 	root_name_changed(mig, newparent, newname, true);
+	if (replaced)
+		object_forget(mig, replaced);
 }
 
 void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set)

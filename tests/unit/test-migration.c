@@ -296,6 +296,55 @@ START_TEST(test_changes_during_copy_are_mirrored)
 }
 END_TEST
 
+/*
+ * Objects removed during the copy free their inode numbers, and new files
+ * get them: a new file must not be taken for the removed object.
+ */
+static void reuse_inode_numbers(Mfs *hfs, const char *point, void *opaque)
+{
+	int *done = opaque;
+
+	if (strcmp(point, "chunk") != 0 || *done)
+		return;
+	*done = 1;
+	for (int i = 0; i < 20; i++) {
+		g_autofree char *dname = g_strdup_printf("tmpdir%d", i);
+		g_autofree char *fname = g_strdup_printf("new%d", i);
+		g_autofree char *sname = g_strdup_printf("sym%d", i);
+		MfsEntry d, s, f;
+		MfsFile *file;
+
+		ck_assert_int_eq(mfs_mkdir(hfs, mfs_root(hfs), dname, 0755, &cred, &d), 0);
+		ck_assert_int_eq(mfs_symlink(hfs, "x", mfs_root(hfs), sname, &cred, &s), 0);
+		ck_assert_int_eq(mfs_rmdir(hfs, mfs_root(hfs), dname), 0);
+		ck_assert_int_eq(mfs_unlink(hfs, mfs_root(hfs), sname), 0);
+		mfs_forget(hfs, d.inode, 1);
+		mfs_forget(hfs, s.inode, 1);
+		ck_assert_int_eq(
+		    mfs_create(hfs, mfs_root(hfs), fname, 0644, O_RDWR, &cred, &f, &file), 0);
+		ck_assert_int_eq(mfs_file_write(hfs, file, fname, strlen(fname), 0),
+		                 (ssize_t)strlen(fname));
+		if (f.st.st_ino == d.st.st_ino || f.st.st_ino == s.st.st_ino)
+			*done = 2; /* the case this test is about did happen */
+		mfs_release(hfs, file);
+		mfs_forget(hfs, f.inode, 1);
+	}
+}
+
+START_TEST(test_reused_inode_numbers)
+{
+	int done = 0;
+
+	start(&(MfsMigOptions){.hook = reuse_inode_numbers, .hook_opaque = &done});
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert_int_ge(done, 1);
+	if (done != 2)
+		fprintf(stderr, "note: no inode number was reused on this file system\n");
+	assert_trees_equal(src, dst);
+	ck_assert(exists(dst, "new19"));
+}
+END_TEST
+
 START_TEST(test_cancel_cleans_the_target)
 {
 	MfsMigOptions opts = {.manual_switch = true};
@@ -524,6 +573,7 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_tree_is_copied_and_switched);
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
+	tcase_add_test(tc, test_reused_inode_numbers);
 	tcase_add_test(tc, test_cancel_cleans_the_target);
 	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);
 	tcase_add_test(tc, test_bad_targets_change_nothing);
