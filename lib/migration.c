@@ -1094,6 +1094,22 @@ static void undo_swaps(GArray *inodes, GArray *files)
 		close(g_array_index(files, FileSwap, i).fd);
 }
 
+/*
+ * For crash tests: with MIRRORFS_TEST_STUN_DELAY_MS set, the switch says
+ * where it is and waits there, so that a kill -9 lands inside the stun,
+ * before or after the journal, on purpose rather than by luck.
+ */
+static void crash_test_pause(Migration *mig, const char *point)
+{
+	const char *ms = g_getenv("MIRRORFS_TEST_STUN_DELAY_MS");
+
+	if (!ms)
+		return;
+	g_message("migration %s -> %s: test: %s, waiting %s ms", mig->source, mig->target, point,
+		  ms);
+	g_usleep((gulong)g_ascii_strtoull(ms, NULL, 10) * 1000);
+}
+
 static int migration_switch(Migration *mig)
 {
 	Mfs *fs = mig->fs;
@@ -1114,6 +1130,7 @@ static int migration_switch(Migration *mig)
 	t0 = g_get_monotonic_time();
 	gate_close(&fs->gate);
 	run_hook(mig, "stunned");
+	crash_test_pause(mig, "stunned");
 	/* 3. Final flush, the counterparts, then the journal: the point of no return. */
 	ret = flush_targets(mig);
 	if (ret < 0) {
@@ -1133,6 +1150,7 @@ static int migration_switch(Migration *mig)
 		goto resume;
 	}
 	run_hook(mig, "journaled");
+	crash_test_pause(mig, "journaled");
 	/* 4. Every descriptor to the target. */
 	apply_swaps(mig, inodes, files);
 	mfs_mutex_lock(&mig->lock);
