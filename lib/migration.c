@@ -945,7 +945,12 @@ static void migration_abort(Migration *mig, MfsMigState state)
 	set_state(mig, state);
 }
 
-static int flush_targets(Migration *mig)
+/*
+ * Flush every target file, and with @times give each the source's times
+ * first (the copier's writes moved the target's mtime; a later guest
+ * write moves both sides' again).
+ */
+static int flush_targets(Migration *mig, bool times)
 {
 	g_autoptr(GPtrArray) files = g_ptr_array_new();
 	int fd, ret = 0;
@@ -955,8 +960,13 @@ static int flush_targets(Migration *mig)
 	for (guint i = 0; i < mig->files->len; i++)
 		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
 	mfs_mutex_unlock(&mig->lock);
-	for (guint i = 0; i < files->len && ret == 0; i++)
-		ret = mirror_file_flush_target(((MigObject *)g_ptr_array_index(files, i))->mf);
+	for (guint i = 0; i < files->len && ret == 0; i++) {
+		MirrorFile *mf = ((MigObject *)g_ptr_array_index(files, i))->mf;
+
+		if (times)
+			mirror_file_copy_times(mf);
+		ret = mirror_file_flush_target(mf);
+	}
 	if (ret < 0)
 		return ret;
 	/* The directories too: the names must be durable as well as the data. */
@@ -1106,7 +1116,7 @@ static void crash_test_pause(Migration *mig, const char *point)
 	if (!ms)
 		return;
 	g_message("migration %s -> %s: test: %s, waiting %s ms", mig->source, mig->target, point,
-		  ms);
+	          ms);
 	g_usleep((gulong)g_ascii_strtoull(ms, NULL, 10) * 1000);
 }
 
@@ -1120,7 +1130,7 @@ static int migration_switch(Migration *mig)
 
 	set_state(mig, MFS_MIG_SWITCHING);
 	/* 1. Flush ahead, so that the stun has little left to do. */
-	ret = flush_targets(mig);
+	ret = flush_targets(mig, true);
 	if (ret < 0) {
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
 		return ret;
@@ -1132,7 +1142,7 @@ static int migration_switch(Migration *mig)
 	run_hook(mig, "stunned");
 	crash_test_pause(mig, "stunned");
 	/* 3. Final flush, the counterparts, then the journal: the point of no return. */
-	ret = flush_targets(mig);
+	ret = flush_targets(mig, false);
 	if (ret < 0) {
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
 		goto resume;

@@ -526,6 +526,14 @@ int mirror_file_flush_target(MirrorFile *mf)
 	return 0;
 }
 
+void mirror_file_copy_times(MirrorFile *mf)
+{
+	struct stat st;
+
+	if (fstat(mf->src_fd, &st) == 0)
+		futimens(mf->dst_fd, (struct timespec[2]){st.st_atim, st.st_mtim});
+}
+
 int mirror_file_target_fd(MirrorFile *mf)
 {
 	return mf->dst_fd;

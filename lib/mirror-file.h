@@ -74,6 +74,8 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
 /* Flush the target (ahead of the switch).  */
 int mirror_file_flush_target(MirrorFile *mf);
 int mirror_file_target_fd(MirrorFile *mf);
+/* Give the target the source's access and modification times (best effort). */
+void mirror_file_copy_times(MirrorFile *mf);
 void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out);
 /* Stop mirroring after a failure or cancel: from now on source only. */
 void mirror_file_detach(MirrorFile *mf);

@@ -162,9 +162,19 @@ START_TEST(test_tree_is_copied_and_switched)
 	g_autofree char *d1 = g_build_filename(dst, "disk.img", NULL);
 	g_autofree char *d2 = g_build_filename(dst, "sub/alias.img", NULL);
 
+	{
+		g_autofree char *s1 = g_build_filename(src, "disk.img", NULL);
+		struct timespec old[2] = {{1000000000, 5}, {1000000000, 7}};
+
+		ck_assert_int_eq(utimensat(AT_FDCWD, s1, old, 0), 0);
+	}
 	start(NULL);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
+	/* Times are the source's, not those of the copy. */
+	ck_assert_int_eq(stat(d1, &a), 0);
+	ck_assert_int_eq(a.st_mtim.tv_sec, 1000000000);
+	ck_assert_int_eq(a.st_mtim.tv_nsec, 7);
 	/* Hard links stay links. */
 	ck_assert_int_eq(stat(d1, &a), 0);
 	ck_assert_int_eq(stat(d2, &b), 0);
