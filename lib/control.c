@@ -69,48 +69,54 @@ char *control_socket_path(const char *mountpoint)
 
 /* --- protocol ------------------------------------------------------------ */
 
+/* Every reply is an object that starts with the version and "ok". */
+static JsonBuilder *reply_begin(bool ok)
+{
+	JsonBuilder *b = json_builder_new();
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "version");
+	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
+	json_builder_set_member_name(b, "ok");
+	json_builder_add_boolean_value(b, ok);
+	return b;
+}
+
+/* End the reply and make it one line of text. */
+static char *reply_end(JsonBuilder *b)
+{
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	g_object_unref(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
 static char *reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static char *reply_error(const char *fmt, ...)
 {
-	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
+	JsonBuilder *b = reply_begin(false);
 	g_autofree char *msg = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
 	msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
-	json_builder_begin_object(b);
-	json_builder_set_member_name(b, "version");
-	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
-	json_builder_set_member_name(b, "ok");
-	json_builder_add_boolean_value(b, FALSE);
 	json_builder_set_member_name(b, "error");
 	json_builder_add_string_value(b, msg);
-	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	return json_generator_to_data(gen, NULL);
+	return reply_end(b);
 }
 
 static char *reply_ok(const char *message)
 {
-	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
+	JsonBuilder *b = reply_begin(true);
 
-	json_builder_begin_object(b);
-	json_builder_set_member_name(b, "version");
-	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
-	json_builder_set_member_name(b, "ok");
-	json_builder_add_boolean_value(b, TRUE);
 	json_builder_set_member_name(b, "message");
 	json_builder_add_string_value(b, message);
-	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	return json_generator_to_data(gen, NULL);
+	return reply_end(b);
 }
 
 static const char *file_state(const MfsMigFileStatus *f)
@@ -126,8 +132,6 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 
 	mfs_migration_status(fs, &st);
 #define MEMBER(name) json_builder_set_member_name(b, name)
-	MEMBER("version");
-	json_builder_add_int_value(b, CONTROL_PROTOCOL_VERSION);
 	MEMBER("mountpoint");
 	json_builder_add_string_value(b, mountpoint);
 	MEMBER("state");
@@ -189,34 +193,12 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	mfs_migration_status_clear(&st);
 }
 
-char *control_status_json(Mfs *fs, const char *mountpoint)
-{
-	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
-
-	json_builder_begin_object(b);
-	add_status_members(b, fs, mountpoint);
-	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	return json_generator_to_data(gen, NULL);
-}
-
 static char *reply_status(Mfs *fs, const char *mountpoint)
 {
-	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
+	JsonBuilder *b = reply_begin(true);
 
-	json_builder_begin_object(b);
-	json_builder_set_member_name(b, "ok");
-	json_builder_add_boolean_value(b, TRUE);
 	add_status_members(b, fs, mountpoint);
-	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	return json_generator_to_data(gen, NULL);
+	return reply_end(b);
 }
 
 /* A size or rate member: a whole number, or a string such as "50M". */

@@ -53,9 +53,6 @@ void control_server_stop(ControlServer *srv);
 /* One request line from a peer with uid @peer; returns the reply (no newline). */
 char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer);
 
-/* The status of @fs as the JSON object clients see (without "ok"). */
-char *control_status_json(Mfs *fs, const char *mountpoint);
-
 /*
  * Client side: send @request (one line, no newline) to @socket_path and
  * read one reply line into *@reply, waiting @timeout_ms at the most (a
