@@ -208,6 +208,15 @@ static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields
 	return G_LOG_WRITER_HANDLED;
 }
 
+/* Is @target where a switched migration of @source already took it? */
+static bool already_migrated_to(Mfs *fs, const char *source, const char *target)
+{
+	g_autofree char *real = realpath(target, NULL);
+
+	return real && strcmp(source, mfs_served_dir(fs)) != 0 &&
+	       strcmp(real, mfs_served_dir(fs)) == 0;
+}
+
 static bool path_is_below(const char *inner, const char *outer)
 {
 	size_t n = strlen(outer);
@@ -320,7 +329,11 @@ int main(int argc, char *argv[])
 			goto out_fs;
 		}
 	}
-	if (opts.target) {
+	if (opts.target && already_migrated_to(daemon.fs, source, opts.target)) {
+		/* The same command line again after a switch: nothing left to do. */
+		fprintf(stderr, "mirrorfs: already migrated to '%s'; not migrating again\n",
+		        opts.target);
+	} else if (opts.target) {
 		g_autofree char *error = NULL;
 
 		/* Checked and prepared now, to report here; copied after the fork. */

@@ -115,16 +115,31 @@ bool mfs_file_is_direct(const MfsFile *file)
 
 ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
 {
-	void *buf = mfs_thread_buffer(size);
-	ssize_t n;
+	char *buf = mfs_thread_buffer(size);
+	int fd = g_atomic_int_get(&file->fd);
+	size_t done = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	n = pread(g_atomic_int_get(&file->fd), buf, size, off);
-	if (n < 0)
-		return -errno;
+	/*
+	 * The kernel takes a short read for the end of the file: fill the
+	 * request, and let an error mid-way fail all of it (the kernel then
+	 * retries page by page, and gets the data that can be read).
+	 */
+	while (done < size) {
+		ssize_t n = pread(fd, buf + done, size - done, off + (off_t)done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += n;
+	}
 	*data = buf;
-	return n;
+	return (ssize_t)done;
 }
 
 ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off)

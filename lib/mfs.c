@@ -45,25 +45,54 @@ static gboolean inode_key_equal(gconstpointer a, gconstpointer b)
 }
 
 /* Follow the journals of switched migrations to the directory to serve. */
+/*
+ * Follow the journals to the authoritative directory: a "switched" one
+ * points at where the tree went, a "copying" one (a partial copy left by
+ * a crash) back at the source it was being copied from.  A crash between
+ * the two journal updates of a switch leaves both, pointing at each other;
+ * the "switched" record is the later event, so its target wins.
+ */
 static int open_served_dir(const char *source_dir, char **served)
 {
 	g_autofree char *dir = g_strdup(source_dir);
+	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_autofree char *last_switched = NULL;
 	int fd;
 
 	for (int hops = 0;; hops++) {
-		g_autofree char *next = NULL;
+		g_autofree char *state = NULL, *from = NULL, *to = NULL;
+		char *next;
 
 		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
-		next = journal_switched_target(fd);
-		if (!next)
+		if (journal_read(fd, &state, &from, &to) < 0)
 			break;
+		if (strcmp(state, "switched") == 0) {
+			next = to;
+			g_free(last_switched);
+			last_switched = g_strdup(to);
+		} else if (strcmp(state, "copying") == 0 && strcmp(to, dir) == 0) {
+			next = from;
+		} else {
+			break;
+		}
+		if (g_hash_table_contains(seen, dir)) {
+			/* A cycle: the last switch made is the one that holds. */
+			close(fd);
+			g_free(dir);
+			dir = g_steal_pointer(&last_switched);
+			fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+			if (fd < 0)
+				return -errno;
+			break;
+		}
+		g_hash_table_add(seen, g_strdup(dir));
 		close(fd);
 		if (hops == 16)
 			return -ELOOP;
 		g_free(dir);
-		dir = g_steal_pointer(&next);
+		dir = g_strdup(next);
 	}
 	*served = g_steal_pointer(&dir);
 	return fd;

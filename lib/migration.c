@@ -202,11 +202,11 @@ static void mig_fail(Migration *mig, const char *fmt, ...)
 	mfs_mutex_unlock(&mig->lock);
 }
 
-static void on_mirror_error(MirrorFile *mf, int err, void *opaque)
+static void on_mirror_error(MirrorFile *mf, int err, bool on_source, void *opaque)
 {
 	Migration *mig = opaque;
 
-	mig_fail(mig, "target: %s", g_strerror(-err));
+	mig_fail(mig, "%s: %s", on_source ? "source" : "target", g_strerror(-err));
 }
 
 MirrorFile *migration_find_mirror(Migration *mig, const MfsInodeKey *key)
@@ -938,6 +938,9 @@ static void migration_abort(Migration *mig, MfsMigState state)
 			          mig->source, mig->target, (char *)name, g_strerror(-ret));
 	}
 	journal_remove(mig->dst_root_fd);
+	/* Let go of the target entirely: its file system can be unmounted now. */
+	close(mig->dst_root_fd);
+	mig->dst_root_fd = -1;
 	mfs_mutex_lock(&mig->lock);
 	if (mig->error)
 		g_warning("migration %s -> %s failed: %s", mig->source, mig->target, mig->error);
@@ -976,6 +979,26 @@ static int flush_targets(Migration *mig, bool times)
 	ret = syncfs(fd) < 0 ? -errno : 0;
 	close(fd);
 	return ret;
+}
+
+/*
+ * The target must still be where the journal will say it is: a directory
+ * removed or a file system unmounted under us would make the switch serve
+ * files that nobody can find again.
+ */
+static int target_still_there(Migration *mig)
+{
+	struct stat held, named;
+
+	if (fstat(mig->dst_root_fd, &held) < 0)
+		return -errno;
+	if (held.st_nlink == 0)
+		return -ENOENT;
+	if (stat(mig->target, &named) < 0)
+		return -errno;
+	if (held.st_dev != named.st_dev || held.st_ino != named.st_ino)
+		return -ESTALE;
+	return 0;
 }
 
 /* What the switch will swap in, prepared while it can still be undone. */
@@ -1145,6 +1168,11 @@ static int migration_switch(Migration *mig)
 	ret = flush_targets(mig, false);
 	if (ret < 0) {
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
+		goto resume;
+	}
+	ret = target_still_there(mig);
+	if (ret < 0) {
+		mig_fail(mig, "the target '%s' is gone: %s", mig->target, g_strerror(-ret));
 		goto resume;
 	}
 	ret = prepare_swaps(mig, inodes, files);

@@ -77,7 +77,8 @@ struct MirrorFile {
 	void *hook_opaque;
 	MirrorErrorFn on_error; /* set before use */
 	void *error_opaque;
-	void *copy_buf; /* the copier's, aligned */
+	void *copy_buf;            /* the copier's, aligned */
+	bool copy_error_on_source; /* the copier's: its last error was the source's */
 
 	MfsMutex lock;
 	MfsCond cond;                 /* a range was released, or the file detached */
@@ -237,7 +238,7 @@ static void range_release(MirrorFile *mf, Range *r)
 }
 
 /* Record the first target failure, detach, and tell the owner once. */
-static void mirror_fail(MirrorFile *mf, int err)
+static void mirror_fail(MirrorFile *mf, int err, bool on_source)
 {
 	bool first;
 
@@ -249,7 +250,7 @@ static void mirror_fail(MirrorFile *mf, int err)
 	mfs_cond_broadcast(&mf->cond);
 	mfs_mutex_unlock(&mf->lock);
 	if (first && mf->on_error)
-		mf->on_error(mf, err, mf->error_opaque);
+		mf->on_error(mf, err, on_source, mf->error_opaque);
 }
 
 void mirror_file_detach(MirrorFile *mf)
@@ -292,7 +293,7 @@ ssize_t mirror_file_write(MirrorFile *mf, int src_fd, const void *buf, size_t le
 		int err = pwrite_all(mf->dst_fd, buf, MIN((off_t)n, mirror_end - off), off);
 
 		if (err < 0)
-			mirror_fail(mf, err);
+			mirror_fail(mf, err, false);
 	}
 	range_release(mf, &r);
 	return ret;
@@ -309,7 +310,7 @@ int mirror_file_fallocate(MirrorFile *mf, int src_fd, int mode, off_t off, off_t
 		off_t tlen = mirror_end == MIRROR_OFF_MAX ? len : mirror_end - off;
 
 		if (fallocate(mf->dst_fd, mode, off, tlen) < 0)
-			mirror_fail(mf, -errno);
+			mirror_fail(mf, -errno, false);
 	}
 	range_release(mf, &r);
 	return ret;
@@ -334,7 +335,7 @@ int mirror_file_truncate(MirrorFile *mf, int src_fd, off_t size)
 	 */
 	if (ret == 0 && mirror_end > from && size <= mirror_end) {
 		if (ftruncate(mf->dst_fd, size) < 0) {
-			mirror_fail(mf, -errno);
+			mirror_fail(mf, -errno, false);
 		} else if (mirror_end != MIRROR_OFF_MAX) {
 			mfs_mutex_lock(&mf->lock);
 			mf->cp_offset = MIN(mf->cp_offset, size);
@@ -359,7 +360,7 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 	mfs_mutex_unlock(&mf->lock);
 	if (ret == 0 && !detached) {
 		if ((datasync ? fdatasync(mf->dst_fd) : fsync(mf->dst_fd)) < 0)
-			mirror_fail(mf, -errno);
+			mirror_fail(mf, -errno, false);
 	}
 	return ret;
 }
@@ -400,6 +401,7 @@ static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			mf->copy_error_on_source = true;
 			return -errno;
 		}
 		if (n == 0)
@@ -429,8 +431,10 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 		off_t hole;
 
 		if (data < 0) {
-			if (errno != ENXIO)
+			if (errno != ENXIO) {
+				mf->copy_error_on_source = true;
 				return -errno;
+			}
 			data = end; /* nothing but hole up to the end of file */
 		}
 		data = MIN(data, end);
@@ -442,8 +446,10 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 		if (data >= end)
 			break;
 		hole = lseek(mf->src_fd, data, SEEK_HOLE);
-		if (hole < 0)
+		if (hole < 0) {
+			mf->copy_error_on_source = true;
 			return -errno;
+		}
 		hole = MIN(hole, end);
 		ret = copy_data(mf, data, hole, copied);
 		if (ret < 0)
@@ -473,9 +479,11 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	if (!mf->copy_buf && posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, mf->chunk_size))
 		return -ENOMEM;
 
+	mf->copy_error_on_source = false;
 	chunk_claim(mf, start, start + (off_t)mf->chunk_size);
 	if (fstat(mf->src_fd, &st) < 0) {
 		ret = -errno;
+		mf->copy_error_on_source = true;
 		goto fail;
 	}
 	if (st.st_size <= start) {
@@ -483,6 +491,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		chunk_claim(mf, start, MIRROR_OFF_MAX);
 		if (fstat(mf->src_fd, &st) < 0) {
 			ret = -errno;
+			mf->copy_error_on_source = true;
 			goto fail;
 		}
 		if (st.st_size > start) {
@@ -511,7 +520,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 
 fail:
 	chunk_release(mf, -1, 0);
-	mirror_fail(mf, ret);
+	mirror_fail(mf, ret, mf->copy_error_on_source);
 	return ret;
 }
 
@@ -520,7 +529,7 @@ int mirror_file_flush_target(MirrorFile *mf)
 	if (fdatasync(mf->dst_fd) < 0) {
 		int ret = -errno;
 
-		mirror_fail(mf, ret);
+		mirror_fail(mf, ret, false);
 		return ret;
 	}
 	return 0;

@@ -22,7 +22,8 @@ typedef enum {
 	MIRROR_HOOK_WRITE_WAITING,  /* writer: about to wait for a conflicting range */
 } MirrorHookPoint;
 
-typedef void (*MirrorErrorFn)(MirrorFile *mf, int err, void *opaque);
+/* @on_source: the copier could not read the source (else: the target failed). */
+typedef void (*MirrorErrorFn)(MirrorFile *mf, int err, bool on_source, void *opaque);
 typedef void (*MirrorHook)(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len,
                            void *opaque);
 

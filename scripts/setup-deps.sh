@@ -18,6 +18,9 @@ packages=(
 	fuse3
 	# tests and examples
 	check fio qemu-utils qemu-system-x86 attr
+	# the QEMU guest tests (tests/guest/): the guest's kernel and busybox,
+	# and cpio for its initramfs
+	linux-image-cloud-amd64 busybox-static cpio
 )
 
 if [ "${1-}" = --list ]; then

@@ -44,7 +44,9 @@ step "build-asan/: tests"
 # Sanitized code runs a few times slower; meson test already makes
 # ASan and UBSan reports fatal.
 require_tests build-asan "$@"
-meson test -C build-asan --print-errorlogs --timeout-multiplier 3 "$@"
+# The QEMU guest suite (slow) runs in build/ only: its guest is the same,
+# and the sanitized daemon is covered by every other suite.
+meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite slow "$@"
 
 # The engine's locking under ThreadSanitizer: the unit suite only (the
 # mounts run libfuse, which is not instrumented).  The first race aborts.

@@ -532,7 +532,7 @@ END_TEST
 
 static int errors_seen;
 
-static void count_error(MirrorFile *mf, int err, void *opaque)
+static void count_error(MirrorFile *mf, int err, bool on_source, void *opaque)
 {
 	errors_seen++;
 	ck_assert_int_lt(err, 0);

@@ -1,0 +1,163 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# The mount goes away in the middle of a migration: a clean stop, nothing
+# lost.
+#
+#   fusermount     fusermount3 -u during the copy (the guest has closed its
+#                  files): the daemon exits 0 by itself, the migration is
+#                  cancelled, the target holds exactly what it held before,
+#                  the source everything the guest wrote.
+#   lazy           umount -l during the copy while the guest (ackwriter.py,
+#                  fsync after every write) keeps its image open and
+#                  writing: the guest finishes without an error; when it
+#                  closes the image the daemon exits 0, cancelled, the
+#                  target is clean and every acknowledged write is in the
+#                  source.
+#   lazy-stunned   umount -l while the switch holds the stun
+#                  (MIRRORFS_TEST_STUN_DELAY_MS): the daemon ends the switch
+#                  it began and exits 0: switched, the target complete,
+#                  the source's journal says so.
+#   target-free    after a cancel, with the daemon still serving, the
+#                  target's file system (a tmpfs) can be unmounted: the
+#                  daemon holds nothing of a migration that is over.
+#
+# UNMOUNT_SECTIONS="lazy target-free" runs only those sections.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-fault.sh"
+require_cmd fio md5sum mount umount
+cd "$TESTDIR"
+
+setup() {
+	SECTION_T0=$SECONDS
+	log "--- $1"
+	SRC="$TESTDIR/$1/src"
+	MNT="$TESTDIR/$1/mnt"
+	TGT="$TESTDIR/$1/tgt"
+	mkdir -p "$SRC/conf" "$MNT" "$TGT"
+	head -c $((32 * MiB)) /dev/urandom >"$SRC/disk.raw"
+	head -c $((4 * MiB)) /dev/urandom >"$SRC/guest.raw"
+	printf 'name=%s\n' "$1" >"$SRC/conf/vm.conf"
+	md5sum "$SRC/disk.raw" "$SRC/conf/vm.conf" >"$TESTDIR/$1.md5"
+}
+
+# own_target: the target holds something of its own, that must stay.
+own_target() {
+	echo own >"$TGT/own.txt"
+	mkdir -p "$TGT/own-dir"
+	BEFORE_TGT="$(names_below "$TGT")"
+}
+
+# daemon_exit MOUNTPOINT: wait for the daemon to exit by itself; it must
+# exit 0 without a sanitizer report.  Its log is then in DAEMON_OUT.
+daemon_exit() {
+	local mnt pid logf rc=0
+	mnt="$(realpath "$1")"
+	pid="${MFS_PID[$mnt]}"
+	logf="${MFS_LOG[$mnt]}"
+	wait_pid_exit "$pid" 30 || fail "the daemon still runs 30 s after the unmount"
+	wait "$pid" || rc=$?
+	unset 'MFS_PID[$mnt]' 'MFS_LOG[$mnt]'
+	check_sanitizer_log "$logf" || fail "sanitizer report"
+	((rc == 0)) || fail "the daemon exited $rc:"$'\n'"$(cat "$logf")"
+	DAEMON_OUT="$(cat "$logf")"
+}
+
+section_fusermount() {
+	setup fusermount
+	own_target
+	mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=8M"
+	GUEST_SIZE=4M GUEST_RATE=8m guest_start fm "$MNT/guest.raw" 1
+	guest_finish fm
+	assert_eq copying "$(status_field "$MNT" state)" "state before the unmount"
+	run fusermount3 -u "$MNT" || fail "fusermount3 -u failed"
+	daemon_exit "$MNT"
+	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
+	expect_names "$TGT" "$BEFORE_TGT" "target after the unmount"
+	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	guest_verify fm "$SRC/guest.raw"
+	md5sum -c --quiet "$TESTDIR/fusermount.md5" || fail "the source changed"
+	log "--- done in $((SECONDS - SECTION_T0))s"
+}
+
+section_lazy() {
+	local wpid rc=0 ackw="$CONTROL_LIB_DIR/ackwriter.py"
+	setup lazy
+	own_target
+	# A guest that keeps its image open all along, as a VM does (fio would
+	# open it again by name for its verify pass, and find the directory
+	# under the detached mount): ackwriter.py, every write fsynced and
+	# logged outside.
+	run "$PYTHON" "$ackw" init "$SRC/guest.raw" 1024
+	mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=4M"
+	"$PYTHON" "$ackw" write "$MNT/guest.raw" "$TESTDIR/lazy.log" --max-seconds 3 \
+		>"$TESTDIR/lazy.out" 2>&1 &
+	wpid=$!
+	track_bg "$wpid"
+	sleep 1
+	run umount -l "$MNT" || fail "umount -l failed"
+	! is_mounted "$MNT" || fail "still mounted after umount -l"
+	# The guest goes on writing through the detached mount.
+	pid_alive "${MFS_PID[$(realpath "$MNT")]}" || fail "the daemon quit under an open file"
+	wait_pid_exit "$wpid" 30 || fail "the guest is stuck"
+	wait "$wpid" || rc=$?
+	((rc == 0)) || fail "the guest exited $rc: $(cat "$TESTDIR/lazy.out")"
+	grep -q "acknowledged writes$" "$TESTDIR/lazy.out" ||
+		fail "the guest met an error after the lazy unmount: $(cat "$TESTDIR/lazy.out")"
+	log "guest: $(cat "$TESTDIR/lazy.out")"
+	daemon_exit "$MNT"
+	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
+	expect_names "$TGT" "$BEFORE_TGT" "target after the lazy unmount"
+	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	run "$PYTHON" "$ackw" verify "$SRC/guest.raw" "$TESTDIR/lazy.log" >&2 ||
+		fail "the guest's writes are not all in the source"
+	md5sum -c --quiet "$TESTDIR/lazy.md5" || fail "the source changed"
+	log "--- done in $((SECONDS - SECTION_T0))s"
+}
+
+section_lazy_stunned() {
+	setup lazy-stunned
+	MIRRORFS_TEST_STUN_DELAY_MS=1500 mount_mfs "$SRC" "$MNT" -o "target=$TGT"
+	until grep -q "test: stunned, waiting" "$(daemon_log "$MNT")"; do
+		check_not_failed "$MNT"
+		sleep 0.02
+	done
+	run umount -l "$MNT" || fail "umount -l failed"
+	daemon_exit "$MNT"
+	assert_contains "$DAEMON_OUT" ": switched" "daemon log"
+	is_switched "$SRC" || fail "the source's journal does not say switched"
+	assert_file_eq "$SRC/disk.raw" "$TGT/disk.raw"
+	assert_file_eq "$SRC/guest.raw" "$TGT/guest.raw"
+	assert_file_eq "$SRC/conf/vm.conf" "$TGT/conf/vm.conf"
+	[[ ! -e "$TGT/.mirrorfs-journal" ]] || fail "the target kept its journal"
+	# A remount follows the journal.
+	mount_mfs "$SRC" "$MNT"
+	assert_eq "$TGT" "$(status_field "$MNT" served)" "served after the remount"
+	umount_mfs "$MNT"
+	log "--- done in $((SECONDS - SECTION_T0))s"
+}
+
+section_target_free() {
+	setup target-free
+	mount -t tmpfs -o size=64m mirrorfs-test-unmount "$TGT" || skip "cannot mount a tmpfs"
+	track_mount "$TGT"
+	own_target
+	mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=4M"
+	sleep 0.5
+	ctl "$MNT" cancel
+	wait_status_state "$MNT" cancelled 30
+	expect_names "$TGT" "$BEFORE_TGT" "target after the cancel"
+	umount "$TGT" 2>"$TESTDIR/umount.err" ||
+		fail "the target's file system cannot be unmounted after the cancel ($(cat "$TESTDIR/umount.err")); the daemon holds:"$'\n'"$(find "/proc/${MFS_PID[$(realpath "$MNT")]}/fd" -mindepth 1 -printf '%l\n' | grep -F "$TGT" || true)"
+	umount_mfs "$MNT"
+	log "--- done in $((SECONDS - SECTION_T0))s"
+}
+
+for s in ${UNMOUNT_SECTIONS:-fusermount lazy lazy-stunned target-free}; do
+	"section_${s//-/_}"
+done
+! mounts_under "$TESTDIR" || fail "a mirrorfs mount was left under $TESTDIR"
+exit 0
