@@ -90,10 +90,11 @@ raw-writeback) CACHE=writeback ;;
 # The copier must also catch up with the clusters the guest allocates at
 # the end of the file (some MiB/s): a higher limit.
 qcow2-none) FMT=qcow2 DISK_MIB=1024 SPEED=64M ;;
+qcow2-writeback) FMT=qcow2 DISK_MIB=1024 SPEED=64M CACHE=writeback ;;
 discard) DISCARD=1 ;;
 manual-switch) MODE=manual ;;
 cancel) FMT=qcow2 DISK_MIB=1024 CACHE=writeback MODE=cancel SPEED=16M ;;
-*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, discard, manual-switch, cancel)" ;;
+*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel)" ;;
 esac
 TEST_NAME="guest-$VARIANT"
 
