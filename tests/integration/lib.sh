@@ -33,7 +33,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_su
 # Seconds a single client command may take before it counts as hung.
 CMD_TIMEOUT="${CMD_TIMEOUT:-120}"
 # Seconds to wait for a mount to appear or for a daemon to exit.
-MOUNT_TIMEOUT="${MOUNT_TIMEOUT:-20}"
+MOUNT_TIMEOUT="${MOUNT_TIMEOUT:-90}"
 
 TEST_NAME="$(basename "$0" .sh)"
 
