@@ -329,6 +329,21 @@ int main(int argc, char *argv[])
 			goto out_fs;
 		}
 	}
+	if (opts.target) {
+		/* Under the mount point it would be hidden by the mount, or loop through it. */
+		g_autofree char *real_target = realpath(opts.target, NULL);
+
+		if (real_target &&
+		    (path_is_below(real_target, mountpoint) ||
+		     strcmp(real_target, mountpoint) == 0) &&
+		    strcmp(mountpoint, source) != 0) {
+			fprintf(stderr,
+			        "mirrorfs: cannot migrate: target '%s' lies inside the mount "
+			        "point '%s'\n",
+			        opts.target, cmd.mountpoint);
+			goto out_fs;
+		}
+	}
 	if (opts.target && already_migrated_to(daemon.fs, source, opts.target)) {
 		/* The same command line again after a switch: nothing left to do. */
 		fprintf(stderr, "mirrorfs: already migrated to '%s'; not migrating again\n",

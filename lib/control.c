@@ -99,14 +99,16 @@ static char *reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static char *reply_error(const char *fmt, ...)
 {
 	JsonBuilder *b = reply_begin(false);
-	g_autofree char *msg = NULL;
+	g_autofree char *msg = NULL, *valid = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
 	msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
+	/* Parser messages quote the request, which may not be valid UTF-8. */
+	valid = g_utf8_make_valid(msg, -1);
 	json_builder_set_member_name(b, "error");
-	json_builder_add_string_value(b, msg);
+	json_builder_add_string_value(b, valid);
 	return reply_end(b);
 }
 
@@ -250,7 +252,7 @@ static const char *member_string(JsonObject *obj, const char *name)
 	return json_node_get_string(node);
 }
 
-static char *do_start(Mfs *fs, JsonObject *req)
+static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
 	MfsMigOptions opts = {0};
 	g_autofree char *error = NULL;
@@ -259,6 +261,23 @@ static char *do_start(Mfs *fs, JsonObject *req)
 	opts.target = member_string(req, "target");
 	if (!opts.target)
 		return reply_error("start: a target directory is needed");
+	if (!g_path_is_absolute(opts.target))
+		return reply_error("start: the target must be an absolute path");
+	/*
+	 * Checked on the path alone, before anything looks at it: a target
+	 * inside this very mount would send the daemon's own file system
+	 * calls back to itself, and hang it.
+	 */
+	{
+		g_autofree char *lexical = g_canonicalize_filename(opts.target, NULL);
+		size_t n = strlen(mountpoint);
+
+		if (strncmp(lexical, mountpoint, n) == 0 &&
+		    (lexical[n] == '/' || lexical[n] == '\0' || !strcmp(mountpoint, "/")))
+			return reply_error(
+			    "start: the target '%s' lies inside the mount '%s' itself", opts.target,
+			    mountpoint);
+	}
 	if (member_size(req, "speed", &opts.speed_bps, &error) < 0 ||
 	    member_size(req, "chunk", &opts.chunk_size, &error) < 0 ||
 	    member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
@@ -345,7 +364,7 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 	if (!strcmp(cmd, "status"))
 		return reply_status(fs, mountpoint);
 	if (!strcmp(cmd, "start"))
-		return do_start(fs, req);
+		return do_start(fs, mountpoint, req);
 	if (!strcmp(cmd, "speed")) {
 		uint64_t speed = 0;
 		g_autofree char *error = NULL;

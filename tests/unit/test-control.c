@@ -113,6 +113,16 @@ START_TEST(test_malformed_requests)
 	assert_error("{\"command\":\"speed\",\"speed\":null}", "a rate is needed");
 	assert_error("{\"command\":\"status\\u0000junk\"}", "NUL in a string");
 	assert_error("{\"command\":\"speed\",\"speed\":\"fast\"}", "not a size");
+	/* The mount is "/mnt" here: a target inside it would hang the daemon. */
+	assert_error("{\"command\":\"start\",\"target\":\"/mnt/new\"}", "inside the mount");
+	assert_error("{\"command\":\"start\",\"target\":\"/mnt/a/../b\"}", "inside the mount");
+	assert_error("{\"command\":\"start\",\"target\":\"rel/dir\"}", "absolute path");
+	{
+		/* A parser message quoting a lone surrogate must still be UTF-8 JSON. */
+		g_autofree char *reply = control_handle_request(fs, "/mnt", "{\"\\ud800\"\"}", 0);
+
+		ck_assert(g_utf8_validate(reply, -1, NULL));
+	}
 }
 END_TEST
 

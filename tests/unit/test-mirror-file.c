@@ -418,6 +418,9 @@ START_TEST(test_copier_not_starved_by_writes_into_its_chunk)
 	fixture_open(64 * CHUNK, true);
 	t[0] = g_thread_new("hammer0", hammer_thread, &h);
 	t[1] = g_thread_new("hammer1", hammer_thread, &h);
+	/* The hammers are at it before the copier starts, however busy the machine. */
+	while (g_atomic_int_get(&h.writes) < 10)
+		g_usleep(1000);
 	while ((ret = mirror_file_copy_next(fx.mf, &copied)) == 1)
 		calls++;
 	ck_assert_int_eq(ret, 0);
