@@ -163,6 +163,16 @@ void mfs_free(Mfs *fs)
 			inode_free(key);
 	}
 	g_hash_table_destroy(fs->inodes);
+	/* Files the kernel never released (a lazy unmount that ended the session). */
+	g_hash_table_iter_init(&it, fs->files);
+	while (g_hash_table_iter_next(&it, &key, NULL)) {
+		MfsFile *file = key;
+
+		close(file->fd);
+		if (file->old_fd >= 0)
+			close(file->old_fd);
+		g_free(file);
+	}
 	g_hash_table_destroy(fs->files);
 	mfs_mutex_clear(&fs->inodes_lock);
 	mfs_mutex_clear(&fs->files_lock);
