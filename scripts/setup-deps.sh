@@ -21,6 +21,8 @@ packages=(
 	# the QEMU guest tests (tests/guest/): the guest's kernel and busybox,
 	# and cpio for its initramfs
 	linux-image-cloud-amd64 busybox-static cpio
+	# fuzzing (tests/fuzz/run-fuzz.sh): clang and its libFuzzer runtime
+	clang libclang-rt-14-dev
 )
 
 if [ "${1-}" = --list ]; then

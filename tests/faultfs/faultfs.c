@@ -645,8 +645,12 @@ int main(int argc, char *argv[])
 		if (!F.log)
 			die("%s: %s", o.fault_log, strerror(errno));
 	}
-	/* Our own name in the mount table, so that nobody takes us for another. */
-	fuse_opt_add_arg(&args, "-osubtype=faultfs,fsname=faultfs");
+	/*
+	 * Our own name in the mount table; and nodes never forgotten: libfuse
+	 * 3.14's high-level node table can answer a lookup that races with a
+	 * forget of the same name (drop_caches sends many) with ENOENT.
+	 */
+	fuse_opt_add_arg(&args, "-osubtype=faultfs,fsname=faultfs,noforget");
 	ret = fuse_main(args.argc, args.argv, &ffs_ops, NULL);
 	fuse_opt_free_args(&args);
 	return ret;

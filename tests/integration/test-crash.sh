@@ -29,7 +29,7 @@
 #   back           A -> B switched, then B -> A (overwrite) killed during
 #                  the copy: the restart (mirrorfs A MNT) must serve B, not
 #                  A's partial copy.
-#   random         CRASH_ROUNDS (default 6) kills at random moments of a
+#   random         CRASH_ROUNDS (default 4) kills at random moments of a
 #                  short migration (copying, switching or switched); each
 #                  remount serves the side the source's journal names, and
 #                  ends switched with every acknowledged write there.
@@ -135,15 +135,9 @@ crash() {
 }
 
 # remount: the same command line as the first mount (OPTS), without the
-# test knobs.  CRASH_SAME_CMDLINE=0: leave the target option out once the
-# source says switched (to look past a daemon that refuses it).
+# test knobs (MIRRORFS_TEST_STUN_DELAY_MS).
 remount() {
-	local opts=("${OPTS[@]}")
-	if [[ "${CRASH_SAME_CMDLINE:-1}" == 0 ]] && is_switched "$SRC"; then
-		opts=()
-		log "remount without '${OPTS[*]}' (CRASH_SAME_CMDLINE=0)"
-	fi
-	mount_mfs "$SRC" "$MNT" "${opts[@]}"
+	mount_mfs "$SRC" "$MNT" "${OPTS[@]}"
 }
 
 # expect_served DIR: the mount serves DIR, and the source's journal agrees.
@@ -304,7 +298,7 @@ section_back() {
 }
 
 section_random() {
-	local round ms state rounds="${CRASH_ROUNDS:-6}"
+	local round ms state rounds="${CRASH_ROUNDS:-4}"
 	for ((round = 1; round <= rounds; round++)); do
 		SECTION="random$round"
 		setup "random$round" 2048

@@ -33,6 +33,8 @@
 require_cmd fio md5sum
 require_faultfs
 cd "$TESTDIR"
+# Each guest writes 4 MiB at 2 MiB/s: long enough to write across the fault.
+GUEST_SIZE=4M
 
 EIO_MSG="Input/output error"
 

@@ -40,7 +40,7 @@ tmpfs_target() {
 
 section_filled() {
 	local SRC="$TESTDIR/filled/src" MNT="$TESTDIR/filled/mnt" TGT="$TESTDIR/filled/tgt"
-	local before_src before_tgt err t0
+	local before_tgt err t0
 	log "--- filled: the target's file system fills up during the copy"
 	mkdir -p "$SRC/conf" "$MNT"
 	head -c $((16 * MiB)) /dev/urandom >"$SRC/disk.raw"

@@ -34,11 +34,12 @@ SRC="$TESTDIR/src"
 DST="$TESTDIR/dst"
 MNT="$TESTDIR/mnt"
 REF="$TESTDIR/ref"
-mkdir -p "$SRC/d1/sub" "$SRC/d2" "$SRC/d3" "$DST" "$MNT"
-# Seven files the copier meets in turn (the walk is breadth first; which
-# comes first does not matter: each change waits for the copier to be on a
-# file it has not used yet).
-for f in f1 f2 f3 d1/f4 d2/f5 d3/f6 d1/sub/f7; do
+mkdir -p "$SRC/d1/sub" "$SRC/d2" "$SRC/d3" "$SRC/d4" "$DST" "$MNT"
+# Nine files the copier meets in turn, for seven changes (the walk is
+# breadth first; which comes first does not matter: each change waits for
+# the copier to be on a file no change has used yet, and a slow run may
+# miss one or two).
+for f in f1 f2 f3 d1/f4 d2/f5 d3/f6 d1/sub/f7 d4/f8 d4/f9; do
 	head -c $((12 * MiB)) /dev/urandom >"$SRC/$f.raw"
 done
 head -c $((1 * MiB)) /dev/urandom >"$SRC/spare.raw"
@@ -87,7 +88,7 @@ both() {
 	done
 }
 
-mount_mfs "$SRC" "$MNT" -o "target=$DST,speed=12M,switch=manual"
+mount_mfs "$SRC" "$MNT" -o "target=$DST,speed=8M,switch=manual"
 guest_start tree "$MNT/guest.raw" 1
 
 copier_on
