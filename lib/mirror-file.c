@@ -42,6 +42,14 @@
  * the source's and marks the file mirrored (cp_offset = MIRROR_OFF_MAX):
  * from then on every change goes to both sides, growth included.
  *
+ * The copier reads and writes through descriptors of its own opened with
+ * O_DIRECT, where the file systems allow it.  A migration streams whole
+ * images: through the page cache it would evict the host's cache and
+ * pile up dirty pages, whose writeback then throttles every writer of the
+ * target's disk, the guest's mirrored writes included.  A byte range is
+ * written by one of the two paths at a time (the chunk in flight excludes
+ * guest writes), and the kernel keeps direct and buffered I/O coherent.
+ *
  * A failure on the target (or of the copier) is never the guest's
  * failure: it is recorded, the file is detached (source only from then
  * on) and the owner is told, so that the migration aborts.
@@ -60,7 +68,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MIRROR_OFF_MAX INT64_MAX
+#define MIRROR_OFF_MAX   INT64_MAX
+#define ROUND_UP(n, a)   (((n) + (a)-1) / (a) * (a))
+#define ROUND_DOWN(n, a) ((n) / (a) * (a))
 
 typedef struct Range Range;
 struct Range {
@@ -78,6 +88,9 @@ struct MirrorFile {
 	MirrorErrorFn on_error; /* set before use */
 	void *error_opaque;
 	void *copy_buf;            /* the copier's, aligned */
+	int copy_src_direct;       /* the copier's O_DIRECT twins of src_fd, dst_fd, */
+	int copy_dst_direct;       /* or -1: not open, or no O_DIRECT there */
+	bool copy_direct_tried;    /* the copier's: the twins were opened */
 	bool copy_error_on_source; /* the copier's: its last error was the source's */
 
 	MfsMutex lock;
@@ -94,6 +107,40 @@ struct MirrorFile {
 	uint64_t max_wait_ns;         /* protected by lock */
 };
 
+static void direct_close(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* The copier is done with the file: give back what it held for it. */
+static void copy_resources_free(MirrorFile *mf)
+{
+	direct_close(&mf->copy_src_direct);
+	direct_close(&mf->copy_dst_direct);
+	free(mf->copy_buf);
+	mf->copy_buf = NULL;
+}
+
+static int direct_reopen(int fd, int flags)
+{
+	char path[MFS_PROC_FD_LEN];
+
+	mfs_proc_fd_path(fd, path);
+	return open(path, flags | O_DIRECT | O_CLOEXEC);
+}
+
+static void copy_direct_open(MirrorFile *mf)
+{
+	if (mf->copy_direct_tried)
+		return;
+	mf->copy_direct_tried = true;
+	/* Failing (EINVAL from tmpfs, for one) leaves the buffered path. */
+	mf->copy_src_direct = direct_reopen(mf->src_fd, O_RDONLY);
+	mf->copy_dst_direct = direct_reopen(mf->dst_fd, O_WRONLY);
+}
+
 MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_fresh)
 {
 	MirrorFile *mf = g_new0(MirrorFile, 1);
@@ -102,6 +149,7 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 	mf->dst_fd = dst_fd;
 	mf->chunk_size = chunk_size;
 	mf->dst_fresh = dst_fresh;
+	mf->copy_src_direct = mf->copy_dst_direct = -1;
 	mfs_mutex_init(&mf->lock);
 	{
 		struct stat st;
@@ -126,9 +174,9 @@ void mirror_file_free(MirrorFile *mf)
 	if (!mf)
 		return;
 	g_assert(!mf->inflight);
+	copy_resources_free(mf);
 	close(mf->src_fd);
 	close(mf->dst_fd);
-	free(mf->copy_buf);
 	mfs_cond_clear(&mf->cond);
 	mfs_mutex_clear(&mf->lock);
 	g_free(mf);
@@ -391,23 +439,67 @@ static void chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied)
 	mfs_mutex_unlock(&mf->lock);
 }
 
+static bool direct_ok(int fd, off_t pos)
+{
+	return fd >= 0 && pos % MFS_DIRECT_ALIGN == 0;
+}
+
+/*
+ * Read up to @len bytes at @pos into the copy buffer.  A direct read asks
+ * for whole blocks (the file's end may lie inside the last one); what it
+ * returns past @len, of a file that grew, is left for the next chunk.
+ */
+static ssize_t copy_read(MirrorFile *mf, off_t pos, size_t len)
+{
+	for (;;) {
+		bool direct = direct_ok(mf->copy_src_direct, pos);
+		size_t want = direct ? ROUND_UP(len, MFS_DIRECT_ALIGN) : len;
+		ssize_t n =
+		    pread(direct ? mf->copy_src_direct : mf->src_fd, mf->copy_buf, want, pos);
+
+		if (n >= 0)
+			return MIN((size_t)n, len);
+		if (errno == EINVAL && direct) {
+			direct_close(&mf->copy_src_direct); /* odd alignment: go buffered */
+			continue;
+		}
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Write the copy buffer's first @len bytes at @pos: whole blocks direct. */
+static int copy_write(MirrorFile *mf, size_t len, off_t pos)
+{
+	size_t head = direct_ok(mf->copy_dst_direct, pos) ? ROUND_DOWN(len, MFS_DIRECT_ALIGN) : 0;
+	int ret;
+
+	if (head) {
+		ret = pwrite_all(mf->copy_dst_direct, mf->copy_buf, head, pos);
+		if (ret == -EINVAL) {
+			direct_close(&mf->copy_dst_direct);
+			head = 0;
+		} else if (ret < 0) {
+			return ret;
+		}
+	}
+	return pwrite_all(mf->dst_fd, (char *)mf->copy_buf + head, len - head, pos + (off_t)head);
+}
+
 static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
 {
 	while (pos < end) {
-		size_t want = MIN((off_t)mf->chunk_size, end - pos);
-		ssize_t n = pread(mf->src_fd, mf->copy_buf, want, pos);
+		ssize_t n = copy_read(mf, pos, MIN((off_t)mf->chunk_size, end - pos));
 		int ret;
 
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
 			mf->copy_error_on_source = true;
-			return -errno;
+			return (int)n;
 		}
 		if (n == 0)
 			break; /* shorter than fstat said: nothing more to copy */
 		run_hook(mf, MIRROR_HOOK_CHUNK_READ, pos, pos + n);
-		ret = pwrite_all(mf->dst_fd, mf->copy_buf, n, pos);
+		ret = copy_write(mf, n, pos);
 		if (ret < 0)
 			return ret;
 		*copied += n;
@@ -478,6 +570,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		return 0;
 	if (!mf->copy_buf && posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, mf->chunk_size))
 		return -ENOMEM;
+	copy_direct_open(mf);
 
 	mf->copy_error_on_source = false;
 	chunk_claim(mf, start, start + (off_t)mf->chunk_size);
@@ -506,6 +599,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		mf->size = st.st_size;
 		mfs_mutex_unlock(&mf->lock);
 		chunk_release(mf, MIRROR_OFF_MAX, 0);
+		copy_resources_free(mf);
 		return 0;
 	}
 	end = MIN(st.st_size, start + (off_t)mf->chunk_size);

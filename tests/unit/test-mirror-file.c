@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define CHUNK (64 * 1024)
@@ -29,12 +30,15 @@ typedef struct {
 } Fixture;
 
 static Fixture fx;
+/* Where fixture_open() makes its directory: NULL for the system's tmp. */
+static const char *fx_parent;
 
 static void fixture_open(off_t initial_size, bool fill)
 {
 	int src_ro, dst;
 
-	fx.dir = g_dir_make_tmp("mfs-mirror-XXXXXX", NULL);
+	fx.dir = fx_parent ? g_mkdtemp(g_build_filename(fx_parent, "mfs-mirror-XXXXXX", NULL))
+	                   : g_dir_make_tmp("mfs-mirror-XXXXXX", NULL);
 	ck_assert_ptr_nonnull(fx.dir);
 	fx.src_path = g_build_filename(fx.dir, "src", NULL);
 	fx.dst_path = g_build_filename(fx.dir, "dst", NULL);
@@ -533,6 +537,44 @@ START_TEST(test_odd_sizes)
 }
 END_TEST
 
+/* Pages of @fd's first @len bytes in the page cache. */
+static size_t resident_pages(int fd, size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page, count = 0;
+	g_autofree unsigned char *vec = g_malloc(n);
+	void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+
+	ck_assert_ptr_ne(map, MAP_FAILED);
+	ck_assert_int_eq(mincore(map, len, vec), 0);
+	munmap(map, len);
+	for (size_t i = 0; i < n; i++)
+		count += vec[i] & 1;
+	return count;
+}
+
+/*
+ * The copier streams through O_DIRECT: a copied image leaves nothing in
+ * the page cache but its unaligned last block (written buffered).  The
+ * files live in the build directory, on a file system with O_DIRECT
+ * and a page cache (not tmpfs, where every page is resident).
+ */
+START_TEST(test_copy_bypasses_page_cache)
+{
+	static const off_t sizes[] = {64 * CHUNK, 64 * CHUNK + 100};
+	fx_parent = ".";
+	for (size_t i = 0; i < G_N_ELEMENTS(sizes); i++) {
+		fixture_open(sizes[i], true);
+		/* Flush the source's own pages out, so what we see is the copier's. */
+		ck_assert_int_eq(fdatasync(fx.guest_fd), 0);
+		copy_all();
+		ck_assert_uint_le(resident_pages(fx.dst_check_fd, sizes[i]), i);
+		assert_files_equal();
+		fixture_close();
+	}
+	fx_parent = NULL;
+}
+END_TEST
+
 static int errors_seen;
 
 static void count_error(MirrorFile *mf, int err, bool on_source, void *opaque)
@@ -680,6 +722,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_punch_hole_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_odd_sizes);
+	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_target_failure_does_not_fail_the_guest);
 	suite_add_tcase(s, ops);
 
