@@ -44,9 +44,11 @@ step "build-asan/: tests"
 # Sanitized code runs a few times slower; meson test already makes
 # ASan and UBSan reports fatal.
 require_tests build-asan "$@"
-# The QEMU guest suite (slow) runs in build/ only: its guest is the same,
-# and the sanitized daemon is covered by every other suite.
-meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite slow "$@"
+# The QEMU guest suite (slow) and the benchmark harness's smoke run (bench)
+# run in build/ only: the guest and the harness are the same, and the
+# sanitized daemon is covered by every other suite.
+meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite slow \
+	--no-suite bench "$@"
 
 # The engine's locking under ThreadSanitizer: the unit suite only (the
 # mounts run libfuse, which is not instrumented).  The first race aborts.
