@@ -40,11 +40,13 @@
 #include "mfs-int.h"
 
 #include <dirent.h>
+#include <linux/magic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -828,9 +830,30 @@ static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t windo
 	return go_on;
 }
 
+/*
+ * Start the writeback of what mirrored writes left in the targets' page
+ * cache, without waiting for it.  Left to the kernel, it would be written
+ * at the switch's flush, all at once: seconds of random writes in front
+ * of the guest's.  Done every WRITEBACK_PERIOD_US of copying, it is
+ * spread over the copy.
+ */
+#define WRITEBACK_PERIOD_US (250 * 1000)
+
+static void start_target_writeback(Migration *mig)
+{
+	g_autoptr(GPtrArray) files = g_ptr_array_new();
+
+	mfs_mutex_lock(&mig->lock);
+	for (guint i = 0; i < mig->files->len; i++)
+		g_ptr_array_add(files, ((MigObject *)g_ptr_array_index(mig->files, i))->mf);
+	mfs_mutex_unlock(&mig->lock);
+	for (guint i = 0; i < files->len; i++)
+		mirror_file_start_writeback(g_ptr_array_index(files, i));
+}
+
 static bool copy_all_files(Migration *mig)
 {
-	gint64 window_start = g_get_monotonic_time();
+	gint64 window_start = g_get_monotonic_time(), writeback_due = window_start;
 	uint64_t window_bytes = 0, last_speed;
 
 	mfs_mutex_lock(&mig->lock);
@@ -861,6 +884,10 @@ static bool copy_all_files(Migration *mig)
 				window_bytes = 0;
 			}
 			mfs_mutex_unlock(&mig->lock);
+			if (g_get_monotonic_time() >= writeback_due) {
+				start_target_writeback(mig);
+				writeback_due = g_get_monotonic_time() + WRITEBACK_PERIOD_US;
+			}
 			run_hook(mig, "chunk");
 		} while (ret == 1);
 		if (ret < 0) {
@@ -949,13 +976,42 @@ static void migration_abort(Migration *mig, MfsMigState state)
 }
 
 /*
- * Flush every target file, and with @times give each the source's times
- * first (the copier's writes moved the target's mtime; a later guest
- * write moves both sides' again).
+ * Local disk file systems, whose syncfs() writes and flushes every file's
+ * data and reports their writeback errors.  Not FUSE, whose syncfs may
+ * not reach the server, nor network file systems.
  */
-static int flush_targets(Migration *mig, bool times)
+static bool syncfs_covers_files(int fd)
+{
+	static const __fsword_t local[] = {EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC,
+	                                   F2FS_SUPER_MAGIC};
+	struct statfs sfs;
+
+	if (fstatfs(fd, &sfs) < 0)
+		return false;
+	for (size_t i = 0; i < G_N_ELEMENTS(local); i++)
+		if (sfs.f_type == local[i])
+			return true;
+	return false;
+}
+
+/*
+ * Flush every target file, then the target's file system: the names must
+ * be durable as well as the data.  With @times, give each file the
+ * source's times first (the copier's writes moved the target's mtime; a
+ * later guest write moves both sides' again).
+ *
+ * With @fs_fd, a directory of the target opened before the last full
+ * flush, the files on its file system are left to the one syncfs() when
+ * it is a local disk file system: it reports the writeback errors of any
+ * of them since @fs_fd was opened.
+ * In the stun that is one device flush instead of one per file, and a
+ * flush is most of a stun's time.
+ */
+static int flush_targets(Migration *mig, bool times, int fs_fd)
 {
 	g_autoptr(GPtrArray) files = g_ptr_array_new();
+	bool fs_fd_covers = fs_fd >= 0;
+	struct stat root;
 	int fd, ret = 0;
 
 	/* New files may be added meanwhile; they are born mirrored. */
@@ -963,21 +1019,27 @@ static int flush_targets(Migration *mig, bool times)
 	for (guint i = 0; i < mig->files->len; i++)
 		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
 	mfs_mutex_unlock(&mig->lock);
+	if (fs_fd >= 0 && (!syncfs_covers_files(fs_fd) || fstat(fs_fd, &root) < 0))
+		fs_fd_covers = false;
 	for (guint i = 0; i < files->len && ret == 0; i++) {
 		MirrorFile *mf = ((MigObject *)g_ptr_array_index(files, i))->mf;
+		struct stat st;
 
 		if (times)
 			mirror_file_copy_times(mf);
+		if (fs_fd_covers && fstat(mirror_file_target_fd(mf), &st) == 0 &&
+		    st.st_dev == root.st_dev)
+			continue;
 		ret = mirror_file_flush_target(mf);
 	}
 	if (ret < 0)
 		return ret;
-	/* The directories too: the names must be durable as well as the data. */
-	fd = openat(mig->dst_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = fs_fd >= 0 ? fs_fd : openat(mig->dst_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	ret = syncfs(fd) < 0 ? -errno : 0;
-	close(fd);
+	if (fd != fs_fd)
+		close(fd);
 	return ret;
 }
 
@@ -1149,13 +1211,16 @@ static int migration_switch(Migration *mig)
 	g_autoptr(GArray) inodes = g_array_new(FALSE, FALSE, sizeof(InodeSwap));
 	g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(FileSwap));
 	gint64 t0;
-	int ret;
+	int ret, fs_fd;
 
 	set_state(mig, MFS_MIG_SWITCHING);
 	/* 1. Flush ahead, so that the stun has little left to do. */
-	ret = flush_targets(mig, true);
+	fs_fd = openat(mig->dst_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ret = fs_fd < 0 ? -errno : flush_targets(mig, true, -1);
 	if (ret < 0) {
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
+		if (fs_fd >= 0)
+			close(fs_fd);
 		return ret;
 	}
 	/* 2. Stun. */
@@ -1165,7 +1230,7 @@ static int migration_switch(Migration *mig)
 	run_hook(mig, "stunned");
 	crash_test_pause(mig, "stunned");
 	/* 3. Final flush, the counterparts, then the journal: the point of no return. */
-	ret = flush_targets(mig, false);
+	ret = flush_targets(mig, false, fs_fd);
 	if (ret < 0) {
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
 		goto resume;
@@ -1198,6 +1263,7 @@ resume:
 	/* 5. Resume. */
 	gate_open(&fs->gate);
 	mfs_rwlock_writer_unlock(&fs->ns_lock);
+	close(fs_fd);
 	if (ret == 0) {
 		mfs_mutex_lock(&mig->lock);
 		mig->stun_ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;

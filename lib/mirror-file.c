@@ -618,6 +618,12 @@ fail:
 	return ret;
 }
 
+void mirror_file_start_writeback(MirrorFile *mf)
+{
+	/* Errors show at the flush, which reports them. */
+	sync_file_range(mf->dst_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 int mirror_file_flush_target(MirrorFile *mf)
 {
 	if (fdatasync(mf->dst_fd) < 0) {

@@ -72,6 +72,8 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync);
  */
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
 
+/* Start writing the target's dirty pages back, without waiting. */
+void mirror_file_start_writeback(MirrorFile *mf);
 /* Flush the target (ahead of the switch).  */
 int mirror_file_flush_target(MirrorFile *mf);
 int mirror_file_target_fd(MirrorFile *mf);
