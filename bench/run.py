@@ -450,17 +450,22 @@ def phase_stats(lat, t0, t1, window_ms=1000):
     """The writes completed in [t0, t1) (epoch seconds): their IOPS, p99 and
     worst latency, and the IOPS of the worst whole window in the phase."""
     a, b = int(t0 * 1000), int(t1 * 1000)
-    sel = sorted(v for t, v in lat if a <= t < b)
-    if not sel or b <= a:
+    phase = [(t, v) for t, v in lat if a <= t < b]
+    if not phase or b <= a:
         return None
+    sel = sorted(v for _, v in phase)
+    worst_t, worst = max(phase, key=lambda x: x[1])
     n_win = (b - a) // window_ms
     counts = [0] * n_win
-    for t, _ in lat:
-        if a <= t < a + n_win * window_ms:
+    for t, _ in phase:
+        if t < a + n_win * window_ms:
             counts[(t - a) // window_ms] += 1
     return {"seconds": (b - a) / 1000, "iops": len(sel) / ((b - a) / 1000),
-            "p99_ms": percentile(sel, 99) / 1e6, "max_ms": sel[-1] / 1e6,
-            "min_window_iops": min(counts) * 1000 / window_ms if counts else None}
+            "p99_ms": percentile(sel, 99) / 1e6, "max_ms": worst / 1e6,
+            # when the longest write began, in seconds from the phase's start
+            "max_at_s": (worst_t - a) / 1000 - worst / 1e9,
+            "min_window_iops": min(counts) * 1000 / window_ms if counts else None,
+            "window_iops": [c * 1000 / window_ms for c in counts]}
 
 
 # --- the scenarios -------------------------------------------------------------
@@ -641,11 +646,11 @@ class Bench:
         clear_dir(dst)
         out = {}
         for who, rs in runs.items():
-            out[who] = {}
+            out[who] = {"runs": rs}
             for key in rs[0]:
                 if isinstance(rs[0][key], dict):
                     out[who][key] = {k: summary([x[key][k] for x in rs if x[key]])
-                                     for k in rs[0][key]}
+                                     for k, v in rs[0][key].items() if not isinstance(v, list)}
                 else:
                     out[who][key] = summary([x[key] for x in rs])
         self.results["load"] = out
@@ -951,6 +956,7 @@ class Report:
         rows = []
         for who, x in load.items():
             base = med(x["before"]["iops"])
+            x = {k: v for k, v in x.items() if k != "runs"}
             for ph in ("before", "during", "completion", "after"):
                 if ph not in x:
                     continue
