@@ -346,6 +346,15 @@ def control(daemon, command, **args):
     return reply
 
 
+def forget_migration(source):
+    """Remove the journal a switch leaves in the source, so that the next
+    mount serves the source again instead of following it to the target."""
+    try:
+        os.unlink(os.path.join(source, ".mirrorfs-journal"))
+    except FileNotFoundError:
+        pass
+
+
 def migrate(daemon, target, poll=0.01, timeout=3600, **args):
     """Start a migration and wait for the switch: (seconds, final status).
     The time runs from the start request to the first status that shows
@@ -577,6 +586,7 @@ class Bench:
                         stun.append(st["stun_ms"])
                     finally:
                         d.stop()
+                        forget_migration(src)
                 else:
                     t0 = time.monotonic()
                     if how.startswith("cp"):
@@ -611,6 +621,7 @@ class Bench:
                         t, _ = migrate(d, sp_dst)
                     finally:
                         d.stop()
+                        forget_migration(sp_src)
                     alloc = {"source": allocated(sp_img),
                              "target": allocated(os.path.join(sp_dst, "sparse.img"))}
                 else:
@@ -669,6 +680,7 @@ class Bench:
             rss = d.peak_rss()
         finally:
             d.stop()
+            forget_migration(src)
         return {"migration_s": secs, "stun_ms": st["stun_ms"], "peak_rss_mib": rss / MiB,
                 "before": phase_stats(lat, t0 - a.phase, t0),
                 "during": phase_stats(lat, t0, t1),

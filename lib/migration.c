@@ -357,6 +357,7 @@ static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
 	int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : 0);
 	int src_ro = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	int dst = src_ro < 0 ? -1 : openat(dst_dir, name, flags, 0600);
+	MirrorFile *mf;
 	int ret;
 
 	if (src_ro < 0 || dst < 0) {
@@ -369,7 +370,8 @@ static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
 	mfs_mutex_lock(&mig->lock);
 	mig->bytes_total += MIN((uint64_t)st->st_blocks * 512, (uint64_t)st->st_size);
 	mfs_mutex_unlock(&mig->lock);
-	object_add(mig, st, -1, mirror_file_new(src_ro, dst, mig->chunk_size, fresh));
+	mf = mirror_file_new(src_ro, dst, mig->chunk_size, fresh);
+	object_add(mig, st, -1, mf);
 	return 0;
 fail:
 	if (src_ro >= 0)
@@ -851,6 +853,15 @@ static void start_target_writeback(Migration *mig)
 		mirror_file_start_writeback(g_ptr_array_index(files, i));
 }
 
+/*
+ * How large a chunk may grow (mirror-file.c): no more than a quarter of a
+ * second of the speed limit, so that a limited copier still moves evenly.
+ */
+static size_t grown_chunk_limit(uint64_t speed_bps)
+{
+	return speed_bps ? MIN(MFS_MAX_GROWN_CHUNK, speed_bps / 4) : MFS_MAX_GROWN_CHUNK;
+}
+
 static bool copy_all_files(Migration *mig)
 {
 	gint64 window_start = g_get_monotonic_time(), writeback_due = window_start;
@@ -873,6 +884,7 @@ static bool copy_all_files(Migration *mig)
 
 			if (!copier_may_go_on(mig, window_start, window_bytes))
 				return false;
+			mirror_file_set_max_chunk(obj->mf, grown_chunk_limit(last_speed));
 			ret = mirror_file_copy_next(obj->mf, &copied);
 			window_bytes += copied;
 			mfs_mutex_lock(&mig->lock);

@@ -50,6 +50,15 @@
  * written by one of the two paths at a time (the chunk in flight excludes
  * guest writes), and the kernel keeps direct and buffered I/O coherent.
  *
+ * The chunk grows while the guest leaves the file alone: each chunk
+ * copied without a guest operation admitted meanwhile makes the next one
+ * twice as large, up to max_chunk; the first operation brings it back to
+ * chunk_size.  Large direct writes are what it takes to copy at the
+ * disk's speed (the block layer splits them into requests in parallel),
+ * and they cost a busy guest most of its IOPS: measured under 4K random
+ * writes, 1 MiB chunks left the guest 0.65x of its IOPS, 16 MiB ones 0.1x;
+ * idle, 16 MiB ones copied in 0.6x the time of 1 MiB ones.
+ *
  * A failure on the target (or of the copier) is never the guest's
  * failure: it is recorded, the file is detached (source only from then
  * on) and the owner is told, so that the migration aborts.
@@ -82,12 +91,16 @@ struct MirrorFile {
 	int src_fd;        /* immutable; the copier's */
 	int dst_fd;        /* immutable */
 	size_t chunk_size; /* immutable */
+	size_t max_chunk;  /* set before use */
+	size_t next_chunk; /* the copier's */
+	uint64_t ops_seen; /* the copier's: guest_ops when it claimed its last chunk */
 	bool dst_fresh;    /* immutable */
 	MirrorHook hook;   /* set before use */
 	void *hook_opaque;
 	MirrorErrorFn on_error; /* set before use */
 	void *error_opaque;
 	void *copy_buf;            /* the copier's, aligned */
+	size_t copy_buf_size;      /* the copier's */
 	int copy_src_direct;       /* the copier's O_DIRECT twins of src_fd, dst_fd, */
 	int copy_dst_direct;       /* or -1: not open, or no O_DIRECT there */
 	bool copy_direct_tried;    /* the copier's: the twins were opened */
@@ -102,6 +115,7 @@ struct MirrorFile {
 	int error;                    /* protected by lock */
 	off_t size;                   /* protected by lock */
 	uint64_t bytes_copied;        /* protected by lock */
+	uint64_t guest_ops;           /* protected by lock: operations admitted */
 	uint64_t mirrored_writes;     /* protected by lock */
 	uint64_t waited_writes;       /* protected by lock */
 	uint64_t max_wait_ns;         /* protected by lock */
@@ -121,6 +135,7 @@ static void copy_resources_free(MirrorFile *mf)
 	direct_close(&mf->copy_dst_direct);
 	free(mf->copy_buf);
 	mf->copy_buf = NULL;
+	mf->copy_buf_size = 0;
 }
 
 static int direct_reopen(int fd, int flags)
@@ -147,7 +162,8 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 
 	mf->src_fd = src_fd;
 	mf->dst_fd = dst_fd;
-	mf->chunk_size = chunk_size;
+	mf->chunk_size = mf->max_chunk = mf->next_chunk = chunk_size;
+	mf->ops_seen = UINT64_MAX; /* nothing seen yet: start small */
 	mf->dst_fresh = dst_fresh;
 	mf->copy_src_direct = mf->copy_dst_direct = -1;
 	mfs_mutex_init(&mf->lock);
@@ -180,6 +196,11 @@ void mirror_file_free(MirrorFile *mf)
 	mfs_cond_clear(&mf->cond);
 	mfs_mutex_clear(&mf->lock);
 	g_free(mf);
+}
+
+void mirror_file_set_max_chunk(MirrorFile *mf, size_t max_chunk)
+{
+	mf->max_chunk = MAX(max_chunk, mf->chunk_size);
 }
 
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque)
@@ -261,6 +282,7 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 	r->end = end;
 	r->next = mf->inflight;
 	mf->inflight = r;
+	mf->guest_ops++;
 	if (mirror_end > start)
 		mf->mirrored_writes++;
 	mfs_mutex_unlock(&mf->lock);
@@ -489,7 +511,7 @@ static int copy_write(MirrorFile *mf, size_t len, off_t pos)
 static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
 {
 	while (pos < end) {
-		ssize_t n = copy_read(mf, pos, MIN((off_t)mf->chunk_size, end - pos));
+		ssize_t n = copy_read(mf, pos, MIN((off_t)mf->copy_buf_size, end - pos));
 		int ret;
 
 		if (n < 0) {
@@ -551,15 +573,43 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 	return 0;
 }
 
+/* The size of the next chunk: twice the last if the guest left the file alone. */
+static size_t next_chunk_size(MirrorFile *mf, uint64_t guest_ops)
+{
+	if (guest_ops != mf->ops_seen)
+		mf->next_chunk = mf->chunk_size;
+	else
+		mf->next_chunk = MIN(mf->next_chunk * 2, mf->max_chunk);
+	mf->ops_seen = guest_ops;
+	return mf->next_chunk;
+}
+
+static int copy_buf_reserve(MirrorFile *mf, size_t size)
+{
+	if (mf->copy_buf_size >= size)
+		return 0;
+	free(mf->copy_buf);
+	mf->copy_buf_size = 0;
+	if (posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, size)) {
+		mf->copy_buf = NULL;
+		return -ENOMEM;
+	}
+	mf->copy_buf_size = size;
+	return 0;
+}
+
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 {
+	uint64_t guest_ops;
 	off_t start, end;
 	struct stat st;
+	size_t chunk;
 	int ret;
 
 	*copied = 0;
 	mfs_mutex_lock(&mf->lock);
 	start = mf->cp_offset;
+	guest_ops = mf->guest_ops;
 	ret = mf->error;
 	if (!ret && mf->detached)
 		ret = -ECANCELED;
@@ -568,12 +618,13 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		return ret;
 	if (start == MIRROR_OFF_MAX)
 		return 0;
-	if (!mf->copy_buf && posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, mf->chunk_size))
+	chunk = next_chunk_size(mf, guest_ops);
+	if (copy_buf_reserve(mf, chunk) < 0)
 		return -ENOMEM;
 	copy_direct_open(mf);
 
 	mf->copy_error_on_source = false;
-	chunk_claim(mf, start, start + (off_t)mf->chunk_size);
+	chunk_claim(mf, start, start + (off_t)chunk);
 	if (fstat(mf->src_fd, &st) < 0) {
 		ret = -errno;
 		mf->copy_error_on_source = true;
@@ -602,7 +653,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		copy_resources_free(mf);
 		return 0;
 	}
-	end = MIN(st.st_size, start + (off_t)mf->chunk_size);
+	end = MIN(st.st_size, start + (off_t)chunk);
 	ret = copy_range_sparse(mf, start, end, copied);
 	if (ret < 0)
 		goto fail;

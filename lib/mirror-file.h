@@ -48,6 +48,11 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 void mirror_file_free(MirrorFile *mf);
 /* For a file created empty on both sides, before anyone can write it. */
 void mirror_file_mark_mirrored(MirrorFile *mf);
+/*
+ * Let the chunk grow up to @max_chunk while the guest leaves the file
+ * alone (see mirror-file.c).  By default it stays at chunk_size.
+ */
+void mirror_file_set_max_chunk(MirrorFile *mf, size_t max_chunk);
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
 /* Called once, without locks held, on the first target failure. */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);

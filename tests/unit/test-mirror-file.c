@@ -575,6 +575,51 @@ START_TEST(test_copy_bypasses_page_cache)
 }
 END_TEST
 
+static off_t cursor(void)
+{
+	MirrorFileStats st;
+
+	mirror_file_stats(fx.mf, &st);
+	return st.cp_offset;
+}
+
+/* Each chunk copied with no guest operation meanwhile doubles the next. */
+START_TEST(test_chunk_grows_while_guest_idle)
+{
+	static const int grown[] = {1, 2, 4, 8, 8};
+	off_t expect = 0;
+
+	fixture_open(64 * CHUNK, true);
+	mirror_file_set_max_chunk(fx.mf, 8 * CHUNK);
+	for (size_t i = 0; i < G_N_ELEMENTS(grown); i++) {
+		copy_chunks(1);
+		expect += grown[i] * CHUNK;
+		ck_assert_int_eq(cursor(), expect);
+	}
+	/* A guest write, even one far from the cursor, brings it back. */
+	guest_write(60 * CHUNK, 100, 0x5a);
+	copy_chunks(1);
+	ck_assert_int_eq(cursor(), expect + CHUNK);
+	copy_chunks(1);
+	ck_assert_int_eq(cursor(), expect + 3 * CHUNK);
+	copy_all();
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
+/* Without a maximum the chunk keeps its size. */
+START_TEST(test_chunk_fixed_by_default)
+{
+	fixture_open(8 * CHUNK, true);
+	for (int i = 1; i <= 4; i++) {
+		copy_chunks(1);
+		ck_assert_int_eq(cursor(), i * CHUNK);
+	}
+	fixture_close();
+}
+END_TEST
+
 static int errors_seen;
 
 static void count_error(MirrorFile *mf, int err, bool on_source, void *opaque)
@@ -674,6 +719,9 @@ START_TEST(test_stress_against_model)
 
 	printf("stress seed %u (MFS_SEED=%u reruns it)\n", seed, seed - (guint32)_i * 7919u);
 	fixture_open(STRESS_SIZE, false);
+	/* Every other run lets the chunk grow whenever the writers pause. */
+	if (_i % 2)
+		mirror_file_set_max_chunk(fx.mf, 8 * CHUNK);
 	/* Half the file has data, the rest is hole. */
 	for (int t = 0; t < STRESS_THREADS; t++) {
 		jobs[t] = (StressJob){t, seed + t, &stop, g_malloc0(STRESS_STRIPE)};
@@ -723,6 +771,8 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
+	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
+	tcase_add_test(ops, test_chunk_fixed_by_default);
 	tcase_add_test(ops, test_target_failure_does_not_fail_the_guest);
 	suite_add_tcase(s, ops);
 
