@@ -659,10 +659,11 @@ class Bench:
         for who, rs in runs.items():
             out[who] = {"runs": rs}
             for key in rs[0]:
-                if isinstance(rs[0][key], dict):
-                    out[who][key] = {k: summary([x[key][k] for x in rs if x[key]])
-                                     for k, v in rs[0][key].items() if not isinstance(v, list)}
-                else:
+                phases = [x[key] for x in rs if isinstance(x[key], dict)]
+                if phases:
+                    out[who][key] = {k: summary([ph[k] for ph in phases])
+                                     for k, v in phases[0].items() if not isinstance(v, list)}
+                elif all(x[key] is None or isinstance(x[key], (int, float)) for x in rs):
                     out[who][key] = summary([x[key] for x in rs])
         self.results["load"] = out
 
@@ -970,7 +971,7 @@ class Report:
             base = med(x["before"]["iops"])
             x = {k: v for k, v in x.items() if k != "runs"}
             for ph in ("before", "during", "completion", "after"):
-                if ph not in x:
+                if not x.get(ph):
                     continue
                 y = x[ph]
                 rows.append([who, ph, rng(y["iops"]), num(ratio(med(y["iops"]), base), 2) + "×",
