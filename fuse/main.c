@@ -34,6 +34,7 @@ typedef struct {
 	int delete_source;
 	int overwrite;
 	char *control;
+	int noxattr;
 } Options;
 
 /* clang-format off */
@@ -47,6 +48,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
 	MIRRORFS_OPT("control=%s", control, 0),
+	MIRRORFS_OPT("noxattr", noxattr, 1),
 	FUSE_OPT_END,
 };
 /* clang-format on */
@@ -70,7 +72,9 @@ static void usage(const char *prog)
 	       "    -o delete_source       delete the source files after the switch\n"
 	       "    -o overwrite           replace files of the same names in DIR\n"
 	       "    -o control=PATH        the control socket (default: derived from\n"
-	       "                           MOUNTPOINT under /run/mirrorfs)\n\n",
+	       "                           MOUNTPOINT under /run/mirrorfs)\n"
+	       "    -o noxattr             no extended attributes through the mount:\n"
+	       "                           faster writes (see mirrorfs(1))\n\n",
 	       prog);
 }
 
@@ -313,6 +317,7 @@ int main(int argc, char *argv[])
 	}
 	ret = 1;
 	daemon.timeout = opts.timeout;
+	daemon.noxattr = opts.noxattr;
 	if (mfs_served_dir(daemon.fs) && strcmp(mfs_served_dir(daemon.fs), source) != 0)
 		fprintf(stderr,
 		        "mirrorfs: '%s' was migrated to '%s' (its journal says so); serving '%s'\n",

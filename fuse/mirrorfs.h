@@ -11,6 +11,7 @@
 typedef struct {
 	Mfs *fs;
 	double timeout; /* seconds the kernel may cache entries and attributes */
+	bool noxattr;   /* -o noxattr: answer xattr requests with ENOSYS */
 } Daemon;
 
 extern const struct fuse_lowlevel_ops mirrorfs_ops;

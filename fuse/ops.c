@@ -465,9 +465,27 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	reply_status(req, mfs_fsyncdir(daemon_of(req)->fs, (MfsDir *)(uintptr_t)fi->fh, datasync));
 }
 
+/*
+ * With -o noxattr, ENOSYS: the kernel then stops sending xattr requests
+ * at all.  Otherwise it asks for security.capability before every write
+ * (file_remove_privs(): FUSE can only skip that with
+ * FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot negotiate), one
+ * more round trip per write: 4 KiB O_DIRECT writes went from 14.5k to
+ * 25k IOPS at iodepth 16 without it.
+ */
+static bool no_xattrs(fuse_req_t req)
+{
+	if (!daemon_of(req)->noxattr)
+		return false;
+	fuse_reply_err(req, ENOSYS);
+	return true;
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
+	if (no_xattrs(req))
+		return;
 	reply_status(
 	    req, mfs_setxattr(daemon_of(req)->fs, inode_of(req, ino), name, value, size, flags));
 }
@@ -485,22 +503,30 @@ static void reply_xattr(fuse_req_t req, int ret, const char *buf, size_t size)
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-	g_autofree char *buf = size ? g_malloc(size) : NULL;
+	g_autofree char *buf = NULL;
 
+	if (no_xattrs(req))
+		return;
+	buf = size ? g_malloc(size) : NULL;
 	reply_xattr(req, mfs_getxattr(daemon_of(req)->fs, inode_of(req, ino), name, buf, size), buf,
 	            size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	g_autofree char *buf = size ? g_malloc(size) : NULL;
+	g_autofree char *buf = NULL;
 
+	if (no_xattrs(req))
+		return;
+	buf = size ? g_malloc(size) : NULL;
 	reply_xattr(req, mfs_listxattr(daemon_of(req)->fs, inode_of(req, ino), buf, size), buf,
 	            size);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	if (no_xattrs(req))
+		return;
 	reply_status(req, mfs_removexattr(daemon_of(req)->fs, inode_of(req, ino), name));
 }
 
