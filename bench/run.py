@@ -527,6 +527,9 @@ class Bench:
             "native": lambda: (None, img),
             "mirrorfs": lambda: (self.mfs.mount(src, mnt["mirrorfs"], self.logdir),
                                  os.path.join(mnt["mirrorfs"], "disk.img")),
+            "mirrorfs -o noxattr": lambda: (self.mfs.mount(src, mnt["mirrorfs"], self.logdir,
+                                                           "noxattr"),
+                                            os.path.join(mnt["mirrorfs"], "disk.img")),
             "passthrough_ll": lambda: (Daemon("passthrough_ll",
                                               [ptll, "-f", "-o", f"source={src}",
                                                mnt["passthrough_ll"]],
@@ -883,7 +886,8 @@ class Report:
                "O_DIRECT rows use libaio, buffered rows psync. The ratio is against native "
                "in the same run. CPU is the daemon's user+system time per GiB moved.")
         self.p()
-        systems = ["native", "mirrorfs", "passthrough_ll", "qsd-fuse"]
+        systems = [s for s in ("native", "mirrorfs", "mirrorfs -o noxattr", "passthrough_ll",
+                               "qsd-fuse") if s in next(iter(pt.values()))]
         rows = []
         for job, by in pt.items():
             metric = "bw_mib" if job.startswith("1M") else "iops"
