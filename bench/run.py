@@ -513,6 +513,15 @@ class Bench:
             run("cc", "-O2", "-o", exe, PASSTHROUGH_LL_SRC, *cflags)
         return exe
 
+    def migrate_once(self, src, mnt, dst):
+        """Mount @src, migrate it to @dst, unmount: (seconds, final status)."""
+        d = self.mfs.mount(src, mnt, self.logdir)
+        try:
+            return migrate(d, dst)
+        finally:
+            d.stop()
+            forget_migration(src)
+
     # 1. passthrough cost
     def passthrough(self):
         a = self.a
@@ -583,13 +592,8 @@ class Bench:
                 clear_dir(dst)
                 drop_caches()
                 if how == "mirrorfs":
-                    d = self.mfs.mount(src, mnt, self.logdir)
-                    try:
-                        t, st = migrate(d, dst)
-                        stun.append(st["stun_ms"])
-                    finally:
-                        d.stop()
-                        forget_migration(src)
+                    t, st = self.migrate_once(src, mnt, dst)
+                    stun.append(st["stun_ms"])
                 else:
                     t0 = time.monotonic()
                     if how.startswith("cp"):
@@ -619,12 +623,7 @@ class Bench:
                 clear_dir(sp_dst)
                 drop_caches()
                 if how == "mirrorfs":
-                    d = self.mfs.mount(sp_src, mnt, self.logdir)
-                    try:
-                        t, _ = migrate(d, sp_dst)
-                    finally:
-                        d.stop()
-                        forget_migration(sp_src)
+                    t, _ = self.migrate_once(sp_src, mnt, sp_dst)
                     alloc = {"source": allocated(sp_img),
                              "target": allocated(os.path.join(sp_dst, "sparse.img"))}
                 else:
