@@ -76,6 +76,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define MIRROR_OFF_MAX   INT64_MAX
 #define ROUND_UP(n, a)   (((n) + (a)-1) / (a) * (a))
@@ -133,7 +134,8 @@ static void copy_resources_free(MirrorFile *mf)
 {
 	direct_close(&mf->copy_src_direct);
 	direct_close(&mf->copy_dst_direct);
-	free(mf->copy_buf);
+	if (mf->copy_buf)
+		munmap(mf->copy_buf, mf->copy_buf_size);
 	mf->copy_buf = NULL;
 	mf->copy_buf_size = 0;
 }
@@ -584,16 +586,27 @@ static size_t next_chunk_size(MirrorFile *mf, uint64_t guest_ops)
 	return mf->next_chunk;
 }
 
+/*
+ * The buffer is mapped, not malloc'ed: it grows to 16 MiB as the chunk does
+ * and is given back when the file is mirrored.  From malloc, a freed buffer
+ * that size raises glibc's mmap threshold, the next one comes from an arena,
+ * and the arena's holes keep the daemon's resident size growing migration
+ * after migration.  A mapping is page aligned, as O_DIRECT wants.
+ */
 static int copy_buf_reserve(MirrorFile *mf, size_t size)
 {
+	void *buf;
+
 	if (mf->copy_buf_size >= size)
 		return 0;
-	free(mf->copy_buf);
+	if (mf->copy_buf)
+		munmap(mf->copy_buf, mf->copy_buf_size);
+	mf->copy_buf = NULL;
 	mf->copy_buf_size = 0;
-	if (posix_memalign(&mf->copy_buf, MFS_DIRECT_ALIGN, size)) {
-		mf->copy_buf = NULL;
+	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED)
 		return -ENOMEM;
-	}
+	mf->copy_buf = buf;
 	mf->copy_buf_size = size;
 	return 0;
 }
