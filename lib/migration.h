@@ -23,7 +23,7 @@ const char *mfs_mig_state_name(MfsMigState state);
 
 #define MFS_DEFAULT_CHUNK (1u << 20)
 /* How large a chunk grows while the guest leaves its file alone. */
-#define MFS_MAX_GROWN_CHUNK (64u << 20)
+#define MFS_MAX_GROWN_CHUNK (16u << 20)
 
 /* Test hook: called by the migration thread at named points. */
 typedef void (*MfsMigHook)(Mfs *fs, const char *point, void *opaque);

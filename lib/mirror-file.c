@@ -51,26 +51,13 @@
  * guest writes), and the kernel keeps direct and buffered I/O coherent.
  *
  * The chunk grows while the guest leaves the file alone: each chunk
- * copied without a guest operation arriving meanwhile makes the next one
+ * copied without a guest operation admitted meanwhile makes the next one
  * twice as large, up to max_chunk; the first operation brings it back to
  * chunk_size.  Large direct writes are what it takes to copy at the
  * disk's speed (the block layer splits them into requests in parallel),
  * and they cost a busy guest most of its IOPS: measured under 4K random
  * writes, 1 MiB chunks left the guest 0.65x of its IOPS, 16 MiB ones 0.1x;
  * idle, 16 MiB ones copied in 0.6x the time of 1 MiB ones.
- *
- * A chunk larger than the base one is copied in pieces (up to 8 MiB), in
- * a pipeline: a writer thread writes one piece to the target while the
- * copier reads the next into the other half of the buffer.  Reading and
- * writing in turn, the copier left the disk half idle and took 1.3x the
- * time of cp, whose readahead and writeback overlap.  As each piece lands
- * on the target, cp_offset and the start of the chunk move past it, under
- * the lock, exactly as a whole chunk's release would; and if a guest
- * operation arrived meanwhile, the copier stops there and releases the
- * rest of the chunk, so that a guest back at work waits for one piece,
- * never for a 64 MiB chunk.  A busy guest's chunks (the base size) are not
- * pipelined: they are read and written in turn, which leaves the disk to
- * the guest in between.
  *
  * A failure on the target (or of the copier) is never the guest's
  * failure: it is recorded, the file is detached (source only from then
@@ -94,11 +81,8 @@
 #define MIRROR_OFF_MAX   INT64_MAX
 #define ROUND_UP(n, a)   (((n) + (a)-1) / (a) * (a))
 #define ROUND_DOWN(n, a) ((n) / (a) * (a))
-/* A pipelined chunk's piece: large writes, for the disk's sake (see above). */
-#define MFS_COPY_PIECE (8u << 20)
 
 typedef struct Range Range;
-typedef struct CopyWriter CopyWriter;
 struct Range {
 	off_t start, end;
 	Range *next;
@@ -122,7 +106,6 @@ struct MirrorFile {
 	int copy_dst_direct;       /* or -1: not open, or no O_DIRECT there */
 	bool copy_direct_tried;    /* the copier's: the twins were opened */
 	bool copy_error_on_source; /* the copier's: its last error was the source's */
-	CopyWriter *copy_writer;   /* the copier's: writes a half while it reads the next */
 
 	MfsMutex lock;
 	MfsCond cond;                 /* a range was released, or the file detached */
@@ -133,7 +116,7 @@ struct MirrorFile {
 	int error;                    /* protected by lock */
 	off_t size;                   /* protected by lock */
 	uint64_t bytes_copied;        /* protected by lock */
-	uint64_t guest_ops;           /* protected by lock: operations arrived */
+	uint64_t guest_ops;           /* protected by lock: operations admitted */
 	uint64_t mirrored_writes;     /* protected by lock */
 	uint64_t waited_writes;       /* protected by lock */
 	uint64_t max_wait_ns;         /* protected by lock */
@@ -146,103 +129,9 @@ static void direct_close(int *fd)
 	*fd = -1;
 }
 
-/*
- * The copier's writer thread: one piece at a time, handed over and waited
- * for by the copier (copy_writer_start, copy_writer_wait).
- */
-struct CopyWriter {
-	MirrorFile *mf;
-	GThread *thread;
-	MfsMutex lock;
-	MfsCond cond;
-	bool busy;       /* protected by lock: a piece is given and not written */
-	bool stop;       /* protected by lock */
-	const void *buf; /* protected by lock: the piece */
-	size_t len;      /* protected by lock */
-	off_t pos;       /* protected by lock */
-	int ret;         /* protected by lock: how the last piece went */
-};
-
-static int copy_write(MirrorFile *mf, const void *buf, size_t len, off_t pos);
-static void run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t end);
-
-static gpointer copy_writer_thread(gpointer opaque)
-{
-	CopyWriter *w = opaque;
-
-	mfs_mutex_lock(&w->lock);
-	for (;;) {
-		while (!w->busy && !w->stop)
-			mfs_cond_wait(&w->cond, &w->lock);
-		if (!w->busy)
-			break;
-		mfs_mutex_unlock(&w->lock);
-		run_hook(w->mf, MIRROR_HOOK_PIECE_WRITING, w->pos, w->pos + (off_t)w->len);
-		int ret = copy_write(w->mf, w->buf, w->len, w->pos);
-		mfs_mutex_lock(&w->lock);
-		w->ret = ret;
-		w->busy = false;
-		mfs_cond_broadcast(&w->cond);
-	}
-	mfs_mutex_unlock(&w->lock);
-	return NULL;
-}
-
-static CopyWriter *copy_writer_new(MirrorFile *mf)
-{
-	CopyWriter *w = g_new0(CopyWriter, 1);
-
-	w->mf = mf;
-	mfs_mutex_init(&w->lock);
-	mfs_cond_init(&w->cond);
-	w->thread = g_thread_new("mirrorfs-cpwrite", copy_writer_thread, w);
-	return w;
-}
-
-static void copy_writer_free(CopyWriter *w)
-{
-	if (!w)
-		return;
-	mfs_mutex_lock(&w->lock);
-	g_assert(!w->busy);
-	w->stop = true;
-	mfs_cond_broadcast(&w->cond);
-	mfs_mutex_unlock(&w->lock);
-	g_thread_join(w->thread);
-	mfs_cond_clear(&w->cond);
-	mfs_mutex_clear(&w->lock);
-	g_free(w);
-}
-
-static void copy_writer_start(CopyWriter *w, const void *buf, size_t len, off_t pos)
-{
-	mfs_mutex_lock(&w->lock);
-	g_assert(!w->busy);
-	w->buf = buf;
-	w->len = len;
-	w->pos = pos;
-	w->busy = true;
-	mfs_cond_broadcast(&w->cond);
-	mfs_mutex_unlock(&w->lock);
-}
-
-static int copy_writer_wait(CopyWriter *w)
-{
-	int ret;
-
-	mfs_mutex_lock(&w->lock);
-	while (w->busy)
-		mfs_cond_wait(&w->cond, &w->lock);
-	ret = w->ret;
-	mfs_mutex_unlock(&w->lock);
-	return ret;
-}
-
 /* The copier is done with the file: give back what it held for it. */
 static void copy_resources_free(MirrorFile *mf)
 {
-	copy_writer_free(mf->copy_writer);
-	mf->copy_writer = NULL;
 	direct_close(&mf->copy_src_direct);
 	direct_close(&mf->copy_dst_direct);
 	if (mf->copy_buf)
@@ -364,8 +253,6 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 	off_t mirror_end;
 
 	mfs_mutex_lock(&mf->lock);
-	/* Counted on arrival: one waiting for the chunk stops a grown chunk early. */
-	mf->guest_ops++;
 	while (!mf->detached) {
 		bool on_chunk = overlaps_chunk_locked(mf, start, end);
 
@@ -397,6 +284,7 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 	r->end = end;
 	r->next = mf->inflight;
 	mf->inflight = r;
+	mf->guest_ops++;
 	if (mirror_end > start)
 		mf->mirrored_writes++;
 	mfs_mutex_unlock(&mf->lock);
@@ -563,24 +451,6 @@ static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
 	mfs_mutex_unlock(&mf->lock);
 }
 
-/*
- * A pipelined chunk's copy reached @new_cp, @copied bytes more: move the
- * cursor and the chunk's start there.  True when a guest operation has
- * arrived since the chunk was claimed.
- */
-static bool chunk_advance(MirrorFile *mf, off_t new_cp, uint64_t copied)
-{
-	bool guest_back;
-
-	mfs_mutex_lock(&mf->lock);
-	mf->cp_offset = mf->chunk_start = new_cp;
-	mf->bytes_copied += copied;
-	guest_back = mf->guest_ops != mf->ops_seen;
-	mfs_cond_broadcast(&mf->cond);
-	mfs_mutex_unlock(&mf->lock);
-	return guest_back;
-}
-
 /* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
 static void chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied)
 {
@@ -603,12 +473,13 @@ static bool direct_ok(int fd, off_t pos)
  * for whole blocks (the file's end may lie inside the last one); what it
  * returns past @len, of a file that grew, is left for the next chunk.
  */
-static ssize_t copy_read(MirrorFile *mf, void *buf, off_t pos, size_t len)
+static ssize_t copy_read(MirrorFile *mf, off_t pos, size_t len)
 {
 	for (;;) {
 		bool direct = direct_ok(mf->copy_src_direct, pos);
 		size_t want = direct ? ROUND_UP(len, MFS_DIRECT_ALIGN) : len;
-		ssize_t n = pread(direct ? mf->copy_src_direct : mf->src_fd, buf, want, pos);
+		ssize_t n =
+		    pread(direct ? mf->copy_src_direct : mf->src_fd, mf->copy_buf, want, pos);
 
 		if (n >= 0)
 			return MIN((size_t)n, len);
@@ -621,14 +492,14 @@ static ssize_t copy_read(MirrorFile *mf, void *buf, off_t pos, size_t len)
 	}
 }
 
-/* Write @len bytes of a copy buffer at @pos: whole blocks direct. */
-static int copy_write(MirrorFile *mf, const void *buf, size_t len, off_t pos)
+/* Write the copy buffer's first @len bytes at @pos: whole blocks direct. */
+static int copy_write(MirrorFile *mf, size_t len, off_t pos)
 {
 	size_t head = direct_ok(mf->copy_dst_direct, pos) ? ROUND_DOWN(len, MFS_DIRECT_ALIGN) : 0;
 	int ret;
 
 	if (head) {
-		ret = pwrite_all(mf->copy_dst_direct, buf, head, pos);
+		ret = pwrite_all(mf->copy_dst_direct, mf->copy_buf, head, pos);
 		if (ret == -EINVAL) {
 			direct_close(&mf->copy_dst_direct);
 			head = 0;
@@ -636,73 +507,29 @@ static int copy_write(MirrorFile *mf, const void *buf, size_t len, off_t pos)
 			return ret;
 		}
 	}
-	return pwrite_all(mf->dst_fd, (const char *)buf + head, len - head, pos + (off_t)head);
+	return pwrite_all(mf->dst_fd, (char *)mf->copy_buf + head, len - head, pos + (off_t)head);
 }
 
-/*
- * Copy [pos, end), data only.  With a @piece size, the pipeline (see
- * above): the buffer's two halves take turns, and each piece written moves
- * the cursor; a guest operation arrived meanwhile ends the copy there
- * (*stopped_at, and 1 returned).
- */
-static int copy_data(MirrorFile *mf, off_t pos, off_t end, size_t piece, uint64_t *copied,
-                     off_t *stopped_at)
+static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied)
 {
-	bool pipelined = piece > 0;
-	char *half[2] = {mf->copy_buf, (char *)mf->copy_buf + piece};
-	size_t writing = 0; /* bytes of the piece with the writer, which ends at pos */
-	int cur = 0, ret = 0;
-
-	if (!pipelined)
-		piece = mf->copy_buf_size;
 	while (pos < end) {
-		ssize_t n = copy_read(mf, half[cur], pos, MIN((off_t)piece, end - pos));
+		ssize_t n = copy_read(mf, pos, MIN((off_t)mf->copy_buf_size, end - pos));
+		int ret;
 
 		if (n < 0) {
 			mf->copy_error_on_source = true;
-			ret = (int)n;
-			break;
+			return (int)n;
 		}
 		if (n == 0)
 			break; /* shorter than fstat said: nothing more to copy */
 		run_hook(mf, MIRROR_HOOK_CHUNK_READ, pos, pos + n);
-		if (writing) {
-			ret = copy_writer_wait(mf->copy_writer);
-			if (ret < 0)
-				return ret;
-			*copied += writing;
-			if (chunk_advance(mf, pos, writing)) {
-				*stopped_at = pos; /* the piece just read is dropped */
-				return 1;
-			}
-			writing = 0;
-		}
-		if (pipelined && pos + n < end) {
-			copy_writer_start(mf->copy_writer, half[cur], n, pos);
-			writing = n;
-			cur = !cur;
-		} else {
-			ret = copy_write(mf, half[cur], n, pos);
-			if (ret < 0)
-				return ret;
-			*copied += n;
-			if (pipelined && chunk_advance(mf, pos + n, n)) {
-				*stopped_at = pos + n;
-				return 1;
-			}
-		}
+		ret = copy_write(mf, n, pos);
+		if (ret < 0)
+			return ret;
+		*copied += n;
 		pos += n;
 	}
-	if (writing) {
-		/* A read failed or came up short: the piece before it still counts. */
-		int wret = copy_writer_wait(mf->copy_writer);
-
-		if (wret < 0)
-			return wret;
-		*copied += writing;
-		chunk_advance(mf, pos, writing);
-	}
-	return ret;
+	return 0;
 }
 
 /*
@@ -710,8 +537,7 @@ static int copy_data(MirrorFile *mf, off_t pos, off_t end, size_t piece, uint64_
  * A target that may hold old bytes (reused after a crash) gets them
  * punched out.
  */
-static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, size_t piece, uint64_t *copied,
-                             off_t *stopped_at)
+static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *copied)
 {
 	off_t pos = start;
 	int ret;
@@ -741,8 +567,8 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, size_t piec
 			return -errno;
 		}
 		hole = MIN(hole, end);
-		ret = copy_data(mf, data, hole, piece, copied, stopped_at);
-		if (ret != 0)
+		ret = copy_data(mf, data, hole, copied);
+		if (ret < 0)
 			return ret;
 		pos = hole;
 	}
@@ -761,7 +587,7 @@ static size_t next_chunk_size(MirrorFile *mf, uint64_t guest_ops)
 }
 
 /*
- * The buffer is mapped, not malloc'ed: it grows with the chunk to 16 MiB
+ * The buffer is mapped, not malloc'ed: it grows to 16 MiB as the chunk does
  * and is given back when the file is mirrored.  From malloc, a freed buffer
  * that size raises glibc's mmap threshold, the next one comes from an arena,
  * and the arena's holes keep the daemon's resident size growing migration
@@ -788,9 +614,9 @@ static int copy_buf_reserve(MirrorFile *mf, size_t size)
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 {
 	uint64_t guest_ops;
-	off_t start, end, stopped_at = -1;
+	off_t start, end;
 	struct stat st;
-	size_t chunk, piece = 0;
+	size_t chunk;
 	int ret;
 
 	*copied = 0;
@@ -806,13 +632,7 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	if (start == MIRROR_OFF_MAX)
 		return 0;
 	chunk = next_chunk_size(mf, guest_ops);
-	if (chunk > mf->chunk_size && chunk / 2 >= MFS_DIRECT_ALIGN) {
-		/* Grown: the guest is away, so overlap reads and writes (see above). */
-		piece = MIN(ROUND_DOWN(chunk / 2, MFS_DIRECT_ALIGN), MFS_COPY_PIECE);
-		if (!mf->copy_writer)
-			mf->copy_writer = copy_writer_new(mf);
-	}
-	if (copy_buf_reserve(mf, piece ? 2 * piece : chunk) < 0)
+	if (copy_buf_reserve(mf, chunk) < 0)
 		return -ENOMEM;
 	copy_direct_open(mf);
 
@@ -847,14 +667,13 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 		return 0;
 	}
 	end = MIN(st.st_size, start + (off_t)chunk);
-	ret = copy_range_sparse(mf, start, end, piece, copied, &stopped_at);
+	ret = copy_range_sparse(mf, start, end, copied);
 	if (ret < 0)
 		goto fail;
 	mfs_mutex_lock(&mf->lock);
 	mf->size = st.st_size;
 	mfs_mutex_unlock(&mf->lock);
-	/* Pipelined, the pieces written were counted as they landed. */
-	chunk_release(mf, stopped_at >= 0 ? stopped_at : end, piece ? 0 : *copied);
+	chunk_release(mf, end, *copied);
 	return 1;
 
 fail:

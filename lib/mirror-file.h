@@ -20,7 +20,6 @@ typedef enum {
 	MIRROR_HOOK_CHUNK_READ,     /* copier: chunk read from the source, not yet written */
 	MIRROR_HOOK_WRITE_ADMITTED, /* writer: range admitted, nothing written yet */
 	MIRROR_HOOK_WRITE_WAITING,  /* writer: about to wait for a conflicting range */
-	MIRROR_HOOK_PIECE_WRITING,  /* copier's writer thread: a piece read, not yet written */
 } MirrorHookPoint;
 
 /* @on_source: the copier could not read the source (else: the target failed). */

@@ -608,102 +608,6 @@ START_TEST(test_chunk_grows_while_guest_idle)
 }
 END_TEST
 
-static off_t read_end_seen; /* protected by gate.lock: the end of the last piece read */
-
-static void pipeline_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len, void *opaque)
-{
-	if (point == MIRROR_HOOK_CHUNK_READ) {
-		mfs_mutex_lock(&gate.lock);
-		read_end_seen = off + len;
-		mfs_cond_broadcast(&gate.cond);
-		mfs_mutex_unlock(&gate.lock);
-	}
-	gate_hook(mf, point, off, len, opaque);
-}
-
-/*
- * A grown chunk is copied in two halves, the second read while the first
- * is being written; the cursor moves only once both are on the target.
- */
-START_TEST(test_grown_chunk_reads_while_it_writes)
-{
-	g_autofree unsigned char *d = NULL;
-	gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-	bool second_read;
-	GThread *copier;
-
-	fixture_open(16 * CHUNK, true);
-	mirror_file_set_max_chunk(fx.mf, 8 * CHUNK);
-	copy_chunks(1); /* [0, CHUNK): the base size, read then written */
-	ck_assert_int_eq(cursor(), CHUNK);
-
-	/* Next: [CHUNK, 3 CHUNK), halves of CHUNK.  Hold the first's write. */
-	hook_gate_init(MIRROR_HOOK_PIECE_WRITING, NULL);
-	read_end_seen = 0;
-	mirror_file_set_hook(fx.mf, pipeline_hook, NULL);
-	copier = g_thread_new("copier", copier_one_chunk, NULL);
-	mfs_mutex_lock(&gate.lock);
-	while (!(gate.reached && read_end_seen == 3 * CHUNK) &&
-	       mfs_cond_wait_until(&gate.cond, &gate.lock, deadline))
-		;
-	second_read = gate.reached && read_end_seen == 3 * CHUNK;
-	mfs_mutex_unlock(&gate.lock);
-	ck_assert_msg(second_read, "the second half was not read while the first was written");
-	ck_assert_int_eq(cursor(), CHUNK);
-	d = read_at(fx.dst_check_fd, CHUNK, 1);
-	ck_assert_uint_eq(d[0], 0xee); /* nothing written there yet */
-
-	hook_gate_open();
-	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
-	mirror_file_set_hook(fx.mf, NULL, NULL);
-	ck_assert_int_eq(cursor(), 3 * CHUNK);
-	copy_all();
-	assert_files_equal();
-	fixture_close();
-}
-END_TEST
-
-/*
- * A guest write arriving while a grown chunk is copied ends the chunk at
- * the next piece written: the write waits for that piece, not for the
- * chunk, and the rest of the chunk is left above the cursor.
- */
-START_TEST(test_grown_chunk_yields_to_the_guest)
-{
-	WriteJob job = {2 * CHUNK + 100, 10, 0x7e};
-	g_autofree unsigned char *d = NULL;
-	GThread *copier, *writer;
-
-	fixture_open(16 * CHUNK, true);
-	mirror_file_set_max_chunk(fx.mf, 8 * CHUNK);
-	copy_chunks(1);
-
-	/* [CHUNK, 3 CHUNK) in halves; the writer thread held on the first. */
-	hook_gate_init(MIRROR_HOOK_PIECE_WRITING, NULL);
-	mirror_file_set_hook(fx.mf, gate_hook, NULL);
-	copier = g_thread_new("copier", copier_one_chunk, NULL);
-	gate_wait_reached();
-	writer = g_thread_new("writer", writer_thread, &job); /* into the second half */
-	gate_wait_waits(1);
-	ck_assert_int_eq(cursor(), CHUNK);
-
-	hook_gate_open();
-	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
-	g_thread_join(writer);
-	mirror_file_set_hook(fx.mf, NULL, NULL);
-	/* Stopped after the first half: the write went to the source only. */
-	ck_assert_int_eq(cursor(), 2 * CHUNK);
-	d = read_at(fx.dst_check_fd, job.off, job.len);
-	ck_assert_uint_eq(d[0], 0xee);
-	/* The next chunk is the base size again, and the copy ends equal. */
-	copy_chunks(1);
-	ck_assert_int_eq(cursor(), 3 * CHUNK);
-	copy_all();
-	assert_files_equal();
-	fixture_close();
-}
-END_TEST
-
 /* Without a maximum the chunk keeps its size. */
 START_TEST(test_chunk_fixed_by_default)
 {
@@ -868,8 +772,6 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
-	tcase_add_test(ops, test_grown_chunk_reads_while_it_writes);
-	tcase_add_test(ops, test_grown_chunk_yields_to_the_guest);
 	tcase_add_test(ops, test_chunk_fixed_by_default);
 	tcase_add_test(ops, test_target_failure_does_not_fail_the_guest);
 	suite_add_tcase(s, ops);
