@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A/B of idle migration: mirrorfs builds against cp+sync, order rotated.
+
+Migrates one fully written image to another directory of the same file
+system with each mirrorfs build given, and copies it with cp (and dd)
+for a baseline, in an order rotated from run to run so that each method
+follows each other equally often: on a virtual disk, a copy run straight
+after another one pays for its predecessor's writeback.  Prints each
+time and the medians, as ratios to cp+sync.
+
+  bench/ab_idle.py --build new=build --build old=/tmp/old-build --runs 6
+
+Uses bench/run.py's helpers (fill, drop caches, mount, migrate).  Needs
+root and /dev/fuse.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+
+def copy_with(how, img, dst):
+    t0 = time.monotonic()
+    if how == "dd":
+        subprocess.run(["dd", f"if={img}", f"of={dst}/disk.img", "bs=1M", "status=none"],
+                       check=True)
+    else:
+        subprocess.run(["cp", img, dst], check=True)
+    os.sync()
+    return time.monotonic() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
+                    help="a mirrorfs build directory to time, as NAME=DIR (repeatable)")
+    ap.add_argument("--dd", action="store_true", help="time dd bs=1M+sync too")
+    ap.add_argument("--runs", type=int, default=6)
+    ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
+    ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-idle",
+                    help="work directory (kept, so that the image is filled once)")
+    a = ap.parse_args()
+    builds = {}
+    for spec in a.build or ["mirrorfs=" + os.path.join(B.ROOT, "build")]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--build {spec!r}: expected NAME=DIR")
+        builds[name] = B.Mirrorfs(os.path.abspath(path))
+    if a.runs < 1:
+        ap.error("--runs: at least 1")
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("ab_idle: needs root and /dev/fuse", file=sys.stderr)
+        return 77
+
+    src, dst, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "dst", "mnt", "logs"))
+    for d in (src, dst, mnt, logs):
+        os.makedirs(d, exist_ok=True)
+    img = os.path.join(src, "disk.img")
+    if not os.path.exists(img) or os.path.getsize(img) != a.size:
+        B.log(f"filling a {B.fmt_size(a.size)} image")
+        B.fill_file(img, a.size)
+    order = ["cp+sync"] + (["dd"] if a.dd else []) + list(builds)
+    times = {how: [] for how in order}
+    try:
+        for r in range(a.runs):
+            for how in B.rotated(order, r):
+                B.clear_dir(dst)
+                B.drop_caches()
+                B.settle_disk(dst)
+                if how in builds:
+                    d = builds[how].mount(src, mnt, logs)
+                    try:
+                        t, _ = B.migrate(d, dst)
+                    finally:
+                        d.stop()
+                        B.forget_migration(src)
+                else:
+                    t = copy_with(how, img, dst)
+                times[how].append(t)
+                print(f"run {r + 1}: {how}: {t:.2f} s", flush=True)
+    finally:
+        B.Daemon.stop_all()
+        B.clear_dir(dst)
+    base = statistics.median(times["cp+sync"])
+    for how, ts in times.items():
+        m = statistics.median(ts)
+        print(f"{how}: median {m:.2f} s ({min(ts):.2f}-{max(ts):.2f}), {m / base:.2f}x cp+sync")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
