@@ -129,15 +129,20 @@ static void direct_close(int *fd)
 	*fd = -1;
 }
 
+static void copy_buf_release(MirrorFile *mf)
+{
+	if (mf->copy_buf)
+		munmap(mf->copy_buf, mf->copy_buf_size);
+	mf->copy_buf = NULL;
+	mf->copy_buf_size = 0;
+}
+
 /* The copier is done with the file: give back what it held for it. */
 static void copy_resources_free(MirrorFile *mf)
 {
 	direct_close(&mf->copy_src_direct);
 	direct_close(&mf->copy_dst_direct);
-	if (mf->copy_buf)
-		munmap(mf->copy_buf, mf->copy_buf_size);
-	mf->copy_buf = NULL;
-	mf->copy_buf_size = 0;
+	copy_buf_release(mf);
 }
 
 static int direct_reopen(int fd, int flags)
@@ -599,10 +604,7 @@ static int copy_buf_reserve(MirrorFile *mf, size_t size)
 
 	if (mf->copy_buf_size >= size)
 		return 0;
-	if (mf->copy_buf)
-		munmap(mf->copy_buf, mf->copy_buf_size);
-	mf->copy_buf = NULL;
-	mf->copy_buf_size = 0;
+	copy_buf_release(mf);
 	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (buf == MAP_FAILED)
 		return -ENOMEM;
