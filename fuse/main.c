@@ -30,6 +30,7 @@ typedef struct {
 	char *target;
 	char *speed;
 	char *chunk;
+	char *guest_share;
 	char *switch_mode;
 	int delete_source;
 	int overwrite;
@@ -44,6 +45,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("target=%s", target, 0),
 	MIRRORFS_OPT("speed=%s", speed, 0),
 	MIRRORFS_OPT("chunk=%s", chunk, 0),
+	MIRRORFS_OPT("guest_share=%s", guest_share, 0),
 	MIRRORFS_OPT("switch=%s", switch_mode, 0),
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
@@ -66,6 +68,9 @@ static void usage(const char *prog)
 	       "                           suffixes; 0 = unlimited (default)\n"
 	       "    -o chunk=SIZE          copier chunk, a power of two from 4K\n"
 	       "                           to 64M (default: 1M)\n"
+	       "    -o guest_share=PCT     share of the time the copier leaves to\n"
+	       "                           a writing guest, 0 to 90 (default: 50;\n"
+	       "                           0 = copy flat out)\n"
 	       "    -o switch=auto|manual  switch to the target as soon as all\n"
 	       "                           is mirrored (auto, default), or stay\n"
 	       "                           mirrored until told (manual)\n"
@@ -149,6 +154,13 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	mo->target = opts->target;
 	mo->delete_source = opts->delete_source;
 	mo->overwrite = opts->overwrite;
+	mo->guest_share = MFS_DEFAULT_GUEST_SHARE;
+	if (opts->guest_share &&
+	    mfs_parse_percent(opts->guest_share, MFS_MAX_GUEST_SHARE, &mo->guest_share) < 0) {
+		fprintf(stderr, "mirrorfs: guest_share=%s: not a percentage from 0 to %u\n",
+		        opts->guest_share, MFS_MAX_GUEST_SHARE);
+		return -1;
+	}
 	if (opts->speed && mfs_parse_size(opts->speed, &mo->speed_bps) < 0) {
 		fprintf(stderr,
 		        "mirrorfs: speed=%s: not a rate (bytes/s, e.g. 50M; 0 = unlimited)\n",
@@ -169,10 +181,10 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 			return -1;
 		}
 	}
-	if (!opts->target && (opts->speed || opts->chunk || opts->switch_mode ||
-	                      opts->delete_source || opts->overwrite)) {
-		fprintf(stderr, "mirrorfs: speed, chunk, switch, delete_source and overwrite "
-		                "need -o target=DIR\n");
+	if (!opts->target && (opts->speed || opts->chunk || opts->guest_share ||
+	                      opts->switch_mode || opts->delete_source || opts->overwrite)) {
+		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, delete_source and "
+		                "overwrite need -o target=DIR\n");
 		return -1;
 	}
 	return 0;
@@ -416,6 +428,7 @@ out_args:
 	free(opts.target);
 	free(opts.speed);
 	free(opts.chunk);
+	free(opts.guest_share);
 	free(opts.switch_mode);
 	free(opts.control);
 	free(opts.timeout_text);

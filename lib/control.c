@@ -160,6 +160,10 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 		json_builder_add_null_value(b);
 	MEMBER("speed_bps");
 	json_builder_add_int_value(b, (gint64)st.speed_bps);
+	MEMBER("guest_share");
+	json_builder_add_int_value(b, st.guest_share);
+	MEMBER("rested_ms");
+	json_builder_add_double_value(b, st.rested_ns / 1e6);
 	MEMBER("mirrored_writes");
 	json_builder_add_int_value(b, (gint64)st.mirrored_writes);
 	MEMBER("waited_writes");
@@ -242,6 +246,23 @@ static int member_bool(JsonObject *obj, const char *name, bool *out, char **erro
 	return 0;
 }
 
+static int member_percent(JsonObject *obj, const char *name, unsigned max, unsigned *out,
+                          char **error)
+{
+	JsonNode *node = json_object_get_member(obj, name);
+	gint64 v;
+
+	if (!node || JSON_NODE_HOLDS_NULL(node))
+		return 0;
+	if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_INT64 ||
+	    (v = json_node_get_int(node)) < 0 || v > max) {
+		*error = g_strdup_printf("%s: must be a whole percentage from 0 to %u", name, max);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
 static const char *member_string(JsonObject *obj, const char *name)
 {
 	JsonNode *node = json_object_get_member(obj, name);
@@ -254,7 +275,7 @@ static const char *member_string(JsonObject *obj, const char *name)
 
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
-	MfsMigOptions opts = {0};
+	MfsMigOptions opts = {.guest_share = MFS_DEFAULT_GUEST_SHARE};
 	g_autofree char *error = NULL;
 	const char *sw = member_string(req, "switch");
 
@@ -280,6 +301,8 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	}
 	if (member_size(req, "speed", &opts.speed_bps, &error) < 0 ||
 	    member_size(req, "chunk", &opts.chunk_size, &error) < 0 ||
+	    member_percent(req, "guest_share", MFS_MAX_GUEST_SHARE, &opts.guest_share, &error) <
+	        0 ||
 	    member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
 	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0)
 		return reply_error("start: %s", error);
@@ -379,6 +402,22 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 			return reply_refused(fs, "speed", ret);
 		g_message("control: copier speed set to %" G_GUINT64_FORMAT " bytes/s", speed);
 		return reply_ok(speed ? "speed set" : "speed unlimited");
+	}
+	if (!strcmp(cmd, "guest_share")) {
+		unsigned share = 0;
+		g_autofree char *error = NULL;
+
+		if (!json_object_has_member(req, "guest_share") ||
+		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "guest_share")))
+			return reply_error("guest_share: a percentage is needed (0 to %u)",
+			                   MFS_MAX_GUEST_SHARE);
+		if (member_percent(req, "guest_share", MFS_MAX_GUEST_SHARE, &share, &error) < 0)
+			return reply_error("%s", error);
+		ret = mfs_migration_set_guest_share(fs, share);
+		if (ret < 0)
+			return reply_refused(fs, "guest_share", ret);
+		g_message("control: guest share set to %u%%", share);
+		return reply_ok(share ? "guest share set" : "copier no longer rests for the guest");
 	}
 	{
 		static const struct {

@@ -7,11 +7,14 @@
  *
  *   {"version":1,"command":"status"}
  *   {"command":"start","target":DIR,"speed":RATE,"chunk":SIZE,
- *    "switch":"auto"|"manual","delete_source":BOOL,"overwrite":BOOL}
+ *    "guest_share":PCT,"switch":"auto"|"manual","delete_source":BOOL,
+ *    "overwrite":BOOL}
  *   {"command":"pause"} {"command":"resume"} {"command":"switch"}
  *   {"command":"cancel"} {"command":"speed","speed":RATE}
+ *   {"command":"guest_share","guest_share":PCT}
  *
- * RATE and SIZE are numbers of bytes or strings such as "50M".  Only root
+ * RATE and SIZE are numbers of bytes or strings such as "50M"; PCT is an
+ * integer from 0 to 90 (the start request's default: 50).  Only root
  * and the user who mounted may use the socket (SO_PEERCRED).
  */
 #ifndef MFS_CONTROL_H

@@ -135,5 +135,7 @@ int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned 
 
 /* Parse "4096", "64K", "1M", "2G", "1T" (powers of 1024) into bytes. */
 int mfs_parse_size(const char *text, uint64_t *out);
+/* Parse "50" or "50%", a whole percentage from 0 to @max. */
+int mfs_parse_percent(const char *text, unsigned max, unsigned *out);
 
 #endif /* MFS_H */

@@ -79,6 +79,8 @@ struct Migration {
 	bool switch_requested;    /* protected by lock */
 	bool detached;            /* mirrors taken off the inodes; protected by lock */
 	uint64_t speed_bps;       /* protected by lock */
+	unsigned guest_share;     /* percent; protected by lock */
+	uint64_t rested_us;       /* the copier's rests for the guest; protected by lock */
 	char *error;              /* protected by lock */
 	uint64_t stun_ns;         /* protected by lock */
 	uint64_t bytes_total;     /* protected by lock */
@@ -674,6 +676,11 @@ static int check_options(const MfsMigOptions *opts, uint64_t *chunk, char **erro
 		*error = g_strdup("no target directory given");
 		return -EINVAL;
 	}
+	if (opts->guest_share > MFS_MAX_GUEST_SHARE) {
+		*error = g_strdup_printf("guest share %u%% is over %u%%", opts->guest_share,
+		                         MFS_MAX_GUEST_SHARE);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -713,6 +720,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->manual_switch = opts->manual_switch;
 	mig->delete_source = opts->delete_source;
 	mig->speed_bps = opts->speed_bps;
+	mig->guest_share = opts->guest_share;
 
 	mfs_rwlock_writer_lock(&fs->ns_lock);
 	old = fs->mig;
@@ -788,45 +796,76 @@ static void rate_sample_locked(Migration *mig, uint64_t copied)
 	mig->rate_b[i] = copied;
 }
 
-static uint64_t copied_total_locked(Migration *mig)
+/* The data copied so far, and the guest operations admitted, over all files. */
+static void count_files_locked(Migration *mig, uint64_t *copied, uint64_t *guest_ops)
 {
-	uint64_t total = 0;
-
+	*copied = *guest_ops = 0;
 	for (guint i = 0; i < mig->files->len; i++) {
 		MigObject *obj = g_ptr_array_index(mig->files, i);
 		MirrorFileStats st;
 
 		mirror_file_stats(obj->mf, &st);
-		total += st.bytes_copied;
+		*copied += st.bytes_copied;
+		*guest_ops += st.guest_ops;
 	}
-	return total;
 }
 
 /*
- * Between chunks: honour pause, cancel, errors and the speed limit.
- * Returns false when the copy must stop.
+ * How long the copier rests after a chunk that took @chunk_us while the
+ * guest changed a file: long enough that the guest has @guest_share
+ * percent of the time to itself.  The copier and the guest share a disk
+ * that knows no priority, and while a copier request is in flight the
+ * guest's requests wait behind it: measured under 4K random writes at
+ * iodepth 16, a copier going flat out left the guest 0.25x of its IOPS,
+ * where the double writes of a mirrored file alone left it 0.8x.
+ * Resting in proportion to the chunk's own time follows the disk: a
+ * chunk slowed by the guest buys the guest a longer rest.  An idle guest
+ * costs nothing.  Only changes count: reads do not pass the MirrorFile
+ * (they take no lock at all), so a guest that only reads gets no rest.
  */
-static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t window_bytes)
+static gint64 copier_rest_us(gint64 chunk_us, unsigned guest_share)
 {
+	if (guest_share == 0 || guest_share >= 100 || chunk_us <= 0)
+		return 0;
+	return chunk_us * guest_share / (100 - guest_share);
+}
+
+/*
+ * Between chunks: honour pause, cancel, errors, the speed limit, and the
+ * rest owed to a busy guest for a chunk of @rest_chunk_us that ended at
+ * @rest_from (0: none owed).  The share and the limit are read afresh at
+ * every wake-up, so that a new one counts at once.  Returns false when
+ * the copy must stop.
+ */
+static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t window_bytes,
+                             gint64 rest_from, gint64 rest_chunk_us)
+{
+	gint64 now, rest_due = 0;
 	bool go_on;
 
 	mfs_mutex_lock(&mig->lock);
 	for (;;) {
-		gint64 now = g_get_monotonic_time(), due;
+		gint64 due;
 
+		now = g_get_monotonic_time();
 		if (mig->error || mig->cancel_requested)
 			break;
 		if (mig->paused) {
 			mfs_cond_wait(&mig->cond, &mig->lock);
 			continue;
 		}
-		if (!mig->speed_bps)
-			break;
-		due = window_start + (gint64)(window_bytes * G_USEC_PER_SEC / mig->speed_bps);
+		if (rest_from)
+			rest_due = rest_from + copier_rest_us(rest_chunk_us, mig->guest_share);
+		due = rest_due;
+		if (mig->speed_bps)
+			due = MAX(due, window_start + (gint64)(window_bytes * G_USEC_PER_SEC /
+			                                       mig->speed_bps));
 		if (now >= due)
 			break;
 		mfs_cond_wait_until(&mig->cond, &mig->lock, due);
 	}
+	if (rest_from)
+		mig->rested_us += MAX(0, MIN(now, rest_due) - rest_from);
 	go_on = !mig->error && !mig->cancel_requested;
 	mfs_mutex_unlock(&mig->lock);
 	return go_on;
@@ -865,10 +904,12 @@ static size_t grown_chunk_limit(uint64_t speed_bps)
 static bool copy_all_files(Migration *mig)
 {
 	gint64 window_start = g_get_monotonic_time(), writeback_due = window_start;
-	uint64_t window_bytes = 0, last_speed;
+	gint64 rest_from = 0, rest_chunk_us = 0;
+	uint64_t window_bytes = 0, last_speed, copied_total, guest_ops, last_guest_ops;
 
 	mfs_mutex_lock(&mig->lock);
 	last_speed = mig->speed_bps;
+	count_files_locked(mig, &copied_total, &last_guest_ops);
 	mfs_mutex_unlock(&mig->lock);
 	for (guint i = 0;; i++) {
 		MigObject *obj;
@@ -881,14 +922,26 @@ static bool copy_all_files(Migration *mig)
 			return true;
 		do {
 			uint64_t copied;
+			gint64 chunk_start;
 
-			if (!copier_may_go_on(mig, window_start, window_bytes))
+			if (!copier_may_go_on(mig, window_start, window_bytes, rest_from,
+			                      rest_chunk_us))
 				return false;
 			mirror_file_set_max_chunk(obj->mf, grown_chunk_limit(last_speed));
+			chunk_start = g_get_monotonic_time();
+			run_hook(mig, "chunk-begin");
 			ret = mirror_file_copy_next(obj->mf, &copied);
 			window_bytes += copied;
 			mfs_mutex_lock(&mig->lock);
-			rate_sample_locked(mig, copied_total_locked(mig));
+			count_files_locked(mig, &copied_total, &guest_ops);
+			rate_sample_locked(mig, copied_total);
+			/* Owe the guest a rest if it changed a file during this chunk. */
+			rest_from = 0;
+			if (guest_ops != last_guest_ops && copied) {
+				rest_from = g_get_monotonic_time();
+				rest_chunk_us = rest_from - chunk_start;
+			}
+			last_guest_ops = guest_ops;
 			if (mig->speed_bps != last_speed) {
 				/* A new limit counts from now. */
 				last_speed = mig->speed_bps;
@@ -1401,6 +1454,16 @@ static int set_speed_locked(Migration *mig, uint64_t speed_bps)
 	return 0;
 }
 
+static int set_guest_share_locked(Migration *mig, uint64_t percent)
+{
+	if (percent > MFS_MAX_GUEST_SHARE)
+		return -ERANGE;
+	if (!state_running(mig->state))
+		return -EINVAL;
+	mig->guest_share = (unsigned)percent;
+	return 0;
+}
+
 static int switch_locked(Migration *mig, uint64_t unused)
 {
 	if (mig->state == MFS_MIG_COPYING)
@@ -1436,6 +1499,11 @@ int mfs_migration_resume(Mfs *fs)
 int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps)
 {
 	return request(fs, set_speed_locked, speed_bps);
+}
+
+int mfs_migration_set_guest_share(Mfs *fs, unsigned percent)
+{
+	return request(fs, set_guest_share_locked, percent);
 }
 
 int mfs_migration_switch(Mfs *fs)
@@ -1508,6 +1576,8 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 	out->bytes_total = mig->bytes_total;
 	out->stun_ns = mig->stun_ns;
 	out->speed_bps = mig->speed_bps;
+	out->guest_share = mig->guest_share;
+	out->rested_ns = mig->rested_us * 1000;
 	out->error = g_strdup(mig->error);
 	if (mig->files->len) {
 		out->n_files = mig->files->len;

@@ -25,18 +25,26 @@ const char *mfs_mig_state_name(MfsMigState state);
 /* How large a chunk grows while the guest leaves its file alone. */
 #define MFS_MAX_GROWN_CHUNK (16u << 20)
 
+/*
+ * The share of the time, in percent, that the copier leaves to a guest
+ * writing meanwhile (migration.c, copier_rest_us()).
+ */
+#define MFS_DEFAULT_GUEST_SHARE 50
+#define MFS_MAX_GUEST_SHARE     90
+
 /* Test hook: called by the migration thread at named points. */
 typedef void (*MfsMigHook)(Mfs *fs, const char *point, void *opaque);
 
 typedef struct {
 	const char *target;
-	uint64_t chunk_size; /* bytes, a power of two from 4 KiB to 64 MiB; 0: default */
-	uint64_t speed_bps;  /* copier limit in bytes/s; 0: unlimited */
-	bool manual_switch;  /* stay mirrored until mfs_migration_switch() */
-	bool delete_source;  /* remove the source files after the switch */
-	bool overwrite;      /* allow names that already exist in the target */
-	bool defer_thread;   /* start copying at mfs_migration_launch() */
-	MfsMigHook hook;     /* tests only */
+	uint64_t chunk_size;  /* bytes, a power of two from 4 KiB to 64 MiB; 0: default */
+	uint64_t speed_bps;   /* copier limit in bytes/s; 0: unlimited */
+	unsigned guest_share; /* percent of the time a busy guest keeps to itself */
+	bool manual_switch;   /* stay mirrored until mfs_migration_switch() */
+	bool delete_source;   /* remove the source files after the switch */
+	bool overwrite;       /* allow names that already exist in the target */
+	bool defer_thread;    /* start copying at mfs_migration_launch() */
+	MfsMigHook hook;      /* tests only */
 	void *hook_opaque;
 } MfsMigOptions;
 
@@ -60,7 +68,9 @@ typedef struct {
 	uint64_t max_wait_ns;
 	uint64_t stun_ns; /* of the switch, once switched */
 	uint64_t speed_bps;
-	char *error; /* when failed */
+	unsigned guest_share; /* percent */
+	uint64_t rested_ns;   /* the copier's rests for the guest, in all */
+	char *error;          /* when failed */
 	MfsMigFileStatus *files;
 	unsigned n_files;
 } MfsMigStatus;
@@ -75,6 +85,8 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error);
 int mfs_migration_pause(Mfs *fs);
 int mfs_migration_resume(Mfs *fs);
 int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps);
+/* -ERANGE over MFS_MAX_GUEST_SHARE; -EINVAL when no migration runs. */
+int mfs_migration_set_guest_share(Mfs *fs, unsigned percent);
 /* Complete a manual-switch migration that is mirrored. */
 int mfs_migration_switch(Mfs *fs);
 /* Stop, remove what was written to the target, carry on on the source. */

@@ -724,6 +724,7 @@ void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
 	out->mirrored_writes = mf->mirrored_writes;
 	out->waited_writes = mf->waited_writes;
 	out->max_wait_ns = mf->max_wait_ns;
+	out->guest_ops = mf->guest_ops;
 	out->error = mf->error;
 	mfs_mutex_unlock(&mf->lock);
 }

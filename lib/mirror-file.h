@@ -34,8 +34,9 @@ typedef struct {
 	uint64_t mirrored_writes;
 	uint64_t waited_writes; /* writes that waited on the chunk in flight */
 	uint64_t max_wait_ns;
-	bool mirrored; /* copy done: every change goes to both sides */
-	int error;     /* first target error (-errno), 0 if none */
+	uint64_t guest_ops; /* guest writes, fallocates and truncates admitted */
+	bool mirrored;      /* copy done: every change goes to both sides */
+	int error;          /* first target error (-errno), 0 if none */
 } MirrorFileStats;
 
 /*

@@ -61,6 +61,26 @@ int mfs_parse_size(const char *text, uint64_t *out)
 	return 0;
 }
 
+int mfs_parse_percent(const char *text, unsigned max, unsigned *out)
+{
+	g_autofree char *digits = NULL;
+	guint64 value;
+	size_t n;
+
+	if (!text || !*text)
+		return -EINVAL;
+	digits = g_strdup(text);
+	n = strlen(digits);
+	if (digits[n - 1] == '%')
+		digits[n - 1] = '\0';
+	/* It takes no sign, but would take a leading space: refuse one. */
+	if (!g_ascii_isdigit(digits[0]) ||
+	    !g_ascii_string_to_unsigned(digits, 10, 0, max, &value, NULL))
+		return -EINVAL;
+	*out = (unsigned)value;
+	return 0;
+}
+
 typedef struct {
 	size_t size;
 	void *data;

@@ -116,6 +116,11 @@ static void print_summary(JsonObject *st)
 	}
 	printf("\n  writes   %.0f mirrored, %.0f waited on the copier (longest %.1f ms)\n",
 	       num(st, "mirrored_writes"), num(st, "waited_writes"), num(st, "max_wait_ms"));
+	if (num(st, "guest_share") > 0)
+		printf("  guest    %.0f%% of the time left to it; the copier rested %.1f s\n",
+		       num(st, "guest_share"), num(st, "rested_ms") / 1000);
+	else
+		printf("  guest    none of the time set aside: the copier goes flat out\n");
 	if (!isnan(num(st, "stun_ms")))
 		printf("  stun     %.3f ms\n", num(st, "stun_ms"));
 	if (str(st, "error"))

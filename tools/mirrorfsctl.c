@@ -8,6 +8,7 @@
 #include "client.h"
 #include "control.h"
 #include "mfs.h"
+#include "migration.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static char *opt_speed, *opt_chunk, *opt_switch, *opt_socket;
+static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_socket;
 static gboolean opt_delete_source, opt_overwrite;
 
 static const GOptionEntry entries[] = {
@@ -26,6 +27,8 @@ static const GOptionEntry entries[] = {
      "start: copier limit in bytes/s (K/M/G suffixes; 0 = unlimited)", "RATE"},
     {"chunk", 0, 0, G_OPTION_ARG_STRING, &opt_chunk,
      "start: copier chunk, a power of two from 4K to 64M", "SIZE"},
+    {"guest-share", 0, 0, G_OPTION_ARG_STRING, &opt_guest_share,
+     "start: share of the time the copier leaves to a writing guest (default 50%)", "PCT"},
     {"switch", 0, 0, G_OPTION_ARG_STRING, &opt_switch,
      "start: switch when all is mirrored (auto) or when told (manual)", "auto|manual"},
     {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
@@ -43,6 +46,8 @@ static const char description[] =
     "  pause          stop the copier (mirroring goes on)\n"
     "  resume         start it again\n"
     "  speed RATE     set the copier's limit, e.g. 50M (0 = unlimited)\n"
+    "  guest-share PCT  set the share of the time the copier leaves to a\n"
+    "                 writing guest, 0 to 90 (0 = copy flat out)\n"
     "  switch         switch a manual-switch migration that is mirrored\n"
     "  cancel         stop, remove what was written to the target, stay on the source\n";
 
@@ -57,6 +62,19 @@ static int usage_error(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "; see %s --help\n", PROG);
 	return EXIT_USAGE;
+}
+
+/* A share on the command line ("50" or "50%"): checked here. */
+static int add_share(JsonBuilder *b, const char *member, const char *text)
+{
+	unsigned v;
+
+	if (mfs_parse_percent(text, MFS_MAX_GUEST_SHARE, &v) < 0)
+		return usage_error("'%s' is not a percentage from 0 to %u", text,
+		                   MFS_MAX_GUEST_SHARE);
+	json_builder_set_member_name(b, member);
+	json_builder_add_int_value(b, v);
+	return EXIT_OK;
 }
 
 /* A rate or size on the command line: checked here, passed as a number. */
@@ -100,11 +118,12 @@ int main(int argc, char *argv[])
 	json_builder_set_member_name(b, "version");
 	json_builder_add_int_value(b, 1);
 	json_builder_set_member_name(b, "command");
-	json_builder_add_string_value(b, cmd);
-	if (strcmp(cmd, "start") &&
-	    (opt_speed || opt_chunk || opt_switch || opt_delete_source || opt_overwrite))
-		return usage_error("--speed, --chunk, --switch, --delete-source and --overwrite "
-		                   "go with start, not %s",
+	/* The protocol spells it as the start request's member. */
+	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
+	if (strcmp(cmd, "start") && (opt_speed || opt_chunk || opt_guest_share || opt_switch ||
+	                             opt_delete_source || opt_overwrite))
+		return usage_error("--speed, --chunk, --guest-share, --switch, --delete-source and "
+		                   "--overwrite go with start, not %s",
 		                   cmd);
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
@@ -117,6 +136,8 @@ int main(int argc, char *argv[])
 		if (opt_speed && add_size(b, "speed", opt_speed) != EXIT_OK)
 			return EXIT_USAGE;
 		if (opt_chunk && add_size(b, "chunk", opt_chunk) != EXIT_OK)
+			return EXIT_USAGE;
+		if (opt_guest_share && add_share(b, "guest_share", opt_guest_share) != EXIT_OK)
 			return EXIT_USAGE;
 		if (opt_switch) {
 			if (strcmp(opt_switch, "auto") && strcmp(opt_switch, "manual"))
@@ -133,6 +154,12 @@ int main(int argc, char *argv[])
 		if (nargs != 1)
 			return usage_error("%s", "speed needs one RATE (e.g. 50M; 0 = unlimited)");
 		if (add_size(b, "speed", argv[3]) != EXIT_OK)
+			return EXIT_USAGE;
+	} else if (!strcmp(cmd, "guest-share")) {
+		if (nargs != 1)
+			return usage_error("guest-share needs one PCT, 0 to %u (0 = copy flat out)",
+			                   MFS_MAX_GUEST_SHARE);
+		if (add_share(b, "guest_share", argv[3]) != EXIT_OK)
 			return EXIT_USAGE;
 	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "switch") ||
 	           !strcmp(cmd, "cancel")) {

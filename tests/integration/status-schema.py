@@ -89,6 +89,8 @@ TOP = {
     "rate_bps": (nonneg_int, "an integer >= 0"),
     "eta_s": (lambda v: is_null(v) or nonneg_number(v), "null or a number >= 0"),
     "speed_bps": (nonneg_int, "an integer >= 0"),
+    "guest_share": (lambda v: is_int(v) and 0 <= v <= 90, "an integer from 0 to 90"),
+    "rested_ms": (nonneg_number, "a number >= 0"),
     "mirrored_writes": (nonneg_int, "an integer >= 0"),
     "waited_writes": (nonneg_int, "an integer >= 0"),
     "max_wait_ms": (nonneg_number, "a number >= 0"),

@@ -114,6 +114,11 @@ section_bad_input() {
 	check_cli "ctl: speed abc" 2 "'abc' is not a size" "$CTL" "$MNT" speed abc
 	check_cli "ctl: speed -5M" 2 "" "$CTL" "$MNT" speed -- -5M
 	check_cli "ctl: speed with two RATEs" 2 "speed needs one RATE" "$CTL" "$MNT" speed 1M 2M
+	check_cli "ctl: guest-share without PCT" 2 "guest-share needs one PCT" "$CTL" "$MNT" guest-share
+	check_cli "ctl: guest-share 91" 2 "'91' is not a percentage from 0 to 90" "$CTL" "$MNT" guest-share 91
+	check_cli "ctl: guest-share half" 2 "'half' is not a percentage" "$CTL" "$MNT" guest-share half
+	check_cli "ctl: --guest-share 95% on start" 2 "'95%' is not a percentage" "$CTL" "$MNT" start "$DST" --guest-share 95%
+	check_cli "ctl: --guest-share on speed" 2 "go with start, not speed" "$CTL" "$MNT" speed 1M --guest-share 10
 	check_cli "ctl: pause with an argument" 2 "pause takes no argument" "$CTL" "$MNT" pause now
 	check_cli "ctl: cancel with an argument" 2 "cancel takes no argument" "$CTL" "$MNT" cancel x
 	check_cli "ctl: --switch sometimes" 2 "--switch sometimes" "$CTL" "$MNT" start "$DST" --switch sometimes
@@ -364,6 +369,11 @@ section_migration2() {
 	sleep 1.5
 	expect_cli "speed 2M" 0 "$MNT: speed set" "$CTL" "$MNT" speed 2M
 	assert_eq $((2 * MiB)) "$(status_field "$MNT" speed_bps)" "speed_bps after speed 2M"
+	assert_eq 50 "$(status_field "$MNT" guest_share)" "guest_share by default"
+	expect_cli "guest-share 20%" 0 "$MNT: guest share set" "$CTL" "$MNT" guest-share 20%
+	assert_eq 20 "$(status_field "$MNT" guest_share)" "guest_share after guest-share 20%"
+	expect_cli "guest-share 0" 0 "$MNT: copier no longer rests for the guest" "$CTL" "$MNT" guest-share 0
+	assert_eq 0 "$(status_field "$MNT" guest_share)" "guest_share after guest-share 0"
 	expect_cli "speed 0" 0 "$MNT: speed unlimited" "$CTL" "$MNT" speed 0
 	expect_cli "--wait mirrored" 0 "" "$ST" --wait mirrored --timeout 60 "$MNT"
 	status_json "$MNT" "$TESTDIR/s-mirrored.json"

@@ -113,6 +113,13 @@ START_TEST(test_malformed_requests)
 	assert_error("{\"command\":\"speed\",\"speed\":null}", "a rate is needed");
 	assert_error("{\"command\":\"status\\u0000junk\"}", "NUL in a string");
 	assert_error("{\"command\":\"speed\",\"speed\":\"fast\"}", "not a size");
+	assert_error("{\"command\":\"guest_share\"}", "a percentage is needed");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":null}",
+	             "a percentage is needed");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":91}", "from 0 to 90");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":-1}", "from 0 to 90");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":\"50\"}", "from 0 to 90");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":2.5}", "from 0 to 90");
 	/* The mount is "/mnt" here: a target inside it would hang the daemon. */
 	assert_error("{\"command\":\"start\",\"target\":\"/mnt/new\"}", "inside the mount");
 	assert_error("{\"command\":\"start\",\"target\":\"/mnt/a/../b\"}", "inside the mount");
@@ -133,6 +140,12 @@ START_TEST(test_refused_in_the_wrong_state)
 	assert_error("{\"command\":\"pause\"}", "no migration has been started");
 	assert_error("{\"command\":\"switch\"}", "no migration has been started");
 	assert_error("{\"command\":\"cancel\"}", "no migration has been started");
+	assert_error("{\"command\":\"guest_share\",\"guest_share\":10}",
+	             "no migration has been started");
+	start =
+	    g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"guest_share\":95}", dst);
+	assert_error(start, "from 0 to 90");
+	g_free(start);
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"switch\":\"sideways\"}",
 	                        dst);
 	assert_error(start, "must be \"auto\" or \"manual\"");
@@ -156,6 +169,15 @@ START_TEST(test_refused_in_the_wrong_state)
 	ck_assert_str_eq(state_now(), "paused");
 	assert_error("{\"command\":\"pause\"}", "already paused");
 	assert_ok("{\"command\":\"resume\"}");
+	assert_ok("{\"command\":\"guest_share\",\"guest_share\":0}");
+	{
+		MfsMigStatus st;
+
+		mfs_migration_status(fs, &st);
+		ck_assert_uint_eq(st.guest_share, 0);
+		mfs_migration_status_clear(&st);
+	}
+	assert_ok("{\"command\":\"guest_share\",\"guest_share\":90}");
 	assert_ok("{\"command\":\"speed\",\"speed\":\"0\"}");
 	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_MIRRORED, 30000), MFS_MIG_MIRRORED);
 	assert_ok("{\"version\":1,\"command\":\"switch\"}");
@@ -167,9 +189,10 @@ END_TEST
 START_TEST(test_status_fields)
 {
 	static const char *fields[] = {
-	    "version",  "state", "source",          "target",        "bytes_total", "bytes_copied",
-	    "rate_bps", "eta_s", "mirrored_writes", "waited_writes", "max_wait_ms", "stun_ms",
-	    "error",    "files", "served",          "speed_bps",     "mountpoint"};
+	    "version",      "state",      "source",      "target",          "bytes_total",
+	    "bytes_copied", "rate_bps",   "eta_s",       "mirrored_writes", "waited_writes",
+	    "max_wait_ms",  "stun_ms",    "error",       "files",           "served",
+	    "speed_bps",    "mountpoint", "guest_share", "rested_ms"};
 	g_autoptr(JsonParser) parser = NULL;
 	g_autofree char *start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\"}", dst);
 	JsonObject *r = ask("{\"command\":\"status\"}", 0, &parser);
@@ -184,6 +207,8 @@ START_TEST(test_status_fields)
 	r = ask("{\"command\":\"status\"}", 0, &parser);
 	ck_assert_str_eq(json_object_get_string_member(r, "state"), "switched");
 	ck_assert(!json_object_get_null_member(r, "stun_ms"));
+	/* The start request gave no share: the daemon's default. */
+	ck_assert_int_eq(json_object_get_int_member(r, "guest_share"), MFS_DEFAULT_GUEST_SHARE);
 	ck_assert_int_eq(json_object_get_int_member(r, "bytes_copied"), 1 << 20);
 	{
 		JsonArray *files = json_object_get_array_member(r, "files");

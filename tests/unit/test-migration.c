@@ -307,6 +307,99 @@ START_TEST(test_changes_during_copy_are_mirrored)
 END_TEST
 
 /*
+ * The copier's rest for a busy guest, forced: the guest writes at the end
+ * of the first chunk, the second chunk is made to take REST_CHUNK_MS, and
+ * the third must then begin no sooner than the rest the share asks for.
+ */
+#define REST_CHUNK_MS 150
+
+typedef struct {
+	bool guest_writes;
+	MfsFile *disk;
+	int chunks_ended; /* atomic */
+	gint64 second_began, third_began;
+} RestJob;
+
+static void rest_hook(Mfs *hfs, const char *point, void *opaque)
+{
+	RestJob *job = opaque;
+	char block[CHUNK];
+
+	if (!strcmp(point, "chunk")) {
+		if (g_atomic_int_add(&job->chunks_ended, 1) == 0 && job->guest_writes) {
+			memset(block, 0x6b, sizeof(block));
+			/* Above the cursor: admitted at once, counted as the guest's. */
+			ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, CHUNK, 30 * CHUNK),
+			                 CHUNK);
+		}
+	} else if (!strcmp(point, "chunk-begin")) {
+		if (job->chunks_ended == 1) {
+			job->second_began = g_get_monotonic_time();
+			g_usleep(REST_CHUNK_MS * 1000);
+		} else if (job->chunks_ended == 2) {
+			job->third_began = g_get_monotonic_time();
+		}
+	}
+}
+
+START_TEST(test_copier_rests_for_a_busy_guest)
+{
+	/*
+	 * _i: 0 guest writes, share 50%; 1 guest writes, share 0; 2 idle
+	 * guest, 50%; 3 guest writes, share 90% cut to 0 during the rest.
+	 */
+	static const unsigned share[] = {50, 0, 50, 90};
+	RestJob job = {.guest_writes = _i != 2};
+	MfsMigOptions opts = {.hook = rest_hook,
+	                      .hook_opaque = &job,
+	                      .manual_switch = true,
+	                      .guest_share = share[_i]};
+	g_autofree char *empty = g_build_filename(src, "empty", NULL);
+	g_autofree char *conf = g_build_filename(src, "sub", "vm.conf", NULL);
+	MfsMigStatus st;
+	MfsEntry e;
+
+	/* disk.img alone, so that the first chunks are its and all hold data. */
+	ck_assert_int_eq(unlink(empty), 0);
+	ck_assert_int_eq(unlink(conf), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &job.disk), 0);
+	start(&opts);
+	if (_i == 3) {
+		/* A new share counts at once: no waiting out the 9x rest. */
+		while (g_atomic_int_get(&job.chunks_ended) < 2)
+			g_usleep(1000);
+		ck_assert_int_eq(mfs_migration_set_guest_share(fs, 0), 0);
+	}
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_int_ge(job.chunks_ended, 3);
+	mfs_migration_status(fs, &st);
+	if (_i == 3) {
+		ck_assert_int_lt(job.third_began - job.second_began, 10 * REST_CHUNK_MS * 1000);
+		ck_assert_uint_lt(st.rested_ns, 9 * REST_CHUNK_MS * 1000000ull);
+		opts.guest_share = 0;
+	} else if (_i == 0) {
+		/*
+		 * The second chunk took REST_CHUNK_MS and more; at a share of
+		 * 50% the rest is as long again, so the third chunk began at
+		 * least twice that after the second.
+		 */
+		ck_assert_int_ge(job.third_began - job.second_began, 2 * REST_CHUNK_MS * 1000);
+		ck_assert_uint_ge(st.rested_ns, REST_CHUNK_MS * 1000000ull);
+	} else {
+		ck_assert_uint_eq(st.rested_ns, 0);
+	}
+	ck_assert_uint_eq(st.guest_share, opts.guest_share);
+	mfs_migration_status_clear(&st);
+	assert_trees_equal(src, dst);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	mfs_release(fs, job.disk);
+	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
+/*
  * Objects removed during the copy free their inode numbers, and new files
  * get them: a new file must not be taken for the removed object.
  */
@@ -583,6 +676,7 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_tree_is_copied_and_switched);
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
+	tcase_add_loop_test(tc, test_copier_rests_for_a_busy_guest, 0, 4);
 	tcase_add_test(tc, test_reused_inode_numbers);
 	tcase_add_test(tc, test_cancel_cleans_the_target);
 	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);

@@ -41,6 +41,28 @@ START_TEST(test_parse_size_rejects)
 }
 END_TEST
 
+START_TEST(test_parse_percent)
+{
+	static const char *bad[] = {"",  "-1", " 5",  "+5",   "5 ", "5%%",
+	                            "%", "91", "1.5", "0x10", "x"};
+	unsigned v = 7;
+
+	ck_assert_int_eq(mfs_parse_percent("0", 90, &v), 0);
+	ck_assert_uint_eq(v, 0);
+	ck_assert_int_eq(mfs_parse_percent("50%", 90, &v), 0);
+	ck_assert_uint_eq(v, 50);
+	ck_assert_int_eq(mfs_parse_percent("90", 90, &v), 0);
+	ck_assert_uint_eq(v, 90);
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		v = 7;
+		ck_assert_msg(mfs_parse_percent(bad[i], 90, &v) == -EINVAL, "'%s' accepted",
+		              bad[i]);
+		ck_assert_uint_eq(v, 7);
+	}
+	ck_assert_int_eq(mfs_parse_percent(NULL, 90, &v), -EINVAL);
+}
+END_TEST
+
 START_TEST(test_thread_buffer_aligned_and_grows)
 {
 	char *a = mfs_thread_buffer(100);
@@ -80,6 +102,7 @@ static Suite *util_suite(void)
 
 	tcase_add_test(tc, test_parse_size_units);
 	tcase_add_test(tc, test_parse_size_rejects);
+	tcase_add_test(tc, test_parse_percent);
 	tcase_add_test(tc, test_thread_buffer_aligned_and_grows);
 	tcase_add_test(tc, test_thread_buffer_per_thread);
 	suite_add_tcase(s, tc);
