@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Where a busy guest's IOPS go during a migration, phase by phase.
+
+One 4 KiB random O_DIRECT writer (iodepth 16, as in the harness's load
+scenario) runs on an image through the mount for the whole run, while
+migrations with a manual switch come and go under it.  Each migration is
+timed to "mirrored" with one copier setting, then left mirrored with the
+copier done, then cancelled (the source is served alone again), so one
+run measures the guest:
+
+  - alone: no migration;
+  - mirrored, copier done: each write lands twice, nothing else;
+  - while copying, with each copier setting given: double writes below
+    the cursor, plus the copier's own reads and writes.
+
+A setting is SPEED:SHARE[:CHUNK], the copier's speed limit (0: none),
+the share of the time it leaves to a busy guest (the start request's
+"guest_share", in percent; 0: none) and its chunk size (default: the
+daemon's).  The settings are taken in an order
+rotated from run to run.  Prints, for each phase, the guest's IOPS and
+their ratio to "alone" in the same run, and the time each setting took
+to copy the image; then the medians.
+
+  bench/load_split.py --size 1G --settings 0:0,0:50,100M:0 --runs 3
+
+Uses bench/run.py's helpers.  Needs root and /dev/fuse.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+
+def label(setting):
+    speed, share, chunk = setting
+    return (f"speed {B.fmt_size(speed) + '/s' if speed else 'unlimited'}, guest share {share}%"
+            + (f", chunk {B.fmt_size(chunk)}" if chunk else ""))
+
+
+def wait_state(daemon, want, timeout=3600):
+    deadline = time.monotonic() + timeout
+    while True:
+        st = B.control(daemon, "status")
+        if st["state"] == want:
+            return st
+        if st["state"] in ("failed", "cancelled", "idle", "switched"):
+            raise RuntimeError(f"waiting for {want}: migration {st['state']}: {st.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not {want} after {timeout} s")
+        time.sleep(0.01)
+
+
+def one_run(mfs, a, src, dst, mnt, logs, settings, r):
+    d = mfs.mount(src, mnt, logs)
+    marks = []  # (phase, t0, t1, setting, copy seconds)
+    try:
+        w = B.FioLoad(a.dir, f"split{r}", [os.path.join(mnt, "disk.img")], a.size)
+        w.settle(2)
+        t = time.time()
+        time.sleep(a.phase)
+        marks.append(("alone", t, time.time(), None, None))
+        for speed, share, chunk in settings:
+            B.clear_dir(dst)
+            t0 = time.time()
+            B.control(d, "start", target=dst, switch="manual", overwrite=True, speed=speed,
+                      guest_share=share, **({"chunk": chunk} if chunk else {}))
+            wait_state(d, "mirrored")
+            t1 = time.time()
+            marks.append(("copying", t0, t1, (speed, share, chunk), t1 - t0))
+            time.sleep(a.phase)
+            marks.append(("mirrored", t1, time.time(), (speed, share, chunk), None))
+            B.control(d, "cancel")
+            while B.control(d, "status")["state"] not in ("cancelled", "idle"):
+                time.sleep(0.01)
+            t = time.time()
+            time.sleep(a.phase)
+            marks.append(("alone", t, time.time(), None, None))
+        lat = w.stop()
+    finally:
+        d.stop()
+        B.forget_migration(src)
+        B.clear_dir(dst)
+    out = []
+    for name, t0, t1, setting, secs in marks:
+        # Leave out the first half second of each phase: the writes
+        # still in flight when it began belong to the one before.
+        ph = B.phase_stats(lat, t0 + 0.5, t1)
+        out.append({"phase": name, "setting": setting, "copy_s": secs,
+                    "iops": ph["iops"] if ph else None,
+                    "min_window_iops": ph["min_window_iops"] if ph else None})
+    return out
+
+
+def alone_iops(phases):
+    return statistics.median(p["iops"] for p in phases if p["phase"] == "alone")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=os.path.join(B.ROOT, "build"))
+    ap.add_argument("--size", type=B.parse_size, default=B.GiB)
+    ap.add_argument("--settings", default="0:0,0:50,100M:0",
+                    help="copier settings to try, SPEED:SHARE, comma-separated")
+    ap.add_argument("--phase", type=float, default=8.0,
+                    help="seconds of each phase that is not a copy")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default="/var/tmp/mirrorfs-load-split")
+    ap.add_argument("--json", help="write every run's phases here")
+    a = ap.parse_args()
+    settings = []
+    for spec in a.settings.split(","):
+        f = spec.split(":")
+        try:
+            if len(f) not in (2, 3):
+                raise ValueError(spec)
+            settings.append((B.parse_size(f[0]), int(f[1]),
+                             B.parse_size(f[2]) if len(f) == 3 else 0))
+        except (ValueError, argparse.ArgumentTypeError):
+            ap.error(f"--settings: {spec!r}: expected SPEED:SHARE[:CHUNK], as 100M:0 or 0:50:4M")
+    if a.runs < 1:
+        ap.error("--runs: at least 1")
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("load_split: needs root and /dev/fuse", file=sys.stderr)
+        return 77
+    mfs = B.Mirrorfs(os.path.abspath(a.build))
+    src, dst, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "dst", "mnt", "logs"))
+    for d in (src, dst, mnt, logs):
+        os.makedirs(d, exist_ok=True)
+    img = os.path.join(src, "disk.img")
+    if not os.path.exists(img) or os.path.getsize(img) != a.size:
+        B.log(f"filling a {B.fmt_size(a.size)} image")
+        B.fill_file(img, a.size)
+
+    runs = []
+    try:
+        for r in range(a.runs):
+            B.drop_caches()
+            B.settle_disk(src)
+            phases = one_run(mfs, a, src, dst, mnt, logs, B.rotated(settings, r), r)
+            runs.append(phases)
+            alone = alone_iops(phases)
+            for p in phases:
+                what = p["phase"] + ("" if p["setting"] is None else ", " + label(p["setting"]))
+                secs = f", copied in {p['copy_s']:.1f} s" if p["copy_s"] else ""
+                print(f"run {r + 1}: {what}: {p['iops']:.0f} IOPS ({p['iops'] / alone:.2f}x "
+                      f"alone, worst second {p['min_window_iops'] / alone:.2f}x){secs}",
+                      flush=True)
+    finally:
+        B.Daemon.stop_all()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(runs, f, indent=1)
+
+    def ratios(name, setting, key="iops"):
+        return [p[key] / alone_iops(phases) for phases in runs for p in phases
+                if p["phase"] == name and p["setting"] == setting and p[key] is not None]
+
+    def rng(xs):
+        return f"{statistics.median(xs):.2f}x ({min(xs):.2f}-{max(xs):.2f})"
+
+    print(f"alone: median {statistics.median(alone_iops(ph) for ph in runs):.0f} IOPS")
+    for setting in settings:
+        secs = [p["copy_s"] for phases in runs for p in phases
+                if p["phase"] == "copying" and p["setting"] == setting]
+        print(f"{label(setting)}: copy {statistics.median(secs):.1f} s "
+              f"({min(secs):.1f}-{max(secs):.1f}); guest while copying "
+              f"{rng(ratios('copying', setting))}, worst second "
+              f"{rng(ratios('copying', setting, 'min_window_iops'))}; mirrored after "
+              f"{rng(ratios('mirrored', setting))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
