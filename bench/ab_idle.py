@@ -59,13 +59,7 @@ def main():
         print("ab_idle: needs root and /dev/fuse", file=sys.stderr)
         return 77
 
-    src, dst, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "dst", "mnt", "logs"))
-    for d in (src, dst, mnt, logs):
-        os.makedirs(d, exist_ok=True)
-    img = os.path.join(src, "disk.img")
-    if not os.path.exists(img) or os.path.getsize(img) != a.size:
-        B.log(f"filling a {B.fmt_size(a.size)} image")
-        B.fill_file(img, a.size)
+    src, dst, mnt, logs, img = B.image_workdir(a.dir, a.size)
     order = ["cp+sync"] + (["dd"] if a.dd else []) + list(builds)
     times = {how: [] for how in order}
     try:

@@ -22,7 +22,7 @@ rotated from run to run.  Prints, for each phase, the guest's IOPS and
 their ratio to "alone" in the same run, and the time each setting took
 to copy the image; then the medians.
 
-  bench/load_split.py --size 1G --settings 0:0,0:50,100M:0 --runs 3
+  bench/load_split.py --size 1G --settings 0:0,0:50,100M:0 --runs 3 --out /tmp/split
 
 Uses bench/run.py's helpers.  Needs root and /dev/fuse.
 """
@@ -89,11 +89,11 @@ def one_run(mfs, a, src, dst, mnt, logs, settings, r):
         B.clear_dir(dst)
     out = []
     for name, t0, t1, setting, secs in marks:
-        # Leave out the first half second of each phase: the writes
-        # still in flight when it began belong to the one before.
-        ph = B.phase_stats(lat, t0 + 0.5, t1)
+        # Leave out the start of each phase (half a second, or half of a
+        # short copy): the writes still in flight belong to the one before.
+        ph = B.phase_stats(lat, t0 + min(0.5, (t1 - t0) / 2), t1)
         out.append({"phase": name, "setting": setting, "copy_s": secs,
-                    "iops": ph["iops"] if ph else None,
+                    "iops": ph["iops"] if ph else 0,
                     "min_window_iops": ph["min_window_iops"] if ph else None})
     return out
 
@@ -112,7 +112,9 @@ def main():
                     help="seconds of each phase that is not a copy")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-load-split")
-    ap.add_argument("--json", help="write every run's phases here")
+    ap.add_argument("--out", metavar="PREFIX",
+                    help="write PREFIX.md (medians, with the machine) and PREFIX.json (every "
+                         "phase of every run)")
     a = ap.parse_args()
     settings = []
     for spec in a.settings.split(","):
@@ -130,13 +132,7 @@ def main():
         print("load_split: needs root and /dev/fuse", file=sys.stderr)
         return 77
     mfs = B.Mirrorfs(os.path.abspath(a.build))
-    src, dst, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "dst", "mnt", "logs"))
-    for d in (src, dst, mnt, logs):
-        os.makedirs(d, exist_ok=True)
-    img = os.path.join(src, "disk.img")
-    if not os.path.exists(img) or os.path.getsize(img) != a.size:
-        B.log(f"filling a {B.fmt_size(a.size)} image")
-        B.fill_file(img, a.size)
+    src, dst, mnt, logs, _ = B.image_workdir(a.dir, a.size)
 
     runs = []
     try:
@@ -149,31 +145,50 @@ def main():
             for p in phases:
                 what = p["phase"] + ("" if p["setting"] is None else ", " + label(p["setting"]))
                 secs = f", copied in {p['copy_s']:.1f} s" if p["copy_s"] else ""
+                worst = p["min_window_iops"]
+                worst = f"{worst / alone:.2f}x" if worst is not None else "-"
                 print(f"run {r + 1}: {what}: {p['iops']:.0f} IOPS ({p['iops'] / alone:.2f}x "
-                      f"alone, worst second {p['min_window_iops'] / alone:.2f}x){secs}",
-                      flush=True)
+                      f"alone, worst second {worst}){secs}", flush=True)
     finally:
         B.Daemon.stop_all()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(runs, f, indent=1)
-
     def ratios(name, setting, key="iops"):
         return [p[key] / alone_iops(phases) for phases in runs for p in phases
                 if p["phase"] == name and p["setting"] == setting and p[key] is not None]
 
     def rng(xs):
+        if not xs:
+            return "-"
         return f"{statistics.median(xs):.2f}x ({min(xs):.2f}-{max(xs):.2f})"
 
-    print(f"alone: median {statistics.median(alone_iops(ph) for ph in runs):.0f} IOPS")
+    alone = statistics.median(alone_iops(ph) for ph in runs)
+    rows = []
     for setting in settings:
         secs = [p["copy_s"] for phases in runs for p in phases
                 if p["phase"] == "copying" and p["setting"] == setting]
-        print(f"{label(setting)}: copy {statistics.median(secs):.1f} s "
-              f"({min(secs):.1f}-{max(secs):.1f}); guest while copying "
-              f"{rng(ratios('copying', setting))}, worst second "
-              f"{rng(ratios('copying', setting, 'min_window_iops'))}; mirrored after "
-              f"{rng(ratios('mirrored', setting))}")
+        rows.append([label(setting), f"{statistics.median(secs):.1f} ({min(secs):.1f}-{max(secs):.1f})",
+                     rng(ratios("copying", setting)),
+                     rng(ratios("copying", setting, "min_window_iops")),
+                     rng(ratios("mirrored", setting))])
+    head = ["copier", "copy s", "guest while copying", "worst second", "mirrored, copier done"]
+    print(f"alone: median {alone:.0f} IOPS")
+    for row in rows:
+        print("; ".join(f"{h}: {v}" for h, v in zip(head, row)))
+    if a.out:
+        m = B.machine(a.dir)
+        with open(a.out + ".json", "w") as f:
+            json.dump({"machine": m, "argv": sys.argv[1:], "runs": runs}, f, indent=1)
+        with open(a.out + ".md", "w") as f:
+            f.write(f"# Where a busy guest's IOPS go during a migration\n\n"
+                    f"Taken {m['date']} by `bench/load_split.py {' '.join(sys.argv[1:])}` on "
+                    f"{m['cores']} × {m['cpu']}, Linux {m['kernel']} ({m['virtualization']}); "
+                    f"file system `{m['filesystem']}`; {m['fio']}; mirrorfs {m['mirrorfs']}. "
+                    f"{a.runs} runs; ratios are to the guest alone in the same run (median "
+                    f"{alone:.0f} IOPS of 4 KiB random O_DIRECT writes at iodepth 16 on a "
+                    f"{B.fmt_size(a.size)} image), as median (min-max).\n\n")
+            f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+            for row in rows:
+                f.write("| " + " | ".join(row) + " |\n")
+        B.log(f"wrote {a.out}.md and {a.out}.json")
     return 0
 
 

@@ -157,6 +157,20 @@ def allocated(path):
     return os.stat(path).st_blocks * 512
 
 
+def image_workdir(workdir, size):
+    """src, dst, mnt and logs under @workdir, made if missing, and the
+    image src/disk.img of @size, filled unless it is already that size
+    (kept from an earlier run): (src, dst, mnt, logs, image)."""
+    dirs = [os.path.join(workdir, d) for d in ("src", "dst", "mnt", "logs")]
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    img = os.path.join(dirs[0], "disk.img")
+    if not os.path.exists(img) or os.path.getsize(img) != size:
+        log(f"filling a {fmt_size(size)} image")
+        fill_file(img, size)
+    return (*dirs, img)
+
+
 def clear_dir(path):
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
