@@ -168,7 +168,10 @@ stamp_lines() {
 }
 
 mkfifo "$TESTDIR/console.fifo" "$TESTDIR/ctl.in" "$TESTDIR/ctl.out"
-stamp_lines <"$TESTDIR/console.fifo" >"$CONSOLE" &
+# The stamper opens the console only once QEMU opens the fifo, and the
+# first checks may come sooner: the file must be there for them.
+: >"$CONSOLE"
+stamp_lines <"$TESTDIR/console.fifo" >>"$CONSOLE" &
 STAMP_PID=$!
 track_bg "$STAMP_PID"
 

@@ -315,8 +315,10 @@ holder_start() {
 	local name="$1" fmt="$2" cache="$3" img="$4" fifo="$TESTDIR/$1.fifo" fd
 	mkfifo "$fifo"
 	H_LOG[$name]="$TESTDIR/$name.log"
+	# Made now: qemu-io's shell opens it only once the FIFO has a writer.
+	: >"${H_LOG[$name]}"
 	timeout -k 5 "$CMD_TIMEOUT" qemu-io -f "$fmt" -t "$cache" "$img" \
-		<"$fifo" >"${H_LOG[$name]}" 2>&1 &
+		<"$fifo" >>"${H_LOG[$name]}" 2>&1 &
 	H_PID[$name]=$!
 	track_bg "${H_PID[$name]}"
 	exec {fd}>"$fifo"

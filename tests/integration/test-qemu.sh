@@ -114,8 +114,10 @@ start_holder() {
 	rm -f "$TESTDIR/holder.fifo"
 	mkfifo "$TESTDIR/holder.fifo"
 	HOLDER_LOG="$TESTDIR/holder.log"
+	# Made now: qemu-io's shell opens it only once the FIFO has a writer.
+	: >"$HOLDER_LOG"
 	timeout -k 5 "$CMD_TIMEOUT" qemu-io -f "$fmt" "$img" \
-		<"$TESTDIR/holder.fifo" >"$HOLDER_LOG" 2>&1 &
+		<"$TESTDIR/holder.fifo" >>"$HOLDER_LOG" 2>&1 &
 	HOLDER_PID=$!
 	track_bg "$HOLDER_PID"
 	exec {HOLDER_FD}>"$TESTDIR/holder.fifo"
