@@ -44,19 +44,6 @@ def label(setting):
             + (f", chunk {B.fmt_size(chunk)}" if chunk else ""))
 
 
-def wait_state(daemon, want, timeout=3600):
-    deadline = time.monotonic() + timeout
-    while True:
-        st = B.control(daemon, "status")
-        if st["state"] == want:
-            return st
-        if st["state"] in ("failed", "cancelled", "idle", "switched"):
-            raise RuntimeError(f"waiting for {want}: migration {st['state']}: {st.get('error')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not {want} after {timeout} s")
-        time.sleep(0.01)
-
-
 def one_run(mfs, a, src, dst, mnt, logs, settings, r):
     d = mfs.mount(src, mnt, logs)
     marks = []  # (phase, t0, t1, setting, copy seconds)
@@ -71,7 +58,7 @@ def one_run(mfs, a, src, dst, mnt, logs, settings, r):
             t0 = time.time()
             B.control(d, "start", target=dst, switch="manual", overwrite=True, speed=speed,
                       guest_share=share, **({"chunk": chunk} if chunk else {}))
-            wait_state(d, "mirrored")
+            B.wait_state(d, "mirrored")
             t1 = time.time()
             marks.append(("copying", t0, t1, (speed, share, chunk), t1 - t0))
             time.sleep(a.phase)

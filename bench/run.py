@@ -398,22 +398,30 @@ def forget_migration(source):
         pass
 
 
-def migrate(daemon, target, poll=0.01, timeout=3600, **args):
+def wait_state(daemon, want, poll=0.01, timeout=3600):
+    """Poll the status every @poll seconds until the migration is in state
+    @want: that status.  Raises if it ends in another state first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = control(daemon, "status")
+        if st["state"] == want:
+            return st
+        if st["state"] in ("failed", "cancelled", "idle", "switched"):
+            raise RuntimeError(f"waiting for {want}: the migration to {st.get('target')} "
+                               f"is {st['state']}: {st.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"migration to {st.get('target')}: not {want} after {timeout} s")
+        time.sleep(poll)
+
+
+def migrate(daemon, target, poll=0.01, **args):
     """Start a migration and wait for the switch: (seconds, final status).
     The time runs from the start request to the first status that shows
     the switch, polled every @poll seconds."""
     t0 = time.monotonic()
     control(daemon, "start", target=target, **args)
-    deadline = t0 + timeout
-    while True:
-        st = control(daemon, "status")
-        if st["state"] == "switched":
-            return time.monotonic() - t0, st
-        if st["state"] in ("failed", "cancelled", "idle"):
-            raise RuntimeError(f"migration to {target} ended {st['state']}: {st.get('error')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"migration to {target}: not switched after {timeout}s")
-        time.sleep(poll)
+    st = wait_state(daemon, "switched", poll=poll)
+    return time.monotonic() - t0, st
 
 
 # --- fio -----------------------------------------------------------------------
