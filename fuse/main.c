@@ -69,7 +69,7 @@ static void usage(const char *prog)
 	       "    -o chunk=SIZE          copier chunk, a power of two from 4K\n"
 	       "                           to 64M (default: 1M)\n"
 	       "    -o guest_share=PCT     share of the time the copier leaves to\n"
-	       "                           a writing guest, 0 to 90 (default: 50;\n"
+	       "                           a busy guest, 0 to 90 (default: 50;\n"
 	       "                           0 = copy flat out)\n"
 	       "    -o switch=auto|manual  switch to the target as soon as all\n"
 	       "                           is mirrored (auto, default), or stay\n"

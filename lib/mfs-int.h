@@ -63,7 +63,8 @@ struct Mfs {
 	GHashTable *inodes; /* MfsInodeKey -> MfsInode; protected by inodes_lock */
 
 	MfsMutex files_lock;
-	GHashTable *files; /* open MfsFiles, repointed at the switch; protected by files_lock */
+	GHashTable *files;     /* open MfsFiles, repointed at the switch; protected by files_lock */
+	uint64_t reads_closed; /* reads served by released files; protected by files_lock */
 };
 
 struct MfsFile {
@@ -72,6 +73,7 @@ struct MfsFile {
 	int old_fd;  /* the source's, closed at release after a switch */
 	int flags;   /* open(2) flags of the backing open */
 	bool direct; /* opened with O_DIRECT: buffers must be aligned */
+	guint reads; /* reads served, for the copier (mfs_reads_served); atomic */
 };
 
 struct MfsDir {
@@ -137,6 +139,13 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
  */
 bool mfs_ns_begin(Mfs *fs);
 void mfs_ns_end(Mfs *fs, bool mirrored);
+
+/*
+ * How many reads the mount has served, ever: the guest's reads pass no
+ * lock and no MirrorFile, and the copier counts them here to know whether
+ * the guest used the disk while it copied a chunk.
+ */
+uint64_t mfs_reads_served(Mfs *fs);
 
 /* The journal's name is not part of the tree at its root. */
 bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name);

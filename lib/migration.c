@@ -820,8 +820,8 @@ static void count_files_locked(Migration *mig, uint64_t *copied, uint64_t *guest
  * where the double writes of a mirrored file alone left it 0.8x.
  * Resting in proportion to the chunk's own time follows the disk: a
  * chunk slowed by the guest buys the guest a longer rest.  An idle guest
- * costs nothing.  Only changes count: reads do not pass the MirrorFile
- * (they take no lock at all), so a guest that only reads gets no rest.
+ * costs nothing.  The guest's reads count as much as its changes: the
+ * copier's requests hold them up just the same.
  */
 static gint64 copier_rest_us(gint64 chunk_us, unsigned guest_share)
 {
@@ -906,6 +906,7 @@ static bool copy_all_files(Migration *mig)
 	gint64 window_start = g_get_monotonic_time(), writeback_due = window_start;
 	gint64 rest_from = 0, rest_chunk_us = 0;
 	uint64_t window_bytes = 0, last_speed, copied_total, guest_ops, last_guest_ops;
+	uint64_t guest_reads, last_guest_reads = mfs_reads_served(mig->fs);
 
 	mfs_mutex_lock(&mig->lock);
 	last_speed = mig->speed_bps;
@@ -932,16 +933,19 @@ static bool copy_all_files(Migration *mig)
 			run_hook(mig, "chunk-begin");
 			ret = mirror_file_copy_next(obj->mf, &copied);
 			window_bytes += copied;
+			guest_reads = mfs_reads_served(mig->fs);
 			mfs_mutex_lock(&mig->lock);
 			count_files_locked(mig, &copied_total, &guest_ops);
 			rate_sample_locked(mig, copied_total);
-			/* Owe the guest a rest if it changed a file during this chunk. */
+			/* Owe the guest a rest if it used a file during this chunk. */
 			rest_from = 0;
-			if (guest_ops != last_guest_ops && copied) {
+			if ((guest_ops != last_guest_ops || guest_reads != last_guest_reads) &&
+			    copied) {
 				rest_from = g_get_monotonic_time();
 				rest_chunk_us = rest_from - chunk_start;
 			}
 			last_guest_ops = guest_ops;
+			last_guest_reads = guest_reads;
 			if (mig->speed_bps != last_speed) {
 				/* A new limit counts from now. */
 				last_speed = mig->speed_bps;

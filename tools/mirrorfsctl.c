@@ -28,7 +28,7 @@ static const GOptionEntry entries[] = {
     {"chunk", 0, 0, G_OPTION_ARG_STRING, &opt_chunk,
      "start: copier chunk, a power of two from 4K to 64M", "SIZE"},
     {"guest-share", 0, 0, G_OPTION_ARG_STRING, &opt_guest_share,
-     "start: share of the time the copier leaves to a writing guest (default 50%)", "PCT"},
+     "start: share of the time the copier leaves to a busy guest (default 50%)", "PCT"},
     {"switch", 0, 0, G_OPTION_ARG_STRING, &opt_switch,
      "start: switch when all is mirrored (auto) or when told (manual)", "auto|manual"},
     {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
@@ -47,7 +47,7 @@ static const char description[] =
     "  resume         start it again\n"
     "  speed RATE     set the copier's limit, e.g. 50M (0 = unlimited)\n"
     "  guest-share PCT  set the share of the time the copier leaves to a\n"
-    "                 writing guest, 0 to 90 (0 = copy flat out)\n"
+    "                 busy guest, 0 to 90 (0 = copy flat out)\n"
     "  switch         switch a manual-switch migration that is mirrored\n"
     "  cancel         stop, remove what was written to the target, stay on the source\n";
 

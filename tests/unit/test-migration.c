@@ -313,9 +313,12 @@ END_TEST
  */
 #define REST_CHUNK_MS 150
 
+typedef enum { GUEST_IDLE, GUEST_WRITES, GUEST_READS } GuestDoes;
+
 typedef struct {
-	bool guest_writes;
+	GuestDoes guest;
 	MfsFile *disk;
+	MfsFile *reader;  /* idle guest: a file read before the copy, closed during it */
 	int chunks_ended; /* atomic */
 	gint64 second_began, third_began;
 } RestJob;
@@ -324,13 +327,22 @@ static void rest_hook(Mfs *hfs, const char *point, void *opaque)
 {
 	RestJob *job = opaque;
 	char block[CHUNK];
+	const void *data;
 
 	if (!strcmp(point, "chunk")) {
-		if (g_atomic_int_add(&job->chunks_ended, 1) == 0 && job->guest_writes) {
+		if (g_atomic_int_add(&job->chunks_ended, 1) != 0)
+			return;
+		if (job->guest == GUEST_WRITES) {
 			memset(block, 0x6b, sizeof(block));
 			/* Above the cursor: admitted at once, counted as the guest's. */
 			ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, CHUNK, 30 * CHUNK),
 			                 CHUNK);
+		} else if (job->guest == GUEST_READS) {
+			ck_assert_int_eq(mfs_file_read(job->disk, CHUNK, 30 * CHUNK, &data), CHUNK);
+		} else {
+			/* Its reads were before the copy: closing it is no new use. */
+			mfs_release(hfs, job->reader);
+			job->reader = NULL;
 		}
 	} else if (!strcmp(point, "chunk-begin")) {
 		if (job->chunks_ended == 1) {
@@ -346,10 +358,13 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 {
 	/*
 	 * _i: 0 guest writes, share 50%; 1 guest writes, share 0; 2 idle
-	 * guest, 50%; 3 guest writes, share 90% cut to 0 during the rest.
+	 * guest, 50%; 3 guest writes, share 90% cut to 0 during the rest;
+	 * 4 guest reads, share 50%.
 	 */
-	static const unsigned share[] = {50, 0, 50, 90};
-	RestJob job = {.guest_writes = _i != 2};
+	static const unsigned share[] = {50, 0, 50, 90, 50};
+	static const GuestDoes guest[] = {GUEST_WRITES, GUEST_WRITES, GUEST_IDLE, GUEST_WRITES,
+	                                  GUEST_READS};
+	RestJob job = {.guest = guest[_i]};
 	MfsMigOptions opts = {.hook = rest_hook,
 	                      .hook_opaque = &job,
 	                      .manual_switch = true,
@@ -364,6 +379,12 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 	ck_assert_int_eq(unlink(conf), 0);
 	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
 	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &job.disk), 0);
+	if (job.guest == GUEST_IDLE) {
+		const void *data;
+
+		ck_assert_int_eq(mfs_open(fs, e.inode, O_RDONLY, &job.reader), 0);
+		ck_assert_int_eq(mfs_file_read(job.reader, CHUNK, 0, &data), CHUNK);
+	}
 	start(&opts);
 	if (_i == 3) {
 		/* A new share counts at once: no waiting out the 9x rest. */
@@ -378,7 +399,7 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 		ck_assert_int_lt(job.third_began - job.second_began, 10 * REST_CHUNK_MS * 1000);
 		ck_assert_uint_lt(st.rested_ns, 9 * REST_CHUNK_MS * 1000000ull);
 		opts.guest_share = 0;
-	} else if (_i == 0) {
+	} else if (share[_i] == 50 && job.guest != GUEST_IDLE) {
 		/*
 		 * The second chunk took REST_CHUNK_MS and more; at a share of
 		 * 50% the rest is as long again, so the third chunk began at
@@ -388,6 +409,7 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 		ck_assert_uint_ge(st.rested_ns, REST_CHUNK_MS * 1000000ull);
 	} else {
 		ck_assert_uint_eq(st.rested_ns, 0);
+		ck_assert_ptr_null(job.reader);
 	}
 	ck_assert_uint_eq(st.guest_share, opts.guest_share);
 	mfs_migration_status_clear(&st);
@@ -676,7 +698,7 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_tree_is_copied_and_switched);
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
-	tcase_add_loop_test(tc, test_copier_rests_for_a_busy_guest, 0, 4);
+	tcase_add_loop_test(tc, test_copier_rests_for_a_busy_guest, 0, 5);
 	tcase_add_test(tc, test_reused_inode_numbers);
 	tcase_add_test(tc, test_cancel_cleans_the_target);
 	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);
