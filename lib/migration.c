@@ -907,6 +907,7 @@ static bool copy_all_files(Migration *mig)
 	gint64 rest_from = 0, rest_chunk_us = 0;
 	uint64_t window_bytes = 0, last_speed, copied_total, guest_ops, last_guest_ops;
 	uint64_t guest_reads, last_guest_reads = mfs_reads_served(mig->fs);
+	bool guest_busy = false;
 
 	mfs_mutex_lock(&mig->lock);
 	last_speed = mig->speed_bps;
@@ -928,7 +929,13 @@ static bool copy_all_files(Migration *mig)
 			if (!copier_may_go_on(mig, window_start, window_bytes, rest_from,
 			                      rest_chunk_us))
 				return false;
-			mirror_file_set_max_chunk(obj->mf, grown_chunk_limit(last_speed));
+			/*
+			 * The MirrorFile grows its chunk while the guest leaves that
+			 * file alone; the guest's reads, and its writes to the other
+			 * files, hold up its requests just as much: no growth either.
+			 */
+			mirror_file_set_max_chunk(obj->mf,
+			                          guest_busy ? 0 : grown_chunk_limit(last_speed));
 			chunk_start = g_get_monotonic_time();
 			run_hook(mig, "chunk-begin");
 			ret = mirror_file_copy_next(obj->mf, &copied);
@@ -939,8 +946,8 @@ static bool copy_all_files(Migration *mig)
 			rate_sample_locked(mig, copied_total);
 			/* Owe the guest a rest if it used a file during this chunk. */
 			rest_from = 0;
-			if ((guest_ops != last_guest_ops || guest_reads != last_guest_reads) &&
-			    copied) {
+			guest_busy = guest_ops != last_guest_ops || guest_reads != last_guest_reads;
+			if (guest_busy && copied) {
 				rest_from = g_get_monotonic_time();
 				rest_chunk_us = rest_from - chunk_start;
 			}

@@ -51,7 +51,8 @@ void mirror_file_free(MirrorFile *mf);
 void mirror_file_mark_mirrored(MirrorFile *mf);
 /*
  * Let the chunk grow up to @max_chunk while the guest leaves the file
- * alone (see mirror-file.c).  By default it stays at chunk_size.
+ * alone (see mirror-file.c).  By default, or with a @max_chunk no larger
+ * than chunk_size (0), the next chunk is chunk_size.
  */
 void mirror_file_set_max_chunk(MirrorFile *mf, size_t max_chunk);
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);

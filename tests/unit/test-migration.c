@@ -422,6 +422,63 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 END_TEST
 
 /*
+ * The chunk grows only while the guest leaves the whole mount alone: a
+ * guest that reads disk.img, or writes another file, at the end of every
+ * chunk keeps it at CHUNK.  disk.img is 40 chunks and a bit: copied in
+ * chunks of CHUNK (the first may be twice that, copied before the guest
+ * did anything) that is some 40 copier steps; growing, under ten.
+ */
+typedef struct {
+	GuestDoes guest;
+	MfsFile *disk, *other;
+	int chunks;
+} GrowthJob;
+
+static void growth_hook(Mfs *hfs, const char *point, void *opaque)
+{
+	GrowthJob *job = opaque;
+	const void *data;
+
+	if (strcmp(point, "chunk") != 0)
+		return;
+	job->chunks++;
+	if (job->guest == GUEST_READS)
+		ck_assert_int_eq(mfs_file_read(job->disk, 512, 0, &data), 512);
+	else if (job->guest == GUEST_WRITES)
+		ck_assert_int_eq(mfs_file_write(hfs, job->other, "x", 1, 0), 1);
+}
+
+START_TEST(test_chunk_grows_only_while_the_guest_is_idle)
+{
+	static const GuestDoes guest[] = {GUEST_IDLE, GUEST_READS, GUEST_WRITES};
+	GrowthJob job = {.guest = guest[_i]};
+	MfsMigOptions opts = {
+	    .hook = growth_hook, .hook_opaque = &job, .manual_switch = true, .guest_share = 0};
+	g_autofree char *conf = g_build_filename(src, "sub", "vm.conf", NULL);
+	MfsEntry e, o;
+
+	/* disk.img, and the empty file the guest may write. */
+	ck_assert_int_eq(unlink(conf), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "empty", &o), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDONLY, &job.disk), 0);
+	ck_assert_int_eq(mfs_open(fs, o.inode, O_RDWR, &job.other), 0);
+	start(&opts);
+	wait_for(MFS_MIG_MIRRORED);
+	if (job.guest == GUEST_IDLE)
+		ck_assert_int_le(job.chunks, 10);
+	else
+		ck_assert_int_ge(job.chunks, 40);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	mfs_release(fs, job.disk);
+	mfs_release(fs, job.other);
+	mfs_forget(fs, e.inode, 1);
+	mfs_forget(fs, o.inode, 1);
+}
+END_TEST
+
+/*
  * Objects removed during the copy free their inode numbers, and new files
  * get them: a new file must not be taken for the removed object.
  */
@@ -699,6 +756,7 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
 	tcase_add_loop_test(tc, test_copier_rests_for_a_busy_guest, 0, 5);
+	tcase_add_loop_test(tc, test_chunk_grows_only_while_the_guest_is_idle, 0, 3);
 	tcase_add_test(tc, test_reused_inode_numbers);
 	tcase_add_test(tc, test_cancel_cleans_the_target);
 	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);
