@@ -3,8 +3,9 @@
 """Where a busy guest's IOPS go during a migration, phase by phase.
 
 One 4 KiB random O_DIRECT writer (iodepth 16, as in the harness's load
-scenario) runs on an image through the mount for the whole run, while
-migrations with a manual switch come and go under it.  Each migration is
+scenario; a reader with --rw randread) runs on an image through the
+mount for the whole run, while migrations with a manual switch come and
+go under it.  Each migration is
 timed to "mirrored" with one copier setting, then left mirrored with the
 copier done, then cancelled (the source is served alone again), so one
 run measures the guest:
@@ -48,7 +49,7 @@ def one_run(mfs, a, src, dst, mnt, logs, settings, r):
     d = mfs.mount(src, mnt, logs)
     marks = []  # (phase, t0, t1, setting, copy seconds)
     try:
-        w = B.FioLoad(a.dir, f"split{r}", [os.path.join(mnt, "disk.img")], a.size)
+        w = B.FioLoad(a.dir, f"split{r}", [os.path.join(mnt, "disk.img")], a.size, rw=a.rw)
         w.settle(2)
         t = time.time()
         time.sleep(a.phase)
@@ -98,6 +99,8 @@ def main():
     ap.add_argument("--phase", type=float, default=8.0,
                     help="seconds of each phase that is not a copy")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rw", choices=("randwrite", "randread"), default="randwrite",
+                    help="what the guest does: 4 KiB random writes (default) or reads")
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-load-split")
     ap.add_argument("--out", metavar="PREFIX",
                     help="write PREFIX.md (medians, with the machine) and PREFIX.json (every "
@@ -170,7 +173,8 @@ def main():
                     f"{m['cores']} × {m['cpu']}, Linux {m['kernel']} ({m['virtualization']}); "
                     f"file system `{m['filesystem']}`; {m['fio']}; mirrorfs {m['mirrorfs']}. "
                     f"{a.runs} runs; ratios are to the guest alone in the same run (median "
-                    f"{alone:.0f} IOPS of 4 KiB random O_DIRECT writes at iodepth 16 on a "
+                    f"{alone:.0f} IOPS of 4 KiB random O_DIRECT "
+                    f"{'reads' if a.rw == 'randread' else 'writes'} at iodepth 16 on a "
                     f"{B.fmt_size(a.size)} image), as median (min-max).\n\n")
             f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
             for row in rows:

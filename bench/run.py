@@ -458,14 +458,15 @@ def fio_run(workdir, filename, rw, bs, direct, iodepth, size, runtime):
 
 
 class FioLoad:
-    """Guest writers left running in the background, one job a file, each
-    logging every write's completion time (Unix epoch, ms) and latency.
-    fio writes its logs when SIGTERM stops it."""
+    """Guest writers (or readers: @rw) left running in the background, one
+    job a file, each logging every request's completion time (Unix epoch,
+    ms) and latency.  fio writes its logs when SIGTERM stops it."""
 
-    def __init__(self, workdir, name, filenames, size, iodepth=16, bs="4k", nbd_uri=None):
+    def __init__(self, workdir, name, filenames, size, iodepth=16, bs="4k", nbd_uri=None,
+                 rw="randwrite"):
         self.prefix = os.path.join(workdir, name)
         argv = ["fio", "--output-format=json", f"--output={self.prefix}.json",
-                "--rw=randwrite", f"--bs={bs}", f"--iodepth={iodepth}", f"--size={size}",
+                f"--rw={rw}", f"--bs={bs}", f"--iodepth={iodepth}", f"--size={size}",
                 "--randrepeat=0", "--norandommap", "--fallocate=none", "--time_based",
                 "--runtime=86400", "--log_avg_msec=0", "--log_unix_epoch=1",
                 "--disable_slat=1", "--disable_lat=1"]
