@@ -54,10 +54,12 @@
  * copied without a guest operation admitted meanwhile makes the next one
  * twice as large, up to max_chunk; the first operation brings it back to
  * chunk_size.  (The owner sets max_chunk to 0 while the guest uses other
- * files, or reads: those pass no MirrorFile of this file.)  Large direct writes are what it takes
- * to copy at the disk's speed (the block layer splits them into requests in parallel), and they
- * cost a busy guest most of its IOPS: measured under 4K random writes, 1 MiB chunks left the guest
- * 0.65x of its IOPS, 16 MiB ones 0.1x; idle, 16 MiB ones copied in 0.6x the time of 1 MiB ones.
+ * files, or reads: those pass no MirrorFile of this file.)  Large direct
+ * writes are what it takes to copy at the disk's speed (the block layer
+ * splits them into requests in parallel), and they cost a busy guest
+ * most of its IOPS: measured under 4K random writes, 1 MiB chunks left
+ * the guest 0.65x of its IOPS, 16 MiB ones 0.1x; idle, 16 MiB ones
+ * copied in 0.6x the time of 1 MiB ones.
  *
  * A failure on the target (or of the copier) is never the guest's
  * failure: it is recorded, the file is detached (source only from then
