@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -242,6 +243,25 @@ static bool path_is_below(const char *inner, const char *outer)
 	return strncmp(inner, outer, n) == 0 && inner[n] == '/';
 }
 
+/*
+ * Every inode the kernel holds costs an O_PATH descriptor, and every file
+ * under migration two more (four while it is copied): the soft limit a
+ * service gets by default (1024 under systemd) would cap the tree at a few
+ * hundred files, and fail a migration with EMFILE half-way.  Take the
+ * hard limit; nothing here uses select(2).
+ */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		fprintf(stderr, "mirrorfs: cannot raise the open file limit to %llu: %s\n",
+		        (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 /* Name the file system after its source: df and mount then say what is under it. */
 static int add_fsname(struct fuse_args *args, const char *source)
 {
@@ -321,6 +341,7 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 
+	raise_fd_limit();
 	ret = mfs_new(source, &daemon.fs);
 	if (ret < 0) {
 		fprintf(stderr, "mirrorfs: source '%s': %s\n", opts.source, strerror(-ret));
