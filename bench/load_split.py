@@ -5,10 +5,9 @@
 One 4 KiB random O_DIRECT writer (iodepth 16, as in the harness's load
 scenario; a reader with --rw randread) runs on an image through the
 mount for the whole run, while migrations with a manual switch come and
-go under it.  Each migration is
-timed to "mirrored" with one copier setting, then left mirrored with the
-copier done, then cancelled (the source is served alone again), so one
-run measures the guest:
+go under it.  Each migration is timed to "mirrored" with one copier
+setting, then left mirrored with the copier done, then cancelled (the
+source is served alone again), so one run measures the guest:
 
   - alone: no migration;
   - mirrored, copier done: each write lands twice, nothing else;

@@ -905,13 +905,15 @@ static bool copy_all_files(Migration *mig)
 {
 	gint64 window_start = g_get_monotonic_time(), writeback_due = window_start;
 	gint64 rest_from = 0, rest_chunk_us = 0;
-	uint64_t window_bytes = 0, last_speed, copied_total, guest_ops, last_guest_ops;
-	uint64_t guest_reads, last_guest_reads = mfs_reads_served(mig->fs);
+	uint64_t window_bytes = 0, last_speed, copied_total, guest_ops;
+	/* The guest's reads and admitted operations, summed: it used the mount when they move. */
+	uint64_t guest_use, last_guest_use = mfs_reads_served(mig->fs);
 	bool guest_busy = false;
 
 	mfs_mutex_lock(&mig->lock);
 	last_speed = mig->speed_bps;
-	count_files_locked(mig, &copied_total, &last_guest_ops);
+	count_files_locked(mig, &copied_total, &guest_ops);
+	last_guest_use += guest_ops;
 	mfs_mutex_unlock(&mig->lock);
 	for (guint i = 0;; i++) {
 		MigObject *obj;
@@ -940,19 +942,19 @@ static bool copy_all_files(Migration *mig)
 			run_hook(mig, "chunk-begin");
 			ret = mirror_file_copy_next(obj->mf, &copied);
 			window_bytes += copied;
-			guest_reads = mfs_reads_served(mig->fs);
+			guest_use = mfs_reads_served(mig->fs);
 			mfs_mutex_lock(&mig->lock);
 			count_files_locked(mig, &copied_total, &guest_ops);
 			rate_sample_locked(mig, copied_total);
 			/* Owe the guest a rest if it used a file during this chunk. */
 			rest_from = 0;
-			guest_busy = guest_ops != last_guest_ops || guest_reads != last_guest_reads;
+			guest_use += guest_ops;
+			guest_busy = guest_use != last_guest_use;
+			last_guest_use = guest_use;
 			if (guest_busy && copied) {
 				rest_from = g_get_monotonic_time();
 				rest_chunk_us = rest_from - chunk_start;
 			}
-			last_guest_ops = guest_ops;
-			last_guest_reads = guest_reads;
 			if (mig->speed_bps != last_speed) {
 				/* A new limit counts from now. */
 				last_speed = mig->speed_bps;
