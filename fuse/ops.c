@@ -12,8 +12,10 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <glib.h>
+#include <linux/fuse.h>
 
 static Daemon *daemon_of(fuse_req_t req)
 {
@@ -235,6 +237,25 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	                             inode_of(req, newparent), newname, flags));
 }
 
+/*
+ * A direct-I/O open (mfs_file_direct_io) also lets the kernel send its
+ * writes in parallel (FOPEN_PARALLEL_DIRECT_WRITES, Linux 6.2; older
+ * kernels ignore it), as a local file system runs O_DIRECT writes: else
+ * it holds the inode's lock across each one.  libfuse 3.14 has no field
+ * for that flag, so the reply is written out here; its layout is the
+ * kernel's ABI, and the same as fuse_reply_open() sends.
+ */
+static int reply_open(fuse_req_t req, struct fuse_file_info *fi, const MfsFile *file)
+{
+	struct fuse_open_out out = {.fh = fi->fh};
+	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
+
+	if (!mfs_file_direct_io(file))
+		return fuse_reply_open(req, fi);
+	out.open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+	return fuse_reply_iov(req, &iov, 1);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	MfsFile *file;
@@ -245,7 +266,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uintptr_t)file;
-	if (fuse_reply_open(req, fi) < 0)
+	if (reply_open(req, fi, file) < 0)
 		mfs_release(daemon_of(req)->fs, file);
 }
 
@@ -264,6 +285,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	fi->fh = (uintptr_t)file;
+	/* libfuse writes this reply: direct I/O, without parallel writes. */
+	fi->direct_io = mfs_file_direct_io(file);
 	p = entry_param(d, &e);
 	if (fuse_reply_create(req, &p, fi) < 0) {
 		mfs_release(d->fs, file);

@@ -20,6 +20,21 @@
  * and target hold the same bytes.  Everything else passes the gate.  A
  * read counts itself in its file, so that a migration's copier knows the
  * guest is using the disk (mfs_reads_served).
+ *
+ * An O_DIRECT open is offered to the kernel as a direct-I/O file (FUSE's
+ * FOPEN_DIRECT_IO): the guest asked for no page cache, so it changes
+ * nothing it sees, and the kernel's direct path skips two costs of its
+ * cached path.  That path sends a GETXATTR of security.capability before
+ * every write (to drop file capabilities), one more round trip each; and
+ * it holds the inode's lock exclusively for a whole synchronous write,
+ * so that a guest's I/O threads (QEMU's aio=threads) write one at a
+ * time.  The direct path also leaves dropping privileges on write to the
+ * daemon.  File capabilities go anyway: the backing file system drops
+ * them when we write.  The set-user-ID and set-group-ID bits it keeps,
+ * for us, root; the kernel asks us to drop them through a flag libfuse
+ * 3.14 does not pass on.  A file with either bit keeps the cached path,
+ * where the kernel drops them itself.  (A bit set later, while the file
+ * is open, is not dropped by that open's writes.)
  */
 #define _GNU_SOURCE
 #include "mfs-int.h"
@@ -28,6 +43,16 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* Whether a guest's write to @fd may drop bits that ours would keep (see above). */
+static bool writes_drop_mode_bits(int fd)
+{
+	struct stat st;
+
+	/* Unknown: keep the kernel's checks. */
+	return fstat(fd, &st) < 0 || (st.st_mode & (S_ISUID | S_ISGID));
+}
 
 static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 {
@@ -38,6 +63,7 @@ static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 	file->old_fd = -1;
 	file->flags = flags;
 	file->direct = flags & O_DIRECT;
+	file->direct_io = file->direct && !writes_drop_mode_bits(fd);
 	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_add(fs->files, file);
 	mfs_mutex_unlock(&fs->files_lock);
@@ -131,6 +157,25 @@ bool mfs_file_is_direct(const MfsFile *file)
 	return file->direct;
 }
 
+bool mfs_file_direct_io(const MfsFile *file)
+{
+	return file->direct_io;
+}
+
+/*
+ * For tests: with MIRRORFS_TEST_WRITE_HOLD_MS set, every write says how
+ * many writes are held with it and waits that long, so that a test sees
+ * whether the kernel lets a second write in while one is under way.
+ */
+static void test_hold_write(Mfs *fs)
+{
+	gint held = g_atomic_int_add(&fs->test_writes_held, 1) + 1;
+
+	g_message("test: %d writes held", held);
+	g_usleep(fs->test_write_hold_us);
+	g_atomic_int_add(&fs->test_writes_held, -1);
+}
+
 ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
 {
 	char *buf = mfs_thread_buffer(size);
@@ -167,6 +212,8 @@ ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off
 	MirrorFile *mirror;
 	ssize_t n;
 
+	if (G_UNLIKELY(fs->test_write_hold_us))
+		test_hold_write(fs);
 	if (file->direct && ((uintptr_t)buf % MFS_DIRECT_ALIGN)) {
 		void *bounce = mfs_thread_buffer(size);
 

@@ -65,15 +65,19 @@ struct Mfs {
 	MfsMutex files_lock;
 	GHashTable *files;     /* open MfsFiles, repointed at the switch; protected by files_lock */
 	uint64_t reads_closed; /* reads served by released files; protected by files_lock */
+
+	gulong test_write_hold_us; /* MIRRORFS_TEST_WRITE_HOLD_MS: see test_hold_write() */
+	gint test_writes_held;     /* atomic */
 };
 
 struct MfsFile {
 	MfsInode *inode;
-	int fd;      /* read without the gate: g_atomic_int_get; set at the stun */
-	int old_fd;  /* the source's, closed at release after a switch */
-	int flags;   /* open(2) flags of the backing open */
-	bool direct; /* opened with O_DIRECT: buffers must be aligned */
-	guint reads; /* reads served, for the copier (mfs_reads_served); atomic */
+	int fd;         /* read without the gate: g_atomic_int_get; set at the stun */
+	int old_fd;     /* the source's, closed at release after a switch */
+	int flags;      /* open(2) flags of the backing open */
+	bool direct;    /* opened with O_DIRECT: buffers must be aligned */
+	bool direct_io; /* the kernel may pass its I/O straight: mfs_file_direct_io() */
+	guint reads;    /* reads served, for the copier (mfs_reads_served); atomic */
 };
 
 struct MfsDir {

@@ -116,6 +116,9 @@ int mfs_new(const char *source_dir, Mfs **out)
 	}
 	fs = g_new0(Mfs, 1);
 	fs->dir = served;
+	fs->test_write_hold_us =
+	    (gulong)g_ascii_strtoull(g_getenv("MIRRORFS_TEST_WRITE_HOLD_MS") ?: "0", NULL, 10) *
+	    1000;
 	fs->root.fd = fd;
 	fs->root.old_fd = -1;
 	fs->root.key = (MfsInodeKey){st.st_dev, st.st_ino};

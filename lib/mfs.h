@@ -103,6 +103,13 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
                const MfsCred *cred, MfsEntry *entry, MfsFile **out);
 void mfs_release(Mfs *fs, MfsFile *file);
 bool mfs_file_is_direct(const MfsFile *file);
+/*
+ * Whether the kernel may hand this open's reads and writes straight to
+ * us, past its page cache (FUSE's FOPEN_DIRECT_IO): the guest opened it
+ * with O_DIRECT, and writing the file drops no privileges.  See
+ * mfs-file.c.
+ */
+bool mfs_file_direct_io(const MfsFile *file);
 
 /*
  * Read up to @size bytes at @off into a buffer owned by the calling thread

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static char *scratch;
 static Mfs *fs;
@@ -127,6 +128,40 @@ START_TEST(test_direct_io_unaligned_buffer)
 	ck_assert_int_eq(mfs_file_write(fs, f, unaligned, 4096, 1), -EINVAL);
 	mfs_release(fs, f);
 	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
+/* Open @name of the scratch directory with @flags: is it offered as direct I/O? */
+static bool direct_io_of(const char *name, int flags)
+{
+	MfsEntry e;
+	MfsFile *f = NULL;
+	bool direct_io;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), name, &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, flags, &f), 0);
+	direct_io = mfs_file_direct_io(f);
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 1);
+	return direct_io;
+}
+
+START_TEST(test_direct_io_offered_unless_setid)
+{
+	g_autofree char *path = g_build_filename(scratch, "img", NULL);
+	MfsEntry e;
+
+	mfs_release(fs, create_file("img", O_RDWR, &e));
+	mfs_forget(fs, e.inode, 1);
+	ck_assert(direct_io_of("img", O_RDWR | O_DIRECT));
+	ck_assert(!direct_io_of("img", O_RDWR));
+	/* Our writes keep these bits: the kernel's cached path drops them. */
+	ck_assert_int_eq(chmod(path, 04644), 0);
+	ck_assert(!direct_io_of("img", O_RDWR | O_DIRECT));
+	ck_assert_int_eq(chmod(path, 02644), 0);
+	ck_assert(!direct_io_of("img", O_RDWR | O_DIRECT));
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	ck_assert(direct_io_of("img", O_RDWR | O_DIRECT));
 }
 END_TEST
 
@@ -319,6 +354,7 @@ static Suite *passthrough_suite(void)
 	tcase_add_test(tc, test_hard_link_shares_inode);
 	tcase_add_test(tc, test_write_read_roundtrip);
 	tcase_add_test(tc, test_direct_io_unaligned_buffer);
+	tcase_add_test(tc, test_direct_io_offered_unless_setid);
 	tcase_add_test(tc, test_append_flag_uses_kernel_offset);
 	tcase_add_test(tc, test_sparse_punch_and_seek);
 	tcase_add_test(tc, test_setattr);

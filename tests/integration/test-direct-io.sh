@@ -1,0 +1,103 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# An O_DIRECT open goes to the kernel's direct path (mfs-file.c):
+#  - its writes come without the GETXATTR of security.capability that the
+#    cached path sends before each one (counted in the -d request log);
+#  - synchronous writes of several threads reach the daemon together: with
+#    MIRRORFS_TEST_WRITE_HOLD_MS the daemon holds each write and logs how
+#    many it holds, and a second writer starts only once the first is held;
+#  - privileges go at a write as natively: file capabilities, which the
+#    backing file system drops at the daemon's write, and the set-user-ID
+#    bit of a writer without CAP_FSETID (through allow_other), which it
+#    would keep for the daemon: such a file keeps the cached path.
+# Each check has its control: buffered writes, which keep the cached path,
+# show the GETXATTRs and one write at a time, so the counts can fail.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
+cd "$TESTDIR"
+
+SRC="$TESTDIR/src"
+MNT="$TESTDIR/mnt"
+mkdir -p "$SRC" "$MNT"
+head -c 1M /dev/urandom >"$SRC/disk.img"
+
+daemon_log() {
+	echo "${MFS_LOG[$(realpath "$MNT")]}"
+}
+
+# getxattrs_for_writes DD_FLAGS...: 8 writes of 4 KiB; prints the GETXATTR count.
+getxattrs_for_writes() {
+	local before after
+	before="$(grep -c 'opcode: GETXATTR' "$(daemon_log)" || true)"
+	run dd if=/dev/urandom of="$MNT/disk.img" bs=4k count=8 conv=notrunc status=none "$@"
+	after="$(grep -c 'opcode: GETXATTR' "$(daemon_log)" || true)"
+	echo $((after - before))
+}
+
+mount_mfs "$SRC" "$MNT" -d
+n="$(getxattrs_for_writes oflag=direct)"
+((n == 0)) || fail "O_DIRECT: $n GETXATTR for 8 writes (expected none)"
+n="$(getxattrs_for_writes)"
+((n >= 8)) || fail "buffered: $n GETXATTR for 8 writes (expected one a write)"
+head -c 64K /dev/urandom >"$TESTDIR/patch"
+run dd if="$TESTDIR/patch" of="$MNT/disk.img" bs=64K seek=3 conv=notrunc oflag=direct status=none
+run cmp -n 65536 -i 0:196608 "$TESTDIR/patch" "$SRC/disk.img"
+
+# A file capability (v2: CAP_NET_RAW permitted and effective) goes at the
+# first write, as on the backing file system.
+run python3 - "$SRC/disk.img" <<-'PY'
+	import os, struct, sys
+	os.setxattr(sys.argv[1], "security.capability", struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0))
+PY
+run dd if=/dev/zero of="$MNT/disk.img" bs=4k count=1 conv=notrunc oflag=direct status=none
+run python3 - "$SRC/disk.img" <<-'PY'
+	import errno, os, sys
+	try:
+	    os.getxattr(sys.argv[1], "security.capability")
+	except OSError as e:
+	    if e.errno != errno.ENODATA:
+	        raise
+	else:
+	    sys.exit("security.capability survived an O_DIRECT write")
+PY
+umount_mfs "$MNT"
+
+# held_at_once DD_FLAGS...: two writers of one 4 KiB block each, the second
+# started while the daemon holds the first; prints the most writes held at once.
+held_at_once() {
+	local logf a b deadline
+	logf="$(daemon_log)"
+	dd if=/dev/zero of="$MNT/disk.img" bs=4k count=1 conv=notrunc status=none "$@" &
+	a=$!
+	track_bg "$a"
+	deadline=$((SECONDS + 30))
+	until grep -q 'test: 1 writes held' "$logf"; do
+		((SECONDS < deadline)) || fail "the first write never reached the daemon"
+		sleep 0.05
+	done
+	dd if=/dev/zero of="$MNT/disk.img" bs=4k count=1 seek=1 conv=notrunc status=none "$@" &
+	b=$!
+	track_bg "$b"
+	wait "$a" || fail "first writer ($*) failed"
+	wait "$b" || fail "second writer ($*) failed"
+	sed -n 's/.*test: \([0-9]*\) writes held.*/\1/p' "$logf" | sort -n | tail -n 1
+	: >"$logf"
+}
+
+MIRRORFS_TEST_WRITE_HOLD_MS=1500 mount_mfs "$SRC" "$MNT"
+assert_eq 2 "$(held_at_once oflag=direct)" "O_DIRECT writes held at once"
+assert_eq 1 "$(held_at_once)" "buffered writes held at once"
+umount_mfs "$MNT"
+
+# A writer without CAP_FSETID loses the set-user-ID bit it writes to.
+require_nobody
+chmod 0755 "$TESTDIR"
+chmod 04666 "$SRC/disk.img"
+mount_mfs "$SRC" "$MNT" -o allow_other
+run "${AS_NOBODY[@]}" dd if=/dev/zero of="$MNT/disk.img" bs=4k count=1 conv=notrunc oflag=direct \
+	status=none
+assert_eq 666 "$(stat -c %a "$SRC/disk.img")" "mode after an O_DIRECT write by nobody"
+umount_mfs "$MNT"
+exit 0
