@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A/B of the passthrough: mirrorfs builds against native I/O, order rotated.
+
+Runs bench/run.py's passthrough workloads (all, or those named with --jobs)
+on one file natively and through each mirrorfs build given, in an order
+rotated from run to run, and prints each figure and the medians, as ratios
+to native and to the first build in the same run.  Writes Markdown and
+JSON with --out.
+
+  bench/ab_passthrough.py --build new=build --build old=/tmp/old-build --runs 5
+
+Needs root and /dev/fuse.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
+                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
+    ap.add_argument("--jobs", help="comma-separated workload names (default: all)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runtime", type=int, default=6, help="seconds per fio run")
+    ap.add_argument("--size", type=B.parse_size, default=1 * B.GiB)
+    ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-passthrough",
+                    help="work directory (kept, so that the file is filled once)")
+    ap.add_argument("--out", help="write OUT.md and OUT.json")
+    a = ap.parse_args()
+    builds = {}
+    for spec in a.build or ["mirrorfs=" + os.path.join(B.ROOT, "build")]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or name == "native":
+            ap.error(f"--build {spec!r}: expected NAME=DIR, NAME not 'native'")
+        builds[name] = B.Mirrorfs(os.path.abspath(path))
+    jobs = B.PASSTHROUGH_JOBS
+    if a.jobs:
+        names = a.jobs.split(",")
+        unknown = set(names) - {j[0] for j in jobs}
+        if unknown:
+            ap.error(f"--jobs: unknown {', '.join(sorted(unknown))}; known: "
+                     + ", ".join(j[0] for j in jobs))
+        jobs = [j for j in jobs if j[0] in names]
+    if a.runs < 1:
+        ap.error("--runs: at least 1")
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("ab_passthrough: needs root and /dev/fuse", file=sys.stderr)
+        return 77
+
+    src, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "mnt", "logs"))
+    for d in (src, mnt, logs):
+        os.makedirs(d, exist_ok=True)
+    img = os.path.join(src, "disk.img")
+    if not os.path.exists(img) or os.path.getsize(img) != a.size:
+        B.fill_file(img, a.size)
+    order = ["native"] + list(builds)
+    iops = {j[0]: {how: [] for how in order} for j in jobs}
+    try:
+        for r in range(a.runs):
+            for how in B.rotated(order, r):
+                d = builds[how].mount(src, mnt, logs) if how in builds else None
+                path = os.path.join(mnt if d else src, "disk.img")
+                try:
+                    for name, rw, bs, direct, qd, threads in jobs:
+                        B.drop_caches()
+                        res = B.fio_run(a.dir, path, rw, bs, direct, qd, a.size, a.runtime,
+                                        threads)
+                        if "error" in res:
+                            raise SystemExit(f"ab_passthrough: {how}: {name}: {res['error']}")
+                        iops[name][how].append(res["iops"])
+                        print(f"run {r + 1}: {how}: {name}: {res['iops']:,.0f} IOPS", flush=True)
+                finally:
+                    if d:
+                        d.stop()
+    finally:
+        B.Daemon.stop_all()
+    first = list(builds)[0]
+    lines = [f"| workload | {' | '.join(order)} | "
+             + " | ".join(f"{b} vs native" for b in builds)
+             + " | " + " | ".join(f"{b} vs {first}" for b in list(builds)[1:]) + " |",
+             "|" + "---|" * (1 + len(order) + len(builds) + len(builds) - 1)]
+    for name, per in iops.items():
+        med = {how: statistics.median(v) for how, v in per.items()}
+        cells = [f"{med[h]:,.0f} ({min(per[h]):,.0f}–{max(per[h]):,.0f})" for h in order]
+        cells += [f"{med[b] / med['native']:.2f}×" for b in builds]
+        cells += [f"{med[b] / med[first]:.2f}×" for b in list(builds)[1:]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if a.out:
+        m = B.machine(a.dir)
+        with open(a.out + ".json", "w") as f:
+            json.dump({"machine": m, "runs": a.runs, "runtime": a.runtime,
+                       "builds": {b: builds[b].build for b in builds}, "iops": iops}, f,
+                      indent=1)
+        with open(a.out + ".md", "w") as f:
+            f.write(f"Taken {m['date']} on {m['cores']} × {m['cpu']}, Linux {m['kernel']}; "
+                    f"file system `{m['filesystem']}`; {m['fio']}, libfuse {m['libfuse']}; "
+                    f"mirrorfs {m['mirrorfs']}.  IOPS, median (min–max) of {a.runs} runs of "
+                    f"{a.runtime} s each, the order rotated from run to run.\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
