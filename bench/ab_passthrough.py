@@ -5,10 +5,10 @@
 Runs bench/run.py's passthrough workloads (all, or those named with --jobs)
 on one file natively and through each mirrorfs build given, in an order
 rotated from run to run, and prints each figure and the medians, as ratios
-to native and to the first build in the same run.  Writes Markdown and
+to native and to the first build (the baseline) in the same run.  Writes Markdown and
 JSON with --out.
 
-  bench/ab_passthrough.py --build new=build --build old=/tmp/old-build --runs 5
+  bench/ab_passthrough.py --build old=/tmp/old-build --build new=build --runs 5
 
 Needs root and /dev/fuse.
 """
@@ -21,6 +21,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+
+
+def render(iops, builds):
+    """A Markdown table: medians and ranges, ratios to native and to the first build."""
+    first, others = builds[0], builds[1:]
+    order = ["native"] + builds
+    lines = ["| workload | " + " | ".join(order) + " | "
+             + " | ".join(f"{b} vs native" for b in builds)
+             + "".join(f" | {b} vs {first}" for b in others) + " |",
+             "|" + "---|" * (1 + len(order) + len(builds) + len(others))]
+    for name, per in iops.items():
+        med = {how: statistics.median(per[how]) for how in order}
+        cells = [f"{med[h]:,.0f} ({min(per[h]):,.0f}–{max(per[h]):,.0f})" for h in order]
+        cells += [f"{med[b] / med['native']:.2f}×" for b in builds]
+        cells += [f"{med[b] / med[first]:.2f}×" for b in others]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main():
@@ -82,18 +99,7 @@ def main():
                         d.stop()
     finally:
         B.Daemon.stop_all()
-    first = list(builds)[0]
-    lines = [f"| workload | {' | '.join(order)} | "
-             + " | ".join(f"{b} vs native" for b in builds)
-             + " | " + " | ".join(f"{b} vs {first}" for b in list(builds)[1:]) + " |",
-             "|" + "---|" * (1 + len(order) + len(builds) + len(builds) - 1)]
-    for name, per in iops.items():
-        med = {how: statistics.median(v) for how, v in per.items()}
-        cells = [f"{med[h]:,.0f} ({min(per[h]):,.0f}–{max(per[h]):,.0f})" for h in order]
-        cells += [f"{med[b] / med['native']:.2f}×" for b in builds]
-        cells += [f"{med[b] / med[first]:.2f}×" for b in list(builds)[1:]]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
+    table = render(iops, list(builds))
     print(table)
     if a.out:
         m = B.machine(a.dir)
