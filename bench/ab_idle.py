@@ -47,12 +47,7 @@ def main():
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-idle",
                     help="work directory (kept, so that the image is filled once)")
     a = ap.parse_args()
-    builds = {}
-    for spec in a.build or ["mirrorfs=" + os.path.join(B.ROOT, "build")]:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            ap.error(f"--build {spec!r}: expected NAME=DIR")
-        builds[name] = B.Mirrorfs(os.path.abspath(path))
+    builds = B.parse_builds(ap, a.build, reserved=("cp+sync", "dd"))
     if a.runs < 1:
         ap.error("--runs: at least 1")
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):

@@ -52,12 +52,7 @@ def main():
                     help="work directory (kept, so that the file is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
-    builds = {}
-    for spec in a.build or ["mirrorfs=" + os.path.join(B.ROOT, "build")]:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path or name == "native":
-            ap.error(f"--build {spec!r}: expected NAME=DIR, NAME not 'native'")
-        builds[name] = B.Mirrorfs(os.path.abspath(path))
+    builds = B.parse_builds(ap, a.build, reserved=("native",))
     jobs = B.PASSTHROUGH_JOBS
     if a.jobs:
         names = a.jobs.split(",")

@@ -351,6 +351,18 @@ class Qmp:
         self.sock.close()
 
 
+def parse_builds(ap, specs, reserved=()):
+    """--build NAME=DIR options (default: build/ as "mirrorfs") as {NAME: Mirrorfs}."""
+    builds = {}
+    for spec in specs or ["mirrorfs=" + os.path.join(ROOT, "build")]:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path or name in reserved:
+            ap.error(f"--build {spec!r}: expected NAME=DIR"
+                     + (f", NAME not {', '.join(reserved)}" if reserved else ""))
+        builds[name] = Mirrorfs(os.path.abspath(path))
+    return builds
+
+
 class Mirrorfs:
     """The tools under test, from a build directory."""
 

@@ -234,6 +234,18 @@ umount_mfs() {
 	return 0
 }
 
+# requests_during MOUNTPOINT OPCODE CMD...: run CMD and print how many
+# OPCODE requests (GETXATTR, ...) the mount's daemon, started with -d,
+# logged meanwhile.
+requests_during() {
+	local logf="${MFS_LOG[$(realpath "$1")]}" op="$2" before after
+	shift 2
+	before="$(grep -c "opcode: $op " "$logf" || true)"
+	run "$@"
+	after="$(grep -c "opcode: $op " "$logf" || true)"
+	echo $((after - before))
+}
+
 # Detach @mnt whatever state its daemon is in.  fusermount3 -u refuses a busy
 # mount; umount -l detaches it anyway and the kernel finishes when the last
 # user lets go.

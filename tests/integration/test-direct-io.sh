@@ -29,11 +29,8 @@ daemon_log() {
 
 # getxattrs_for_writes DD_FLAGS...: 8 writes of 4 KiB; prints the GETXATTR count.
 getxattrs_for_writes() {
-	local before after
-	before="$(grep -c 'opcode: GETXATTR' "$(daemon_log)" || true)"
-	run dd if=/dev/urandom of="$MNT/disk.img" bs=4k count=8 conv=notrunc status=none "$@"
-	after="$(grep -c 'opcode: GETXATTR' "$(daemon_log)" || true)"
-	echo $((after - before))
+	requests_during "$MNT" GETXATTR \
+		dd if=/dev/urandom of="$MNT/disk.img" bs=4k count=8 conv=notrunc status=none "$@"
 }
 
 mount_mfs "$SRC" "$MNT" -d

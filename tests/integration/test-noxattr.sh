@@ -19,11 +19,8 @@ run python3 -c 'import os, sys; os.setxattr(sys.argv[1], "user.kept", b"yes")' "
 
 # writes_and_getxattrs: 8 writes of 4 KiB; prints the GETXATTR count.
 writes_and_getxattrs() {
-	local logf="${MFS_LOG[$(realpath "$MNT")]}" before after
-	before="$(grep -c 'opcode: GETXATTR' "$logf" || true)"
-	run dd if=/dev/urandom of="$MNT/disk.img" bs=4k count=8 conv=notrunc status=none
-	after="$(grep -c 'opcode: GETXATTR' "$logf" || true)"
-	echo $((after - before))
+	requests_during "$MNT" GETXATTR \
+		dd if=/dev/urandom of="$MNT/disk.img" bs=4k count=8 conv=notrunc status=none
 }
 
 mount_mfs "$SRC" "$MNT" -d
