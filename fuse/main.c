@@ -24,6 +24,9 @@
 
 #include <glib.h>
 
+/* Each thread has a request buffer of 1 MiB, touched when it serves a large write. */
+#define MAX_THREADS 1024
+
 typedef struct {
 	char *source;
 	char *timeout_text;
@@ -289,6 +292,7 @@ int main(int argc, char *argv[])
 	ControlServer *control = NULL;
 	g_autofree char *control_path = NULL;
 	Daemon daemon = {0};
+	unsigned int threads;
 	int ret = 1;
 
 	/* The kernel has applied the caller's umask to every mode we get. */
@@ -330,6 +334,12 @@ int main(int argc, char *argv[])
 			goto out_args;
 		}
 	}
+	if (!cmd.singlethread && (cmd.max_threads < 1 || cmd.max_threads > MAX_THREADS)) {
+		fprintf(stderr, "mirrorfs: max_threads=%u: must be from 1 to %u\n", cmd.max_threads,
+		        MAX_THREADS);
+		goto out_args;
+	}
+	threads = cmd.singlethread ? 1 : cmd.max_threads;
 	if (check_directory("source", opts.source, &source) < 0 ||
 	    check_directory("mount point", cmd.mountpoint, &mountpoint) < 0)
 		goto out_args;
@@ -421,12 +431,13 @@ int main(int argc, char *argv[])
 	g_message("serving %s on %s; control socket %s", mfs_served_dir(daemon.fs), mountpoint,
 	          control_path);
 
-	if (cmd.singlethread) {
-		ret = fuse_session_loop(se);
+	if (!cmd.clone_fd) {
+		ret = mirrorfs_session_loop(se, threads);
 	} else {
+		/* A cloned descriptor per thread is libfuse's own: so is its loop. */
 		loop = fuse_loop_cfg_create();
 		fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
-		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
+		fuse_loop_cfg_set_max_threads(loop, threads);
 		if (cmd.max_idle_threads != UINT_MAX) /* UINT_MAX: not given */
 			fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
 		ret = fuse_session_loop_mt(se, loop);

@@ -16,4 +16,7 @@ typedef struct {
 
 extern const struct fuse_lowlevel_ops mirrorfs_ops;
 
+/* Serves the session with @threads threads until it ends: 0 or -errno. */
+int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads);
+
 #endif

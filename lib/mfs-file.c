@@ -4,11 +4,11 @@
  *
  * O_DIRECT is kept on the backing open: a guest started with cache=none
  * asked for no host page cache, and the passthrough should not silently
- * add one.  O_DIRECT needs aligned memory, and the request buffers the
- * daemon hands us are not aligned (data follows a FUSE header), so reads
- * land in a per-thread aligned buffer and unaligned writes are bounced
- * through one, once: a mirrored write sends the same bounce buffer to
- * both sides.  Offsets and lengths are passed on unchanged: a misaligned
+ * add one.  O_DIRECT needs aligned memory: reads land in a per-thread
+ * aligned buffer.  The daemon's loop hands us write data page aligned;
+ * data that is not (libfuse's own loop) is bounced through an aligned
+ * buffer, once: a mirrored write sends the same memory to both sides.
+ * Offsets and lengths are passed on unchanged: a misaligned
  * O_DIRECT request fails with EINVAL exactly as it would natively.
  *
  * O_APPEND is dropped from the backing open: the kernel has already put
@@ -165,13 +165,16 @@ bool mfs_file_direct_io(const MfsFile *file)
 /*
  * For tests: with MIRRORFS_TEST_WRITE_HOLD_MS set, every write says how
  * many writes are held with it and waits that long, so that a test sees
- * whether the kernel lets a second write in while one is under way.
+ * whether the kernel lets a second write in while one is under way.  It
+ * also says whether its data came aligned, or must be copied to reach an
+ * O_DIRECT descriptor.
  */
-static void test_hold_write(Mfs *fs)
+static void test_hold_write(Mfs *fs, const void *buf)
 {
 	gint held = g_atomic_int_add(&fs->test_writes_held, 1) + 1;
 
-	g_message("test: %d writes held", held);
+	g_message("test: %d writes held, data %s", held,
+	          (uintptr_t)buf % MFS_DIRECT_ALIGN ? "unaligned" : "aligned");
 	g_usleep(fs->test_write_hold_us);
 	g_atomic_int_add(&fs->test_writes_held, -1);
 }
@@ -213,7 +216,7 @@ ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off
 	ssize_t n;
 
 	if (G_UNLIKELY(fs->test_write_hold_us))
-		test_hold_write(fs);
+		test_hold_write(fs, buf);
 	if (file->direct && ((uintptr_t)buf % MFS_DIRECT_ALIGN)) {
 		void *bounce = mfs_thread_buffer(size);
 

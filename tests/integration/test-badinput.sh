@@ -52,6 +52,8 @@ expect_refused "non-numeric timeout" "timeout=abc" -o timeout=abc "$SRC" "$MNT"
 expect_refused "trailing garbage in timeout" "timeout=1x" -o timeout=1x "$SRC" "$MNT"
 expect_refused "negative timeout" "timeout" -o timeout=-1 "$SRC" "$MNT"
 expect_refused "timeout beyond a day" "timeout" -o timeout=86401 "$SRC" "$MNT"
+expect_refused "no worker thread" "max_threads=0" -o max_threads=0 "$SRC" "$MNT"
+expect_refused "too many worker threads" "max_threads=100000" -o max_threads=100000 "$SRC" "$MNT"
 
 # A second mirrorfs on a mount point that already has one would stack a
 # mount over a live one, hiding it; mounting over a mirrorfs from itself

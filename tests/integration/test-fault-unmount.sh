@@ -21,6 +21,11 @@
 #   target-free    after a cancel, with the daemon still serving, the
 #                  target's file system (a tmpfs) can be unmounted: the
 #                  daemon holds nothing of a migration that is over.
+#   sigterm        SIGTERM (systemctl stop) during the copy while a guest's
+#                  write is in the daemon (held there by
+#                  MIRRORFS_TEST_WRITE_HOLD_MS): the write completes and
+#                  is in the source, the daemon unmounts and exits 0,
+#                  cancelled, the target as it was.
 #
 # UNMOUNT_SECTIONS="lazy target-free" runs only those sections.
 
@@ -156,7 +161,49 @@ section_target_free() {
 	log "--- done in $((SECONDS - SECTION_T0))s"
 }
 
-for s in ${UNMOUNT_SECTIONS:-fusermount lazy lazy-stunned target-free}; do
+section_sigterm() {
+	local pid wpid rc=0
+	setup sigterm
+	own_target
+	head -c 64K /dev/urandom >"$TESTDIR/sigterm.data"
+	MIRRORFS_TEST_WRITE_HOLD_MS=1500 mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=4M"
+	pid="${MFS_PID[$(realpath "$MNT")]}"
+	# The write must succeed; the close after it meets the unmount
+	# (ECONNABORTED), as any open file does when the daemon stops.
+	"$PYTHON" - "$TESTDIR/sigterm.data" "$MNT/guest.raw" >"$TESTDIR/sigterm.err" 2>&1 <<-'PY' &
+		import mmap, os, sys
+		buf = mmap.mmap(-1, 65536)  # page aligned, as O_DIRECT wants
+		buf.write(open(sys.argv[1], "rb").read())
+		fd = os.open(sys.argv[2], os.O_WRONLY | os.O_DIRECT)
+		n = os.pwrite(fd, buf, 65536)
+		print(f"wrote {n}")
+		try:
+		    os.close(fd)
+		except OSError:
+		    pass
+	PY
+	wpid=$!
+	track_bg "$wpid"
+	until grep -q "test: 1 writes held" "$(daemon_log "$MNT")"; do
+		check_not_failed "$MNT"
+		sleep 0.02
+	done
+	kill -TERM "$pid"
+	wait_pid_exit "$wpid" 30 || fail "the guest's write is stuck after SIGTERM"
+	wait "$wpid" || rc=$?
+	((rc == 0)) || fail "the guest's write failed after SIGTERM: $(cat "$TESTDIR/sigterm.err")"
+	assert_eq "wrote 65536" "$(cat "$TESTDIR/sigterm.err")" "the guest's write"
+	daemon_exit "$MNT"
+	! is_mounted "$MNT" || fail "still mounted after SIGTERM"
+	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
+	expect_names "$TGT" "$BEFORE_TGT" "target after SIGTERM"
+	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	run cmp -n 65536 -i 0:65536 "$TESTDIR/sigterm.data" "$SRC/guest.raw"
+	md5sum -c --quiet "$TESTDIR/sigterm.md5" || fail "the source changed"
+	log "--- done in $((SECONDS - SECTION_T0))s"
+}
+
+for s in ${UNMOUNT_SECTIONS:-fusermount lazy lazy-stunned target-free sigterm}; do
 	"section_${s//-/_}"
 done
 ! mounts_under "$TESTDIR" || fail "a mirrorfs mount was left under $TESTDIR"
