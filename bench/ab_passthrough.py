@@ -5,8 +5,9 @@
 Runs bench/run.py's passthrough workloads (all, or those named with --jobs)
 on one file natively and through each mirrorfs build given, in an order
 rotated from run to run, and prints each figure and the medians, as ratios
-to native and to the first build (the baseline) in the same run.  Writes Markdown and
-JSON with --out.
+to native and to the first build (the baseline) in the same run, and
+each build's daemon CPU time (user + system) per GiB moved.  Writes
+Markdown and JSON with --out.
 
   bench/ab_passthrough.py --build old=/tmp/old-build --build new=build --runs 5
 
@@ -21,6 +22,20 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+
+
+def render_cpu(cpu, builds):
+    """A Markdown table of daemon CPU seconds per GiB: medians and ranges."""
+    first, others = builds[0], builds[1:]
+    lines = ["| workload | " + " | ".join(f"{b} CPU s/GiB" for b in builds)
+             + "".join(f" | {b} vs {first}" for b in others) + " |",
+             "|" + "---|" * (1 + len(builds) + len(others))]
+    for name, per in cpu.items():
+        med = {b: statistics.median(per[b]) for b in builds}
+        cells = [f"{med[b]:.2f} ({min(per[b]):.2f}–{max(per[b]):.2f})" for b in builds]
+        cells += [f"{med[b] / med[first]:.2f}×" for b in others]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def render(iops, builds):
@@ -75,6 +90,7 @@ def main():
         B.fill_file(img, a.size)
     order = ["native"] + list(builds)
     iops = {j[0]: {how: [] for how in order} for j in jobs}
+    cpu = {j[0]: {b: [] for b in builds} for j in jobs}
     try:
         for r in range(a.runs):
             for how in B.rotated(order, r):
@@ -83,30 +99,35 @@ def main():
                 try:
                     for name, rw, bs, direct, qd, threads in jobs:
                         B.drop_caches()
+                        cpu0 = d.cpu_seconds() if d else None
                         res = B.fio_run(a.dir, path, rw, bs, direct, qd, a.size, a.runtime,
                                         threads)
                         if "error" in res:
                             raise SystemExit(f"ab_passthrough: {how}: {name}: {res['error']}")
                         iops[name][how].append(res["iops"])
+                        if d and res["bytes"]:
+                            cpu[name][how].append((d.cpu_seconds() - cpu0) / (res["bytes"] / B.GiB))
                         print(f"run {r + 1}: {how}: {name}: {res['iops']:,.0f} IOPS", flush=True)
                 finally:
                     if d:
                         d.stop()
     finally:
         B.Daemon.stop_all()
-    table = render(iops, list(builds))
+    table = render(iops, list(builds)) + "\n\n" + render_cpu(cpu, list(builds))
     print(table)
     if a.out:
         m = B.machine(a.dir)
         with open(a.out + ".json", "w") as f:
             json.dump({"machine": m, "runs": a.runs, "runtime": a.runtime,
-                       "builds": {b: builds[b].build for b in builds}, "iops": iops}, f,
+                       "builds": {b: builds[b].build for b in builds}, "iops": iops,
+                       "cpu_s_per_gib": cpu}, f,
                       indent=1)
         with open(a.out + ".md", "w") as f:
             f.write(f"Taken {m['date']} on {m['cores']} × {m['cpu']}, Linux {m['kernel']}; "
                     f"file system `{m['filesystem']}`; {m['fio']}, libfuse {m['libfuse']}; "
                     f"mirrorfs {m['mirrorfs']}.  IOPS, median (min–max) of {a.runs} runs of "
-                    f"{a.runtime} s each, the order rotated from run to run.\n\n{table}\n")
+                    f"{a.runtime} s each, the order rotated from run to run; then the "
+                    f"daemon's CPU time per GiB moved.\n\n{table}\n")
     return 0
 
 
