@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The journal: one small key file at the root of a tree, replaced
- * atomically (write, fsync, rename, fsync the directory).
+ * atomically (write, rename).
  *
- *   in a target, while copying:  state=copying, source=..., so that a
- *       restarted migration knows the partial files there are its own;
  *   in a source, after a switch: state=switched, target=..., so that a
  *       restarted daemon serves the target and never the stale source.
+ *       It is made durable (fsync the file before the rename, the
+ *       directory after): crash safety rests on it.
+ *   in a target, while copying:  state=copying, source=..., so that a
+ *       restarted migration knows the partial files there are its own.
+ *       It is not synced.  Each fsync is a device flush, and on a disk
+ *       with a write cache a flush stalls every write in flight until
+ *       the cache is written: a guest under load lost 360 ms at the
+ *       start of a migration to this one.  Nothing depends on it
+ *       surviving a crash: without it, a restart of the migration
+ *       refuses the names it finds in the target (the overwrite option
+ *       takes them), and the file system's own commit makes it durable
+ *       within seconds anyway.
  */
 #define _GNU_SOURCE
 #include "journal.h"
@@ -19,7 +29,8 @@
 
 #define JOURNAL_TMP MFS_JOURNAL_NAME ".tmp"
 
-int journal_write(int dir_fd, const char *state, const char *source, const char *target)
+int journal_write(int dir_fd, const char *state, const char *source, const char *target,
+                  bool durable)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autofree char *data = NULL;
@@ -35,7 +46,8 @@ int journal_write(int dir_fd, const char *state, const char *source, const char 
 	fd = openat(dir_fd, JOURNAL_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
+	errno = 0;
+	if (write(fd, data, len) != (ssize_t)len || (durable && fsync(fd) < 0))
 		ret = errno ? -errno : -EIO;
 	close(fd);
 	if (ret == 0 && renameat(dir_fd, JOURNAL_TMP, dir_fd, MFS_JOURNAL_NAME) < 0)
@@ -44,6 +56,8 @@ int journal_write(int dir_fd, const char *state, const char *source, const char 
 		unlinkat(dir_fd, JOURNAL_TMP, 0);
 		return ret;
 	}
+	if (!durable)
+		return 0;
 	dfd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -errno;

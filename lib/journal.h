@@ -3,8 +3,11 @@
 #ifndef MFS_JOURNAL_H
 #define MFS_JOURNAL_H
 
-/* Write the journal in @dir_fd durably.  Returns 0 or -errno. */
-int journal_write(int dir_fd, const char *state, const char *source, const char *target);
+#include <stdbool.h>
+
+/* Write the journal in @dir_fd, synced when @durable.  Returns 0 or -errno. */
+int journal_write(int dir_fd, const char *state, const char *source, const char *target,
+                  bool durable);
 /* Read it; the strings are the caller's.  -ENOENT when there is none. */
 int journal_read(int dir_fd, char **state, char **source, char **target);
 /* The target a switched source moved to, or NULL. */

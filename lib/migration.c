@@ -738,7 +738,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	ret = check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;
-	ret = journal_write(mig->dst_root_fd, "copying", mig->source, mig->target);
+	ret = journal_write(mig->dst_root_fd, "copying", mig->source, mig->target, false);
 	if (ret < 0) {
 		*error = g_strdup_printf("target '%s': cannot write its journal: %s", opts->target,
 		                         g_strerror(-ret));
@@ -1324,7 +1324,7 @@ static int migration_switch(Migration *mig)
 		undo_swaps(inodes, files);
 		goto resume;
 	}
-	ret = journal_write(fs->root.fd, "switched", mig->source, mig->target);
+	ret = journal_write(fs->root.fd, "switched", mig->source, mig->target, true);
 	if (ret < 0) {
 		mig_fail(mig, "writing the source's journal: %s", g_strerror(-ret));
 		undo_swaps(inodes, files);

@@ -17,7 +17,7 @@ packages=(
 	# run
 	fuse3
 	# tests and examples
-	check fio qemu-utils qemu-system-x86 attr
+	check fio qemu-utils qemu-system-x86 attr strace
 	# the QEMU guest tests (tests/guest/): the guest's kernel and busybox,
 	# and cpio for its initramfs
 	linux-image-cloud-amd64 busybox-static cpio
