@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A/B of migration under load: mirrorfs builds, order rotated.
+
+Runs bench/run.py's load scenario for mirrorfs only (fio 4 KiB random
+O_DIRECT writes at iodepth 16 through the mount, a migration in the
+middle) with each build given, in an order rotated from run to run, and
+prints per run and as medians: the guest's IOPS before, its IOPS and worst
+second during the migration as ratios to before, its longest write and
+when that write began, the IOPS of the migration's first second, and the
+migration's time.
+
+  bench/ab_load.py --build old=/tmp/old-build --build new=build --runs 4
+
+Needs root and /dev/fuse.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+COLUMNS = [("IOPS before", "before_iops", "{:,.0f}"),
+           ("during vs before", "during_ratio", "{:.2f}×"),
+           ("worst second vs before", "worst_ratio", "{:.2f}×"),
+           ("first second vs before", "first_ratio", "{:.2f}×"),
+           ("longest write ms", "max_ms", "{:.0f}"),
+           ("it began at s", "max_at_s", "{:.2f}"),
+           ("migration s", "migration_s", "{:.2f}")]
+
+
+def digest(run):
+    before, during = run["before"], run["during"]
+    return {"before_iops": before["iops"],
+            "during_ratio": during["iops"] / before["iops"],
+            "worst_ratio": during["min_window_iops"] / before["iops"],
+            "first_ratio": during["window_iops"][0] / before["iops"],
+            "max_ms": during["max_ms"], "max_at_s": during["max_at_s"],
+            "migration_s": run["migration_s"]}
+
+
+def render(rows, builds):
+    head = "| build | " + " | ".join(c[0] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (1 + len(COLUMNS))]
+    for b in builds:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            xs = [r[key] for r in rows[b]]
+            cells.append(fmt.format(statistics.median(xs)) + " (" + fmt.format(min(xs))
+                         + "–" + fmt.format(max(xs)) + ")")
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
+                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
+    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
+    ap.add_argument("--phase", type=int, default=5,
+                    help="seconds of load before and after the migration")
+    ap.add_argument("--guest-share", type=int, default=50)
+    ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-load",
+                    help="work directory (kept, so that the image is filled once)")
+    ap.add_argument("--out", help="write OUT.md and OUT.json")
+    a = ap.parse_args()
+    builds = B.parse_builds(ap, a.build)
+    if a.runs < 1:
+        ap.error("--runs: at least 1")
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("ab_load: needs root and /dev/fuse", file=sys.stderr)
+        return 77
+
+    bench = B.Bench(types.SimpleNamespace(build=next(iter(builds.values())).build,
+                                          work=a.dir, size=a.size, phase=a.phase))
+    src, dst, mnt = bench.dir("src"), bench.dir("dst"), bench.dir("mnt")
+    img = os.path.join(src, "disk.img")
+    if not os.path.exists(img) or os.path.getsize(img) != a.size:
+        B.fill_file(img, a.size)
+    rows = {b: [] for b in builds}
+    raw = {b: [] for b in builds}
+    try:
+        for r in range(a.runs):
+            for b in B.rotated(list(builds), r):
+                B.clear_dir(dst)
+                B.drop_caches()
+                B.settle_disk(dst)
+                bench.mfs = builds[b]
+                run = bench.load_mirrorfs(src, dst, mnt, guest_share=a.guest_share)
+                raw[b].append(run)
+                rows[b].append(digest(run))
+                print(f"run {r + 1}: {b}: " + ", ".join(
+                    f"{name} " + fmt.format(rows[b][-1][key]) for name, key, fmt in COLUMNS),
+                    flush=True)
+    finally:
+        B.Daemon.stop_all()
+        B.clear_dir(dst)
+    table = render(rows, list(builds))
+    print(table)
+    if a.out:
+        m = B.machine(a.dir)
+        with open(a.out + ".json", "w") as f:
+            json.dump({"machine": m, "runs": a.runs, "size": a.size, "phase": a.phase,
+                       "guest_share": a.guest_share,
+                       "builds": {b: builds[b].build for b in builds}, "results": raw}, f,
+                      indent=1)
+        with open(a.out + ".md", "w") as f:
+            f.write(f"Taken {m['date']} on {m['cores']} × {m['cpu']}, Linux {m['kernel']}; "
+                    f"file system `{m['filesystem']}`; {m['fio']}, libfuse {m['libfuse']}; "
+                    f"mirrorfs {m['mirrorfs']}.  A {B.fmt_size(a.size)} image, {a.phase} s of "
+                    f"load before and after the migration, guest_share {a.guest_share}; "
+                    f"median (min–max) of {a.runs} runs, the order rotated from run to "
+                    f"run.\n\n{table}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
