@@ -15,8 +15,8 @@
  *       start of a migration to this one.  Nothing depends on it
  *       surviving a crash: without it, a restart of the migration
  *       refuses the names it finds in the target (the overwrite option
- *       takes them), and the file system's own commit makes it durable
- *       within seconds anyway.
+ *       takes them), and the kernel's writeback makes it durable within
+ *       about 30 seconds anyway.
  */
 #define _GNU_SOURCE
 #include "journal.h"
