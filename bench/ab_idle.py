@@ -15,7 +15,6 @@ Uses bench/run.py's helpers (fill, drop caches, mount, migrate).  Needs
 root and /dev/fuse.
 """
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -38,21 +37,13 @@ def copy_with(how, img, dst):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
-                    help="a mirrorfs build directory to time, as NAME=DIR (repeatable)")
+    ap = B.ab_parser(__doc__, runs=6)
     ap.add_argument("--dd", action="store_true", help="time dd bs=1M+sync too")
-    ap.add_argument("--runs", type=int, default=6)
     ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-idle",
                     help="work directory (kept, so that the image is filled once)")
     a = ap.parse_args()
-    builds = B.parse_builds(ap, a.build, reserved=("cp+sync", "dd"))
-    if a.runs < 1:
-        ap.error("--runs: at least 1")
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("ab_idle: needs root and /dev/fuse", file=sys.stderr)
-        return 77
+    builds = B.ab_builds(ap, a, "ab_idle", reserved=("cp+sync", "dd"))
 
     src, dst, mnt, logs, img = B.image_workdir(a.dir, a.size)
     order = ["cp+sync"] + (["dd"] if a.dd else []) + list(builds)

@@ -15,7 +15,6 @@ migration's time.
 Needs root and /dev/fuse.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -58,10 +57,7 @@ def render(rows, builds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
-                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
-    ap.add_argument("--runs", type=int, default=4)
+    ap = B.ab_parser(__doc__, runs=4)
     ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
     ap.add_argument("--phase", type=int, default=5,
                     help="seconds of load before and after the migration")
@@ -70,12 +66,7 @@ def main():
                     help="work directory (kept, so that the image is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
-    builds = B.parse_builds(ap, a.build)
-    if a.runs < 1:
-        ap.error("--runs: at least 1")
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("ab_load: needs root and /dev/fuse", file=sys.stderr)
-        return 77
+    builds = B.ab_builds(ap, a, "ab_load")
 
     bench = B.Bench(types.SimpleNamespace(build=next(iter(builds.values())).build,
                                           work=a.dir, size=a.size, phase=a.phase))

@@ -14,7 +14,6 @@ Markdown and JSON with --out.
 Needs root and /dev/fuse.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -56,18 +55,14 @@ def render(iops, builds):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
-                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
+    ap = B.ab_parser(__doc__, runs=5)
     ap.add_argument("--jobs", help="comma-separated workload names (default: all)")
-    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--runtime", type=int, default=6, help="seconds per fio run")
     ap.add_argument("--size", type=B.parse_size, default=1 * B.GiB)
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-passthrough",
                     help="work directory (kept, so that the file is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
-    builds = B.parse_builds(ap, a.build, reserved=("native",))
     jobs = B.PASSTHROUGH_JOBS
     if a.jobs:
         names = a.jobs.split(",")
@@ -76,11 +71,7 @@ def main():
             ap.error(f"--jobs: unknown {', '.join(sorted(unknown))}; known: "
                      + ", ".join(j[0] for j in jobs))
         jobs = [j for j in jobs if j[0] in names]
-    if a.runs < 1:
-        ap.error("--runs: at least 1")
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("ab_passthrough: needs root and /dev/fuse", file=sys.stderr)
-        return 77
+    builds = B.ab_builds(ap, a, "ab_passthrough", reserved=("native",))
 
     src, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "mnt", "logs"))
     for d in (src, mnt, logs):

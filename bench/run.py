@@ -363,6 +363,27 @@ def parse_builds(ap, specs, reserved=()):
     return builds
 
 
+def ab_parser(doc, runs):
+    """The options every A/B script takes: --build NAME=DIR (repeatable), --runs."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
+                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
+    ap.add_argument("--runs", type=int, default=runs)
+    return ap
+
+
+def ab_builds(ap, a, tool, reserved=()):
+    """Check an A/B script's options and the machine: its builds as {NAME: Mirrorfs}.
+    Exits 77 (skipped) without root or /dev/fuse."""
+    builds = parse_builds(ap, a.build, reserved)
+    if a.runs < 1:
+        ap.error("--runs: at least 1")
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print(f"{tool}: needs root and /dev/fuse", file=sys.stderr)
+        raise SystemExit(77)
+    return builds
+
+
 class Mirrorfs:
     """The tools under test, from a build directory."""
 

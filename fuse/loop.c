@@ -49,7 +49,6 @@ typedef struct {
 typedef struct {
 	SessionLoop *loop;
 	pthread_t thread;
-	bool started;
 	void *mem; /* page aligned; the request is read at mem + page - WRITE_DATA_OFFSET */
 } LoopWorker;
 
@@ -146,7 +145,6 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 			g_warning("starting worker thread %u: %s", i + 1, g_strerror(-ret));
 			break;
 		}
-		w->started = true;
 		started++;
 	}
 	/* Some threads serve, fewer than asked for; none is an error. */
@@ -155,14 +153,13 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 	/* sem_wait() returns on a signal too: the handler has ended the session. */
 	while (!fuse_session_exited(se))
 		sem_wait(&loop.finished);
+	/* Workers start in order, and the first that fails ends the starting. */
+	for (i = 0; i < started; i++)
+		pthread_cancel(workers[i].thread);
+	for (i = 0; i < started; i++)
+		pthread_join(workers[i].thread, NULL);
 	for (i = 0; i < threads; i++)
-		if (workers[i].started)
-			pthread_cancel(workers[i].thread);
-	for (i = 0; i < threads; i++) {
-		if (workers[i].started)
-			pthread_join(workers[i].thread, NULL);
 		free(workers[i].mem);
-	}
 	sem_destroy(&loop.finished);
 	g_free(workers);
 	if (started == 0)
