@@ -38,6 +38,7 @@ typedef struct {
 	char *switch_mode;
 	int delete_source;
 	int overwrite;
+	int noclone;
 	char *control;
 	int noxattr;
 } Options;
@@ -53,6 +54,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("switch=%s", switch_mode, 0),
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
+	MIRRORFS_OPT("noclone", noclone, 1),
 	MIRRORFS_OPT("control=%s", control, 0),
 	MIRRORFS_OPT("noxattr", noxattr, 1),
 	FUSE_OPT_END,
@@ -80,6 +82,8 @@ static void usage(const char *prog)
 	       "                           mirrored until told (manual)\n"
 	       "    -o delete_source       delete the source files after the switch\n"
 	       "    -o overwrite           replace files of the same names in DIR\n"
+	       "    -o noclone             copy every byte, even where DIR's file\n"
+	       "                           system could share SOURCE's blocks\n"
 	       "    -o control=PATH        the control socket (default: derived from\n"
 	       "                           MOUNTPOINT under /run/mirrorfs)\n"
 	       "    -o noxattr             no extended attributes through the mount:\n"
@@ -158,6 +162,7 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	mo->target = opts->target;
 	mo->delete_source = opts->delete_source;
 	mo->overwrite = opts->overwrite;
+	mo->no_clone = opts->noclone;
 	mo->guest_share = MFS_DEFAULT_GUEST_SHARE;
 	if (opts->guest_share &&
 	    mfs_parse_percent(opts->guest_share, MFS_MAX_GUEST_SHARE, &mo->guest_share) < 0) {
@@ -185,10 +190,11 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 			return -1;
 		}
 	}
-	if (!opts->target && (opts->speed || opts->chunk || opts->guest_share ||
-	                      opts->switch_mode || opts->delete_source || opts->overwrite)) {
-		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, delete_source and "
-		                "overwrite need -o target=DIR\n");
+	if (!opts->target &&
+	    (opts->speed || opts->chunk || opts->guest_share || opts->switch_mode ||
+	     opts->delete_source || opts->overwrite || opts->noclone)) {
+		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, delete_source, "
+		                "overwrite and noclone need -o target=DIR\n");
 		return -1;
 	}
 	return 0;

@@ -151,6 +151,8 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	json_builder_add_int_value(b, (gint64)st.bytes_total);
 	MEMBER("bytes_copied");
 	json_builder_add_int_value(b, (gint64)st.bytes_copied);
+	MEMBER("bytes_cloned");
+	json_builder_add_int_value(b, (gint64)st.bytes_cloned);
 	MEMBER("rate_bps");
 	json_builder_add_int_value(b, (gint64)st.rate_bps);
 	MEMBER("eta_s");
@@ -278,6 +280,7 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	MfsMigOptions opts = {.guest_share = MFS_DEFAULT_GUEST_SHARE};
 	g_autofree char *error = NULL;
 	const char *sw = member_string(req, "switch");
+	bool clone = true;
 
 	opts.target = member_string(req, "target");
 	if (!opts.target)
@@ -304,8 +307,10 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	    member_percent(req, "guest_share", MFS_MAX_GUEST_SHARE, &opts.guest_share, &error) <
 	        0 ||
 	    member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
-	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0)
+	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0 ||
+	    member_bool(req, "clone", &clone, &error) < 0)
 		return reply_error("start: %s", error);
+	opts.no_clone = !clone;
 	if (json_object_has_member(req, "chunk") && opts.chunk_size == 0)
 		return reply_error("start: chunk: must be a power of two from 4K to 64M");
 	if (sw && strcmp(sw, "manual") == 0)

@@ -67,29 +67,31 @@ struct Migration {
 	int dst_root_fd; /* O_PATH */
 	uint64_t chunk_size;
 	bool manual_switch, delete_source;
+	bool no_clone;
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
 
 	MfsMutex lock;
-	MfsCond cond;             /* state, requests or error changed */
-	MfsMigState state;        /* protected by lock */
-	bool paused;              /* protected by lock */
-	bool cancel_requested;    /* protected by lock */
-	bool switch_requested;    /* protected by lock */
-	bool detached;            /* mirrors taken off the inodes; protected by lock */
-	uint64_t speed_bps;       /* protected by lock */
-	unsigned guest_share;     /* percent; protected by lock */
-	uint64_t rested_us;       /* the copier's rests for the guest; protected by lock */
-	char *error;              /* protected by lock */
-	uint64_t stun_ns;         /* protected by lock */
-	uint64_t bytes_total;     /* protected by lock */
-	GHashTable *objects;      /* MfsInodeKey -> MigObject; protected by lock */
-	GPtrArray *files;         /* MigObject of regular files, in copy order; protected by lock */
-	GHashTable *root_names;   /* names made at the target's root; protected by lock */
-	MfsMigFileStatus *final;  /* per-file status kept after the end; protected by lock */
-	unsigned n_final;         /* protected by lock */
-	uint64_t final_counts[4]; /* copied, mirrored, waited, max wait; protected by lock */
+	MfsCond cond;            /* state, requests or error changed */
+	MfsMigState state;       /* protected by lock */
+	bool paused;             /* protected by lock */
+	bool cancel_requested;   /* protected by lock */
+	bool switch_requested;   /* protected by lock */
+	bool detached;           /* mirrors taken off the inodes; protected by lock */
+	uint64_t speed_bps;      /* protected by lock */
+	unsigned guest_share;    /* percent; protected by lock */
+	uint64_t rested_us;      /* the copier's rests for the guest; protected by lock */
+	char *error;             /* protected by lock */
+	uint64_t stun_ns;        /* protected by lock */
+	uint64_t bytes_total;    /* protected by lock */
+	GHashTable *objects;     /* MfsInodeKey -> MigObject; protected by lock */
+	GPtrArray *files;        /* MigObject of regular files, in copy order; protected by lock */
+	GHashTable *root_names;  /* names made at the target's root; protected by lock */
+	MfsMigFileStatus *final; /* per-file status kept after the end; protected by lock */
+	unsigned n_final;        /* protected by lock */
+	uint64_t
+	    final_counts[5]; /* copied, mirrored, waited, max wait, cloned; protected by lock */
 	gint64 rate_t[RATE_SAMPLES];   /* protected by lock */
 	uint64_t rate_b[RATE_SAMPLES]; /* protected by lock */
 	unsigned rate_n;               /* protected by lock */
@@ -373,6 +375,7 @@ static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
 	mig->bytes_total += MIN((uint64_t)st->st_blocks * 512, (uint64_t)st->st_size);
 	mfs_mutex_unlock(&mig->lock);
 	mf = mirror_file_new(src_ro, dst, mig->chunk_size, fresh);
+	mirror_file_set_clone(mf, !mig->no_clone);
 	object_add(mig, st, -1, mf);
 	return 0;
 fail:
@@ -719,6 +722,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->hook_opaque = opts->hook_opaque;
 	mig->manual_switch = opts->manual_switch;
 	mig->delete_source = opts->delete_source;
+	mig->no_clone = opts->no_clone;
 	mig->speed_bps = opts->speed_bps;
 	mig->guest_share = opts->guest_share;
 
@@ -1003,6 +1007,7 @@ static void keep_final_status(Migration *mig)
 	mig->final_counts[1] = st.mirrored_writes;
 	mig->final_counts[2] = st.waited_writes;
 	mig->final_counts[3] = st.max_wait_ns;
+	mig->final_counts[4] = st.bytes_cloned;
 	st.n_files = 0;
 	mfs_mutex_unlock(&mig->lock);
 	mfs_migration_status_clear(&st);
@@ -1605,6 +1610,7 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 			out->files[i].cp_offset = st.cp_offset;
 			out->files[i].mirrored = st.mirrored;
 			copied += st.bytes_copied;
+			out->bytes_cloned += st.bytes_cloned;
 			out->mirrored_writes += st.mirrored_writes;
 			out->waited_writes += st.waited_writes;
 			out->max_wait_ns = MAX(out->max_wait_ns, st.max_wait_ns);
@@ -1621,6 +1627,7 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 		out->mirrored_writes = mig->final_counts[1];
 		out->waited_writes = mig->final_counts[2];
 		out->max_wait_ns = mig->final_counts[3];
+		out->bytes_cloned = mig->final_counts[4];
 	}
 	if (mig->rate_n >= 2 && state_running(mig->state)) {
 		unsigned newest = (mig->rate_n - 1) % RATE_SAMPLES;

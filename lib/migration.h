@@ -43,6 +43,7 @@ typedef struct {
 	bool manual_switch;   /* stay mirrored until mfs_migration_switch() */
 	bool delete_source;   /* remove the source files after the switch */
 	bool overwrite;       /* allow names that already exist in the target */
+	bool no_clone;        /* copy every byte, even where blocks could be shared */
 	bool defer_thread;    /* start copying at mfs_migration_launch() */
 	MfsMigHook hook;      /* tests only */
 	void *hook_opaque;
@@ -61,8 +62,9 @@ typedef struct {
 	char *source, *target;
 	uint64_t bytes_total; /* data (not holes) to copy, as counted at the start */
 	uint64_t bytes_copied;
-	uint64_t rate_bps; /* over the last few seconds */
-	double eta_s;      /* < 0 when unknown */
+	uint64_t bytes_cloned; /* of bytes_copied, shared with the source (reflinks) */
+	uint64_t rate_bps;     /* over the last few seconds */
+	double eta_s;          /* < 0 when unknown */
 	uint64_t mirrored_writes;
 	uint64_t waited_writes;
 	uint64_t max_wait_ns;

@@ -31,6 +31,7 @@ typedef struct {
 	off_t size;            /* of the source, as last seen */
 	off_t cp_offset;       /* every byte below is on the target */
 	uint64_t bytes_copied; /* data the copier moved (holes not counted) */
+	uint64_t bytes_cloned; /* of which cloned, sharing the source's blocks */
 	uint64_t mirrored_writes;
 	uint64_t waited_writes; /* writes that waited on the chunk in flight */
 	uint64_t max_wait_ns;
@@ -55,6 +56,8 @@ void mirror_file_mark_mirrored(MirrorFile *mf);
  * than chunk_size (0), the next chunk is chunk_size.
  */
 void mirror_file_set_max_chunk(MirrorFile *mf, size_t max_chunk);
+/* Clone data extents where the file system can (the default), or copy them. */
+void mirror_file_set_clone(MirrorFile *mf, bool clone);
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
 /* Called once, without locks held, on the first target failure. */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);
@@ -75,7 +78,9 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync);
 /*
  * Copier: copy the next chunk.  Returns 1 when there is more to copy, 0
  * when the file is mirrored, -errno when the copy failed (the error is
- * recorded as for a target failure).  @copied gets the data bytes moved.
+ * recorded as for a target failure).  @copied gets the data bytes read and
+ * written; cloned ones cost the disk next to nothing and only show in the
+ * stats.
  */
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
 

@@ -114,6 +114,11 @@ static void print_summary(JsonObject *st)
 
 		printf(" (limit %s/s)", limit);
 	}
+	if (num(st, "bytes_cloned") > 0) {
+		g_autofree char *cloned = client_format_bytes(num(st, "bytes_cloned"));
+
+		printf("\n  cloned   %s of it: blocks shared with the source, not copied", cloned);
+	}
 	printf("\n  writes   %.0f mirrored, %.0f waited on the copier (longest %.1f ms)\n",
 	       num(st, "mirrored_writes"), num(st, "waited_writes"), num(st, "max_wait_ms"));
 	if (num(st, "guest_share") > 0)

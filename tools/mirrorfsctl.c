@@ -20,7 +20,7 @@
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_socket;
-static gboolean opt_delete_source, opt_overwrite;
+static gboolean opt_delete_source, opt_overwrite, opt_no_clone;
 
 static const GOptionEntry entries[] = {
     {"speed", 0, 0, G_OPTION_ARG_STRING, &opt_speed,
@@ -35,6 +35,10 @@ static const GOptionEntry entries[] = {
      "start: delete the source files after the switch", NULL},
     {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
      "start: replace files of the same names in TARGET", NULL},
+    {"no-clone", 0, 0, G_OPTION_ARG_NONE, &opt_no_clone,
+     "start: copy every byte, even where TARGET's file system could share the source's "
+     "blocks",
+     NULL},
     {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
      "The control socket (default: found from MOUNTPOINT)", "PATH"},
     {NULL},
@@ -121,9 +125,9 @@ int main(int argc, char *argv[])
 	/* The protocol spells it as the start request's member. */
 	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
 	if (strcmp(cmd, "start") && (opt_speed || opt_chunk || opt_guest_share || opt_switch ||
-	                             opt_delete_source || opt_overwrite))
-		return usage_error("--speed, --chunk, --guest-share, --switch, --delete-source and "
-		                   "--overwrite go with start, not %s",
+	                             opt_delete_source || opt_overwrite || opt_no_clone))
+		return usage_error("--speed, --chunk, --guest-share, --switch, --delete-source, "
+		                   "--overwrite and --no-clone go with start, not %s",
 		                   cmd);
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
@@ -150,6 +154,8 @@ int main(int argc, char *argv[])
 		json_builder_add_boolean_value(b, opt_delete_source);
 		json_builder_set_member_name(b, "overwrite");
 		json_builder_add_boolean_value(b, opt_overwrite);
+		json_builder_set_member_name(b, "clone");
+		json_builder_add_boolean_value(b, !opt_no_clone);
 	} else if (!strcmp(cmd, "speed")) {
 		if (nargs != 1)
 			return usage_error("%s", "speed needs one RATE (e.g. 50M; 0 = unlimited)");

@@ -21,7 +21,8 @@ Two layers:
      file is mirrored, with cp_offset == size;
    - stun_ms is a number exactly when switched; error is a string exactly
      when failed;
-   - the mount serves the source until the switch and the target after.
+   - the mount serves the source until the switch and the target after;
+   - bytes_cloned is part of bytes_copied.
 
    With --static (nothing writes to the files while the migration runs,
    so no file grows or shrinks): bytes_copied <= bytes_total, every
@@ -86,6 +87,7 @@ TOP = {
     "served": (abs_path, "an absolute path"),
     "bytes_total": (nonneg_int, "an integer >= 0"),
     "bytes_copied": (nonneg_int, "an integer >= 0"),
+    "bytes_cloned": (nonneg_int, "an integer >= 0"),
     "rate_bps": (nonneg_int, "an integer >= 0"),
     "eta_s": (lambda v: is_null(v) or nonneg_number(v), "null or a number >= 0"),
     "speed_bps": (nonneg_int, "an integer >= 0"),
@@ -172,6 +174,8 @@ def check(st, args):
             err(f"{where}: {f['state']} while the migration is {state}")
         if args.static and f["cp_offset"] > f["size"]:
             err(f"{where}: cp_offset {f['cp_offset']} > size {f['size']}")
+    if st["bytes_cloned"] > st["bytes_copied"]:
+        err(f"bytes_cloned {st['bytes_cloned']} > bytes_copied {st['bytes_copied']}")
     if args.static:
         if st["bytes_copied"] > st["bytes_total"]:
             err(f"bytes_copied {st['bytes_copied']} > bytes_total {st['bytes_total']}")

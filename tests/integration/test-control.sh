@@ -124,6 +124,7 @@ section_bad_input() {
 	check_cli "ctl: --switch sometimes" 2 "--switch sometimes" "$CTL" "$MNT" start "$DST" --switch sometimes
 	check_cli "ctl: --speed abc on start" 2 "'abc' is not a size" "$CTL" "$MNT" start "$DST" --speed abc
 	check_cli "ctl: --chunk on pause" 2 "go with start, not pause" "$CTL" "$MNT" pause --chunk 1M
+	check_cli "ctl: --no-clone on resume" 2 "go with start, not resume" "$CTL" "$MNT" resume --no-clone
 	check_cli "ctl: --speed on speed" 2 "go with start, not speed" "$CTL" "$MNT" speed 1M --speed 2M
 	check_cli "ctl: unknown option" 2 "--bogus" "$CTL" "$MNT" pause --bogus
 	check_cli "st: no arguments" 2 "no MOUNTPOINT" "$ST"

@@ -153,6 +153,7 @@ expect_refused "empty speed without target" "speed" -o speed= "$SRC" "$MNT"
 expect_refused "chunk without target" "target" -o chunk=1M "$SRC" "$MNT"
 expect_refused "switch without target" "target" -o switch=manual "$SRC" "$MNT"
 expect_refused "delete_source without target" "target" -o delete_source "$SRC" "$MNT"
+expect_refused "noclone without target" "need -o target=DIR" -o noclone "$SRC" "$MNT"
 expect_refused "overwrite without target" "target" -o overwrite "$SRC" "$MNT"
 expect_refused "empty target" "target" -o target= "$SRC" "$MNT"
 

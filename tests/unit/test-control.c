@@ -153,6 +153,9 @@ START_TEST(test_refused_in_the_wrong_state)
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"chunk\":0}", dst);
 	assert_error(start, "power of two");
 	g_free(start);
+	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"clone\":\"no\"}", dst);
+	assert_error(start, "clone: must be true or false");
+	g_free(start);
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\"}", src);
 	assert_error(start, "is the source");
 	g_free(start);
