@@ -73,25 +73,24 @@ struct Migration {
 	void *hook_opaque;
 
 	MfsMutex lock;
-	MfsCond cond;            /* state, requests or error changed */
-	MfsMigState state;       /* protected by lock */
-	bool paused;             /* protected by lock */
-	bool cancel_requested;   /* protected by lock */
-	bool switch_requested;   /* protected by lock */
-	bool detached;           /* mirrors taken off the inodes; protected by lock */
-	uint64_t speed_bps;      /* protected by lock */
-	unsigned guest_share;    /* percent; protected by lock */
-	uint64_t rested_us;      /* the copier's rests for the guest; protected by lock */
-	char *error;             /* protected by lock */
-	uint64_t stun_ns;        /* protected by lock */
-	uint64_t bytes_total;    /* protected by lock */
-	GHashTable *objects;     /* MfsInodeKey -> MigObject; protected by lock */
-	GPtrArray *files;        /* MigObject of regular files, in copy order; protected by lock */
-	GHashTable *root_names;  /* names made at the target's root; protected by lock */
-	MfsMigFileStatus *final; /* per-file status kept after the end; protected by lock */
-	unsigned n_final;        /* protected by lock */
-	uint64_t
-	    final_counts[5]; /* copied, mirrored, waited, max wait, cloned; protected by lock */
+	MfsCond cond;             /* state, requests or error changed */
+	MfsMigState state;        /* protected by lock */
+	bool paused;              /* protected by lock */
+	bool cancel_requested;    /* protected by lock */
+	bool switch_requested;    /* protected by lock */
+	bool detached;            /* mirrors taken off the inodes; protected by lock */
+	uint64_t speed_bps;       /* protected by lock */
+	unsigned guest_share;     /* percent; protected by lock */
+	uint64_t rested_us;       /* the copier's rests for the guest; protected by lock */
+	char *error;              /* protected by lock */
+	uint64_t stun_ns;         /* protected by lock */
+	uint64_t bytes_total;     /* protected by lock */
+	GHashTable *objects;      /* MfsInodeKey -> MigObject; protected by lock */
+	GPtrArray *files;         /* MigObject of regular files, in copy order; protected by lock */
+	GHashTable *root_names;   /* names made at the target's root; protected by lock */
+	MfsMigFileStatus *final;  /* per-file status kept after the end; protected by lock */
+	unsigned n_final;         /* protected by lock */
+	uint64_t final_counts[5]; /* keep_final_status()'s; protected by lock */
 	gint64 rate_t[RATE_SAMPLES];   /* protected by lock */
 	uint64_t rate_b[RATE_SAMPLES]; /* protected by lock */
 	unsigned rate_n;               /* protected by lock */
