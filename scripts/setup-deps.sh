@@ -18,6 +18,8 @@ packages=(
 	fuse3
 	# tests and examples
 	check fio qemu-utils qemu-system-x86 attr strace
+	# test-reflink: a loop XFS, whose files share blocks
+	xfsprogs
 	# the QEMU guest tests (tests/guest/): the guest's kernel and busybox,
 	# and cpio for its initramfs
 	linux-image-cloud-amd64 busybox-static cpio
