@@ -130,6 +130,7 @@ static const char *file_state(const MfsMigFileStatus *f)
 
 static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 {
+	g_autofree char *served = mfs_served_dir_dup(fs);
 	MfsMigStatus st;
 
 	mfs_migration_status(fs, &st);
@@ -146,7 +147,7 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	else
 		json_builder_add_null_value(b);
 	MEMBER("served");
-	json_builder_add_string_value(b, mfs_served_dir(fs));
+	json_builder_add_string_value(b, served);
 	MEMBER("bytes_total");
 	json_builder_add_int_value(b, (gint64)st.bytes_total);
 	MEMBER("bytes_copied");

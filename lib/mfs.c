@@ -141,6 +141,17 @@ const char *mfs_served_dir(Mfs *fs)
 	return fs->dir;
 }
 
+char *mfs_served_dir_dup(Mfs *fs)
+{
+	char *dir;
+
+	/* The switch replaces it under the namespace lock, taken to write. */
+	mfs_rwlock_reader_lock(&fs->ns_lock);
+	dir = g_strdup(fs->dir);
+	mfs_rwlock_reader_unlock(&fs->ns_lock);
+	return dir;
+}
+
 static void inode_free(gpointer p)
 {
 	MfsInode *inode = p;

@@ -58,8 +58,13 @@ enum {
  * what lies beneath.
  */
 int mfs_new(const char *source_dir, Mfs **out);
-/* The directory served: the source, or where a switched migration moved it. */
+/*
+ * The directory served: the source, or where a switched migration moved it.
+ * Only while no migration can switch (before the mount serves); from any
+ * thread, mfs_served_dir_dup() returns a copy, to g_free().
+ */
 const char *mfs_served_dir(Mfs *fs);
+char *mfs_served_dir_dup(Mfs *fs);
 void mfs_free(Mfs *fs);
 MfsInode *mfs_root(Mfs *fs);
 /* Inodes known to the table, the root included: for tests and status. */

@@ -195,7 +195,7 @@ START_TEST(test_status_fields)
 	    "version",      "state",      "source",      "target",          "bytes_total",
 	    "bytes_copied", "rate_bps",   "eta_s",       "mirrored_writes", "waited_writes",
 	    "max_wait_ms",  "stun_ms",    "error",       "files",           "served",
-	    "speed_bps",    "mountpoint", "guest_share", "rested_ms"};
+	    "speed_bps",    "mountpoint", "guest_share", "rested_ms",       "bytes_cloned"};
 	g_autoptr(JsonParser) parser = NULL;
 	g_autofree char *start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\"}", dst);
 	JsonObject *r = ask("{\"command\":\"status\"}", 0, &parser);
@@ -213,6 +213,8 @@ START_TEST(test_status_fields)
 	/* The start request gave no share: the daemon's default. */
 	ck_assert_int_eq(json_object_get_int_member(r, "guest_share"), MFS_DEFAULT_GUEST_SHARE);
 	ck_assert_int_eq(json_object_get_int_member(r, "bytes_copied"), 1 << 20);
+	/* Another directory of the test's file system: ext4 or tmpfs clone nothing. */
+	ck_assert_int_le(json_object_get_int_member(r, "bytes_cloned"), 1 << 20);
 	{
 		JsonArray *files = json_object_get_array_member(r, "files");
 		JsonObject *f = json_array_get_object_element(files, 0);
@@ -222,6 +224,43 @@ START_TEST(test_status_fields)
 		ck_assert_int_eq(json_object_get_int_member(f, "size"), 1 << 20);
 		ck_assert_str_eq(json_object_get_string_member(f, "state"), "mirrored");
 	}
+}
+END_TEST
+
+/* A status request from the control thread, started while the mount is stunned. */
+static gpointer status_served(gpointer unused)
+{
+	g_autoptr(JsonParser) parser = NULL;
+	JsonObject *r = ask("{\"command\":\"status\"}", 0, &parser);
+
+	(void)unused;
+	return g_strdup(json_object_get_string_member(r, "served"));
+}
+
+static void ask_status_when_stunned(Mfs *hfs, const char *point, void *opaque)
+{
+	(void)hfs;
+	if (strcmp(point, "stunned") == 0)
+		*(GThread **)opaque = g_thread_new("status", status_served, NULL);
+}
+
+/*
+ * The switch replaces the served directory while a status request may be
+ * reading it: the request must see the source or the target, never freed
+ * memory.  Asked during the stun, it waits for the switch to finish.
+ */
+START_TEST(test_status_during_the_switch)
+{
+	GThread *asker = NULL;
+	g_autofree char *error = NULL, *served = NULL, *real_dst = realpath(dst, NULL);
+	MfsMigOptions opts = {
+	    .target = dst, .hook = ask_status_when_stunned, .hook_opaque = &asker};
+
+	ck_assert_msg(mfs_migration_start(fs, &opts, &error) == 0, "%s", error);
+	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
+	ck_assert_ptr_nonnull(asker);
+	served = g_thread_join(asker);
+	ck_assert_str_eq(served, real_dst);
 }
 END_TEST
 
@@ -343,6 +382,7 @@ static Suite *control_suite(void)
 	tcase_add_test(tc, test_malformed_requests);
 	tcase_add_test(tc, test_refused_in_the_wrong_state);
 	tcase_add_test(tc, test_status_fields);
+	tcase_add_test(tc, test_status_during_the_switch);
 	tcase_add_test(tc, test_permission_by_peer_uid);
 	tcase_add_test(tc, test_socket_path);
 	tcase_add_test(tc, test_server_survives_silent_and_greedy_clients);
