@@ -22,7 +22,7 @@ require_cmd pkg-config
 
 # The fuzzers are built by clang from the sources, the same whichever
 # build runs the suite: once per CI run is enough, in the plain build.
-if ldd "$MIRRORFS" 2>/dev/null | grep -q libasan && [[ -z "${FUZZ_SECONDS:-}" ]]; then
+if ldd "$MIRRORFS" 2>/dev/null | grep -qE 'lib[at]san' && [[ -z "${FUZZ_SECONDS:-}" ]]; then
 	skip "run in the plain build only (FUZZ_SECONDS=N runs it here too)"
 fi
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
