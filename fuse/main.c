@@ -238,9 +238,9 @@ static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields
 static bool already_migrated_to(Mfs *fs, const char *source, const char *target)
 {
 	g_autofree char *real = realpath(target, NULL);
+	g_autofree char *served = mfs_served_dir(fs);
 
-	return real && strcmp(source, mfs_served_dir(fs)) != 0 &&
-	       strcmp(real, mfs_served_dir(fs)) == 0;
+	return real && strcmp(source, served) != 0 && strcmp(real, served) == 0;
 }
 
 static bool path_is_below(const char *inner, const char *outer)
@@ -296,7 +296,7 @@ int main(int argc, char *argv[])
 	g_autofree char *source = NULL, *mountpoint = NULL;
 	MfsMigOptions mig_opts;
 	ControlServer *control = NULL;
-	g_autofree char *control_path = NULL;
+	g_autofree char *control_path = NULL, *served = NULL;
 	Daemon daemon = {0};
 	unsigned int threads;
 	int ret = 1;
@@ -367,10 +367,11 @@ int main(int argc, char *argv[])
 	ret = 1;
 	daemon.timeout = opts.timeout;
 	daemon.noxattr = opts.noxattr;
-	if (mfs_served_dir(daemon.fs) && strcmp(mfs_served_dir(daemon.fs), source) != 0)
+	served = mfs_served_dir(daemon.fs);
+	if (strcmp(served, source) != 0)
 		fprintf(stderr,
 		        "mirrorfs: '%s' was migrated to '%s' (its journal says so); serving '%s'\n",
-		        opts.source, mfs_served_dir(daemon.fs), mfs_served_dir(daemon.fs));
+		        opts.source, served, served);
 	if (migration_options(&opts, &mig_opts) < 0)
 		goto out_fs;
 	control_path = opts.control ? g_strdup(opts.control) : control_socket_path(mountpoint);
@@ -434,8 +435,7 @@ int main(int argc, char *argv[])
 	/* Threads do not survive the fork: they start here. */
 	control_server_run(control);
 	mfs_migration_launch(daemon.fs);
-	g_message("serving %s on %s; control socket %s", mfs_served_dir(daemon.fs), mountpoint,
-	          control_path);
+	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
 
 	if (!cmd.clone_fd) {
 		ret = mirrorfs_session_loop(se, threads);

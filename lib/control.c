@@ -130,7 +130,7 @@ static const char *file_state(const MfsMigFileStatus *f)
 
 static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 {
-	g_autofree char *served = mfs_served_dir_dup(fs);
+	g_autofree char *served = mfs_served_dir(fs);
 	MfsMigStatus st;
 
 	mfs_migration_status(fs, &st);

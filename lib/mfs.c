@@ -136,12 +136,7 @@ int mfs_new(const char *source_dir, Mfs **out)
 	return 0;
 }
 
-const char *mfs_served_dir(Mfs *fs)
-{
-	return fs->dir;
-}
-
-char *mfs_served_dir_dup(Mfs *fs)
+char *mfs_served_dir(Mfs *fs)
 {
 	char *dir;
 

@@ -60,11 +60,9 @@ enum {
 int mfs_new(const char *source_dir, Mfs **out);
 /*
  * The directory served: the source, or where a switched migration moved it.
- * Only while no migration can switch (before the mount serves); from any
- * thread, mfs_served_dir_dup() returns a copy, to g_free().
+ * A copy, to g_free(): a switch may replace it at any time.
  */
-const char *mfs_served_dir(Mfs *fs);
-char *mfs_served_dir_dup(Mfs *fs);
+char *mfs_served_dir(Mfs *fs);
 void mfs_free(Mfs *fs);
 MfsInode *mfs_root(Mfs *fs);
 /* Inodes known to the table, the root included: for tests and status. */

@@ -1582,7 +1582,7 @@ void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
 	out->eta_s = -1;
 	if (!mig) {
 		out->state = MFS_MIG_IDLE;
-		out->source = mfs_served_dir_dup(fs);
+		out->source = mfs_served_dir(fs);
 		return;
 	}
 	mfs_mutex_lock(&mig->lock);

@@ -158,7 +158,7 @@ START_TEST(test_tree_is_copied_and_switched)
 {
 	MfsMigStatus st;
 	struct stat a, b;
-	g_autofree char *real_dst = realpath(dst, NULL);
+	g_autofree char *real_dst = realpath(dst, NULL), *served = NULL;
 	g_autofree char *d1 = g_build_filename(dst, "disk.img", NULL);
 	g_autofree char *d2 = g_build_filename(dst, "sub/alias.img", NULL);
 
@@ -181,7 +181,8 @@ START_TEST(test_tree_is_copied_and_switched)
 	ck_assert_uint_eq(a.st_ino, b.st_ino);
 	ck_assert(journal_says_switched(src));
 	ck_assert(!exists(dst, MFS_JOURNAL_NAME));
-	ck_assert_str_eq(mfs_served_dir(fs), real_dst);
+	served = mfs_served_dir(fs);
+	ck_assert_str_eq(served, real_dst);
 	mfs_migration_status(fs, &st);
 	ck_assert_int_eq(st.state, MFS_MIG_SWITCHED);
 	ck_assert_uint_eq(st.n_files, 3); /* disk.img (and its alias), empty, vm.conf */
@@ -191,7 +192,9 @@ START_TEST(test_tree_is_copied_and_switched)
 	/* Restart: the journal sends a new daemon to the target. */
 	mfs_free(fs);
 	ck_assert_int_eq(mfs_new(src, &fs), 0);
-	ck_assert_str_eq(mfs_served_dir(fs), real_dst);
+	g_free(served);
+	served = mfs_served_dir(fs);
+	ck_assert_str_eq(served, real_dst);
 }
 END_TEST
 
