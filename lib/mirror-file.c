@@ -463,6 +463,16 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 	return ret;
 }
 
+/* Rule 2, second half: wait for the operations in the claimed chunk to drain. */
+static void chunk_drain(MirrorFile *mf, off_t start, off_t end)
+{
+	run_hook(mf, MIRROR_HOOK_CHUNK_CLAIMED, start, end);
+	mfs_mutex_lock(&mf->lock);
+	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
+		mfs_cond_wait(&mf->cond, &mf->lock);
+	mfs_mutex_unlock(&mf->lock);
+}
+
 /* Rule 2: claim [start, end) for the copier and wait for the operations in it. */
 static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
 {
@@ -470,11 +480,34 @@ static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
 	mf->chunk_start = start;
 	mf->chunk_end = end;
 	mfs_mutex_unlock(&mf->lock);
-	run_hook(mf, MIRROR_HOOK_CHUNK_CLAIMED, start, end);
+	chunk_drain(mf, start, end);
+}
+
+/*
+ * Claim @chunk bytes at the cursor, reading the cursor under the same
+ * hold of the lock, and drain.  Returns 1 with *@start set, 0 when the
+ * file is mirrored already, or the file's error.
+ */
+static int chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start)
+{
+	int ret = 1;
+
 	mfs_mutex_lock(&mf->lock);
-	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
-		mfs_cond_wait(&mf->cond, &mf->lock);
+	*start = mf->cp_offset;
+	if (mf->error)
+		ret = mf->error;
+	else if (mf->detached)
+		ret = -ECANCELED;
+	else if (*start == MIRROR_OFF_MAX)
+		ret = 0;
+	if (ret == 1) {
+		mf->chunk_start = *start;
+		mf->chunk_end = *start + (off_t)chunk;
+	}
 	mfs_mutex_unlock(&mf->lock);
+	if (ret == 1)
+		chunk_drain(mf, *start, *start + (off_t)chunk);
+	return ret;
 }
 
 /* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
@@ -678,21 +711,25 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	mfs_mutex_lock(&mf->lock);
 	start = mf->cp_offset;
 	guest_ops = mf->guest_ops;
-	ret = mf->error;
-	if (!ret && mf->detached)
-		ret = -ECANCELED;
 	mfs_mutex_unlock(&mf->lock);
-	if (ret < 0)
-		return ret;
 	if (start == MIRROR_OFF_MAX)
 		return 0;
+	run_hook(mf, MIRROR_HOOK_CHUNK_NEXT, start, start);
 	chunk = next_chunk_size(mf, guest_ops);
 	if (copy_buf_reserve(mf, chunk) < 0)
 		return -ENOMEM;
 	copy_direct_open(mf);
 
 	mf->copy_error_on_source = false;
-	chunk_claim(mf, start, start + (off_t)chunk);
+	/*
+	 * The cursor is read again as the chunk is claimed, under one hold of
+	 * the lock: a truncate may have lowered it since, and writes below
+	 * the old cursor then went to the source only.  Starting at a stale
+	 * cursor would move it past them.
+	 */
+	ret = chunk_claim_at_cursor(mf, chunk, &start);
+	if (ret <= 0)
+		return ret;
 	if (fstat(mf->src_fd, &st) < 0) {
 		ret = -errno;
 		mf->copy_error_on_source = true;

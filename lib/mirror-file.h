@@ -16,6 +16,7 @@ typedef struct MirrorFile MirrorFile;
 
 /* Points where a test may stop a thread to force an interleaving. */
 typedef enum {
+	MIRROR_HOOK_CHUNK_NEXT,     /* copier: about to claim its next chunk, nothing claimed */
 	MIRROR_HOOK_CHUNK_CLAIMED,  /* copier: chunk marked in flight, not yet drained */
 	MIRROR_HOOK_CHUNK_READ,     /* copier: chunk read from the source, not yet written */
 	MIRROR_HOOK_WRITE_ADMITTED, /* writer: range admitted, nothing written yet */

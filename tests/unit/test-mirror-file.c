@@ -524,6 +524,38 @@ START_TEST(test_truncate_below_and_above_cursor)
 }
 END_TEST
 
+/*
+ * A truncate below the cursor, admitted after the copier chose its next
+ * chunk but before it claimed it, lowers the cursor; writes that land
+ * below the old cursor then decide "source only" and must be copied: the
+ * copier may not move the cursor past them.
+ */
+static void truncate_and_write_before_claim(MirrorFile *mf, MirrorHookPoint point, off_t off,
+                                            off_t len, void *opaque)
+{
+	bool *done = opaque;
+
+	if (point != MIRROR_HOOK_CHUNK_NEXT || *done)
+		return;
+	*done = true;
+	ck_assert_int_eq(mirror_file_truncate(mf, fx.guest_fd, CHUNK + 5), 0);
+	guest_write(2 * CHUNK, 3 * CHUNK, 0x5a);
+}
+
+START_TEST(test_truncate_between_chunk_choice_and_claim)
+{
+	bool done = false;
+
+	fixture_open(8 * CHUNK, true);
+	copy_chunks(4);
+	mirror_file_set_hook(fx.mf, truncate_and_write_before_claim, &done);
+	copy_all();
+	ck_assert(done);
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
 START_TEST(test_odd_sizes)
 {
 	static const off_t sizes[] = {0, 1, 4095, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK};
@@ -769,6 +801,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_sparse_stays_sparse);
 	tcase_add_test(ops, test_punch_hole_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
+	tcase_add_test(ops, test_truncate_between_chunk_choice_and_claim);
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
