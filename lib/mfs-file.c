@@ -75,18 +75,35 @@ static int backing_flags(int flags)
 	return (flags & ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL)) | O_CLOEXEC;
 }
 
+/*
+ * O_TRUNC of a mirrored file goes through its mirror, as a truncate does:
+ * the open itself would truncate the source alone.  @fd is the new
+ * descriptor; one open only for reading cannot truncate, so then the
+ * inode's own path is opened for it.
+ */
+static int truncate_at_open(MfsInode *inode, int fd, int flags)
+{
+	return mfs_truncate_inside(inode, (flags & O_ACCMODE) == O_RDONLY ? -1 : fd, 0);
+}
+
 int mfs_open(Mfs *fs, MfsInode *inode, int flags, MfsFile **out)
 {
 	char path[MFS_PROC_FD_LEN];
+	bool trunc_mirrored;
 	int fd, ret = 0;
 
 	gate_enter(&fs->gate);
+	trunc_mirrored = (flags & O_TRUNC) && inode->mirror;
 	mfs_proc_fd_path(inode->fd, path);
-	fd = open(path, backing_flags(flags));
+	fd = open(path, backing_flags(flags) & ~(trunc_mirrored ? O_TRUNC : 0));
 	if (fd < 0)
 		ret = -errno;
-	else
+	else if (trunc_mirrored)
+		ret = truncate_at_open(inode, fd, flags);
+	if (ret == 0)
 		*out = file_new(fs, inode, fd, flags);
+	else if (fd >= 0)
+		close(fd);
 	gate_leave(&fs->gate);
 	return ret;
 }
@@ -102,7 +119,10 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
 		return -EPERM;
 	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
-	fd = openat(parent->fd, name, backing_flags(flags) | O_CREAT, mode);
+	/* An existing name's O_TRUNC is the mirror's to do, below. */
+	fd = openat(parent->fd, name,
+	            (backing_flags(flags) & ~(mirrored ? O_TRUNC : 0)) | O_CREAT | (flags & O_EXCL),
+	            mode);
 	ret = fd < 0 ? -errno : 0;
 	mfs_cred_leave(&saved);
 	if (ret == 0 && mirrored) {
@@ -114,6 +134,11 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
 	}
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, parent, name, entry);
+	if (ret == 0 && mirrored && (flags & O_TRUNC)) {
+		ret = truncate_at_open(entry->inode, fd, flags);
+		if (ret < 0)
+			mfs_forget_inside(fs, entry->inode, 1);
+	}
 	if (ret == 0) {
 		*out = file_new(fs, entry->inode, fd, flags);
 	} else if (fd >= 0) {
@@ -127,10 +152,13 @@ void mfs_release(Mfs *fs, MfsFile *file)
 {
 	if (!file)
 		return;
+	/* The switch holds every open file from its preparation to the swap. */
+	gate_enter(&fs->gate);
 	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_remove(fs->files, file);
 	fs->reads_closed += (guint)g_atomic_int_get(&file->reads);
 	mfs_mutex_unlock(&fs->files_lock);
+	gate_leave(&fs->gate);
 	close(file->fd);
 	if (file->old_fd >= 0)
 		close(file->old_fd);

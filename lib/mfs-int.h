@@ -135,8 +135,14 @@ void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const
                                size_t size, int flags);
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
 
-/* Lookup for callers already inside the gate. */
+/* Lookup and forget for callers already inside the gate. */
 int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);
+void mfs_forget_inside(Mfs *fs, MfsInode *inode, uint64_t nlookup);
+/*
+ * Truncate a regular file, inside the gate: through its mirror when it has
+ * one.  @fd is open for writing, or -1 to open the inode's path for it.
+ */
+int mfs_truncate_inside(MfsInode *inode, int fd, off_t size);
 /*
  * Enter a namespace change: ns_lock, then the gate.  Returns whether the
  * change must be mirrored (then ns_lock is held exclusive).

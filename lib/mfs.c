@@ -270,6 +270,14 @@ int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out)
 
 void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup)
 {
+	/* The switch holds every known inode from its preparation to the swap. */
+	gate_enter(&fs->gate);
+	mfs_forget_inside(fs, inode, nlookup);
+	gate_leave(&fs->gate);
+}
+
+void mfs_forget_inside(Mfs *fs, MfsInode *inode, uint64_t nlookup)
+{
 	bool dead = false;
 
 	mfs_mutex_lock(&fs->inodes_lock);
@@ -329,6 +337,27 @@ void mfs_ns_end(Mfs *fs, bool exclusive)
 		mfs_rwlock_reader_unlock(&fs->ns_lock);
 }
 
+int mfs_truncate_inside(MfsInode *inode, int fd, off_t size)
+{
+	char path[MFS_PROC_FD_LEN];
+	int own = -1, ret;
+
+	if (fd < 0) {
+		mfs_proc_fd_path(inode->fd, path);
+		fd = own = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+	}
+	/* A mirrored file is truncated by its mirror, in step with the copier. */
+	if (inode->mirror)
+		ret = mirror_file_truncate(inode->mirror, fd, size);
+	else
+		ret = ftruncate(fd, size) < 0 ? -errno : 0;
+	if (own >= 0)
+		close(own);
+	return ret;
+}
+
 static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set)
 {
 	char path[MFS_PROC_FD_LEN];
@@ -348,17 +377,7 @@ static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *att
 			return -errno;
 	}
 	if (to_set & MFS_SET_SIZE) {
-		/* A mirrored file is truncated by its mirror, in step with the copier. */
-		int fd = file ? file->fd : open(path, O_WRONLY | O_CLOEXEC);
-
-		if (fd < 0)
-			return -errno;
-		if (inode->mirror)
-			ret = mirror_file_truncate(inode->mirror, fd, attr->st_size);
-		else
-			ret = ftruncate(fd, attr->st_size) < 0 ? -errno : 0;
-		if (!file)
-			close(fd);
+		ret = mfs_truncate_inside(inode, file ? file->fd : -1, attr->st_size);
 		if (ret < 0)
 			return ret;
 	}
@@ -493,10 +512,16 @@ int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec)
 	return ret < 0 ? -errno : 0;
 }
 
-/* mknod, mkdir and symlink: make the node as the caller, look it up, mirror it. */
+/*
+ * mknod, mkdir and symlink: make the node as the caller, look it up, mirror
+ * it.  A regular file made by mknod(2) is mirrored as one made by create,
+ * with a MirrorFile, before the lookup so that its inode finds it at birth.
+ */
 static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeSpec *spec,
                      const MfsCred *cred, MfsEntry *out)
 {
+	mode_t type = spec->mode & S_IFMT;
+	bool regular = type == S_IFREG || type == 0;
 	MfsCredSaved saved;
 	bool mirrored;
 	int ret;
@@ -506,9 +531,18 @@ static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeS
 	mfs_cred_enter(cred, &saved);
 	ret = mfs_make_node_at(parent->fd, name, spec);
 	mfs_cred_leave(&saved);
+	if (ret == 0 && mirrored && regular) {
+		struct stat st;
+		int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd >= 0 && fstat(fd, &st) == 0)
+			migration_mirror_create(fs, parent, name, &st, fd);
+		if (fd >= 0)
+			close(fd);
+	}
 	if (ret == 0)
 		ret = lookup_created(fs, parent, name, S_ISDIR(spec->mode), out);
-	if (ret == 0 && mirrored)
+	if (ret == 0 && mirrored && !regular)
 		migration_mirror_node(fs, parent, name, out, spec);
 	mfs_ns_end(fs, mirrored);
 	return ret;

@@ -69,7 +69,10 @@ MfsInode *mfs_root(Mfs *fs);
 unsigned mfs_inode_count(Mfs *fs);
 
 int mfs_lookup(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);
-/* Drop @nlookup lookup counts; the inode is freed when none remain. */
+/*
+ * Drop @nlookup lookup counts; the inode is freed when none remain.  Waits
+ * while a switch is stunned, as release does.
+ */
 void mfs_forget(Mfs *fs, MfsInode *inode, uint64_t nlookup);
 
 /* @file may be NULL; when given its descriptor is used (fstat on open file). */

@@ -185,8 +185,10 @@ bool migration_active(Migration *mig)
 {
 	bool active;
 
+	/* Detached: switched (the source is no longer served) or aborting. */
 	mfs_mutex_lock(&mig->lock);
-	active = state_running(mig->state) && !mig->error && !mig->cancel_requested;
+	active =
+	    state_running(mig->state) && !mig->detached && !mig->error && !mig->cancel_requested;
 	mfs_mutex_unlock(&mig->lock);
 	return active;
 }
@@ -1351,6 +1353,7 @@ resume:
 		mig->stun_ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
 		mfs_mutex_unlock(&mig->lock);
 		journal_remove(mig->dst_root_fd);
+		run_hook(mig, "resumed");
 	}
 	return ret;
 }

@@ -1,0 +1,256 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Regression tests of the engine for the integrity defects of issue 17:
+ * operations around the write path that a guest can make in any phase of
+ * a migration (open with O_TRUNC, mknod, release and forget during the
+ * switch, namespace changes just after it, ...).  Each forces its
+ * interleaving at a migration hook and ends with a full compare of the
+ * source and the target.
+ */
+#define _GNU_SOURCE
+#include "migration-fixture.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* Run @fn from the migration thread the first time it reaches @point. */
+typedef struct {
+	const char *point;
+	void (*fn)(Mfs *hfs, void *arg);
+	void *arg;
+	bool reached; /* the migration thread's */
+	gint done;    /* atomic: @fn has returned */
+} AtPoint;
+
+static void at_point_hook(Mfs *hfs, const char *point, void *opaque)
+{
+	AtPoint *at = opaque;
+
+	if (at->reached || strcmp(point, at->point) != 0)
+		return;
+	at->reached = true;
+	at->fn(hfs, at->arg);
+	g_atomic_int_set(&at->done, 1);
+}
+
+static void start_at(AtPoint *at, bool manual)
+{
+	start(&(MfsMigOptions){.hook = at_point_hook, .hook_opaque = at, .manual_switch = manual});
+}
+
+/* Wait until the hook has run; the "mirrored" one runs after the state is set. */
+static void wait_done(AtPoint *at)
+{
+	gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+
+	while (!g_atomic_int_get(&at->done) && g_get_monotonic_time() < deadline)
+		g_usleep(1000);
+	ck_assert_msg(g_atomic_int_get(&at->done), "the hook at '%s' never ran", at->point);
+}
+
+static void switch_and_compare(AtPoint *at)
+{
+	MfsMigStatus st;
+
+	wait_for(MFS_MIG_MIRRORED);
+	wait_done(at);
+	assert_trees_equal(src, dst);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	mfs_migration_status(fs, &st);
+	ck_assert_msg(st.error == NULL, "switched with an error: %s", st.error);
+	mfs_migration_status_clear(&st);
+}
+
+/* --- open(O_TRUNC) and create over an existing name ----------------------- */
+
+static void truncate_by_open(Mfs *hfs, void *arg)
+{
+	MfsEntry e;
+	MfsFile *f;
+
+	(void)arg;
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(hfs, e.inode, O_WRONLY | O_TRUNC, &f), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, f, "new image", 9, 3 * CHUNK), 9);
+	mfs_release(hfs, f);
+	mfs_forget(hfs, e.inode, 1);
+}
+
+static void truncate_by_create(Mfs *hfs, void *arg)
+{
+	MfsEntry e;
+	MfsFile *f;
+
+	(void)arg;
+	ck_assert_int_eq(
+	    mfs_create(hfs, mfs_root(hfs), "disk.img", 0644, O_WRONLY | O_TRUNC, &cred, &e, &f), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, f, "created over", 12, 3 * CHUNK), 12);
+	mfs_release(hfs, f);
+	mfs_forget(hfs, e.inode, 1);
+}
+
+/*
+ * While copying (the cursor one chunk in) and once mirrored, by open and
+ * by create; the new image leaves a hole where the old one had data
+ * below the cursor, so a target that was not truncated differs.
+ */
+START_TEST(test_open_trunc_is_mirrored)
+{
+	static const char *points[] = {"chunk", "mirrored"};
+	void (*fns[])(Mfs *, void *) = {truncate_by_open, truncate_by_create};
+	AtPoint at = {.point = points[_i % 2], .fn = fns[_i / 2]};
+
+	start_at(&at, true);
+	switch_and_compare(&at);
+}
+END_TEST
+
+/* --- mknod of a regular file ---------------------------------------------- */
+
+static void mknod_and_write(Mfs *hfs, void *arg)
+{
+	MfsEntry e;
+	MfsFile *f;
+
+	(void)arg;
+	ck_assert_int_eq(mfs_mknod(hfs, mfs_root(hfs), "made.img", S_IFREG | 0640, 0, &cred, &e),
+	                 0);
+	ck_assert_int_eq(mfs_open(hfs, e.inode, O_RDWR, &f), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, f, "mknod data", 10, 4096), 10);
+	mfs_release(hfs, f);
+	mfs_forget(hfs, e.inode, 1);
+}
+
+START_TEST(test_mknod_regular_file_is_mirrored)
+{
+	AtPoint at = {.point = _i ? "mirrored" : "chunk", .fn = mknod_and_write};
+
+	start_at(&at, true);
+	switch_and_compare(&at);
+	ck_assert(exists(dst, "made.img"));
+}
+END_TEST
+
+/* --- release and forget during the switch --------------------------------- */
+
+typedef struct {
+	MfsFile *file;
+	MfsInode *inode;
+	gint finished; /* atomic */
+} ReleaseJob;
+
+static gpointer release_and_forget(gpointer data)
+{
+	ReleaseJob *job = data;
+
+	mfs_release(fs, job->file);
+	mfs_forget(fs, job->inode, 1);
+	g_atomic_int_set(&job->finished, 1);
+	return NULL;
+}
+
+/*
+ * Between the journal and the swap the switch holds pointers to every
+ * open file and inode: a release or forget that ran then would free them
+ * under it.  They must wait for the stun to end.
+ */
+static void release_inside_the_stun(Mfs *hfs, void *arg)
+{
+	ReleaseJob *job = arg;
+	GThread *t = g_thread_new("release", release_and_forget, job);
+	gint64 deadline = g_get_monotonic_time() + 300 * 1000;
+
+	(void)hfs;
+	while (!g_atomic_int_get(&job->finished) && g_get_monotonic_time() < deadline)
+		g_usleep(1000);
+	ck_assert_msg(!g_atomic_int_get(&job->finished), "a release ran inside the stun");
+	g_thread_unref(t);
+}
+
+START_TEST(test_release_and_forget_wait_for_the_stun)
+{
+	ReleaseJob job = {0};
+	AtPoint at = {.point = "journaled", .fn = release_inside_the_stun, .arg = &job};
+	MfsEntry e;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "empty", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &job.file), 0);
+	job.inode = e.inode;
+	start_at(&at, false);
+	wait_for(MFS_MIG_SWITCHED);
+	wait_done(&at);
+	while (!g_atomic_int_get(&job.finished))
+		g_usleep(1000);
+	assert_trees_equal(src, dst);
+}
+END_TEST
+
+/* --- namespace changes right after the swap ------------------------------- */
+
+static void change_after_the_swap(Mfs *hfs, void *arg)
+{
+	MfsEntry e;
+	MfsFile *f;
+
+	(void)arg;
+	ck_assert_int_eq(mfs_mkdir(hfs, mfs_root(hfs), "after", 0755, &cred, &e), 0);
+	mfs_forget(hfs, e.inode, 1);
+	ck_assert_int_eq(mfs_create(hfs, mfs_root(hfs), "after.img", 0644, O_RDWR, &cred, &e, &f),
+	                 0);
+	mfs_release(hfs, f);
+	mfs_forget(hfs, e.inode, 1);
+	ck_assert_int_eq(mfs_unlink(hfs, mfs_root(hfs), "empty"), 0);
+}
+
+START_TEST(test_changes_just_after_the_swap)
+{
+	AtPoint at = {.point = "resumed", .fn = change_after_the_swap};
+	MfsMigStatus st;
+
+	start_at(&at, false);
+	wait_for(MFS_MIG_SWITCHED);
+	wait_done(&at);
+	mfs_migration_status(fs, &st);
+	ck_assert_msg(st.error == NULL, "switched with an error: %s", st.error);
+	mfs_migration_status_clear(&st);
+	ck_assert(exists(dst, "after"));
+	ck_assert(exists(dst, "after.img"));
+	ck_assert(!exists(dst, "empty"));
+	ck_assert(exists(src, "empty"));
+}
+END_TEST
+
+static Suite *integrity_suite(void)
+{
+	Suite *s = suite_create("integrity");
+	TCase *ops = tcase_create("operations");
+	TCase *sw = tcase_create("switch");
+
+	tcase_add_checked_fixture(ops, setup, teardown);
+	tcase_add_loop_test(ops, test_open_trunc_is_mirrored, 0, 4);
+	tcase_add_loop_test(ops, test_mknod_regular_file_is_mirrored, 0, 2);
+	suite_add_tcase(s, ops);
+	tcase_add_checked_fixture(sw, setup, teardown);
+	tcase_add_test(sw, test_release_and_forget_wait_for_the_stun);
+	tcase_add_test(sw, test_changes_just_after_the_swap);
+	suite_add_tcase(s, sw);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(integrity_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
