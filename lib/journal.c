@@ -17,6 +17,14 @@
  *       refuses the names it finds in the target (the overwrite option
  *       takes them), and the kernel's writeback makes it durable within
  *       about 30 seconds anyway.
+ *   in the old home of a migration back, while copying: state=copying
+ *       and home=true.  It replaced a "switched" record that sent
+ *       daemons to this copy's source; abandoning the copy writes that
+ *       record back, durably, instead of leaving no journal (which would
+ *       have the directory, emptied, served as the authoritative tree).
+ *
+ * The journal's names are reserved at the root of a served tree: a guest
+ * can neither make nor see them.
  */
 #define _GNU_SOURCE
 #include "journal.h"
@@ -29,52 +37,85 @@
 
 #define JOURNAL_TMP MFS_JOURNAL_NAME ".tmp"
 
-int journal_write(int dir_fd, const char *state, const char *source, const char *target,
-                  bool durable)
+bool journal_is_reserved_name(const char *name)
+{
+	return strcmp(name, MFS_JOURNAL_NAME) == 0 || strcmp(name, JOURNAL_TMP) == 0;
+}
+
+/*
+ * The temporary file is made anew, never opened through what is there:
+ * the directory may be writable by others (a target, a guest's image
+ * directory), and a symlink planted at its name would have root write
+ * wherever it points.
+ */
+static int journal_create_tmp(int dir_fd)
+{
+	int fd;
+
+	if (unlinkat(dir_fd, JOURNAL_TMP, 0) < 0 && errno != ENOENT)
+		return -errno;
+	fd =
+	    openat(dir_fd, JOURNAL_TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+int journal_write(int dir_fd, const Journal *j, bool durable)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autofree char *data = NULL;
 	gsize len;
-	int fd, dfd, ret = 0;
+	int fd, ret = 0;
 
-	g_key_file_set_string(kf, "migration", "state", state);
-	g_key_file_set_string(kf, "migration", "source", source);
-	g_key_file_set_string(kf, "migration", "target", target);
+	g_key_file_set_string(kf, "migration", "state", j->state);
+	g_key_file_set_string(kf, "migration", "source", j->source);
+	g_key_file_set_string(kf, "migration", "target", j->target);
+	if (j->home)
+		g_key_file_set_boolean(kf, "migration", "home", TRUE);
 	g_key_file_set_int64(kf, "migration", "time", g_get_real_time() / G_USEC_PER_SEC);
 	data = g_key_file_to_data(kf, &len, NULL);
 
-	fd = openat(dir_fd, JOURNAL_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = journal_create_tmp(dir_fd);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	errno = 0;
 	if (write(fd, data, len) != (ssize_t)len || (durable && fsync(fd) < 0))
 		ret = errno ? -errno : -EIO;
 	close(fd);
 	if (ret == 0 && renameat(dir_fd, JOURNAL_TMP, dir_fd, MFS_JOURNAL_NAME) < 0)
 		ret = -errno;
-	if (ret < 0) {
+	if (ret < 0)
 		unlinkat(dir_fd, JOURNAL_TMP, 0);
-		return ret;
-	}
-	if (!durable)
-		return 0;
-	dfd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return ret;
+}
+
+int journal_sync_dir(int dir_fd)
+{
+	int dfd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int ret;
+
 	if (dfd < 0)
 		return -errno;
-	if (fsync(dfd) < 0)
-		ret = -errno;
+	ret = fsync(dfd) < 0 ? -errno : 0;
 	close(dfd);
 	return ret;
 }
 
-int journal_read(int dir_fd, char **state, char **source, char **target)
+void journal_clear(Journal *j)
+{
+	g_clear_pointer(&j->state, g_free);
+	g_clear_pointer(&j->source, g_free);
+	g_clear_pointer(&j->target, g_free);
+	j->home = false;
+}
+
+int journal_read(int dir_fd, Journal *out)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
-	g_autofree char *data = NULL;
 	char buf[8192];
 	ssize_t n;
 	int fd;
 
+	memset(out, 0, sizeof(*out));
 	fd = openat(dir_fd, MFS_JOURNAL_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
@@ -85,13 +126,12 @@ int journal_read(int dir_fd, char **state, char **source, char **target)
 	buf[n] = '\0';
 	if (!g_key_file_load_from_data(kf, buf, n, G_KEY_FILE_NONE, NULL))
 		return -EBADMSG;
-	*state = g_key_file_get_string(kf, "migration", "state", NULL);
-	*source = g_key_file_get_string(kf, "migration", "source", NULL);
-	*target = g_key_file_get_string(kf, "migration", "target", NULL);
-	if (!*state || !*source || !*target) {
-		g_clear_pointer(state, g_free);
-		g_clear_pointer(source, g_free);
-		g_clear_pointer(target, g_free);
+	out->state = g_key_file_get_string(kf, "migration", "state", NULL);
+	out->source = g_key_file_get_string(kf, "migration", "source", NULL);
+	out->target = g_key_file_get_string(kf, "migration", "target", NULL);
+	out->home = g_key_file_get_boolean(kf, "migration", "home", NULL);
+	if (!out->state || !out->source || !out->target) {
+		journal_clear(out);
 		return -EBADMSG;
 	}
 	return 0;
@@ -99,13 +139,14 @@ int journal_read(int dir_fd, char **state, char **source, char **target)
 
 char *journal_switched_target(int dir_fd)
 {
-	g_autofree char *state = NULL, *source = NULL;
+	Journal j;
 	char *target = NULL;
 
-	if (journal_read(dir_fd, &state, &source, &target) < 0)
+	if (journal_read(dir_fd, &j) < 0)
 		return NULL;
-	if (strcmp(state, "switched") != 0)
-		g_clear_pointer(&target, g_free);
+	if (strcmp(j.state, "switched") == 0)
+		target = g_steal_pointer(&j.target);
+	journal_clear(&j);
 	return target;
 }
 

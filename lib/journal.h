@@ -3,15 +3,38 @@
 #ifndef MFS_JOURNAL_H
 #define MFS_JOURNAL_H
 
+#include <glib.h>
 #include <stdbool.h>
 
-/* Write the journal in @dir_fd, synced when @durable.  Returns 0 or -errno. */
-int journal_write(int dir_fd, const char *state, const char *source, const char *target,
-                  bool durable);
-/* Read it; the strings are the caller's.  -ENOENT when there is none. */
-int journal_read(int dir_fd, char **state, char **source, char **target);
+typedef struct {
+	char *state; /* "copying" (in a target) or "switched" (in a source) */
+	char *source;
+	char *target;
+	/*
+	 * "copying" into a directory whose journal said "switched" to this
+	 * copy's source: the old home of a migration back.  If the copy is
+	 * abandoned, that record is written back, not simply removed.
+	 */
+	bool home;
+} Journal;
+
+/*
+ * Write the journal in @dir_fd: a new file under a reserved temporary
+ * name, synced when @durable, then renamed over the old one.  Returns 0
+ * once the new journal is in place, or -errno with the old one intact.
+ * Making the rename itself durable is journal_sync_dir()'s job.
+ */
+int journal_write(int dir_fd, const Journal *j, bool durable);
+/* Flush @dir_fd itself: the journal's name, after journal_write(). */
+int journal_sync_dir(int dir_fd);
+/* Read it into @out (journal_clear() it).  -ENOENT when there is none. */
+int journal_read(int dir_fd, Journal *out);
+void journal_clear(Journal *j);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Journal, journal_clear)
 /* The target a switched source moved to, or NULL. */
 char *journal_switched_target(int dir_fd);
 int journal_remove(int dir_fd);
+/* Whether @name, at the root of a tree, is one of the journal's own names. */
+bool journal_is_reserved_name(const char *name);
 
 #endif

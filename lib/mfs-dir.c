@@ -76,7 +76,7 @@ int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned 
 		dir->entry = readdir(dir->dp);
 		if (!dir->entry)
 			return errno ? -errno : 0;
-		if (dir->root && strcmp(dir->entry->d_name, MFS_JOURNAL_NAME) == 0) {
+		if (dir->root && journal_is_reserved_name(dir->entry->d_name)) {
 			dir->offset = dir->entry->d_off;
 			dir->entry = NULL;
 		}

@@ -60,20 +60,20 @@ static int open_served_dir(const char *source_dir, char **served)
 	int fd;
 
 	for (int hops = 0;; hops++) {
-		g_autofree char *state = NULL, *from = NULL, *to = NULL;
+		g_auto(Journal) j = {0};
 		char *next;
 
 		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
-		if (journal_read(fd, &state, &from, &to) < 0)
+		if (journal_read(fd, &j) < 0)
 			break;
-		if (strcmp(state, "switched") == 0) {
-			next = to;
+		if (strcmp(j.state, "switched") == 0) {
+			next = j.target;
 			g_free(last_switched);
-			last_switched = g_strdup(to);
-		} else if (strcmp(state, "copying") == 0 && strcmp(to, dir) == 0) {
-			next = from;
+			last_switched = g_strdup(j.target);
+		} else if (strcmp(j.state, "copying") == 0 && strcmp(j.target, dir) == 0) {
+			next = j.source;
 		} else {
 			break;
 		}
@@ -484,10 +484,10 @@ static int lookup_created(Mfs *fs, MfsInode *parent, const char *name, bool is_d
 
 bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name)
 {
-	return parent == &fs->root && strcmp(name, MFS_JOURNAL_NAME) == 0;
+	return parent == &fs->root && journal_is_reserved_name(name);
 }
 
-/* The journal's name is reserved at the root: creating it is refused. */
+/* The journal's names are reserved at the root: making them is refused. */
 #define RETURN_IF_JOURNAL(fs, parent, name)                                                        \
 	do {                                                                                       \
 		if (mfs_is_journal(fs, parent, name))                                              \

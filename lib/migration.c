@@ -68,6 +68,8 @@ struct Migration {
 	uint64_t chunk_size;
 	bool manual_switch, delete_source;
 	bool no_clone;
+	bool target_home; /* the target is the old home of our source: see Journal.home */
+	bool keep_source; /* the switch's record may not be durable: never delete the source */
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
@@ -477,7 +479,7 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 		while (ret == 0 && (errno = 0, de = readdir(dp))) {
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 				continue;
-			if (at_root && !strcmp(de->d_name, MFS_JOURNAL_NAME))
+			if (at_root && journal_is_reserved_name(de->d_name))
 				continue;
 			/* Recorded first, so that a failure half-way removes it too. */
 			if (at_root)
@@ -584,7 +586,7 @@ static uint64_t tree_data_bytes(int dir_fd)
 static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh,
                         char **error)
 {
-	g_autofree char *jstate = NULL, *jsource = NULL, *jtarget = NULL;
+	g_auto(Journal) j = {0};
 	struct stat sst, tst;
 	struct statvfs vfs;
 	uint64_t need, avail;
@@ -625,8 +627,12 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
 		return -errno;
 	}
-	*fresh = !(journal_read(mig->dst_root_fd, &jstate, &jsource, &jtarget) == 0 &&
-	           strcmp(jstate, "copying") == 0 && strcmp(jsource, mig->source) == 0);
+	if (journal_read(mig->dst_root_fd, &j) == 0) {
+		*fresh = !(strcmp(j.state, "copying") == 0 && strcmp(j.source, mig->source) == 0);
+		/* A migration back, into the directory that was switched to our source. */
+		mig->target_home = (!*fresh && j.home) || (strcmp(j.state, "switched") == 0 &&
+		                                           strcmp(j.target, mig->source) == 0);
+	}
 
 	/* Names the source has at its root must be free in the target. */
 	if (*fresh && !opts->overwrite) {
@@ -636,7 +642,7 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 			struct stat st;
 
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-			    !strcmp(de->d_name, MFS_JOURNAL_NAME))
+			    journal_is_reserved_name(de->d_name))
 				continue;
 			if (fstatat(mig->dst_root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 				*error = g_strdup_printf("target '%s' already holds '%s' (use the "
@@ -665,6 +671,29 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 		}
 	}
 	return 0;
+}
+
+/*
+ * Abandoning the copy: remove the target's copying journal, or, in the old
+ * home of a migration back, write back the record it replaced, which sends
+ * a daemon started there to our source, where the tree still lives.
+ */
+static void target_journal_undo(Migration *mig)
+{
+	int ret;
+
+	if (!mig->target_home) {
+		journal_remove(mig->dst_root_fd);
+		return;
+	}
+	ret = journal_write(mig->dst_root_fd,
+	                    &(Journal){"switched", mig->target, mig->source, false}, true);
+	if (ret == 0)
+		ret = journal_sync_dir(mig->dst_root_fd);
+	if (ret < 0)
+		g_warning("migration %s -> %s: cannot restore the journal of '%s', which must send "
+		          "a daemon started there to '%s': %s",
+		          mig->source, mig->target, mig->target, mig->source, g_strerror(-ret));
 }
 
 static int check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error)
@@ -743,7 +772,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	ret = check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;
-	ret = journal_write(mig->dst_root_fd, "copying", mig->source, mig->target, false);
+	ret =
+	    journal_write(mig->dst_root_fd,
+	                  &(Journal){"copying", mig->source, mig->target, mig->target_home}, false);
 	if (ret < 0) {
 		*error = g_strdup_printf("target '%s': cannot write its journal: %s", opts->target,
 		                         g_strerror(-ret));
@@ -781,7 +812,7 @@ out_cleanup:
 		g_hash_table_iter_init(&it, mig->root_names);
 		while (g_hash_table_iter_next(&it, &name, NULL))
 			remove_tree_at(mig->dst_root_fd, name);
-		journal_remove(mig->dst_root_fd);
+		target_journal_undo(mig);
 	}
 out_unlock:
 	mfs_rwlock_writer_unlock(&fs->ns_lock);
@@ -1048,7 +1079,7 @@ static void migration_abort(Migration *mig, MfsMigState state)
 			g_warning("migration %s -> %s: cannot remove '%s' from the target: %s",
 			          mig->source, mig->target, (char *)name, g_strerror(-ret));
 	}
-	journal_remove(mig->dst_root_fd);
+	target_journal_undo(mig);
 	/* Let go of the target entirely: its file system can be unmounted now. */
 	close(mig->dst_root_fd);
 	mig->dst_root_fd = -1;
@@ -1295,7 +1326,7 @@ static int migration_switch(Migration *mig)
 	g_autoptr(GArray) inodes = g_array_new(FALSE, FALSE, sizeof(InodeSwap));
 	g_autoptr(GArray) files = g_array_new(FALSE, FALSE, sizeof(FileSwap));
 	gint64 t0;
-	int ret, fs_fd;
+	int ret, sync_ret, fs_fd;
 
 	set_state(mig, MFS_MIG_SWITCHING);
 	/* 1. Flush ahead, so that the stun has little left to do. */
@@ -1330,11 +1361,24 @@ static int migration_switch(Migration *mig)
 		undo_swaps(inodes, files);
 		goto resume;
 	}
-	ret = journal_write(fs->root.fd, "switched", mig->source, mig->target, true);
+	ret = journal_write(fs->root.fd, &(Journal){"switched", mig->source, mig->target, false},
+	                    true);
 	if (ret < 0) {
 		mig_fail(mig, "writing the source's journal: %s", g_strerror(-ret));
 		undo_swaps(inodes, files);
 		goto resume;
+	}
+	/*
+	 * The journal names the target now: from here the switch completes,
+	 * whatever fails.  Going back would leave a journal that may survive
+	 * a crash and send a restart to a target no longer kept up to date.
+	 */
+	sync_ret = journal_sync_dir(fs->root.fd);
+	if (sync_ret < 0) {
+		g_warning("migration %s -> %s: the switch is made, but flushing the source "
+		          "directory that records it failed: %s; the source is kept",
+		          mig->source, mig->target, g_strerror(-sync_ret));
+		mig->keep_source = true;
 	}
 	run_hook(mig, "journaled");
 	crash_test_pause(mig, "journaled");
@@ -1377,7 +1421,7 @@ static void delete_source_files(Migration *mig)
 
 		/* The journal stays: it sends a restarted daemon to the target. */
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-		    !strcmp(de->d_name, MFS_JOURNAL_NAME))
+		    journal_is_reserved_name(de->d_name))
 			continue;
 		ret = remove_tree_at(dirfd(dp), de->d_name);
 		if (ret < 0)
@@ -1407,7 +1451,7 @@ static gpointer migration_thread(gpointer data)
 		goto abort;
 	drop_objects(mig);
 	/* Before "switched" is announced, so that whoever waits for it finds it done. */
-	if (mig->delete_source)
+	if (mig->delete_source && !mig->keep_source)
 		delete_source_files(mig);
 	set_state(mig, MFS_MIG_SWITCHED);
 	return NULL;

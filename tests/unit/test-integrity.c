@@ -227,6 +227,118 @@ START_TEST(test_changes_just_after_the_swap)
 }
 END_TEST
 
+/* --- the journal's temporary name ----------------------------------------- */
+
+/*
+ * A symlink planted at the journal's temporary name, in the source and in
+ * the target, must not have the daemon (root) write where it points; and
+ * a guest cannot make that name through the mount.
+ */
+START_TEST(test_journal_tmp_symlink_is_not_followed)
+{
+	g_autofree char *victim = g_build_filename(top, "victim", NULL);
+	g_autofree char *s_tmp = g_build_filename(src, MFS_JOURNAL_NAME ".tmp", NULL);
+	g_autofree char *d_tmp = g_build_filename(dst, MFS_JOURNAL_NAME ".tmp", NULL);
+	g_autofree char *text = NULL;
+	MfsEntry e;
+	MfsFile *f;
+
+	ck_assert(g_file_set_contents(victim, "precious", -1, NULL));
+	ck_assert_int_eq(symlink(victim, s_tmp), 0);
+	ck_assert_int_eq(symlink(victim, d_tmp), 0);
+	ck_assert_int_eq(
+	    mfs_create(fs, mfs_root(fs), MFS_JOURNAL_NAME ".tmp", 0644, O_RDWR, &cred, &e, &f),
+	    -EPERM);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), MFS_JOURNAL_NAME ".tmp", &e), -ENOENT);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(g_file_get_contents(victim, &text, NULL, NULL));
+	ck_assert_str_eq(text, "precious");
+	ck_assert(journal_says_switched(src));
+}
+END_TEST
+
+/* --- a migration back, abandoned ------------------------------------------ */
+
+static void cancel_now(Mfs *hfs, void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(mfs_migration_cancel(hfs), 0);
+}
+
+/* Migrate src -> dst, then back dst -> src, cancelled half-way. */
+static void migrate_back_and_cancel(void)
+{
+	AtPoint at = {.point = "chunk", .fn = cancel_now};
+	g_autofree char *error = NULL;
+	MfsMigOptions back = {.target = src,
+	                      .chunk_size = CHUNK,
+	                      .overwrite = true,
+	                      .hook = at_point_hook,
+	                      .hook_opaque = &at};
+
+	MfsEntry sub;
+
+	/* No hard link: --overwrite's handling of links is tested on its own. */
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "sub", &sub), 0);
+	ck_assert_int_eq(mfs_unlink(fs, sub.inode, "alias.img"), 0);
+	mfs_forget(fs, sub.inode, 1);
+	ck_assert_msg(mfs_migration_start(fs, &back, &error) == 0, "%s", error);
+	wait_for(MFS_MIG_CANCELLED);
+	wait_done(&at);
+}
+
+/*
+ * After src -> dst switched, src's journal sends a daemon to dst.  A
+ * migration back, cancelled, must leave it so: with no journal, the
+ * boot command line 'mirrorfs src MNT' would serve src, emptied.
+ */
+START_TEST(test_cancelled_migration_back_keeps_the_way_home)
+{
+	g_autofree char *real_dst = realpath(dst, NULL), *served = NULL;
+
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	migrate_back_and_cancel();
+	ck_assert(journal_says_switched(src));
+	mfs_free(fs);
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	served = mfs_served_dir(fs);
+	ck_assert_str_eq(served, real_dst);
+}
+END_TEST
+
+/*
+ * The same after a crash in the copy back: the copying journal left in
+ * src (home=true) is reused by the restarted migration, which is then
+ * cancelled.
+ */
+START_TEST(test_cancelled_restart_back_keeps_the_way_home)
+{
+	g_autofree char *real_dst = realpath(dst, NULL), *real_src = realpath(src, NULL);
+	g_autofree char *served = NULL;
+	g_auto(Journal) j = {0};
+	int src_fd;
+
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	/* What a crash in the copy back leaves in src. */
+	src_fd = open(src, O_PATH | O_DIRECTORY);
+	ck_assert_int_ge(src_fd, 0);
+	ck_assert_int_eq(
+	    journal_write(src_fd, &(Journal){"copying", real_dst, real_src, true}, false), 0);
+	mfs_free(fs);
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	served = mfs_served_dir(fs);
+	ck_assert_str_eq(served, real_dst);
+	migrate_back_and_cancel();
+	ck_assert_int_eq(journal_read(src_fd, &j), 0);
+	ck_assert_str_eq(j.state, "switched");
+	ck_assert_str_eq(j.target, real_dst);
+	close(src_fd);
+}
+END_TEST
+
 static Suite *integrity_suite(void)
 {
 	Suite *s = suite_create("integrity");
@@ -240,6 +352,9 @@ static Suite *integrity_suite(void)
 	tcase_add_checked_fixture(sw, setup, teardown);
 	tcase_add_test(sw, test_release_and_forget_wait_for_the_stun);
 	tcase_add_test(sw, test_changes_just_after_the_swap);
+	tcase_add_test(sw, test_journal_tmp_symlink_is_not_followed);
+	tcase_add_test(sw, test_cancelled_migration_back_keeps_the_way_home);
+	tcase_add_test(sw, test_cancelled_restart_back_keeps_the_way_home);
 	suite_add_tcase(s, sw);
 	return s;
 }
