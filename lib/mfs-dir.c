@@ -33,6 +33,7 @@ int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 	}
 	dir = g_new0(MfsDir, 1);
 	dir->dp = dp;
+	dir->inode = inode;
 	dir->root = inode == mfs_root(fs);
 	*out = dir;
 	return 0;
@@ -47,13 +48,20 @@ void mfs_releasedir(Mfs *fs, MfsDir *dir)
 	g_free(dir);
 }
 
+/*
+ * The directory is reached through its inode, not the handle's own
+ * descriptor: a handle opened before a switch still reads the source, and
+ * a rename made durable after the switch must be flushed on the target.
+ */
 int mfs_fsyncdir(Mfs *fs, MfsDir *dir, bool datasync)
 {
-	int fd = dirfd(dir->dp);
-	int ret;
+	int fd, ret;
 
 	gate_enter(&fs->gate);
-	ret = (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+	fd = openat(dir->inode->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	ret = fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
 	gate_leave(&fs->gate);
 	return ret;
 }

@@ -207,14 +207,10 @@ static void test_hold_write(Mfs *fs, const void *buf)
 	g_atomic_int_add(&fs->test_writes_held, -1);
 }
 
-ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
+static ssize_t read_full(int fd, char *buf, size_t size, off_t off)
 {
-	char *buf = mfs_thread_buffer(size);
-	int fd = g_atomic_int_get(&file->fd);
 	size_t done = 0;
 
-	if (!buf)
-		return -ENOMEM;
 	/*
 	 * The kernel takes a short read for the end of the file: fill the
 	 * request, and let an error mid-way fail all of it (the kernel then
@@ -232,10 +228,63 @@ ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
 			break;
 		done += n;
 	}
+	return (ssize_t)done;
+}
+
+ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
+{
+	char *buf = mfs_thread_buffer(size);
+	ssize_t ret;
+	gint epoch;
+	int fd;
+
+	if (!buf)
+		return -ENOMEM;
+	/* Counted in the epoch it began in: see mfs_file_swap_fd_stunned(). */
+	epoch = g_atomic_int_get(&file->epoch) & 1;
+	g_atomic_int_inc(&file->readers[epoch]);
+	fd = g_atomic_int_get(&file->fd);
+	ret = read_full(fd, buf, size, off);
+	g_atomic_int_add(&file->readers[epoch], -1);
+	if (ret < 0)
+		return ret;
 	/* Atomic, not locked: one open image is read by many threads at once. */
 	g_atomic_int_inc((gint *)&file->reads);
 	*data = buf;
-	return (ssize_t)done;
+	return ret;
+}
+
+/*
+ * The switch repoints an open file while reads may be under way on the
+ * old descriptor: they pass no gate.  Each read counts itself in the
+ * epoch it loaded before the descriptor; the swap stores the new
+ * descriptor, then starts a new epoch, so a read counted in the old one
+ * may hold the old descriptor and one counted in the new one cannot.
+ * When the old epoch's count falls to zero, the old descriptor is free.
+ */
+int mfs_file_swap_fd_stunned(MfsFile *file, int fd)
+{
+	int old = file->fd;
+
+	g_atomic_int_set(&file->fd, fd);
+	g_atomic_int_inc(&file->epoch);
+	return old;
+}
+
+void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline)
+{
+	gint *readers = &file->readers[(g_atomic_int_get(&file->epoch) - 1) & 1];
+
+	while (g_atomic_int_get(readers) > 0 && g_get_monotonic_time() < deadline)
+		g_usleep(50);
+	if (g_atomic_int_get(readers) == 0) {
+		close(old_fd);
+		return;
+	}
+	/* A read still runs on it (a slow source disk): the release closes it. */
+	if (file->old_fd >= 0)
+		close(file->old_fd);
+	file->old_fd = old_fd;
 }
 
 ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off)

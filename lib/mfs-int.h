@@ -39,7 +39,6 @@ int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec);
 struct MfsInode {
 	MfsInodeKey key;    /* stun; protected by Mfs.inodes_lock */
 	int fd;             /* O_PATH on the backing object; stun */
-	int old_fd;         /* the source's, kept until free after a switch; stun */
 	mode_t type;        /* S_IFMT bits; immutable */
 	uint64_t nlookup;   /* protected by Mfs.inodes_lock */
 	MirrorFile *mirror; /* stun, or set at creation under inodes_lock */
@@ -72,16 +71,19 @@ struct Mfs {
 
 struct MfsFile {
 	MfsInode *inode;
-	int fd;         /* read without the gate: g_atomic_int_get; set at the stun */
-	int old_fd;     /* the source's, closed at release after a switch */
-	int flags;      /* open(2) flags of the backing open */
-	bool direct;    /* opened with O_DIRECT: buffers must be aligned */
-	bool direct_io; /* the kernel may pass its I/O straight: mfs_file_direct_io() */
-	guint reads;    /* reads served, for the copier (mfs_reads_served); atomic */
+	int fd;          /* read without the gate: g_atomic_int_get; set at the stun */
+	int old_fd;      /* the source's, if a read still used it at the switch; stun */
+	gint epoch;      /* atomic: bumped by each swap of fd */
+	gint readers[2]; /* atomic: reads under way, by the parity of the epoch they began in */
+	int flags;       /* open(2) flags of the backing open */
+	bool direct;     /* opened with O_DIRECT: buffers must be aligned */
+	bool direct_io;  /* the kernel may pass its I/O straight: mfs_file_direct_io() */
+	guint reads;     /* reads served, for the copier (mfs_reads_served); atomic */
 };
 
 struct MfsDir {
 	DIR *dp;
+	MfsInode *inode;      /* the kernel holds a lookup count while the handle is open */
 	bool root;            /* hide the journal */
 	off_t offset;         /* where dp stands */
 	struct dirent *entry; /* read but not yet returned, or NULL */
@@ -134,6 +136,21 @@ void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr,
 void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
                                size_t size, int flags);
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
+
+/*
+ * The switch, stunned: point @file at @fd and return the descriptor it
+ * had; then retire that one, closing it once no read that may hold it is
+ * under way, or at release if that takes past @deadline.
+ */
+int mfs_file_swap_fd_stunned(MfsFile *file, int fd);
+void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
+
+/*
+ * Every inode the table holds.  Only while stunned: the stun freezes the
+ * table (lookup and forget pass the gate), so the caller may then make
+ * system calls on them without the table's lock.
+ */
+GPtrArray *mfs_inodes_stunned(Mfs *fs);
 
 /* Lookup and forget for callers already inside the gate. */
 int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out);

@@ -120,7 +120,6 @@ int mfs_new(const char *source_dir, Mfs **out)
 	    (gulong)g_ascii_strtoull(g_getenv("MIRRORFS_TEST_WRITE_HOLD_MS") ?: "0", NULL, 10) *
 	    1000;
 	fs->root.fd = fd;
-	fs->root.old_fd = -1;
 	fs->root.key = (MfsInodeKey){st.st_dev, st.st_ino};
 	fs->root.type = S_IFDIR;
 	/* The kernel never forgets the root: one count that is never dropped. */
@@ -152,8 +151,6 @@ static void inode_free(gpointer p)
 	MfsInode *inode = p;
 
 	close(inode->fd);
-	if (inode->old_fd >= 0)
-		close(inode->old_fd);
 	g_free(inode);
 }
 
@@ -188,8 +185,6 @@ void mfs_free(Mfs *fs)
 	mfs_rwlock_clear(&fs->ns_lock);
 	gate_clear(&fs->gate);
 	close(fs->root.fd);
-	if (fs->root.old_fd >= 0)
-		close(fs->root.old_fd);
 	g_free(fs->dir);
 	g_free(fs);
 }
@@ -197,6 +192,21 @@ void mfs_free(Mfs *fs)
 MfsInode *mfs_root(Mfs *fs)
 {
 	return &fs->root;
+}
+
+GPtrArray *mfs_inodes_stunned(Mfs *fs)
+{
+	GHashTableIter it;
+	gpointer key;
+	GPtrArray *out;
+
+	mfs_mutex_lock(&fs->inodes_lock);
+	out = g_ptr_array_sized_new(g_hash_table_size(fs->inodes));
+	g_hash_table_iter_init(&it, fs->inodes);
+	while (g_hash_table_iter_next(&it, &key, NULL))
+		g_ptr_array_add(out, key);
+	mfs_mutex_unlock(&fs->inodes_lock);
+	return out;
 }
 
 unsigned mfs_inode_count(Mfs *fs)
@@ -243,7 +253,6 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 		fresh = inode = g_new0(MfsInode, 1);
 		inode->key = key;
 		inode->fd = fd;
-		inode->old_fd = -1;
 		inode->type = out->st.st_mode & S_IFMT;
 		inode->nlookup = 1;
 		if (fs->mig && inode->type == S_IFREG)

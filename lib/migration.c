@@ -65,6 +65,7 @@ struct Migration {
 	char *source; /* canonical paths */
 	char *target;
 	int dst_root_fd; /* O_PATH */
+	int old_root_fd; /* the source's root, from the swap until delete_source_files() */
 	uint64_t chunk_size;
 	bool manual_switch, delete_source;
 	bool no_clone;
@@ -147,6 +148,7 @@ static Migration *migration_new(Mfs *fs)
 
 	mig->fs = fs;
 	mig->dst_root_fd = -1;
+	mig->old_root_fd = -1;
 	mfs_mutex_init(&mig->lock);
 	mfs_cond_init(&mig->cond);
 	mig->objects = g_hash_table_new_full(key_hash, key_equal, NULL, object_free);
@@ -175,6 +177,8 @@ void migration_free(Migration *mig)
 	final_status_free(mig);
 	if (mig->dst_root_fd >= 0)
 		close(mig->dst_root_fd);
+	if (mig->old_root_fd >= 0)
+		close(mig->old_root_fd);
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
@@ -717,21 +721,70 @@ static int check_options(const MfsMigOptions *opts, uint64_t *chunk, char **erro
 	return 0;
 }
 
+/* Whether the source object of @inode has no name left. */
+static bool source_object_gone(MfsInode *inode)
+{
+	struct stat st;
+
+	return fstatat(inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+	       st.st_nlink == 0;
+}
+
+/*
+ * A file the guest unlinked and still holds open has no name the walk
+ * could find; it is migrated as a nameless file of the target (O_TMPFILE,
+ * or a name removed at once where the file system has no O_TMPFILE), so
+ * that the switch can move it too and the source is let go entirely.
+ */
+static MirrorFile *mirror_nameless_file(Migration *mig, MfsInode *inode)
+{
+	char path[MFS_PROC_FD_LEN], name[64];
+	MirrorFile *mf;
+	struct stat st;
+	int src_ro, dst = -1;
+
+	mfs_proc_fd_path(inode->fd, path);
+	src_ro = open(path, O_RDONLY | O_CLOEXEC);
+	if (src_ro < 0 || fstat(src_ro, &st) < 0)
+		goto fail;
+	dst = openat(mig->dst_root_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (dst < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+		g_snprintf(name, sizeof(name), ".mirrorfs-nameless.%ju", (uintmax_t)st.st_ino);
+		dst = openat(mig->dst_root_fd, name,
+		             O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (dst >= 0)
+			unlinkat(mig->dst_root_fd, name, 0);
+	}
+	if (dst < 0)
+		goto fail;
+	mfs_mutex_lock(&mig->lock);
+	mig->bytes_total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
+	mfs_mutex_unlock(&mig->lock);
+	mf = mirror_file_new(src_ro, dst, mig->chunk_size, true);
+	mirror_file_set_clone(mf, !mig->no_clone);
+	object_add(mig, &st, -1, mf);
+	return mf;
+fail:
+	mig_fail(mig, "target: a file open but unlinked: %s", g_strerror(errno));
+	if (src_ro >= 0)
+		close(src_ro);
+	return NULL;
+}
+
 /* Point (or un-point) every inode the kernel knows at its mirror.  Stunned. */
 static void attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
 {
-	GHashTableIter it;
-	gpointer key;
+	g_autoptr(GPtrArray) inodes = mfs_inodes_stunned(fs);
 
-	mfs_mutex_lock(&fs->inodes_lock);
-	g_hash_table_iter_init(&it, fs->inodes);
-	while (g_hash_table_iter_next(&it, &key, NULL)) {
-		MfsInode *inode = key;
+	for (guint i = 0; i < inodes->len; i++) {
+		MfsInode *inode = g_ptr_array_index(inodes, i);
 
-		if (inode->type == S_IFREG)
-			inode->mirror = attach ? migration_find_mirror(mig, &inode->key) : NULL;
+		if (inode->type != S_IFREG)
+			continue;
+		inode->mirror = attach ? migration_find_mirror(mig, &inode->key) : NULL;
+		if (attach && !inode->mirror && source_object_gone(inode))
+			inode->mirror = mirror_nameless_file(mig, inode);
 	}
-	mfs_mutex_unlock(&fs->inodes_lock);
 }
 
 static gpointer migration_thread(gpointer data);
@@ -1178,10 +1231,16 @@ static int target_still_there(Migration *mig)
 	return 0;
 }
 
-/* What the switch will swap in, prepared while it can still be undone. */
+/*
+ * What the switch will swap in, prepared while it can still be undone.
+ * An inode whose source object has no name left (a file unlinked while
+ * open, a directory removed while a process sits in it) and that the
+ * migration never made on the target stays on the source: nobody can
+ * reach it by name, and what its holders do with it stays consistent.
+ */
 typedef struct {
 	MfsInode *inode;
-	int fd;
+	int fd; /* -1: the inode stays on the source */
 	MfsInodeKey key;
 } InodeSwap;
 
@@ -1194,103 +1253,178 @@ static int target_path_fd(Migration *mig, MfsInode *inode)
 {
 	char path[MFS_PROC_FD_LEN];
 	MigObject *obj;
+	int fd;
 
 	if (inode == &mig->fs->root)
 		return dup(mig->dst_root_fd);
-	obj = g_hash_table_lookup(mig->objects, &inode->key);
+	obj = object_find(mig, &inode->key);
 	if (!obj) {
 		errno = ENOENT;
 		return -1;
 	}
 	mfs_proc_fd_path(object_fd(obj), path);
-	return open(path, O_PATH | O_CLOEXEC);
+	fd = open(path, O_PATH | O_CLOEXEC);
+	return fd;
 }
 
+/*
+ * A directory removed while a process sits in it, a special file removed
+ * while the kernel holds it: the target gets a nameless stand-in of the
+ * same type (made, opened, removed), which serves what such an object
+ * still can, its attributes.  (Regular files have their nameless copy.)
+ */
+static int nameless_standin(Migration *mig, MfsInode *inode)
+{
+	MfsNodeSpec spec = {.link = "."};
+	char name[64];
+	struct stat st;
+	int fd;
+
+	if (inode->type == S_IFREG ||
+	    fstatat(inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	spec.mode = S_ISDIR(st.st_mode) ? S_IFDIR | 0700 : st.st_mode;
+	spec.rdev = st.st_rdev;
+	g_snprintf(name, sizeof(name), ".mirrorfs-standin.%ju", (uintmax_t)st.st_ino);
+	if (mfs_make_node_at(mig->dst_root_fd, name, &spec) < 0)
+		return -1;
+	fd = open_path(mig->dst_root_fd, name);
+	unlinkat(mig->dst_root_fd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+	return fd;
+}
+
+static int prepare_inode_swap(Migration *mig, InodeSwap *s)
+{
+	struct stat st;
+
+	s->fd = target_path_fd(mig, s->inode);
+	if (s->fd < 0 && errno == ENOENT && source_object_gone(s->inode)) {
+		s->fd = nameless_standin(mig, s->inode);
+		if (s->fd < 0) {
+			/* Nothing to stand in: it stays where it is, and holds the source. */
+			g_message("migration %s -> %s: a nameless object stays on the source",
+			          mig->source, mig->target);
+			return 0;
+		}
+	}
+	if (s->fd < 0)
+		return -errno;
+	if (fstat(s->fd, &st) < 0) {
+		int ret = -errno;
+
+		close(s->fd);
+		s->fd = -1;
+		return ret;
+	}
+	s->key = (MfsInodeKey){st.st_dev, st.st_ino};
+	return 0;
+}
+
+static int prepare_file_swap(GArray *inodes, FileSwap *s)
+{
+	int flags =
+	    (s->file->flags & ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL | O_TRUNC)) | O_CLOEXEC;
+	char path[MFS_PROC_FD_LEN];
+
+	for (guint i = 0; i < inodes->len; i++) {
+		InodeSwap *is = &g_array_index(inodes, InodeSwap, i);
+
+		if (is->inode != s->file->inode)
+			continue;
+		if (is->fd < 0)
+			return 0; /* stays on the source, and so do its files */
+		mfs_proc_fd_path(is->fd, path);
+		s->fd = open(path, flags);
+		/* A target without O_DIRECT (tmpfs) still serves the file. */
+		if (s->fd < 0 && errno == EINVAL && (flags & O_DIRECT))
+			s->fd = open(path, flags & ~O_DIRECT);
+		return s->fd < 0 ? -errno : 0;
+	}
+	return -ENOENT;
+}
+
+/*
+ * The stun freezes both tables: everything that adds to them or removes
+ * from them (lookup, forget, open, create, release) passes the gate.  So
+ * they are read under their locks, and the system calls made without.
+ */
 static int prepare_swaps(Migration *mig, GArray *inodes, GArray *files)
 {
 	Mfs *fs = mig->fs;
+	g_autoptr(GPtrArray) known = mfs_inodes_stunned(fs);
 	GHashTableIter it;
 	gpointer key;
 	int ret = 0;
 
-	mfs_mutex_lock(&fs->inodes_lock);
-	mfs_mutex_lock(&mig->lock);
-	g_hash_table_iter_init(&it, fs->inodes);
-	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
-		InodeSwap s = {.inode = key};
-		struct stat st;
-
-		s.fd = target_path_fd(mig, s.inode);
-		if (s.fd < 0 || fstat(s.fd, &st) < 0) {
-			ret = -errno;
-			if (s.fd >= 0)
-				close(s.fd);
-			break;
-		}
-		s.key = (MfsInodeKey){st.st_dev, st.st_ino};
-		g_array_append_val(inodes, s);
-	}
-	mfs_mutex_unlock(&mig->lock);
-	mfs_mutex_unlock(&fs->inodes_lock);
-	if (ret < 0)
-		return ret;
-
+	for (guint i = 0; i < known->len; i++)
+		g_array_append_val(inodes,
+		                   ((InodeSwap){.inode = g_ptr_array_index(known, i), .fd = -1}));
 	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_iter_init(&it, fs->files);
-	while (ret == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
-		FileSwap s = {.file = key, .fd = -1};
-		char path[MFS_PROC_FD_LEN];
-		int flags =
-		    (s.file->flags & ~(O_NOFOLLOW | O_APPEND | O_CREAT | O_EXCL | O_TRUNC)) |
-		    O_CLOEXEC;
-
-		for (guint i = 0; i < inodes->len; i++) {
-			InodeSwap *is = &g_array_index(inodes, InodeSwap, i);
-
-			if (is->inode == s.file->inode) {
-				mfs_proc_fd_path(is->fd, path);
-				s.fd = open(path, flags);
-				/* A target without O_DIRECT (tmpfs) still serves the file. */
-				if (s.fd < 0 && errno == EINVAL && (flags & O_DIRECT))
-					s.fd = open(path, flags & ~O_DIRECT);
-				break;
-			}
-		}
-		if (s.fd < 0) {
-			ret = errno ? -errno : -ENOENT;
-			break;
-		}
-		g_array_append_val(files, s);
-	}
+	while (g_hash_table_iter_next(&it, &key, NULL))
+		g_array_append_val(files, ((FileSwap){.file = key, .fd = -1}));
 	mfs_mutex_unlock(&fs->files_lock);
+
+	for (guint i = 0; i < inodes->len && ret == 0; i++)
+		ret = prepare_inode_swap(mig, &g_array_index(inodes, InodeSwap, i));
+	for (guint i = 0; i < files->len && ret == 0; i++)
+		ret = prepare_file_swap(inodes, &g_array_index(files, FileSwap, i));
 	return ret;
 }
 
+/*
+ * How long the swap waits for reads that were already in flight on a
+ * file's source descriptor (reads pass no gate) before it closes that
+ * descriptor; after that the descriptor is left to the file's release.
+ */
+#define SWAP_READ_DRAIN_US 10000
+
+/*
+ * Point every inode and open file at the target.  The source's
+ * descriptors are closed as they are let go, so that once the guests'
+ * files are closed the daemon holds nothing of the source and the old
+ * disk can be unmounted: nothing but reads uses an inode's descriptor
+ * outside the gate, and reads use the file's.  The source's root is kept
+ * in old_root_fd for delete_source_files().
+ */
 static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 {
 	Mfs *fs = mig->fs;
+	g_autoptr(GArray) old = g_array_new(FALSE, FALSE, sizeof(int));
+	gint64 deadline;
 
 	mfs_mutex_lock(&fs->inodes_lock);
 	g_hash_table_steal_all(fs->inodes);
 	for (guint i = 0; i < inodes->len; i++) {
 		InodeSwap *s = &g_array_index(inodes, InodeSwap, i);
 
-		if (s->inode->old_fd >= 0)
-			close(s->inode->old_fd);
-		s->inode->old_fd = s->inode->fd;
-		s->inode->fd = s->fd;
-		s->inode->key = s->key;
 		s->inode->mirror = NULL;
+		if (s->fd >= 0) {
+			if (s->inode == &fs->root)
+				mig->old_root_fd = s->inode->fd;
+			else
+				g_array_append_val(old, s->inode->fd);
+			s->inode->fd = s->fd;
+			s->inode->key = s->key;
+		}
 		g_hash_table_add(fs->inodes, s->inode);
 	}
 	mfs_mutex_unlock(&fs->inodes_lock);
+	for (guint i = 0; i < old->len; i++)
+		close(g_array_index(old, int, i));
+
 	for (guint i = 0; i < files->len; i++) {
 		FileSwap *s = &g_array_index(files, FileSwap, i);
 
-		if (s->file->old_fd >= 0)
-			close(s->file->old_fd);
-		s->file->old_fd = s->file->fd;
-		g_atomic_int_set(&s->file->fd, s->fd);
+		if (s->fd >= 0)
+			s->fd = mfs_file_swap_fd_stunned(s->file, s->fd);
+	}
+	deadline = g_get_monotonic_time() + SWAP_READ_DRAIN_US;
+	for (guint i = 0; i < files->len; i++) {
+		FileSwap *s = &g_array_index(files, FileSwap, i);
+
+		if (s->fd >= 0)
+			mfs_file_retire_fd_stunned(s->file, s->fd, deadline);
 	}
 	g_free(fs->dir);
 	fs->dir = g_strdup(mig->target);
@@ -1299,9 +1433,11 @@ static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 static void undo_swaps(GArray *inodes, GArray *files)
 {
 	for (guint i = 0; i < inodes->len; i++)
-		close(g_array_index(inodes, InodeSwap, i).fd);
+		if (g_array_index(inodes, InodeSwap, i).fd >= 0)
+			close(g_array_index(inodes, InodeSwap, i).fd);
 	for (guint i = 0; i < files->len; i++)
-		close(g_array_index(files, FileSwap, i).fd);
+		if (g_array_index(files, FileSwap, i).fd >= 0)
+			close(g_array_index(files, FileSwap, i).fd);
 }
 
 /*
@@ -1404,8 +1540,7 @@ resume:
 
 static void delete_source_files(Migration *mig)
 {
-	int root = mig->fs->root.old_fd;
-	int fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(mig->old_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *de;
 
@@ -1453,6 +1588,9 @@ static gpointer migration_thread(gpointer data)
 	/* Before "switched" is announced, so that whoever waits for it finds it done. */
 	if (mig->delete_source && !mig->keep_source)
 		delete_source_files(mig);
+	/* The last of the source the daemon held: the old disk can go now. */
+	close(mig->old_root_fd);
+	mig->old_root_fd = -1;
 	set_state(mig, MFS_MIG_SWITCHED);
 	return NULL;
 

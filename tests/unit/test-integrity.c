@@ -339,6 +339,96 @@ START_TEST(test_cancelled_restart_back_keeps_the_way_home)
 }
 END_TEST
 
+/* --- objects with no name left, at the switch ----------------------------- */
+
+/* How many of this process's descriptors lead into @dir. */
+static unsigned fds_below(const char *dir)
+{
+	g_autofree char *real = realpath(dir, NULL);
+	g_autoptr(GDir) d = g_dir_open("/proc/self/fd", 0, NULL);
+	size_t n = strlen(real);
+	const char *name;
+	unsigned count = 0;
+
+	while ((name = g_dir_read_name(d))) {
+		g_autofree char *path = g_build_filename("/proc/self/fd", name, NULL);
+		g_autofree char *to = g_file_read_link(path, NULL);
+
+		if (to && strncmp(to, real, n) == 0 && (to[n] == '/' || to[n] == '\0'))
+			count++;
+	}
+	return count;
+}
+
+/*
+ * A guest's file unlinked before the migration began, a directory and a
+ * FIFO removed during the copy while the kernel still holds them: the
+ * switch must succeed, the open file keep working, and none of them hold
+ * the source.
+ */
+static void remove_held_objects(Mfs *hfs, void *arg)
+{
+	MfsEntry *held = arg;
+
+	ck_assert_int_eq(mfs_mkdir(hfs, mfs_root(hfs), "gone", 0755, &cred, &held[0]), 0);
+	ck_assert_int_eq(mfs_rmdir(hfs, mfs_root(hfs), "gone"), 0);
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "sub", &held[1]), 0);
+	ck_assert_int_eq(mfs_lookup(hfs, held[1].inode, "fifo", &held[2]), 0);
+	ck_assert_int_eq(mfs_unlink(hfs, held[1].inode, "fifo"), 0);
+}
+
+START_TEST(test_switch_with_nameless_objects)
+{
+	MfsEntry held[3], tmp;
+	AtPoint at = {.point = "chunk", .fn = remove_held_objects, .arg = held};
+	const void *data;
+	MfsFile *f;
+
+	ck_assert_int_eq(mfs_create(fs, mfs_root(fs), "scratch", 0600, O_RDWR, &cred, &tmp, &f), 0);
+	ck_assert_int_eq(mfs_unlink(fs, mfs_root(fs), "scratch"), 0);
+	ck_assert_int_eq(mfs_file_write(fs, f, "before", 6, 0), 6);
+	start_at(&at, false);
+	wait_for(MFS_MIG_SWITCHED);
+	wait_done(&at);
+	assert_trees_equal(src, dst);
+	ck_assert_int_eq(mfs_file_write(fs, f, "after", 5, 6), 5);
+	ck_assert_int_eq(mfs_file_read(f, 11, 0, &data), 11);
+	ck_assert_mem_eq(data, "beforeafter", 11);
+	/* Each went with the rest: the source can be unmounted. */
+	ck_assert_uint_eq(fds_below(src), 0);
+	mfs_release(fs, f);
+	mfs_forget(fs, tmp.inode, 1);
+	for (int i = 0; i < 3; i++)
+		mfs_forget(fs, held[i].inode, 1);
+}
+END_TEST
+
+/* --- the old disk can be retired ------------------------------------------ */
+
+/*
+ * After the switch the daemon holds nothing of the source, even with the
+ * guest's files and directories still open: the old disk can be unmounted.
+ */
+START_TEST(test_nothing_of_the_source_is_held_after_the_switch)
+{
+	MfsEntry e, sub;
+	MfsFile *f;
+	const void *data;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "sub", &sub), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &f), 0);
+	ck_assert_uint_gt(fds_below(src), 0);
+	start(&(MfsMigOptions){.delete_source = _i == 1});
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert_uint_eq(fds_below(src), 0);
+	ck_assert_int_eq(mfs_file_read(f, 4, 0, &data), 4);
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 1);
+	mfs_forget(fs, sub.inode, 1);
+}
+END_TEST
+
 static Suite *integrity_suite(void)
 {
 	Suite *s = suite_create("integrity");
@@ -355,6 +445,8 @@ static Suite *integrity_suite(void)
 	tcase_add_test(sw, test_journal_tmp_symlink_is_not_followed);
 	tcase_add_test(sw, test_cancelled_migration_back_keeps_the_way_home);
 	tcase_add_test(sw, test_cancelled_restart_back_keeps_the_way_home);
+	tcase_add_test(sw, test_switch_with_nameless_objects);
+	tcase_add_loop_test(sw, test_nothing_of_the_source_is_held_after_the_switch, 0, 2);
 	suite_add_tcase(s, sw);
 	return s;
 }
