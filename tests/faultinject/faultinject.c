@@ -21,7 +21,7 @@
  *   MIRRORFS_FAULT_THREADS=PREFIX[,PREFIX...]
  *       count only calls made by threads whose name (PR_GET_NAME) starts
  *       with one of these; "*" counts every thread.  Default:
- *       "mirrorfs-copier,mirrorfs-control", the migration's threads, so
+ *       "mirrorfs-copier,mirrorfs-ctl", the migration's threads, so
  *       that libfuse's and the guest's passthrough I/O is left alone.
  *   MIRRORFS_FAULT_DIR=DIR
  *       count only calls on objects at or below DIR (by path, or by what
@@ -342,7 +342,7 @@ static bool thread_counted(char name[17])
 	name[16] = '\0';
 	if (n_threads < 0)
 		return true;
-	/* The kernel keeps 15 bytes of a name: "mirrorfs-control" is "mirrorfs-contro". */
+	/* The kernel keeps 15 bytes of a name; a longer prefix matches those. */
 	for (int i = 0; i < n_threads; i++)
 		if (strncmp(name, thread_prefixes[i], strnlen(thread_prefixes[i], 15)) == 0)
 			return true;
@@ -511,7 +511,7 @@ __attribute__((constructor)) static void faultinject_init(void)
 	if ((v = getenv("MIRRORFS_FAULT")))
 		parse_faults(v);
 	parse_threads((v = getenv("MIRRORFS_FAULT_THREADS")) ? v
-	                                                     : "mirrorfs-copier,mirrorfs-control");
+	                                                     : "mirrorfs-copier,mirrorfs-ctl");
 	if ((v = getenv("MIRRORFS_FAULT_DIR")) && *v) {
 		if (!realpath(v, scope_dir))
 			strncpy(scope_dir, v, sizeof(scope_dir) - 1);
