@@ -119,8 +119,8 @@ static bool state_running(MfsMigState s)
  * moment it hopes for.  The points are the hooks' (started, chunk-begin,
  * chunk, mirrored, stunned, journaled) and a few more named where they
  * are reached (walked, journal-renamed, swapped, resumed-journal-left,
- * abort-detached, abort-removed, deleting-source).  The line logged first tells the test
- * the kill came from here.
+ * abort-detached, abort-removed, deleting-source).  The line logged first
+ * tells the test the kill came from here.
  */
 void mfs_test_crash_point(const char *point)
 {

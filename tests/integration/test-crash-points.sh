@@ -36,7 +36,9 @@
 #                   not yet synced                               target
 #   journaled       the journal durable, before the swap         target
 #   swapped         descriptors swapped, still stunned           target
-#   resumed         resumed, the target's copying journal left   target
+#   resumed-journal-left  resumed, the target's copying journal
+#                   not yet removed                              target
+#   resumed         resumed, the target's journal removed        target
 #   abort-detached  a cancel: mirrors detached, nothing removed  source
 #   abort-removed   a cancel: the target's names removed, its
 #                   journal not yet                              source
@@ -67,12 +69,12 @@ require_cmd md5sum
 cd "$TESTDIR"
 
 ALL_POINTS="walked started chunk-begin:2 chunk:3 mirrored stunned journal-renamed journaled
-swapped resumed abort-detached abort-removed deleting-source back-cancel"
+swapped resumed-journal-left resumed abort-detached abort-removed deleting-source back-cancel"
 
 # The side a kill at POINT must leave authoritative.
 expected_side() {
 	case "$1" in
-	journal-renamed | journaled | swapped | resumed | deleting-source) echo target ;;
+	journal-renamed | journaled | swapped | resumed* | deleting-source) echo target ;;
 	*) echo source ;;
 	esac
 }
