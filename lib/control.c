@@ -656,7 +656,12 @@ int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoin
 
 void control_server_run(ControlServer *srv)
 {
-	srv->thread = g_thread_new("mirrorfs-control", server_thread, srv);
+	/*
+	 * Linux keeps 15 bytes of a thread's name and glib drops a longer one
+	 * silently: "mirrorfs-control" left the thread unnamed, like the FUSE
+	 * workers, and tests/faultinject could not tell them apart.
+	 */
+	srv->thread = g_thread_new("mirrorfs-ctl", server_thread, srv);
 }
 
 void control_server_stop(ControlServer *srv)

@@ -102,6 +102,9 @@ void *mfs_thread_buffer(size_t size);
 #define MFS_PROC_FD_LEN 32
 void mfs_proc_fd_path(int fd, char buf[MFS_PROC_FD_LEN]);
 
+/* Crash tests: SIGKILL at the Nth arrival at @point (MIRRORFS_TEST_CRASH_AT). */
+void mfs_test_crash_point(const char *point);
+
 /* Run the creation of a new object as the caller (fsuid/fsgid), when root. */
 typedef struct {
 	int uid;

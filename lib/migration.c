@@ -43,6 +43,7 @@
 #include <linux/magic.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,10 +113,41 @@ static bool state_running(MfsMigState s)
 	return s == MFS_MIG_COPYING || s == MFS_MIG_MIRRORED || s == MFS_MIG_SWITCHING;
 }
 
+/*
+ * For crash tests: with MIRRORFS_TEST_CRASH_AT=POINT[:N] (N defaults to 1)
+ * the daemon kills itself with SIGKILL at the Nth arrival at POINT, so
+ * that a test crashes it at an exact place of a migration instead of at a
+ * moment it hopes for.  The points are the hooks' (started, chunk-begin,
+ * chunk, mirrored, stunned, journaled) and a few more named where they
+ * are reached (walked, journal-renamed, swapped, resumed-journal-left,
+ * abort-detached, abort-removed, deleting-source).  The line logged first
+ * tells the test the kill came from here.
+ */
+void mfs_test_crash_point(const char *point)
+{
+	static gint arrivals;
+	const char *spec = g_getenv("MIRRORFS_TEST_CRASH_AT");
+	size_t len;
+	long n = 1;
+
+	if (G_LIKELY(!spec))
+		return;
+	len = strcspn(spec, ":");
+	if (len != strlen(point) || strncmp(spec, point, len) != 0)
+		return;
+	if (spec[len] == ':')
+		n = strtol(spec + len + 1, NULL, 10);
+	if (g_atomic_int_add(&arrivals, 1) + 1 != n)
+		return;
+	g_message("test: crash at %s:%ld", point, n);
+	kill(getpid(), SIGKILL);
+}
+
 static void run_hook(Migration *mig, const char *point)
 {
 	if (mig->hook)
 		mig->hook(mig->fs, point, mig->hook_opaque);
+	mfs_test_crash_point(point);
 }
 
 static void object_free(gpointer p)
@@ -843,6 +875,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	ret = walk_tree(mig, fs->root.fd, fresh, error);
 	if (ret < 0)
 		goto out_cleanup;
+	mfs_test_crash_point("walked");
 
 	/* Attach the mirrors in a stun: no write may be half-way when they appear. */
 	gate_close(&fs->gate);
@@ -1124,6 +1157,7 @@ static void migration_abort(Migration *mig, MfsMigState state)
 	mfs_rwlock_writer_unlock(&fs->ns_lock);
 
 	drop_objects(mig);
+	mfs_test_crash_point("abort-detached");
 	g_hash_table_iter_init(&it, mig->root_names);
 	while (g_hash_table_iter_next(&it, &name, NULL)) {
 		int ret = remove_tree_at(mig->dst_root_fd, name);
@@ -1132,6 +1166,7 @@ static void migration_abort(Migration *mig, MfsMigState state)
 			g_warning("migration %s -> %s: cannot remove '%s' from the target: %s",
 			          mig->source, mig->target, (char *)name, g_strerror(-ret));
 	}
+	mfs_test_crash_point("abort-removed");
 	target_journal_undo(mig);
 	/* Let go of the target entirely: its file system can be unmounted now. */
 	close(mig->dst_root_fd);
@@ -1509,6 +1544,7 @@ static int migration_switch(Migration *mig)
 	 * whatever fails.  Going back would leave a journal that may survive
 	 * a crash and send a restart to a target no longer kept up to date.
 	 */
+	mfs_test_crash_point("journal-renamed");
 	sync_ret = journal_sync_dir(fs->root.fd);
 	if (sync_ret < 0) {
 		g_warning("migration %s -> %s: the switch is made, but flushing the source "
@@ -1523,6 +1559,7 @@ static int migration_switch(Migration *mig)
 	mfs_mutex_lock(&mig->lock);
 	mig->detached = true;
 	mfs_mutex_unlock(&mig->lock);
+	mfs_test_crash_point("swapped");
 resume:
 	/* 5. Resume. */
 	gate_open(&fs->gate);
@@ -1532,6 +1569,7 @@ resume:
 		mfs_mutex_lock(&mig->lock);
 		mig->stun_ns = (uint64_t)(g_get_monotonic_time() - t0) * 1000;
 		mfs_mutex_unlock(&mig->lock);
+		mfs_test_crash_point("resumed-journal-left");
 		journal_remove(mig->dst_root_fd);
 		run_hook(mig, "resumed");
 	}
@@ -1559,6 +1597,7 @@ static void delete_source_files(Migration *mig)
 		    journal_is_reserved_name(de->d_name))
 			continue;
 		ret = remove_tree_at(dirfd(dp), de->d_name);
+		mfs_test_crash_point("deleting-source");
 		if (ret < 0)
 			g_warning("migration %s -> %s: cannot delete '%s' from the source: %s",
 			          mig->source, mig->target, de->d_name, g_strerror(-ret));
