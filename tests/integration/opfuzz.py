@@ -128,7 +128,12 @@ CTL_CLASSES = {
     "ctl-delsrc": "start with --delete-source",
     "ctl-remount": "unmount and mount again with the first command line",
 }
-ALL_CLASSES = {**WORKER_CLASSES, **CTL_CLASSES}
+# Checks that can be turned off like a class, while a known defect is fixed.
+CHECK_CLASSES = {
+    "chk-special-times": "a switch keeps the times of symlinks, FIFOs and devices",
+    "chk-blocks": "a switch never makes a file take more blocks",
+}
+ALL_CLASSES = {**WORKER_CLASSES, **CTL_CLASSES, **CHECK_CLASSES}
 
 
 class Divergence(Exception):
@@ -576,8 +581,10 @@ class Worker:
                      lambda fd: c_fallocate(fd, mode, off, n))
 
     def op_copyrange(self):
-        src = self.fd_pick(lambda p: p.readable)
-        dst = self.fd_pick(lambda p: p.writable)
+        # Not O_DIRECT descriptors: unaligned, the disk refuses (EINVAL)
+        # where mirrorfs aligns for the caller, a difference by design.
+        src = self.fd_pick(lambda p: p.readable and not p.direct)
+        dst = self.fd_pick(lambda p: p.writable and not p.direct)
         if not src or not dst:
             return
         off_in = self.offset(self.fsize(src))
@@ -853,6 +860,10 @@ def raw_vs_mount(raw, mnt, subtrees, target=None):
     the mount must never serve the target's attributes before the switch.
     """
     out = []
+    # ext4 counts delayed allocations in st_blocks and adds the extent tree's
+    # blocks at writeback: write everything back first, so that the count
+    # holds still while both sides are read.
+    os.sync()
     ra, ma = meta_snapshot(raw, subtrees), meta_snapshot(mnt, subtrees)
     for rel in sorted(set(ra) | set(ma)):
         if rel not in ra or rel not in ma:
@@ -882,7 +893,7 @@ def raw_vs_mount(raw, mnt, subtrees, target=None):
     return diff_snapshots(snapshot(raw, subtrees), snapshot(mnt, subtrees), "raw", "mount")
 
 
-def switch_diff(before, after):
+def switch_diff(before, after, classes):
     """What a switch must not change (writers quiesced, nothing read between)."""
     out = []
     for rel in sorted(set(before) | set(after)):
@@ -894,12 +905,14 @@ def switch_diff(before, after):
         if not stat.S_ISDIR(a.st_mode):
             # Directory sizes depend on their history; directory times are
             # those of the copy (doc/design.md, known issues).
-            keys += ["st_size", "st_mtime_ns", "st_atime_ns"]
+            keys.append("st_size")
+            if stat.S_ISREG(a.st_mode) or "chk-special-times" in classes:
+                keys += ["st_mtime_ns", "st_atime_ns"]
         for k in keys:
             if getattr(a, k) != getattr(b, k):
                 out.append(f"{rel}: {k}: before the switch {getattr(a, k)}, "
                            f"after {getattr(b, k)}")
-        if stat.S_ISREG(a.st_mode) and b.st_blocks > a.st_blocks:
+        if stat.S_ISREG(a.st_mode) and b.st_blocks > a.st_blocks and "chk-blocks" in classes:
             out.append(f"{rel}: st_blocks: before the switch {a.st_blocks}, after "
                        f"{b.st_blocks} (size {a.st_size}): the target takes more space")
     return out
@@ -1107,14 +1120,16 @@ class Controller:
                 return
             if self.status()["state"] != "mirrored":
                 return self.reap_migration()
+            os.sync()  # st_blocks settles at writeback (see raw_vs_mount)
             before = meta_snapshot(self.mnt, self.subtrees)
             self.ctl("switch", must=True)
             if not self.wait_state("switched"):
                 raise Failure(f"the switch did not complete: {self.status()}")
+            os.sync()
             after = meta_snapshot(self.mnt, self.subtrees)
             self.reap_migration()
             self.stats["quiesced_switches"] += 1
-            diffs = switch_diff(before, after)
+            diffs = switch_diff(before, after, self.classes)
             if diffs:
                 raise Failure("the switch changed what the mount serves:\n  " +
                               "\n  ".join(diffs[:40]))
