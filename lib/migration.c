@@ -311,11 +311,35 @@ static void root_name_changed(Migration *mig, MfsInode *parent, const char *name
 	mfs_mutex_unlock(&mig->lock);
 }
 
+/*
+ * The name list of @path (@name NULL) or the value of its attribute @name,
+ * into *@buf (g_realloc'ed, the caller's), sized from the call itself: the
+ * size is asked first, and asked again when the list or value grew in
+ * between (ERANGE).  No fixed buffer: a list may reach 64 KiB (more than a
+ * page of long names) and so may a value.  Returns the length or -errno.
+ */
+static ssize_t xattr_fetch(const char *path, const char *name, char **buf)
+{
+	for (;;) {
+		ssize_t size = name ? getxattr(path, name, NULL, 0) : listxattr(path, NULL, 0);
+		ssize_t n;
+
+		if (size < 0)
+			return -errno;
+		*buf = g_realloc(*buf, size ? (size_t)size : 1);
+		n = name ? getxattr(path, name, *buf, size) : listxattr(path, *buf, size);
+		if (n >= 0)
+			return n;
+		if (errno != ERANGE)
+			return -errno;
+	}
+}
+
 /* Give a new target object the source's owner, mode bits and xattrs. */
 static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
 {
 	char src_path[MFS_PROC_FD_LEN], dst_path[MFS_PROC_FD_LEN];
-	char names[4096], value[65536];
+	g_autofree char *names = NULL, *value = NULL;
 	ssize_t len;
 
 	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 &&
@@ -327,11 +351,19 @@ static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
 	if (chmod(dst_path, st->st_mode & 07777) < 0)
 		return -errno;
 	mfs_proc_fd_path(src_fd, src_path);
-	len = listxattr(src_path, names, sizeof(names));
+	len = xattr_fetch(src_path, NULL, &names);
+	if (len == -ENOTSUP)
+		return 0; /* the source has none */
+	if (len < 0)
+		return (int)len;
 	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1) {
-		ssize_t n = getxattr(src_path, names + i, value, sizeof(value));
+		ssize_t n = xattr_fetch(src_path, names + i, &value);
 
-		if (n >= 0 && setxattr(dst_path, names + i, value, n, 0) < 0 && errno != ENOTSUP &&
+		if (n == -ENODATA)
+			continue; /* removed since it was listed */
+		if (n < 0)
+			return (int)n;
+		if (setxattr(dst_path, names + i, value, n, 0) < 0 && errno != ENOTSUP &&
 		    errno != EPERM)
 			return -errno;
 	}
