@@ -70,22 +70,26 @@ struct Migration {
 	bool no_clone;
 	bool target_home; /* the target is the old home of our source: see Journal.home */
 	bool keep_source; /* the switch's record may not be durable: never delete the source */
+	bool walking;     /* the start's walk runs: a refused owner or xattr refuses the start */
+	char *walk_error; /* why the walk refused, naming the file; the starting thread's */
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
 
 	MfsMutex lock;
-	MfsCond cond;             /* state, requests or error changed */
-	MfsMigState state;        /* protected by lock */
-	bool paused;              /* protected by lock */
-	bool cancel_requested;    /* protected by lock */
-	bool switch_requested;    /* protected by lock */
-	bool detached;            /* mirrors taken off the inodes; protected by lock */
-	uint64_t speed_bps;       /* protected by lock */
-	unsigned guest_share;     /* percent; protected by lock */
-	uint64_t rested_us;       /* the copier's rests for the guest; protected by lock */
-	char *error;              /* protected by lock */
-	uint64_t stun_ns;         /* protected by lock */
+	MfsCond cond;          /* state, requests or error changed */
+	MfsMigState state;     /* protected by lock */
+	bool paused;           /* protected by lock */
+	bool cancel_requested; /* protected by lock */
+	bool switch_requested; /* protected by lock */
+	bool detached;         /* mirrors taken off the inodes; protected by lock */
+	uint64_t speed_bps;    /* protected by lock */
+	unsigned guest_share;  /* percent; protected by lock */
+	uint64_t rested_us;    /* the copier's rests for the guest; protected by lock */
+	unsigned
+	    meta_lost;    /* owners, xattrs the target refused after the start; protected by lock */
+	char *error;      /* protected by lock */
+	uint64_t stun_ns; /* protected by lock */
 	uint64_t bytes_total;     /* protected by lock */
 	GHashTable *objects;      /* MfsInodeKey -> MigObject; protected by lock */
 	GPtrArray *files;         /* MigObject of regular files, in copy order; protected by lock */
@@ -178,6 +182,7 @@ void migration_free(Migration *mig)
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
+	g_free(mig->walk_error);
 	mfs_cond_clear(&mig->cond);
 	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
@@ -335,16 +340,76 @@ static ssize_t xattr_fetch(const char *path, const char *name, char **buf)
 	}
 }
 
-/* Give a new target object the source's owner, mode bits and xattrs. */
-static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
+/*
+ * Errors by which a target says that it cannot hold an owner or an
+ * attribute at all, rather than that it failed: a server that may not give
+ * files away although we are root (a root-squashing NFS, a FUSE server not
+ * run by root), a namespace or ACLs it does not support, a value too large
+ * for it, a security module's refusal.
+ */
+static bool metadata_refused(int err)
+{
+	return err == EPERM || err == EOPNOTSUPP || err == EACCES || err == E2BIG;
+}
+
+static char *target_relpath(Migration *mig, int fd);
+
+/*
+ * The target refused @what (an owner, an xattr) of the object at @dst_fd
+ * with @err.  During the start's walk that refuses the start (returns
+ * -@err; the walk's error names the file and the attribute): the operator
+ * decides, before anything is copied, to change the source or to choose
+ * another target, and the tree made so far is removed.  After the start
+ * (an object made, a chown or a setxattr mirrored) the guest has already
+ * done it on the source: the migration goes on without it, and says so,
+ * naming the file and the attribute the first time and counting the rest
+ * (returns 0; the count is logged at the switch).
+ */
+static int metadata_lost(Migration *mig, int dst_fd, const char *what, int err)
+{
+	g_autofree char *rel = target_relpath(mig, dst_fd);
+	unsigned n;
+
+	if (mig->walking) {
+		if (!mig->walk_error)
+			mig->walk_error = g_strdup_printf("target '%s' cannot hold %s of '%s': %s",
+			                                  mig->target, what, rel, g_strerror(err));
+		return -err;
+	}
+	mfs_mutex_lock(&mig->lock);
+	n = ++mig->meta_lost;
+	mfs_mutex_unlock(&mig->lock);
+	if (n == 1)
+		g_warning("migration %s -> %s: the target cannot hold %s of '%s' (%s): its copy "
+		          "goes without; further such losses are only counted",
+		          mig->source, mig->target, what, rel, g_strerror(err));
+	return 0;
+}
+
+/*
+ * Give a new target object the source's owner, mode bits and xattrs.
+ * What the target refuses to hold goes to metadata_lost(); other errors
+ * are returned.
+ */
+static int copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct stat *st)
 {
 	char src_path[MFS_PROC_FD_LEN], dst_path[MFS_PROC_FD_LEN];
 	g_autofree char *names = NULL, *value = NULL;
 	ssize_t len;
+	int ret;
 
-	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 &&
-	    errno != EPERM)
-		return -errno;
+	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		g_autofree char *what = NULL;
+		int err = errno;
+
+		if (!metadata_refused(err))
+			return -err;
+		what =
+		    g_strdup_printf("the owner %u:%u", (unsigned)st->st_uid, (unsigned)st->st_gid);
+		ret = metadata_lost(mig, dst_fd, what, err);
+		if (ret < 0)
+			return ret;
+	}
 	if (S_ISLNK(st->st_mode))
 		return 0;
 	mfs_proc_fd_path(dst_fd, dst_path);
@@ -363,9 +428,17 @@ static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
 			continue; /* removed since it was listed */
 		if (n < 0)
 			return (int)n;
-		if (setxattr(dst_path, names + i, value, n, 0) < 0 && errno != ENOTSUP &&
-		    errno != EPERM)
-			return -errno;
+		if (setxattr(dst_path, names + i, value, n, 0) < 0) {
+			g_autofree char *what = NULL;
+			int err = errno;
+
+			if (!metadata_refused(err))
+				return -err;
+			what = g_strdup_printf("the extended attribute '%s'", names + i);
+			ret = metadata_lost(mig, dst_fd, what, err);
+			if (ret < 0)
+				return ret;
+		}
 	}
 	return 0;
 }
@@ -403,7 +476,7 @@ static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
 		ret = -errno;
 		goto fail;
 	}
-	ret = copy_metadata(src_ro, dst, st);
+	ret = copy_metadata(mig, src_ro, dst, st);
 	if (ret < 0)
 		goto fail;
 	mfs_mutex_lock(&mig->lock);
@@ -470,7 +543,7 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 		ret = -errno;
 		goto out;
 	}
-	ret = copy_metadata(sfd, tfd, &st);
+	ret = copy_metadata(mig, sfd, tfd, &st);
 	if (ret < 0)
 		goto out;
 	obj = object_add(mig, &st, tfd, NULL);
@@ -517,7 +590,9 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 			if (at_root)
 				g_hash_table_add(mig->root_names, g_strdup(de->d_name));
 			ret = walk_entry(mig, src, dst, de->d_name, fresh, &dirs);
-			if (ret < 0)
+			if (ret < 0 && mig->walk_error)
+				*error = g_steal_pointer(&mig->walk_error);
+			else if (ret < 0)
 				*error = g_strdup_printf("copying the tree, at '%s': %s",
 				                         de->d_name, g_strerror(-ret));
 		}
@@ -819,7 +894,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	}
 	object_add(mig, &st, dup(mig->dst_root_fd), NULL);
 	mig->state = MFS_MIG_COPYING;
+	mig->walking = true;
 	ret = walk_tree(mig, fs->root.fd, fresh, error);
+	mig->walking = false;
 	if (ret < 0)
 		goto out_cleanup;
 
@@ -1045,10 +1122,17 @@ static bool copy_all_files(Migration *mig)
 
 static void set_state(Migration *mig, MfsMigState state)
 {
+	unsigned lost;
+
 	mfs_mutex_lock(&mig->lock);
 	mig->state = state;
+	lost = mig->meta_lost;
 	mfs_cond_broadcast(&mig->cond);
 	mfs_mutex_unlock(&mig->lock);
+	if (state == MFS_MIG_SWITCHED && lost)
+		g_warning("migration %s -> %s: the target holds the files without %u owner(s) or "
+		          "extended attribute(s) it refused (the first was logged)",
+		          mig->source, mig->target, lost);
 	if (state == MFS_MIG_SWITCHED)
 		g_message("migration %s -> %s: switched (stun %.3f ms)", mig->source, mig->target,
 		          mig->stun_ns / 1e6);
@@ -1790,11 +1874,17 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 			close(dst);
 		return;
 	}
-	if (fchown(dst, st->st_uid, st->st_gid) < 0 && errno != EPERM) {
-		mig_fail(mig, "target: creating '%s': %s", name, g_strerror(errno));
-		close(src_ro);
-		close(dst);
-		return;
+	if (fchown(dst, st->st_uid, st->st_gid) < 0) {
+		int err = errno;
+		g_autofree char *what =
+		    g_strdup_printf("the owner %u:%u", (unsigned)st->st_uid, (unsigned)st->st_gid);
+
+		if (!metadata_refused(err) || metadata_lost(mig, dst, what, err) < 0) {
+			mig_fail(mig, "target: creating '%s': %s", name, g_strerror(err));
+			close(src_ro);
+			close(dst);
+			return;
+		}
 	}
 	/* Empty on both sides, and not yet visible to anyone: born mirrored. */
 	mf = mirror_file_new(src_ro, dst, mig->chunk_size, true);
@@ -1817,7 +1907,7 @@ void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry
 		return;
 	}
 	tfd = open_path(dir, name);
-	if (tfd < 0 || copy_metadata(e->inode->fd, tfd, &e->st) < 0) {
+	if (tfd < 0 || copy_metadata(mig, e->inode->fd, tfd, &e->st) < 0) {
 		mig_fail(mig, "target: making '%s': %s", name, g_strerror(errno));
 		if (tfd >= 0)
 			close(tfd);
@@ -1903,7 +1993,7 @@ void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr,
 		return;
 	}
 	if ((to_set & (MFS_SET_MODE | MFS_SET_UID | MFS_SET_GID)) &&
-	    copy_metadata(inode->fd, fd, &st) < 0) {
+	    copy_metadata(mig, inode->fd, fd, &st) < 0) {
 		mig_fail(mig, "target: changing attributes: %s", g_strerror(errno));
 		return;
 	}
@@ -1923,8 +2013,13 @@ void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const
 		return;
 	}
 	mfs_proc_fd_path(object_fd(obj), path);
-	if (setxattr(path, name, value, size, flags) < 0)
-		mig_fail(mig, "target: setxattr '%s': %s", name, g_strerror(errno));
+	if (setxattr(path, name, value, size, flags) < 0) {
+		int err = errno;
+		g_autofree char *what = g_strdup_printf("the extended attribute '%s'", name);
+
+		if (!metadata_refused(err) || metadata_lost(mig, object_fd(obj), what, err) < 0)
+			mig_fail(mig, "target: setxattr '%s': %s", name, g_strerror(err));
+	}
 }
 
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name)

@@ -86,7 +86,92 @@ test_xattrs() {
 		"$(cd "$DST" && getfattr -d -m - -e hex disk.img | sha1sum)" "xattrs of disk.img"
 }
 
+# faultfs_target OPTIONS: a faultfs over $DST/../backing on $DST, with
+# OPTIONS; its faults armed while $ARM exists.
+faultfs_target() {
+	BACKING="$(dirname "$DST")/backing"
+	ARM="$(dirname "$DST")/armed"
+	mkdir -p "$BACKING"
+	mount_faultfs "$BACKING" "$DST" "$1,arm_file=$ARM"
+}
+
+# A source with an owner other than root's and a user xattr, one
+# directory down.
+make_source() {
+	mkdir "$SRC/sub"
+	echo disk >"$SRC/sub/owned.img"
+	chown 1234:5678 "$SRC/sub/owned.img"
+	echo conf >"$SRC/sub/vm.conf"
+	setfattr -n user.comment -v hello "$SRC/sub/vm.conf"
+}
+
+# expect_refused PATTERN...: the start onto $DST fails, one line naming
+# each PATTERN, and leaves the target as it was (empty).
+expect_refused() {
+	local p
+	cli "$MIRRORFSCTL" "$MNT" start "$DST"
+	msg="$(cli_verdict "start onto $DST" 1 "$1" mirrorfsctl)" || fail "$msg"
+	for p in "$@"; do
+		[[ "$CLI_ERR" == *"$p"* ]] || fail "'$p' not in the refusal: $CLI_ERR"
+	done
+	log "refused: $CLI_ERR"
+	assert_eq "" "$(ls -A "$BACKING")" "the target after the refused start"
+	assert_eq idle "$(status_field "$MNT" state)" "state after the refused start"
+}
+
+test_refuse() {
+	section refuse
+	require_faultfs
+	make_source
+	mount_mfs "$SRC" "$MNT"
+	faultfs_target fail_chown
+	touch "$ARM"
+	expect_refused "cannot hold the owner 1234:5678 of 'sub/owned.img'" \
+		"Operation not permitted"
+	umount_faultfs "$DST"
+	faultfs_target no_xattr=user.
+	touch "$ARM"
+	expect_refused "cannot hold the extended attribute 'user.comment' of 'sub/vm.conf'" \
+		"Operation not supported"
+	umount_faultfs "$DST"
+	umount_mfs "$MNT"
+}
+
+test_warn() {
+	local logf
+	section warn
+	require_faultfs
+	make_source
+	mount_mfs "$SRC" "$MNT"
+	faultfs_target fail_chown,no_xattr=user.
+	# Armed after the start: what the walk copied is fine, what the guest
+	# does later the target refuses.
+	ctl "$MNT" --switch=manual start "$DST"
+	wait_status_state "$MNT" mirrored 60
+	touch "$ARM"
+	chown 4321:4321 "$MNT/sub/owned.img"
+	setfattr -n user.later -v 1 "$MNT/sub/vm.conf"
+	echo new >"$MNT/sub/new.conf"
+	chown 4321:4321 "$MNT/sub/new.conf"
+	rm "$ARM"
+	ctl "$MNT" switch
+	wait_status_state "$MNT" switched 60
+	logf="$(daemon_log "$MNT")"
+	grep -q "the target cannot hold the owner 4321:4321 of 'sub/owned.img' (Operation not permitted)" \
+		"$logf" || fail "no warning naming the refused owner:"$'\n'"$(cat "$logf")"
+	grep -q "without 3 owner(s) or extended attribute(s)" "$logf" ||
+		fail "no count of the losses at the switch:"$'\n'"$(cat "$logf")"
+	# The walk's copy was complete: the owner and the xattr from before.
+	assert_eq 1234:5678 "$(stat -c %u:%g "$BACKING/sub/owned.img")" "owner copied by the walk"
+	assert_eq hello "$(getfattr --absolute-names --only-values -n user.comment "$BACKING/sub/vm.conf")" \
+		"xattr copied by the walk"
+	umount_mfs "$MNT"
+	umount_faultfs "$DST"
+}
+
 wanted xattrs && test_xattrs
+wanted refuse && test_refuse
+wanted warn && test_warn
 
 ! mounts_under "$TESTDIR" || fail "a mirrorfs mount was left under $TESTDIR"
 exit 0
