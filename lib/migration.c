@@ -443,18 +443,30 @@ static int copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct st
 	return 0;
 }
 
-/* Times last: the copier's writes would move a file's mtime again. */
-static void copy_times(int dst_fd, mode_t type, const struct stat *st)
+/*
+ * Give the target object at @dst_fd (O_PATH) the source's atime and mtime.
+ * Times last: the copier's writes move a file's mtime again (files get
+ * theirs at the switch, flush_targets()), and making an entry moves its
+ * directory's (a directory gets its times after its entries are made, and
+ * again after each mirrored change in it, sync_dir_times()).  A target
+ * that refuses goes to metadata_lost().
+ */
+static int copy_times(Migration *mig, int dst_fd, mode_t type, const struct stat *st)
 {
 	struct timespec tv[2] = {st->st_atim, st->st_mtim};
 	char path[MFS_PROC_FD_LEN];
+	int ret;
 
 	if (type == S_IFLNK) {
-		utimensat(dst_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-		return;
+		ret = utimensat(dst_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	} else {
+		mfs_proc_fd_path(dst_fd, path);
+		ret = utimensat(AT_FDCWD, path, tv, 0);
 	}
-	mfs_proc_fd_path(dst_fd, path);
-	utimensat(AT_FDCWD, path, tv, 0);
+	if (ret == 0)
+		return 0;
+	ret = errno;
+	return metadata_refused(ret) ? metadata_lost(mig, dst_fd, "the times", ret) : -ret;
 }
 
 static int open_path(int dir_fd, const char *name)
@@ -544,6 +556,13 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 		goto out;
 	}
 	ret = copy_metadata(mig, sfd, tfd, &st);
+	if (ret == 0 && !S_ISDIR(st.st_mode)) {
+		struct stat now; /* our readlink may have moved a symlink's atime */
+
+		ret = fstatat(sfd, "", &now, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0
+		          ? -errno
+		          : copy_times(mig, tfd, st.st_mode & S_IFMT, &now);
+	}
 	if (ret < 0)
 		goto out;
 	obj = object_add(mig, &st, tfd, NULL);
@@ -596,11 +615,30 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 				*error = g_strdup_printf("copying the tree, at '%s': %s",
 				                         de->d_name, g_strerror(-ret));
 		}
-		at_root = false;
 		if (dp)
 			closedir(dp);
 		else if (rfd >= 0)
 			close(rfd);
+		/*
+		 * Its entries are made: the directory's times now (after the
+		 * read, which may have moved the source's atime).  Not the
+		 * target's root: the operator's directory, whose mtime the
+		 * journal moves anyway.
+		 */
+		if (ret == 0 && !at_root) {
+			struct stat st;
+
+			ret = fstat(src, &st) < 0 ? -errno : copy_times(mig, dst, S_IFDIR, &st);
+			if (ret < 0 && mig->walk_error) {
+				*error = g_steal_pointer(&mig->walk_error);
+			} else if (ret < 0) {
+				g_autofree char *rel = target_relpath(mig, dst);
+
+				*error = g_strdup_printf("copying the times of '%s': %s", rel,
+				                         g_strerror(-ret));
+			}
+		}
+		at_root = false;
 		close(src);
 		close(dst);
 	}
@@ -1847,6 +1885,30 @@ void mfs_migration_status_clear(MfsMigStatus *st)
 
 /* --- namespace changes, mirrored ---------------------------------------- */
 
+/*
+ * A mirrored change of @dir's entries moved the target directory's times
+ * (and the source's, a moment before): give it the source's.  At once,
+ * under ns_lock like the change itself, so that no other change comes in
+ * between.  The target's root keeps its own, as in the walk.
+ */
+static void sync_dir_times(Migration *mig, MfsInode *dir)
+{
+	MigObject *obj;
+	struct stat st;
+
+	if (dir == &mig->fs->root)
+		return;
+	obj = object_find(mig, &dir->key);
+	if (!obj || obj->type != S_IFDIR)
+		return; /* target_dir() has failed the migration already */
+	if (fstatat(dir->fd, "", &st, AT_EMPTY_PATH) < 0) {
+		mig_fail(mig, "source: %s", g_strerror(errno));
+		return;
+	}
+	if (copy_times(mig, obj->tfd, S_IFDIR, &st) < 0)
+		mig_fail(mig, "target: changing times: %s", g_strerror(errno));
+}
+
 void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const struct stat *st,
                              int src_fd)
 {
@@ -1891,6 +1953,7 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 	mirror_file_mark_mirrored(mf);
 	object_add(mig, st, -1, mf);
 	root_name_changed(mig, parent, name, true);
+	sync_dir_times(mig, parent);
 }
 
 void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
@@ -1907,7 +1970,8 @@ void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry
 		return;
 	}
 	tfd = open_path(dir, name);
-	if (tfd < 0 || copy_metadata(mig, e->inode->fd, tfd, &e->st) < 0) {
+	if (tfd < 0 || copy_metadata(mig, e->inode->fd, tfd, &e->st) < 0 ||
+	    copy_times(mig, tfd, e->st.st_mode & S_IFMT, &e->st) < 0) {
 		mig_fail(mig, "target: making '%s': %s", name, g_strerror(errno));
 		if (tfd >= 0)
 			close(tfd);
@@ -1915,6 +1979,7 @@ void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry
 	}
 	object_add(mig, &e->st, tfd, NULL);
 	root_name_changed(mig, parent, name, true);
+	sync_dir_times(mig, parent);
 }
 
 void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname)
@@ -1936,6 +2001,7 @@ void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const 
 		return;
 	}
 	root_name_changed(mig, newparent, newname, true);
+	sync_dir_times(mig, newparent);
 }
 
 void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool is_dir,
@@ -1952,6 +2018,7 @@ void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool i
 	root_name_changed(fs->mig, parent, name, false);
 	if (gone)
 		object_forget(fs->mig, gone);
+	sync_dir_times(fs->mig, parent);
 }
 
 void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
@@ -1971,6 +2038,9 @@ void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsIno
 	root_name_changed(mig, newparent, newname, true);
 	if (replaced)
 		object_forget(mig, replaced);
+	sync_dir_times(mig, parent);
+	if (newparent != parent)
+		sync_dir_times(mig, newparent);
 }
 
 void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set)
@@ -1997,8 +2067,9 @@ void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr,
 		mig_fail(mig, "target: changing attributes: %s", g_strerror(errno));
 		return;
 	}
-	if (to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW))
-		copy_times(fd, obj->type, &st);
+	if ((to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW)) &&
+	    copy_times(mig, fd, obj->type, &st) < 0)
+		mig_fail(mig, "target: changing times: %s", g_strerror(errno));
 }
 
 void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,

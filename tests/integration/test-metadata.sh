@@ -23,7 +23,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-fault.sh"
-require_cmd setfattr getfattr python3 mkfifo
+require_cmd setfattr getfattr python3 mkfifo touch
 
 section() {
 	log "--- $1"
@@ -84,6 +84,44 @@ test_xattrs() {
 	# Every namespace, not only user.* (tree_xattrs'): trusted.* too.
 	assert_eq "$(cd "$SRC" && getfattr -d -m - -e hex disk.img | sha1sum)" \
 		"$(cd "$DST" && getfattr -d -m - -e hex disk.img | sha1sum)" "xattrs of disk.img"
+}
+
+# tree_times DIR: path, atime and mtime (to the nanosecond) of every object
+# below DIR, symlinks themselves; sorted.
+tree_times() {
+	(cd "$1" && find . -mindepth 1 -printf '%P %y %A@ %T@\n') | LC_ALL=C sort
+}
+
+test_times() {
+	local a b
+	section times
+	mkdir -p "$SRC/vm1/empty" "$SRC/vm2"
+	echo disk >"$SRC/vm1/disk.img"
+	ln -s disk.img "$SRC/vm1/current"
+	mkfifo "$SRC/vm2/monitor"
+	touch -h -d '2001-09-09 01:46:40.123456789' "$SRC/vm1/current" "$SRC/vm2/monitor" \
+		"$SRC/vm1/empty" "$SRC/vm1/disk.img"
+	touch -d '2002-02-02 02:02:02.5' "$SRC/vm1" "$SRC/vm2"
+
+	mount_mfs "$SRC" "$MNT" -o "target=$DST,switch=manual"
+	wait_state "$MNT" mirrored 60
+	# Mirrored: entries made, renamed and removed; utimens on a symlink
+	# and on directories, through the mount.
+	mkdir "$MNT/vm2/snapshots"
+	echo new >"$MNT/vm2/new.img"
+	mv "$MNT/vm2/new.img" "$MNT/vm2/snapshots/"
+	ln -s ../vm1/disk.img "$MNT/vm2/link"
+	touch -h -d '2003-03-03 03:03:03.25' "$MNT/vm2/link" "$MNT/vm1/empty"
+	touch -d '2004-04-04 04:04:04.75' "$MNT/vm2/snapshots"
+	ctl "$MNT" switch
+	wait_switched "$SRC" "$MNT" 60
+	umount_mfs "$MNT"
+	rm "$SRC/.mirrorfs-journal"
+	a="$(tree_times "$SRC")"
+	b="$(tree_times "$DST")"
+	[[ "$a" == "$b" ]] ||
+		fail "times differ:"$'\n'"$(diff <(printf '%s\n' "$a") <(printf '%s\n' "$b") || true)"
+	assert_trees_equal "$SRC" "$DST" "times"
 }
 
 # faultfs_target OPTIONS: a faultfs over $DST/../backing on $DST, with
@@ -170,6 +208,7 @@ test_warn() {
 }
 
 wanted xattrs && test_xattrs
+wanted times && test_times
 wanted refuse && test_refuse
 wanted warn && test_warn
 
