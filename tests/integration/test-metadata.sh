@@ -11,6 +11,10 @@
 #           copied by the walk and by a mirrored setxattr
 #   times   directories, symlinks, fifos get the source's times, also
 #           after mirrored creates, renames and utimens meanwhile
+#   prealloc  a qemu-img image with preallocation=falloc, and a thin one,
+#           from ext4 to XFS (loop): the target's preallocated and
+#           allocated bytes are the source's, its data the same, and
+#           the thin image stays thin
 #   refuse  a target that cannot change owners or hold user xattrs
 #           (faultfs): the start fails naming the file and the attribute
 #           and leaves the target as it was
@@ -124,6 +128,54 @@ test_times() {
 	assert_trees_equal "$SRC" "$DST" "times"
 }
 
+# extent_bytes FILE [FLAG]: bytes of FILE in extents (with FLAG, e.g.
+# unwritten), from filefrag's 4 KiB-block lengths.
+extent_bytes() {
+	filefrag -v -b4096 "$1" |
+		awk -v f="${2:-}" '/^ *[0-9]+:/ && (f == "" || $0 ~ f) {
+			gsub(/\.\.|:/, " "); n += $6 } END { print n * 4096 }'
+}
+
+test_prealloc() {
+	local f xfs
+	section prealloc
+	require_cmd qemu-img mkfs.xfs filefrag
+	grep -qw xfs /proc/filesystems || modprobe xfs 2>/dev/null || { log "no XFS: skipped"; return; }
+	xfs="$TESTDIR/xfs.img"
+	run truncate -s 1G "$xfs"
+	run mkfs.xfs -q "$xfs"
+	mount -o loop "$xfs" "$DST" || { log "cannot mount a loop device: skipped"; return; }
+	track_mount "$DST"
+
+	run qemu-img create -q -f raw -o preallocation=falloc "$SRC/falloc.img" 96M
+	run truncate -s 256M "$SRC/thin.img"
+	run dd if=/dev/urandom of="$SRC/thin.img" bs=1M count=1 seek=100 conv=notrunc status=none
+	run dd if=/dev/urandom of="$SRC/falloc.img" bs=64K count=3 seek=70 conv=notrunc status=none
+	sync
+	# (qemu-img writes the first block; the rest is preallocated.)
+	assert_le "$((90 * 1024 * 1024))" "$(extent_bytes "$SRC/falloc.img" unwritten)" \
+		"preallocated bytes of the source (ext4)"
+
+	mount_mfs "$SRC" "$MNT" -o "target=$DST,switch=manual"
+	wait_state "$MNT" mirrored 60
+	# Mirrored: a guest write into a preallocated range.
+	run dd if=/dev/urandom of="$MNT/falloc.img" bs=64K count=1 seek=10 conv=notrunc,fsync \
+		status=none
+	ctl "$MNT" switch
+	wait_switched "$SRC" "$MNT" 60
+	umount_mfs "$MNT"
+	for f in falloc.img thin.img; do
+		run cmp "$SRC/$f" "$DST/$f" || fail "$f differs"
+		assert_eq "$(extent_bytes "$SRC/$f")" "$(extent_bytes "$DST/$f")" "allocated bytes of $f"
+		assert_eq "$(extent_bytes "$SRC/$f" unwritten)" "$(extent_bytes "$DST/$f" unwritten)" \
+			"preallocated bytes of $f"
+		log "$f: $(du --block-size=1 "$SRC/$f" | cut -f1) bytes in the source," \
+			"$(du --block-size=1 "$DST/$f" | cut -f1) in the target"
+	done
+	assert_le "$(alloc_bytes "$DST/thin.img")" $((2 * 1024 * 1024)) "blocks of thin.img"
+	assert_le $((96 * 1024 * 1024)) "$(alloc_bytes "$DST/falloc.img")" "blocks of falloc.img"
+}
+
 # faultfs_target OPTIONS: a faultfs over $DST/../backing on $DST, with
 # OPTIONS; its faults armed while $ARM exists.
 faultfs_target() {
@@ -209,6 +261,7 @@ test_warn() {
 
 wanted xattrs && test_xattrs
 wanted times && test_times
+wanted prealloc && test_prealloc
 wanted refuse && test_refuse
 wanted warn && test_warn
 
