@@ -72,22 +72,26 @@ struct Migration {
 	bool no_clone;
 	bool target_home; /* the target is the old home of our source: see Journal.home */
 	bool keep_source; /* the switch's record may not be durable: never delete the source */
+	bool walking;     /* the start's walk runs: a refused owner or xattr refuses the start */
+	char *walk_error; /* why the walk refused, naming the file; the starting thread's */
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
 
 	MfsMutex lock;
-	MfsCond cond;             /* state, requests or error changed */
-	MfsMigState state;        /* protected by lock */
-	bool paused;              /* protected by lock */
-	bool cancel_requested;    /* protected by lock */
-	bool switch_requested;    /* protected by lock */
-	bool detached;            /* mirrors taken off the inodes; protected by lock */
-	uint64_t speed_bps;       /* protected by lock */
-	unsigned guest_share;     /* percent; protected by lock */
-	uint64_t rested_us;       /* the copier's rests for the guest; protected by lock */
-	char *error;              /* protected by lock */
-	uint64_t stun_ns;         /* protected by lock */
+	MfsCond cond;          /* state, requests or error changed */
+	MfsMigState state;     /* protected by lock */
+	bool paused;           /* protected by lock */
+	bool cancel_requested; /* protected by lock */
+	bool switch_requested; /* protected by lock */
+	bool detached;         /* mirrors taken off the inodes; protected by lock */
+	uint64_t speed_bps;    /* protected by lock */
+	unsigned guest_share;  /* percent; protected by lock */
+	uint64_t rested_us;    /* the copier's rests for the guest; protected by lock */
+	unsigned
+	    meta_lost;    /* owners, xattrs the target refused after the start; protected by lock */
+	char *error;      /* protected by lock */
+	uint64_t stun_ns; /* protected by lock */
 	uint64_t bytes_total;     /* protected by lock */
 	GHashTable *objects;      /* MfsInodeKey -> MigObject; protected by lock */
 	GPtrArray *files;         /* MigObject of regular files, in copy order; protected by lock */
@@ -214,6 +218,7 @@ void migration_free(Migration *mig)
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
+	g_free(mig->walk_error);
 	mfs_cond_clear(&mig->cond);
 	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
@@ -347,45 +352,157 @@ static void root_name_changed(Migration *mig, MfsInode *parent, const char *name
 	mfs_mutex_unlock(&mig->lock);
 }
 
-/* Give a new target object the source's owner, mode bits and xattrs. */
-static int copy_metadata(int src_fd, int dst_fd, const struct stat *st)
+/*
+ * The name list of @path (@name NULL) or the value of its attribute @name,
+ * into *@buf (g_realloc'ed, the caller's), sized from the call itself: the
+ * size is asked first, and asked again when the list or value grew in
+ * between (ERANGE).  No fixed buffer: a list may reach 64 KiB (more than a
+ * page of long names) and so may a value.  Returns the length or -errno.
+ */
+static ssize_t xattr_fetch(const char *path, const char *name, char **buf)
+{
+	for (;;) {
+		ssize_t size = name ? getxattr(path, name, NULL, 0) : listxattr(path, NULL, 0);
+		ssize_t n;
+
+		if (size < 0)
+			return -errno;
+		*buf = g_realloc(*buf, size ? (size_t)size : 1);
+		n = name ? getxattr(path, name, *buf, size) : listxattr(path, *buf, size);
+		if (n >= 0)
+			return n;
+		if (errno != ERANGE)
+			return -errno;
+	}
+}
+
+/*
+ * Errors by which a target says that it cannot hold an owner or an
+ * attribute at all, rather than that it failed: a server that may not give
+ * files away although we are root (a root-squashing NFS, a FUSE server not
+ * run by root), a namespace or ACLs it does not support, a value too large
+ * for it, a security module's refusal.
+ */
+static bool metadata_refused(int err)
+{
+	return err == EPERM || err == EOPNOTSUPP || err == EACCES || err == E2BIG;
+}
+
+static char *target_relpath(Migration *mig, int fd);
+
+/*
+ * The target refused @what (an owner, an xattr) of the object at @dst_fd
+ * with @err.  During the start's walk that refuses the start (returns
+ * -@err; the walk's error names the file and the attribute): the operator
+ * decides, before anything is copied, to change the source or to choose
+ * another target, and the tree made so far is removed.  After the start
+ * (an object made, a chown or a setxattr mirrored) the guest has already
+ * done it on the source: the migration goes on without it, and says so,
+ * naming the file and the attribute the first time and counting the rest
+ * (returns 0; the count is logged at the switch).
+ */
+static int metadata_lost(Migration *mig, int dst_fd, const char *what, int err)
+{
+	g_autofree char *rel = target_relpath(mig, dst_fd);
+	unsigned n;
+
+	if (mig->walking) {
+		if (!mig->walk_error)
+			mig->walk_error = g_strdup_printf("target '%s' cannot hold %s of '%s': %s",
+			                                  mig->target, what, rel, g_strerror(err));
+		return -err;
+	}
+	mfs_mutex_lock(&mig->lock);
+	n = ++mig->meta_lost;
+	mfs_mutex_unlock(&mig->lock);
+	if (n == 1)
+		g_warning("migration %s -> %s: the target cannot hold %s of '%s' (%s): its copy "
+		          "goes without; further such losses are only counted",
+		          mig->source, mig->target, what, rel, g_strerror(err));
+	return 0;
+}
+
+/*
+ * Give a new target object the source's owner, mode bits and xattrs.
+ * What the target refuses to hold goes to metadata_lost(); other errors
+ * are returned.
+ */
+static int copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct stat *st)
 {
 	char src_path[MFS_PROC_FD_LEN], dst_path[MFS_PROC_FD_LEN];
-	char names[4096], value[65536];
+	g_autofree char *names = NULL, *value = NULL;
 	ssize_t len;
+	int ret;
 
-	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 &&
-	    errno != EPERM)
-		return -errno;
+	if (fchownat(dst_fd, "", st->st_uid, st->st_gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+		g_autofree char *what = NULL;
+		int err = errno;
+
+		if (!metadata_refused(err))
+			return -err;
+		what =
+		    g_strdup_printf("the owner %u:%u", (unsigned)st->st_uid, (unsigned)st->st_gid);
+		ret = metadata_lost(mig, dst_fd, what, err);
+		if (ret < 0)
+			return ret;
+	}
 	if (S_ISLNK(st->st_mode))
 		return 0;
 	mfs_proc_fd_path(dst_fd, dst_path);
 	if (chmod(dst_path, st->st_mode & 07777) < 0)
 		return -errno;
 	mfs_proc_fd_path(src_fd, src_path);
-	len = listxattr(src_path, names, sizeof(names));
+	len = xattr_fetch(src_path, NULL, &names);
+	if (len == -ENOTSUP)
+		return 0; /* the source has none */
+	if (len < 0)
+		return (int)len;
 	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1) {
-		ssize_t n = getxattr(src_path, names + i, value, sizeof(value));
+		ssize_t n = xattr_fetch(src_path, names + i, &value);
 
-		if (n >= 0 && setxattr(dst_path, names + i, value, n, 0) < 0 && errno != ENOTSUP &&
-		    errno != EPERM)
-			return -errno;
+		if (n == -ENODATA)
+			continue; /* removed since it was listed */
+		if (n < 0)
+			return (int)n;
+		if (setxattr(dst_path, names + i, value, n, 0) < 0) {
+			g_autofree char *what = NULL;
+			int err = errno;
+
+			if (!metadata_refused(err))
+				return -err;
+			what = g_strdup_printf("the extended attribute '%s'", names + i);
+			ret = metadata_lost(mig, dst_fd, what, err);
+			if (ret < 0)
+				return ret;
+		}
 	}
 	return 0;
 }
 
-/* Times last: the copier's writes would move a file's mtime again. */
-static void copy_times(int dst_fd, mode_t type, const struct stat *st)
+/*
+ * Give the target object at @dst_fd (O_PATH) the source's atime and mtime.
+ * Times last: the copier's writes move a file's mtime again (files get
+ * theirs at the switch, flush_targets()), and making an entry moves its
+ * directory's (a directory gets its times after its entries are made, and
+ * again after each mirrored change in it, sync_dir_times()).  A target
+ * that refuses goes to metadata_lost().
+ */
+static int copy_times(Migration *mig, int dst_fd, mode_t type, const struct stat *st)
 {
 	struct timespec tv[2] = {st->st_atim, st->st_mtim};
 	char path[MFS_PROC_FD_LEN];
+	int ret;
 
 	if (type == S_IFLNK) {
-		utimensat(dst_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-		return;
+		ret = utimensat(dst_fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	} else {
+		mfs_proc_fd_path(dst_fd, path);
+		ret = utimensat(AT_FDCWD, path, tv, 0);
 	}
-	mfs_proc_fd_path(dst_fd, path);
-	utimensat(AT_FDCWD, path, tv, 0);
+	if (ret == 0)
+		return 0;
+	ret = errno;
+	return metadata_refused(ret) ? metadata_lost(mig, dst_fd, "the times", ret) : -ret;
 }
 
 static int open_path(int dir_fd, const char *name)
@@ -407,7 +524,7 @@ static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
 		ret = -errno;
 		goto fail;
 	}
-	ret = copy_metadata(src_ro, dst, st);
+	ret = copy_metadata(mig, src_ro, dst, st);
 	if (ret < 0)
 		goto fail;
 	mfs_mutex_lock(&mig->lock);
@@ -474,7 +591,14 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 		ret = -errno;
 		goto out;
 	}
-	ret = copy_metadata(sfd, tfd, &st);
+	ret = copy_metadata(mig, sfd, tfd, &st);
+	if (ret == 0 && !S_ISDIR(st.st_mode)) {
+		struct stat now; /* our readlink may have moved a symlink's atime */
+
+		ret = fstatat(sfd, "", &now, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0
+		          ? -errno
+		          : copy_times(mig, tfd, st.st_mode & S_IFMT, &now);
+	}
 	if (ret < 0)
 		goto out;
 	obj = object_add(mig, &st, tfd, NULL);
@@ -521,15 +645,36 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 			if (at_root)
 				g_hash_table_add(mig->root_names, g_strdup(de->d_name));
 			ret = walk_entry(mig, src, dst, de->d_name, fresh, &dirs);
-			if (ret < 0)
+			if (ret < 0 && mig->walk_error)
+				*error = g_steal_pointer(&mig->walk_error);
+			else if (ret < 0)
 				*error = g_strdup_printf("copying the tree, at '%s': %s",
 				                         de->d_name, g_strerror(-ret));
 		}
-		at_root = false;
 		if (dp)
 			closedir(dp);
 		else if (rfd >= 0)
 			close(rfd);
+		/*
+		 * Its entries are made: the directory's times now (after the
+		 * read, which may have moved the source's atime).  Not the
+		 * target's root: the operator's directory, whose mtime the
+		 * journal moves anyway.
+		 */
+		if (ret == 0 && !at_root) {
+			struct stat st;
+
+			ret = fstat(src, &st) < 0 ? -errno : copy_times(mig, dst, S_IFDIR, &st);
+			if (ret < 0 && mig->walk_error) {
+				*error = g_steal_pointer(&mig->walk_error);
+			} else if (ret < 0) {
+				g_autofree char *rel = target_relpath(mig, dst);
+
+				*error = g_strdup_printf("copying the times of '%s': %s", rel,
+				                         g_strerror(-ret));
+			}
+		}
+		at_root = false;
 		close(src);
 		close(dst);
 	}
@@ -872,7 +1017,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	}
 	object_add(mig, &st, dup(mig->dst_root_fd), NULL);
 	mig->state = MFS_MIG_COPYING;
+	mig->walking = true;
 	ret = walk_tree(mig, fs->root.fd, fresh, error);
+	mig->walking = false;
 	if (ret < 0)
 		goto out_cleanup;
 	mfs_test_crash_point("walked");
@@ -1099,10 +1246,17 @@ static bool copy_all_files(Migration *mig)
 
 static void set_state(Migration *mig, MfsMigState state)
 {
+	unsigned lost;
+
 	mfs_mutex_lock(&mig->lock);
 	mig->state = state;
+	lost = mig->meta_lost;
 	mfs_cond_broadcast(&mig->cond);
 	mfs_mutex_unlock(&mig->lock);
+	if (state == MFS_MIG_SWITCHED && lost)
+		g_warning("migration %s -> %s: the target holds the files without %u owner(s) or "
+		          "extended attribute(s) it refused (the first was logged)",
+		          mig->source, mig->target, lost);
 	if (state == MFS_MIG_SWITCHED)
 		g_message("migration %s -> %s: switched (stun %.3f ms)", mig->source, mig->target,
 		          mig->stun_ns / 1e6);
@@ -1908,6 +2062,30 @@ void mfs_migration_status_clear(MfsMigStatus *st)
 
 /* --- namespace changes, mirrored ---------------------------------------- */
 
+/*
+ * A mirrored change of @dir's entries moved the target directory's times
+ * (and the source's, a moment before): give it the source's.  At once,
+ * under ns_lock like the change itself, so that no other change comes in
+ * between.  The target's root keeps its own, as in the walk.
+ */
+static void sync_dir_times(Migration *mig, MfsInode *dir)
+{
+	MigObject *obj;
+	struct stat st;
+
+	if (dir == &mig->fs->root)
+		return;
+	obj = object_find(mig, &dir->key);
+	if (!obj || obj->type != S_IFDIR)
+		return; /* target_dir() has failed the migration already */
+	if (fstatat(dir->fd, "", &st, AT_EMPTY_PATH) < 0) {
+		mig_fail(mig, "source: %s", g_strerror(errno));
+		return;
+	}
+	if (copy_times(mig, obj->tfd, S_IFDIR, &st) < 0)
+		mig_fail(mig, "target: changing times: %s", g_strerror(errno));
+}
+
 void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const struct stat *st,
                              int src_fd)
 {
@@ -1935,17 +2113,24 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 			close(dst);
 		return;
 	}
-	if (fchown(dst, st->st_uid, st->st_gid) < 0 && errno != EPERM) {
-		mig_fail(mig, "target: creating '%s': %s", name, g_strerror(errno));
-		close(src_ro);
-		close(dst);
-		return;
+	if (fchown(dst, st->st_uid, st->st_gid) < 0) {
+		int err = errno;
+		g_autofree char *what =
+		    g_strdup_printf("the owner %u:%u", (unsigned)st->st_uid, (unsigned)st->st_gid);
+
+		if (!metadata_refused(err) || metadata_lost(mig, dst, what, err) < 0) {
+			mig_fail(mig, "target: creating '%s': %s", name, g_strerror(err));
+			close(src_ro);
+			close(dst);
+			return;
+		}
 	}
 	/* Empty on both sides, and not yet visible to anyone: born mirrored. */
 	mf = mirror_file_new(src_ro, dst, mig->chunk_size, true);
 	mirror_file_mark_mirrored(mf);
 	object_add(mig, st, -1, mf);
 	root_name_changed(mig, parent, name, true);
+	sync_dir_times(mig, parent);
 }
 
 void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *e,
@@ -1962,7 +2147,8 @@ void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry
 		return;
 	}
 	tfd = open_path(dir, name);
-	if (tfd < 0 || copy_metadata(e->inode->fd, tfd, &e->st) < 0) {
+	if (tfd < 0 || copy_metadata(mig, e->inode->fd, tfd, &e->st) < 0 ||
+	    copy_times(mig, tfd, e->st.st_mode & S_IFMT, &e->st) < 0) {
 		mig_fail(mig, "target: making '%s': %s", name, g_strerror(errno));
 		if (tfd >= 0)
 			close(tfd);
@@ -1970,6 +2156,7 @@ void migration_mirror_node(Mfs *fs, MfsInode *parent, const char *name, MfsEntry
 	}
 	object_add(mig, &e->st, tfd, NULL);
 	root_name_changed(mig, parent, name, true);
+	sync_dir_times(mig, parent);
 }
 
 void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname)
@@ -1991,6 +2178,7 @@ void migration_mirror_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const 
 		return;
 	}
 	root_name_changed(mig, newparent, newname, true);
+	sync_dir_times(mig, newparent);
 }
 
 void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool is_dir,
@@ -2007,6 +2195,7 @@ void migration_mirror_unlink(Mfs *fs, MfsInode *parent, const char *name, bool i
 	root_name_changed(fs->mig, parent, name, false);
 	if (gone)
 		object_forget(fs->mig, gone);
+	sync_dir_times(fs->mig, parent);
 }
 
 void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
@@ -2026,6 +2215,9 @@ void migration_mirror_rename(Mfs *fs, MfsInode *parent, const char *name, MfsIno
 	root_name_changed(mig, newparent, newname, true);
 	if (replaced)
 		object_forget(mig, replaced);
+	sync_dir_times(mig, parent);
+	if (newparent != parent)
+		sync_dir_times(mig, newparent);
 }
 
 void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr, int to_set)
@@ -2048,12 +2240,13 @@ void migration_mirror_setattr(Mfs *fs, MfsInode *inode, const struct stat *attr,
 		return;
 	}
 	if ((to_set & (MFS_SET_MODE | MFS_SET_UID | MFS_SET_GID)) &&
-	    copy_metadata(inode->fd, fd, &st) < 0) {
+	    copy_metadata(mig, inode->fd, fd, &st) < 0) {
 		mig_fail(mig, "target: changing attributes: %s", g_strerror(errno));
 		return;
 	}
-	if (to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW))
-		copy_times(fd, obj->type, &st);
+	if ((to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW)) &&
+	    copy_times(mig, fd, obj->type, &st) < 0)
+		mig_fail(mig, "target: changing times: %s", g_strerror(errno));
 }
 
 void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value,
@@ -2068,8 +2261,13 @@ void migration_mirror_setxattr(Mfs *fs, MfsInode *inode, const char *name, const
 		return;
 	}
 	mfs_proc_fd_path(object_fd(obj), path);
-	if (setxattr(path, name, value, size, flags) < 0)
-		mig_fail(mig, "target: setxattr '%s': %s", name, g_strerror(errno));
+	if (setxattr(path, name, value, size, flags) < 0) {
+		int err = errno;
+		g_autofree char *what = g_strdup_printf("the extended attribute '%s'", name);
+
+		if (!metadata_refused(err) || metadata_lost(mig, object_fd(obj), what, err) < 0)
+			mig_fail(mig, "target: setxattr '%s': %s", name, g_strerror(err));
+	}
 }
 
 void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name)

@@ -85,6 +85,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,7 @@ struct MirrorFile {
 	bool copy_direct_tried;    /* the copier's: the twins were opened */
 	bool copy_error_on_source; /* the copier's: its last error was the source's */
 	bool copy_clone;           /* the copier's: try FICLONERANGE first */
+	bool copy_prealloc;        /* the copier's: look for preallocated ranges in holes */
 
 	MfsMutex lock;
 	MfsCond cond;                 /* a range was released, or the file detached */
@@ -189,6 +191,7 @@ MirrorFile *mirror_file_new(int src_fd, int dst_fd, size_t chunk_size, bool dst_
 	mf->dst_fresh = dst_fresh;
 	mf->copy_src_direct = mf->copy_dst_direct = -1;
 	mf->copy_clone = true;
+	mf->copy_prealloc = true;
 	mfs_mutex_init(&mf->lock);
 	{
 		struct stat st;
@@ -623,9 +626,87 @@ static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied, uin
 }
 
 /*
- * Copy the data extents of [start, end) and leave its holes as holes.
- * A target that may hold old bytes (reused after a crash) gets them
- * punched out.
+ * The target cannot preallocate (EOPNOTSUPP: NFSv3, many FUSE servers):
+ * its copy of the file gets holes where the source had space reserved.
+ * Said once per file; the copy goes on.
+ */
+static void prealloc_unsupported(MirrorFile *mf)
+{
+	char path[MFS_PROC_FD_LEN], name[PATH_MAX];
+	ssize_t n;
+
+	mf->copy_prealloc = false;
+	mfs_proc_fd_path(mf->dst_fd, path);
+	n = readlink(path, name, sizeof(name) - 1);
+	name[n < 0 ? 0 : n] = '\0';
+	g_warning("'%s': the target cannot preallocate (%s): the source's preallocated ranges "
+	          "become holes there",
+	          name, g_strerror(EOPNOTSUPP));
+}
+
+/*
+ * Preallocate on the target what the source has preallocated in
+ * [start, end), a range SEEK_DATA calls a hole.  ext4, XFS and btrfs
+ * answer SEEK_DATA for an unwritten extent (fallocate's, qemu-img's
+ * preallocation=falloc) as for a hole: it reads as zeros.  Copied as a
+ * hole it would leave a target sized for preallocated images to run out
+ * of space later; copied as data it would cost writing the zeros.  So
+ * FIEMAP finds the unwritten extents and fallocate(KEEP_SIZE) reserves
+ * them again (the file's size is set at its end, as for the rest): what
+ * is a true hole stays one.  Only holes cost a FIEMAP call, and only one
+ * per hole met in a chunk.  A source without FIEMAP (tmpfs) has nothing
+ * found here.
+ */
+static int copy_prealloc(MirrorFile *mf, off_t start, off_t end)
+{
+	union {
+		struct fiemap fm;
+		char buf[sizeof(struct fiemap) + 32 * sizeof(struct fiemap_extent)];
+	} u;
+	off_t pos = start;
+
+	while (mf->copy_prealloc && pos < end) {
+		off_t next = pos;
+
+		memset(&u.fm, 0, sizeof(u.fm));
+		u.fm.fm_start = (uint64_t)pos;
+		u.fm.fm_length = (uint64_t)(end - pos);
+		u.fm.fm_extent_count = 32;
+		if (ioctl(mf->src_fd, FS_IOC_FIEMAP, &u.fm) < 0) {
+			if (errno == EOPNOTSUPP || errno == ENOTTY) {
+				mf->copy_prealloc = false; /* not this file system's */
+				return 0;
+			}
+			mf->copy_error_on_source = true;
+			return -errno;
+		}
+		for (unsigned i = 0; i < u.fm.fm_mapped_extents; i++) {
+			struct fiemap_extent *e = &u.fm.fm_extents[i];
+			off_t a = MAX((off_t)e->fe_logical, pos);
+			off_t b = MIN((off_t)(e->fe_logical + e->fe_length), end);
+
+			if ((e->fe_flags & FIEMAP_EXTENT_UNWRITTEN) && a < b &&
+			    fallocate(mf->dst_fd, FALLOC_FL_KEEP_SIZE, a, b - a) < 0) {
+				if (errno != EOPNOTSUPP)
+					return -errno; /* ENOSPC: the target is too small */
+				prealloc_unsupported(mf);
+				return 0;
+			}
+			next = MAX(next, b);
+			if (e->fe_flags & FIEMAP_EXTENT_LAST)
+				return 0;
+		}
+		if (u.fm.fm_mapped_extents < u.fm.fm_extent_count || next <= pos)
+			return 0; /* all of the range seen */
+		pos = next;
+	}
+	return 0;
+}
+
+/*
+ * Copy the data extents of [start, end) and leave its holes as holes,
+ * preallocated where the source's are.  A target that may hold old bytes
+ * (reused after a crash) gets them punched out.
  */
 static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *copied,
                              uint64_t *cloned)
@@ -650,6 +731,11 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 		              data - pos) < 0 &&
 		    errno != EOPNOTSUPP)
 			return -errno;
+		if (data > pos) {
+			ret = copy_prealloc(mf, pos, data);
+			if (ret < 0)
+				return ret;
+		}
 		if (data >= end)
 			break;
 		hole = lseek(mf->src_fd, data, SEEK_HOLE);

@@ -18,6 +18,13 @@
  *                              every open fails
  *   -o fail_read=OFF+LEN       reads that touch [OFF, OFF+LEN) fail (sizes
  *                              in bytes, K/M/G suffixes allowed)
+ *   -o fail_chown              a chown that would change an owner fails with
+ *                              EPERM, as on a root-squashing NFS or a FUSE
+ *                              server not run by root
+ *   -o no_xattr=PREFIX         setting an xattr whose name starts with
+ *                              PREFIX ("user.", "security.") fails with
+ *                              EOPNOTSUPP, as where that namespace is not
+ *                              supported
  *   -o fail_errno=E            the errno: a number or EIO, ENOSPC, EROFS,
  *                              EDQUOT, ENOMEM (default EIO)
  *   -o only=GLOB               faults only in files whose path below ROOT
@@ -61,6 +68,8 @@ typedef struct {
 	char *fail_write_after;
 	char *fail_nth_write;
 	int fail_fsync;
+	int fail_chown;
+	char *no_xattr;
 	char *fail_open_after;
 	char *fail_read;
 	char *fail_errno;
@@ -77,6 +86,8 @@ static const struct fuse_opt option_spec[] = {
     OPT("fail_write_after=%s", fail_write_after, 0),
     OPT("fail_nth_write=%s", fail_nth_write, 0),
     OPT("fail_fsync", fail_fsync, 1),
+    OPT("fail_chown", fail_chown, 1),
+    OPT("no_xattr=%s", no_xattr, 0),
     OPT("fail_open_after=%s", fail_open_after, 0),
     OPT("fail_read=%s", fail_read, 0),
     OPT("fail_errno=%s", fail_errno, 0),
@@ -90,7 +101,8 @@ static struct {
 	int root_fd;
 	char *root;
 	int err;
-	bool write_after_set, nth_write_set, open_after_set, read_set, fsync;
+	bool write_after_set, nth_write_set, open_after_set, read_set, fsync, chown;
+	const char *no_xattr;
 	uint64_t write_after, nth_write, open_after, read_off, read_len;
 	const char *only;
 	const char *arm_file;
@@ -189,16 +201,22 @@ static bool targeted(const char *path)
 	return true;
 }
 
-static int inject(const char *op, const char *path, uint64_t off, uint64_t len)
+/* A fault with errno @err, logged. */
+static int inject_errno(const char *op, const char *path, uint64_t off, uint64_t len, int err)
 {
 	if (F.log) {
 		pthread_mutex_lock(&F.log_lock);
 		fprintf(F.log, "%s %s %llu %llu %d\n", op, path ? rel(path) : "?",
-		        (unsigned long long)off, (unsigned long long)len, F.err);
+		        (unsigned long long)off, (unsigned long long)len, err);
 		fflush(F.log);
 		pthread_mutex_unlock(&F.log_lock);
 	}
-	return -F.err;
+	return -err;
+}
+
+static int inject(const char *op, const char *path, uint64_t off, uint64_t len)
+{
+	return inject_errno(op, path, off, len, F.err);
 }
 
 /* --- operations --------------------------------------------------------- */
@@ -281,8 +299,14 @@ static int ffs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 static int ffs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-	int r = fi ? fchown((int)fi->fh, uid, gid)
-	           : fchownat(F.root_fd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW);
+	struct stat st;
+	int r;
+
+	if (F.chown && targeted(path) && ffs_getattr(path, &st, fi) == 0 &&
+	    ((uid != (uid_t)-1 && uid != st.st_uid) || (gid != (gid_t)-1 && gid != st.st_gid)))
+		return inject_errno("chown", path, uid, gid, EPERM);
+	r = fi ? fchown((int)fi->fh, uid, gid)
+	       : fchownat(F.root_fd, rel(path), uid, gid, AT_SYMLINK_NOFOLLOW);
 
 	return r < 0 ? -errno : 0;
 }
@@ -423,9 +447,12 @@ static off_t ffs_lseek(const char *path, off_t off, int whence, struct fuse_file
 static int ffs_setxattr(const char *path, const char *name, const char *value, size_t size,
                         int flags)
 {
-	char *p = full(path);
+	char *p;
 	int r;
 
+	if (F.no_xattr && targeted(path) && strncmp(name, F.no_xattr, strlen(F.no_xattr)) == 0)
+		return inject_errno("setxattr", path, 0, size, EOPNOTSUPP);
+	p = full(path);
 	if (!p)
 		return -ENOMEM;
 	r = lsetxattr(p, name, value, size, flags) < 0 ? -errno : 0;
@@ -573,7 +600,9 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 	if (key == FUSE_OPT_KEY_OPT && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
 		printf(
 		    "usage: faultfs [-f] [-o fail_write_after=BYTES,fail_nth_write=N,fail_fsync,\n"
-		    "       fail_open_after=N,fail_read=OFF+LEN,fail_errno=E,only=GLOB,\n"
+		    "       "
+		    "fail_chown,no_xattr=PREFIX,fail_open_after=N,fail_read=OFF+LEN,fail_errno=E,"
+		    "only=GLOB,\n"
 		    "       arm_file=PATH,fault_log=PATH] ROOT MOUNTPOINT\n");
 		exit(0);
 	}
@@ -636,6 +665,8 @@ int main(int argc, char *argv[])
 		F.read_set = true;
 	}
 	F.fsync = o.fail_fsync;
+	F.chown = o.fail_chown;
+	F.no_xattr = o.no_xattr;
 	if (o.fail_errno && (F.err = parse_errno(o.fail_errno)) < 0)
 		die("fail_errno=%s: not an errno", o.fail_errno);
 	F.only = o.only;

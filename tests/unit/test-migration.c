@@ -175,6 +175,116 @@ START_TEST(test_changes_during_copy_are_mirrored)
 END_TEST
 
 /*
+ * Times of every object, not only of regular files: a directory, a
+ * symlink, a fifo, an empty directory.  Old times, so that the copy's own
+ * ("now") cannot pass for them.
+ */
+static const struct timespec old_times[2] = {{1000000000, 11}, {1000000000, 13}};
+
+static void set_old_times(const char *rel)
+{
+	g_autofree char *path = g_build_filename(src, rel, NULL);
+
+	ck_assert_int_eq(utimensat(AT_FDCWD, path, old_times, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static void assert_times_equal(const char *rel)
+{
+	g_autofree char *a = g_build_filename(src, rel, NULL);
+	g_autofree char *b = g_build_filename(dst, rel, NULL);
+	struct stat sa, sb;
+
+	ck_assert_int_eq(lstat(a, &sa), 0);
+	ck_assert_int_eq(lstat(b, &sb), 0);
+	ck_assert_msg(sa.st_mtim.tv_sec == sb.st_mtim.tv_sec &&
+	                  sa.st_mtim.tv_nsec == sb.st_mtim.tv_nsec,
+	              "%s: mtime %ld.%09ld on the target, %ld.%09ld on the source", rel,
+	              (long)sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec, (long)sa.st_mtim.tv_sec,
+	              sa.st_mtim.tv_nsec);
+	ck_assert_msg(sa.st_atim.tv_sec == sb.st_atim.tv_sec &&
+	                  sa.st_atim.tv_nsec == sb.st_atim.tv_nsec,
+	              "%s: atime %ld.%09ld on the target, %ld.%09ld on the source", rel,
+	              (long)sb.st_atim.tv_sec, sb.st_atim.tv_nsec, (long)sa.st_atim.tv_sec,
+	              sa.st_atim.tv_nsec);
+}
+
+START_TEST(test_times_of_every_object)
+{
+	g_autofree char *empty = g_build_filename(src, "sub/emptydir", NULL);
+
+	ck_assert_int_eq(mkdir(empty, 0755), 0);
+	set_old_times("sub/emptydir");
+	set_old_times("sub/fifo");
+	set_old_times("link");
+	set_old_times("sub"); /* last: making its entries moved its mtime */
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_times_equal("sub");
+	assert_times_equal("sub/emptydir");
+	assert_times_equal("sub/fifo");
+	assert_times_equal("link");
+	assert_times_equal("sub/vm.conf");
+}
+END_TEST
+
+/* From the copier's hook: namespace changes and utimens on non-files. */
+static void times_during_copy(Mfs *hfs, const char *point, void *opaque)
+{
+	bool *done = opaque;
+	struct stat attr = {.st_atim = old_times[0], .st_mtim = old_times[1]};
+	MfsEntry sub, dir, ln, n, d;
+	struct stat out;
+	MfsFile *f;
+
+	if (strcmp(point, "chunk") != 0 || *done)
+		return;
+	*done = true;
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "sub", &sub), 0);
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "link", &ln), 0);
+	/* Entries made, renamed and removed: the directories' mtimes move. */
+	ck_assert_int_eq(mfs_create(hfs, sub.inode, "new.img", 0644, O_RDWR, &cred, &n, &f), 0);
+	mfs_release(hfs, f);
+	ck_assert_int_eq(mfs_mkdir(hfs, sub.inode, "newdir", 0755, &cred, &d), 0);
+	ck_assert_int_eq(mfs_rename(hfs, sub.inode, "new.img", d.inode, "moved.img", 0), 0);
+	ck_assert_int_eq(mfs_unlink(hfs, sub.inode, "fifo"), 0);
+	/* utimens on a symlink and on a directory. */
+	ck_assert_int_eq(
+	    mfs_setattr(hfs, ln.inode, NULL, &attr, MFS_SET_ATIME | MFS_SET_MTIME, &out), 0);
+	ck_assert_int_eq(mfs_mkdir(hfs, mfs_root(hfs), "olddir", 0755, &cred, &dir), 0);
+	ck_assert_int_eq(
+	    mfs_setattr(hfs, dir.inode, NULL, &attr, MFS_SET_ATIME | MFS_SET_MTIME, &out), 0);
+	mfs_forget(hfs, sub.inode, 1);
+	mfs_forget(hfs, ln.inode, 1);
+	mfs_forget(hfs, n.inode, 1);
+	mfs_forget(hfs, d.inode, 1);
+	mfs_forget(hfs, dir.inode, 1);
+}
+
+START_TEST(test_times_follow_mirrored_changes)
+{
+	bool done = false;
+	MfsMigOptions opts = {.hook = times_during_copy, .hook_opaque = &done};
+
+	set_old_times("sub");
+	start(&opts);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(done);
+	assert_times_equal("sub");
+	assert_times_equal("sub/newdir");
+	assert_times_equal("sub/newdir/moved.img");
+	assert_times_equal("link");
+	assert_times_equal("olddir");
+	{
+		g_autofree char *olddir = g_build_filename(dst, "olddir", NULL);
+		struct stat st;
+
+		ck_assert_int_eq(stat(olddir, &st), 0);
+		ck_assert_int_eq(st.st_mtim.tv_sec, old_times[1].tv_sec);
+	}
+}
+END_TEST
+
+/*
  * The copier's rest for a busy guest, forced: the guest writes at the end
  * of the first chunk, the second chunk is made to take REST_CHUNK_MS, and
  * the third must then begin no sooner than the rest the share asks for.
@@ -623,6 +733,8 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_tree_is_copied_and_switched);
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
+	tcase_add_test(tc, test_times_of_every_object);
+	tcase_add_test(tc, test_times_follow_mirrored_changes);
 	tcase_add_loop_test(tc, test_copier_rests_for_a_busy_guest, 0, 5);
 	tcase_add_loop_test(tc, test_chunk_grows_only_while_the_guest_is_idle, 0, 3);
 	tcase_add_test(tc, test_reused_inode_numbers);

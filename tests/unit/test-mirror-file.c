@@ -13,9 +13,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -475,6 +478,80 @@ START_TEST(test_sparse_stays_sparse)
 }
 END_TEST
 
+/*
+ * Bytes of [off, off + len) of @fd in extents with all of @flags (0: all
+ * allocated bytes; FIEMAP_EXTENT_UNWRITTEN: the preallocated ones), by
+ * FIEMAP, or -1.
+ */
+static off_t mapped_bytes(int fd, off_t off, off_t len, unsigned flags)
+{
+	union {
+		struct fiemap fm;
+		char buf[sizeof(struct fiemap) + 64 * sizeof(struct fiemap_extent)];
+	} u = {0};
+	off_t n = 0;
+
+	u.fm.fm_start = off;
+	u.fm.fm_length = len;
+	u.fm.fm_flags = FIEMAP_FLAG_SYNC;
+	u.fm.fm_extent_count = 64;
+	if (ioctl(fd, FS_IOC_FIEMAP, &u.fm) < 0)
+		return -1;
+	for (unsigned i = 0; i < u.fm.fm_mapped_extents; i++) {
+		struct fiemap_extent *e = &u.fm.fm_extents[i];
+
+		if ((e->fe_flags & flags) == flags)
+			n += MIN((off_t)(e->fe_logical + e->fe_length), off + len) -
+			     MAX((off_t)e->fe_logical, off);
+	}
+	return n;
+}
+
+/*
+ * Preallocated ranges (qemu-img's preallocation=falloc) arrive
+ * preallocated, not as holes nor as written zeros, and a true hole next
+ * to them stays a hole: the target takes the source's blocks, no more,
+ * no fewer.  Where the file system has no FIEMAP or no unwritten extents
+ * (tmpfs), there is nothing to check.
+ */
+START_TEST(test_preallocated_stays_preallocated)
+{
+	struct stat s, d;
+
+	fixture_open(0, false);
+	/* [0, 3 CHUNK) preallocated, data in its middle; a hole; preallocated again. */
+	if (fallocate(fx.guest_fd, 0, 0, 3 * CHUNK) < 0 ||
+	    mapped_bytes(fx.guest_fd, 0, 3 * CHUNK, FIEMAP_EXTENT_UNWRITTEN) != 3 * CHUNK) {
+		fixture_close();
+		return; /* no unwritten extents here */
+	}
+	ck_assert_int_eq(fallocate(fx.guest_fd, 0, 40 * CHUNK + 100, 2 * CHUNK), 0);
+	ck_assert_int_eq(ftruncate(fx.guest_fd, 50 * CHUNK + 7), 0);
+	ck_assert_int_eq(pwrite(fx.guest_fd, "data", 4, CHUNK + 10), 4);
+	ck_assert_int_eq(fsync(fx.guest_fd), 0);
+	copy_all();
+	assert_files_equal();
+	ck_assert_int_eq(fstat(fx.guest_fd, &s), 0);
+	ck_assert_int_eq(fstat(fx.dst_check_fd, &d), 0);
+	/*
+	 * The same blocks, give or take the file system's own: extents laid
+	 * out chunk by chunk may need an extent tree block the source's did not.
+	 */
+	ck_assert_int_eq(mapped_bytes(fx.dst_check_fd, 0, d.st_size, 0),
+	                 mapped_bytes(fx.guest_fd, 0, s.st_size, 0));
+	ck_assert_int_le(labs((long)(d.st_blocks - s.st_blocks)) * 512, 16 * 1024);
+	ck_assert_int_eq(mapped_bytes(fx.dst_check_fd, 0, d.st_size, FIEMAP_EXTENT_UNWRITTEN),
+	                 mapped_bytes(fx.guest_fd, 0, s.st_size, FIEMAP_EXTENT_UNWRITTEN));
+	{
+		MirrorFileStats st;
+
+		mirror_file_stats(fx.mf, &st);
+		ck_assert_uint_le(st.bytes_copied, 2 * CHUNK); /* not the preallocated zeros */
+	}
+	fixture_close();
+}
+END_TEST
+
 START_TEST(test_punch_hole_below_and_above_cursor)
 {
 	struct stat d;
@@ -799,6 +876,7 @@ static Suite *mirror_suite(void)
 
 	tcase_add_test(ops, test_growth_during_copy);
 	tcase_add_test(ops, test_sparse_stays_sparse);
+	tcase_add_test(ops, test_preallocated_stays_preallocated);
 	tcase_add_test(ops, test_punch_hole_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_between_chunk_choice_and_claim);
