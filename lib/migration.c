@@ -510,42 +510,177 @@ static int open_path(int dir_fd, const char *name)
 	return openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 
-/* A regular file: an empty target file and a MirrorFile to fill it. */
-static int walk_file(Migration *mig, int src_dir, int dst_dir, const char *name,
-                     const struct stat *st, bool fresh)
+static int remove_tree_at(int dir_fd, const char *name);
+
+/*
+ * One walk of the source tree.  The target may hold names already: the
+ * partial copy of an earlier run of this migration (!fresh: reused), or
+ * anything at all (overwrite).  None is trusted for what it seems: a name
+ * is kept only when it is the right kind of object and no other source
+ * object of this walk has it (an earlier run may have linked two files
+ * that are distinct now), a file only on a reused target, and names the
+ * source lacks are removed.  Everything is done relative to directory
+ * descriptors and without following symlinks, so that one planted in the
+ * target leads nowhere.
+ */
+typedef struct {
+	Migration *mig;
+	bool fresh;          /* the target is not a partial copy of ours */
+	bool prune_root;     /* the target's root is an image of this source */
+	bool at_root;        /* walking the root directory's entries */
+	GHashTable *claimed; /* MfsInodeKey of every target object made or kept */
+	GQueue dirs;         /* (source, target) directory descriptors to walk */
+} Walk;
+
+static bool claimed(Walk *w, const struct stat *tst)
 {
-	int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (fresh ? O_TRUNC : 0);
+	MfsInodeKey key = {tst->st_dev, tst->st_ino};
+
+	return g_hash_table_contains(w->claimed, &key);
+}
+
+static void claim(Walk *w, int tfd)
+{
+	struct stat tst;
+
+	if (fstat(tfd, &tst) == 0)
+		g_hash_table_add(w->claimed, g_memdup2(&(MfsInodeKey){tst.st_dev, tst.st_ino},
+		                                       sizeof(MfsInodeKey)));
+}
+
+/*
+ * Recorded before the target is touched there, so that a failure half-way
+ * removes it too; not before, so that a failure that touched nothing
+ * leaves an unrelated name (overwrite) in place.
+ */
+static void own_root_name(Walk *w, const char *name)
+{
+	if (w->at_root)
+		g_hash_table_add(w->mig->root_names, g_strdup(name));
+}
+
+/*
+ * The target file of a source file.  A reused target's file is kept if it
+ * is a regular file that no other source object claimed and that has no
+ * more links than the source's (none elsewhere to write through); any
+ * other name is replaced, never opened for writing: a target file may be
+ * a hard link of something else (a backup made with cp -al).
+ */
+static int target_file(Walk *w, int dst_dir, const char *name, const struct stat *st, bool *made)
+{
+	struct stat tst, fst;
+	int fd, ret;
+
+	if (!w->fresh && fstatat(dst_dir, name, &tst, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISREG(tst.st_mode) && tst.st_nlink <= st->st_nlink && !claimed(w, &tst)) {
+		fd = openat(dst_dir, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &fst) == 0 && fst.st_dev == tst.st_dev &&
+		    fst.st_ino == tst.st_ino) {
+			*made = false;
+			return fd;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	ret = remove_tree_at(dst_dir, name);
+	if (ret < 0)
+		return ret;
+	*made = true;
+	fd = openat(dst_dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	return fd < 0 ? -errno : fd;
+}
+
+/* A regular file: an empty (or reused) target file and a MirrorFile to fill it. */
+static int walk_file(Walk *w, int src_dir, int dst_dir, const char *name, const struct stat *st)
+{
+	Migration *mig = w->mig;
 	int src_ro = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	int dst = src_ro < 0 ? -1 : openat(dst_dir, name, flags, 0600);
+	int dst = -1;
+	bool made = true;
 	MirrorFile *mf;
 	int ret;
 
-	if (src_ro < 0 || dst < 0) {
-		ret = -errno;
+	if (src_ro < 0)
+		return -errno;
+	own_root_name(w, name);
+	dst = target_file(w, dst_dir, name, st, &made);
+	if (dst < 0) {
+		ret = dst;
 		goto fail;
 	}
 	ret = copy_metadata(mig, src_ro, dst, st);
 	if (ret < 0)
 		goto fail;
+	claim(w, dst);
 	mfs_mutex_lock(&mig->lock);
 	mig->bytes_total += MIN((uint64_t)st->st_blocks * 512, (uint64_t)st->st_size);
 	mfs_mutex_unlock(&mig->lock);
-	mf = mirror_file_new(src_ro, dst, mig->chunk_size, fresh);
+	/* Only a reused file may hold old bytes where the source has holes. */
+	mf = mirror_file_new(src_ro, dst, mig->chunk_size, made);
 	mirror_file_set_clone(mf, !mig->no_clone);
 	object_add(mig, st, -1, mf);
 	return 0;
 fail:
-	if (src_ro >= 0)
-		close(src_ro);
+	close(src_ro);
 	if (dst >= 0)
 		close(dst);
 	return ret;
 }
 
-/* Make the target counterpart of one source entry. */
-static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name, bool fresh,
-                      GQueue *dirs)
+/*
+ * Another name of an object already made: a hard link to its target.  A
+ * name there already is kept only if it is that very object (an earlier
+ * run linked it); another file is replaced, never served for this one.
+ */
+static int walk_link(Walk *w, MigObject *obj, int dst_dir, const char *name)
 {
+	char path[MFS_PROC_FD_LEN];
+	struct stat ost, tst;
+	int fd = object_fd(obj), ret;
+
+	if (fstat(fd, &ost) < 0)
+		return -errno;
+	own_root_name(w, name);
+	if (fstatat(dst_dir, name, &tst, AT_SYMLINK_NOFOLLOW) == 0 && tst.st_dev == ost.st_dev &&
+	    tst.st_ino == ost.st_ino)
+		return 0;
+	ret = remove_tree_at(dst_dir, name);
+	if (ret < 0)
+		return ret;
+	mfs_proc_fd_path(fd, path);
+	if (linkat(AT_FDCWD, path, dst_dir, name, AT_SYMLINK_FOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * A directory, a symlink or a special file; *@tfd gets an O_PATH
+ * descriptor of it.  A directory already there is kept (its contents are
+ * reconciled when the walk gets to it); anything else is replaced.
+ */
+static int target_node(Walk *w, int dst_dir, const char *name, const MfsNodeSpec *spec, int *tfd)
+{
+	bool dir = S_ISDIR(spec->mode);
+	struct stat tst;
+	int ret;
+
+	if (!(dir && fstatat(dst_dir, name, &tst, AT_SYMLINK_NOFOLLOW) == 0 &&
+	      S_ISDIR(tst.st_mode) && !claimed(w, &tst))) {
+		ret = remove_tree_at(dst_dir, name);
+		if (ret == 0)
+			ret = mfs_make_node_at(dst_dir, name, spec);
+		if (ret < 0)
+			return ret;
+	}
+	/* O_DIRECTORY: what we walk into is a directory, not a symlink to one. */
+	*tfd = openat(dst_dir, name, O_PATH | O_NOFOLLOW | O_CLOEXEC | (dir ? O_DIRECTORY : 0));
+	return *tfd < 0 ? -errno : 0;
+}
+
+/* Make the target counterpart of one source entry. */
+static int walk_entry(Walk *w, int src_dir, int dst_dir, const char *name)
+{
+	Migration *mig = w->mig;
 	char link[PATH_MAX];
 	MfsNodeSpec spec = {.link = link};
 	struct stat st;
@@ -555,18 +690,10 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	obj = object_find(mig, &(MfsInodeKey){st.st_dev, st.st_ino});
-	if (obj && !S_ISDIR(st.st_mode)) {
-		/* Another name of an object already made: a hard link there too. */
-		char path[MFS_PROC_FD_LEN];
-
-		mfs_proc_fd_path(object_fd(obj), path);
-		if (linkat(AT_FDCWD, path, dst_dir, name, AT_SYMLINK_FOLLOW) < 0 &&
-		    !(errno == EEXIST && !fresh))
-			return -errno;
-		return 0;
-	}
+	if (obj && !S_ISDIR(st.st_mode))
+		return walk_link(w, obj, dst_dir, name);
 	if (S_ISREG(st.st_mode))
-		return walk_file(mig, src_dir, dst_dir, name, &st, fresh);
+		return walk_file(w, src_dir, dst_dir, name, &st);
 	if (S_ISLNK(st.st_mode)) {
 		ssize_t n = readlinkat(src_dir, name, link, sizeof(link) - 1);
 
@@ -574,23 +701,16 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 			return -errno;
 		link[n] = '\0';
 	}
+	sfd = open_path(src_dir, name);
+	if (sfd < 0)
+		return -errno;
 	/* Directories are made owner-only; copy_metadata() gives them their mode. */
 	spec.mode = S_ISDIR(st.st_mode) ? S_IFDIR | 0700 : st.st_mode;
 	spec.rdev = st.st_rdev;
-	ret = mfs_make_node_at(dst_dir, name, &spec);
-	if (ret == -EEXIST && !S_ISDIR(st.st_mode)) {
-		/* Allowed to be there (overwrite, or our own earlier run): replace it. */
-		unlinkat(dst_dir, name, 0);
-		ret = mfs_make_node_at(dst_dir, name, &spec);
-	}
-	if (ret < 0 && ret != -EEXIST)
-		return ret;
-	sfd = open_path(src_dir, name);
-	tfd = open_path(dst_dir, name);
-	if (sfd < 0 || tfd < 0) {
-		ret = -errno;
+	own_root_name(w, name);
+	ret = target_node(w, dst_dir, name, &spec, &tfd);
+	if (ret < 0)
 		goto out;
-	}
 	ret = copy_metadata(mig, sfd, tfd, &st);
 	if (ret == 0 && !S_ISDIR(st.st_mode)) {
 		struct stat now; /* our readlink may have moved a symlink's atime */
@@ -601,11 +721,12 @@ static int walk_entry(Migration *mig, int src_dir, int dst_dir, const char *name
 	}
 	if (ret < 0)
 		goto out;
+	claim(w, tfd);
 	obj = object_add(mig, &st, tfd, NULL);
 	tfd = -1;
 	if (S_ISDIR(st.st_mode)) {
-		g_queue_push_tail(dirs, GINT_TO_POINTER(sfd));
-		g_queue_push_tail(dirs, GINT_TO_POINTER(dup(obj->tfd)));
+		g_queue_push_tail(&w->dirs, GINT_TO_POINTER(sfd));
+		g_queue_push_tail(&w->dirs, GINT_TO_POINTER(dup(obj->tfd)));
 		sfd = -1;
 	}
 out:
@@ -616,18 +737,63 @@ out:
 	return ret;
 }
 
-/* Walk the source tree breadth first and make the target tree. */
-static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
+/*
+ * Remove the names of a target directory that its source lacks: files of
+ * images deleted since an earlier run, or since the target was last the
+ * source (a migration back), would reappear after the switch.  Collected
+ * first: a directory is not changed while it is read.  At the root the
+ * journal stays.
+ */
+static int prune_dir(int src_dir, int dst_dir, bool at_root)
 {
-	GQueue dirs = G_QUEUE_INIT;
-	bool at_root = true;
+	int fd = openat(dst_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	g_autoptr(GPtrArray) gone = g_ptr_array_new_with_free_func(g_free);
+	struct dirent *de;
 	int ret = 0;
 
-	g_queue_push_tail(&dirs, GINT_TO_POINTER(dup(src_root)));
-	g_queue_push_tail(&dirs, GINT_TO_POINTER(dup(mig->dst_root_fd)));
-	while (!g_queue_is_empty(&dirs)) {
-		int src = GPOINTER_TO_INT(g_queue_pop_head(&dirs));
-		int dst = GPOINTER_TO_INT(g_queue_pop_head(&dirs));
+	if (!dp) {
+		ret = -errno;
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	while ((errno = 0, de = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (at_root && journal_is_reserved_name(de->d_name))
+			continue;
+		if (fstatat(src_dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+			g_ptr_array_add(gone, g_strdup(de->d_name));
+	}
+	if (errno)
+		ret = -errno;
+	for (unsigned i = 0; ret == 0 && i < gone->len; i++)
+		ret = remove_tree_at(dirfd(dp), gone->pdata[i]);
+	closedir(dp);
+	return ret;
+}
+
+/*
+ * Walk the source tree breadth first and make the target tree.  The
+ * target's root is pruned only when @prune_root (it is provably an image
+ * of this source): otherwise the operator may keep other files beside our
+ * copy, and only the source's own names there are replaced.
+ */
+static int walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, char **error)
+{
+	Walk w = {.mig = mig, .fresh = fresh, .prune_root = prune_root, .at_root = true};
+	int ret = 0;
+
+	w.claimed = g_hash_table_new_full(key_hash, key_equal, g_free, NULL);
+	g_queue_init(&w.dirs);
+	g_queue_push_tail(&w.dirs, GINT_TO_POINTER(dup(src_root)));
+	g_queue_push_tail(&w.dirs, GINT_TO_POINTER(dup(mig->dst_root_fd)));
+	while (!g_queue_is_empty(&w.dirs)) {
+		int src = GPOINTER_TO_INT(g_queue_pop_head(&w.dirs));
+		int dst = GPOINTER_TO_INT(g_queue_pop_head(&w.dirs));
 		int rfd = ret == 0 ? openat(src, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 		DIR *dp = rfd >= 0 ? fdopendir(rfd) : NULL;
 		struct dirent *de;
@@ -636,15 +802,19 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 			ret = -errno;
 			*error = g_strdup_printf("source: %s", g_strerror(-ret));
 		}
+		if (ret == 0 && (!w.at_root || w.prune_root)) {
+			ret = prune_dir(src, dst, w.at_root);
+			if (ret < 0)
+				*error =
+				    g_strdup_printf("target: removing names the source lacks: %s",
+				                    g_strerror(-ret));
+		}
 		while (ret == 0 && (errno = 0, de = readdir(dp))) {
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 				continue;
-			if (at_root && journal_is_reserved_name(de->d_name))
+			if (w.at_root && journal_is_reserved_name(de->d_name))
 				continue;
-			/* Recorded first, so that a failure half-way removes it too. */
-			if (at_root)
-				g_hash_table_add(mig->root_names, g_strdup(de->d_name));
-			ret = walk_entry(mig, src, dst, de->d_name, fresh, &dirs);
+			ret = walk_entry(&w, src, dst, de->d_name);
 			if (ret < 0 && mig->walk_error)
 				*error = g_steal_pointer(&mig->walk_error);
 			else if (ret < 0)
@@ -661,7 +831,7 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 		 * target's root: the operator's directory, whose mtime the
 		 * journal moves anyway.
 		 */
-		if (ret == 0 && !at_root) {
+		if (ret == 0 && !w.at_root) {
 			struct stat st;
 
 			ret = fstat(src, &st) < 0 ? -errno : copy_times(mig, dst, S_IFDIR, &st);
@@ -674,10 +844,11 @@ static int walk_tree(Migration *mig, int src_root, bool fresh, char **error)
 				                         g_strerror(-ret));
 			}
 		}
-		at_root = false;
+		w.at_root = false;
 		close(src);
 		close(dst);
 	}
+	g_hash_table_destroy(w.claimed);
 	return ret;
 }
 
@@ -1018,7 +1189,8 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	object_add(mig, &st, dup(mig->dst_root_fd), NULL);
 	mig->state = MFS_MIG_COPYING;
 	mig->walking = true;
-	ret = walk_tree(mig, fs->root.fd, fresh, error);
+	/* Our partial copy, or the old home of a migration back: an image of the source. */
+	ret = walk_tree(mig, fs->root.fd, fresh, !fresh || mig->target_home, error);
 	mig->walking = false;
 	if (ret < 0)
 		goto out_cleanup;

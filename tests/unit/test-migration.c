@@ -652,6 +652,222 @@ START_TEST(test_restart_reuses_own_partial_target)
 }
 END_TEST
 
+/* --- reuse and overwrite: the target's old names (issue 17, defects 6 and 10) */
+
+static void start_to(const char *target, MfsMigOptions opts)
+{
+	g_autofree char *error = NULL;
+
+	opts.target = target;
+	opts.chunk_size = CHUNK;
+	ck_assert_msg(mfs_migration_start(fs, &opts, &error) == 0, "%s", error);
+}
+
+/* What a crash mid-copy leaves: a "copying" journal naming our source. */
+static void plant_own_journal(void)
+{
+	g_autofree char *jpath = g_build_filename(dst, MFS_JOURNAL_NAME, NULL);
+	g_autofree char *real_src = realpath(src, NULL);
+	g_autofree char *jtext =
+	    g_strdup_printf("[migration]\nstate=copying\nsource=%s\ntarget=%s\n", real_src, dst);
+
+	ck_assert(g_file_set_contents(jpath, jtext, -1, NULL));
+}
+
+static void mkdir_in(const char *dir, const char *name)
+{
+	g_autofree char *path = g_build_filename(dir, name, NULL);
+
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+}
+
+static void link_in(const char *dir, const char *from, const char *to)
+{
+	g_autofree char *a = g_build_filename(dir, from, NULL);
+	g_autofree char *b = g_build_filename(dir, to, NULL);
+
+	ck_assert_int_eq(link(a, b), 0);
+}
+
+static void assert_same_inode(const char *dir, const char *a, const char *b, bool same)
+{
+	g_autofree char *pa = g_build_filename(dir, a, NULL);
+	g_autofree char *pb = g_build_filename(dir, b, NULL);
+	struct stat sa, sb;
+
+	ck_assert_int_eq(lstat(pa, &sa), 0);
+	ck_assert_int_eq(lstat(pb, &sb), 0);
+	ck_assert_msg((sa.st_ino == sb.st_ino) == same, "%s and %s: %s", pa, pb,
+	              same ? "not one file" : "one file");
+}
+
+static void assert_file_holds(const char *dir, const char *name, const char *want)
+{
+	g_autofree char *path = g_build_filename(dir, name, NULL);
+	g_autofree char *text = NULL;
+
+	ck_assert(g_file_get_contents(path, &text, NULL, NULL));
+	ck_assert_str_eq(text, want);
+}
+
+/* Restart: names the source no longer has are not brought back. */
+START_TEST(test_reuse_drops_names_the_source_lost)
+{
+	plant_own_journal();
+	write_file(dst, "deleted.img", 3 * CHUNK, 5);
+	mkdir_in(dst, "olddir");
+	write_file(dst, "olddir/x", 10, 5);
+	mkdir_in(dst, "sub");
+	write_file(dst, "sub/gone.conf", 10, 5);
+	write_file(dst, "disk.img", 7 * CHUNK, 9);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(!exists(dst, "deleted.img"));
+	ck_assert(!exists(dst, "olddir"));
+	ck_assert(!exists(dst, "sub/gone.conf"));
+	assert_trees_equal(src, dst);
+}
+END_TEST
+
+/* Restart: target names linked together, or not, are made to match the source. */
+START_TEST(test_reuse_fixes_wrong_links)
+{
+	plant_own_journal();
+	/* "empty" and "sub/vm.conf" are distinct in the source, one file here. */
+	write_file(dst, "empty", 50, 5);
+	mkdir_in(dst, "sub");
+	link_in(dst, "empty", "sub/vm.conf");
+	/* "sub/alias.img" is disk.img's link in the source, a file of its own here. */
+	write_file(dst, "disk.img", 2 * CHUNK, 9);
+	write_file(dst, "sub/alias.img", 3 * CHUNK, 7);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	assert_same_inode(dst, "empty", "sub/vm.conf", false);
+	assert_same_inode(dst, "disk.img", "sub/alias.img", true);
+}
+END_TEST
+
+/* Restart: a name of the wrong type is replaced; a planted symlink is not followed. */
+START_TEST(test_reuse_replaces_wrong_types)
+{
+	g_autofree char *outside = g_build_filename(top, "outside", NULL);
+	g_autofree char *sub = g_build_filename(dst, "sub", NULL);
+	g_autofree char *empty = g_build_filename(dst, "empty", NULL);
+
+	plant_own_journal();
+	ck_assert_int_eq(mkdir(outside, 0755), 0);
+	write_file(outside, "vm.conf", 20, 3);
+	ck_assert_int_eq(symlink(outside, sub), 0);
+	mkdir_in(dst, "disk.img");
+	write_file(dst, "disk.img/inner", 10, 3);
+	ck_assert_int_eq(symlink(outside, empty), 0);
+	write_file(dst, "link", 10, 3);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	/* The planted symlink's target is untouched. */
+	ck_assert(!exists(outside, "alias.img"));
+	ck_assert(!exists(outside, "fifo"));
+	{
+		g_autofree char *text = NULL;
+		g_autofree char *path = g_build_filename(outside, "vm.conf", NULL);
+		struct stat st;
+		gsize len;
+
+		ck_assert(g_file_get_contents(path, &text, &len, NULL));
+		ck_assert_uint_eq(len, 20);
+		ck_assert_int_eq(stat(outside, &st), 0);
+		ck_assert_uint_eq(st.st_mode & 07777, 0755);
+	}
+}
+END_TEST
+
+/* Overwrite: a target file linked to a backup outside the target leaves the backup alone. */
+START_TEST(test_overwrite_spares_a_linked_backup)
+{
+	g_autofree char *backup = g_build_filename(top, "backup.img", NULL);
+	g_autofree char *target_disk = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *unrelated = g_build_filename(dst, "unrelated", NULL);
+
+	write_file(top, "backup.img", 5 * CHUNK, 42);
+	ck_assert_int_eq(link(backup, target_disk), 0);
+	ck_assert(g_file_set_contents(unrelated, "not ours", -1, NULL));
+	start(&(MfsMigOptions){.overwrite = true});
+	wait_for(MFS_MIG_SWITCHED);
+	{
+		g_autofree char *text = NULL;
+		gsize len;
+		bool same = true;
+
+		ck_assert(g_file_get_contents(backup, &text, &len, NULL));
+		ck_assert_uint_eq(len, 5 * CHUNK);
+		for (size_t i = 0; i < len; i++)
+			same &= (unsigned char)text[i] == (unsigned char)(i * 31 + 42);
+		ck_assert_msg(same, "the backup was written through");
+	}
+	/* Not an image of the source: unrelated root names stay. */
+	assert_file_holds(dst, "unrelated", "not ours");
+	ck_assert_int_eq(unlink(unrelated), 0);
+	assert_trees_equal(src, dst);
+}
+END_TEST
+
+/* Overwrite: two target names linked together become two files. */
+START_TEST(test_overwrite_splits_linked_names)
+{
+	write_file(dst, "empty", 50, 5);
+	mkdir_in(dst, "sub");
+	link_in(dst, "empty", "sub/vm.conf");
+	write_file(dst, "sub/stale", 5, 5);
+	start(&(MfsMigOptions){.overwrite = true});
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(!exists(dst, "sub/stale"));
+	assert_trees_equal(src, dst);
+	assert_same_inode(dst, "empty", "sub/vm.conf", false);
+}
+END_TEST
+
+/* Overwrite onto a full copy of a source with hard links (failed with EEXIST). */
+START_TEST(test_overwrite_a_copy_with_hard_links)
+{
+	g_autofree char *cmd = g_strdup_printf("cp -a '%s/.' '%s/'", src, dst);
+	g_autofree char *disk = g_build_filename(src, "disk.img", NULL);
+	int fd;
+
+	ck_assert_int_eq(system(cmd), 0);
+	/* The copy is now stale (written in place: the link must stay). */
+	fd = open(disk, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "changed", 7, 5 * CHUNK), 7);
+	close(fd);
+	start(&(MfsMigOptions){.overwrite = true});
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	assert_same_inode(dst, "disk.img", "sub/alias.img", true);
+}
+END_TEST
+
+/* A -> B switched, names deleted on B, then B -> A (overwrite): none reappears. */
+START_TEST(test_migrate_back_drops_names_deleted_meanwhile)
+{
+	MfsEntry e;
+
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_unlink(fs, mfs_root(fs), "empty"), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "sub", &e), 0);
+	ck_assert_int_eq(mfs_unlink(fs, e.inode, "vm.conf"), 0);
+	mfs_forget(fs, e.inode, 1);
+	ck_assert(exists(src, "empty"));
+	start_to(src, (MfsMigOptions){.overwrite = true});
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(!exists(src, "empty"));
+	ck_assert(!exists(src, "sub/vm.conf"));
+	assert_trees_equal(dst, src);
+}
+END_TEST
+
 /* Stress: threads own stripes of a file and write them while it migrates. */
 #define STRIPES 4
 #define STRIPE  (16 * CHUNK)
@@ -743,6 +959,13 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_bad_targets_change_nothing);
 	tcase_add_test(tc, test_delete_source);
 	tcase_add_test(tc, test_restart_reuses_own_partial_target);
+	tcase_add_test(tc, test_reuse_drops_names_the_source_lost);
+	tcase_add_test(tc, test_reuse_fixes_wrong_links);
+	tcase_add_test(tc, test_reuse_replaces_wrong_types);
+	tcase_add_test(tc, test_overwrite_spares_a_linked_backup);
+	tcase_add_test(tc, test_overwrite_splits_linked_names);
+	tcase_add_test(tc, test_overwrite_a_copy_with_hard_links);
+	tcase_add_test(tc, test_migrate_back_drops_names_deleted_meanwhile);
 	suite_add_tcase(s, tc);
 
 	tcase_add_checked_fixture(stress, setup, teardown);
