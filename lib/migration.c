@@ -2275,8 +2275,15 @@ void migration_mirror_create(Mfs *fs, MfsInode *parent, const char *name, const 
 		return;
 	mfs_proc_fd_path(src_fd, path);
 	src_ro = open(path, O_RDONLY | O_CLOEXEC);
-	dst = openat(dir, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-	             st->st_mode & 07777);
+	/*
+	 * A name there is not ours (the source had none): replace it, never
+	 * write through it, or a link to it would get the guest's data.
+	 */
+	if (unlinkat(dir, name, 0) < 0 && errno != ENOENT)
+		dst = -1;
+	else
+		dst = openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+		             st->st_mode & 07777);
 	if (src_ro < 0 || dst < 0) {
 		mig_fail(mig, "target: creating '%s': %s", name, g_strerror(errno));
 		if (src_ro >= 0)

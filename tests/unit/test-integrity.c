@@ -429,6 +429,41 @@ START_TEST(test_nothing_of_the_source_is_held_after_the_switch)
 }
 END_TEST
 
+/* --- a new file over a name the target already has ------------------------ */
+
+static void create_over_a_target_name(Mfs *hfs, void *arg)
+{
+	MfsEntry e;
+	MfsFile *f;
+
+	(void)arg;
+	ck_assert_int_eq(mfs_create(hfs, mfs_root(hfs), "new.img", 0644, O_RDWR, &cred, &e, &f), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, f, "guest data", 10, 0), 10);
+	mfs_release(hfs, f);
+	mfs_forget(hfs, e.inode, 1);
+}
+
+/*
+ * The target holds a name the source does not (the operator's, a link to
+ * a backup outside it); the guest then creates that name: the target's
+ * name is replaced, and the backup is left alone.
+ */
+START_TEST(test_create_does_not_write_through_a_target_name)
+{
+	AtPoint at = {.point = "chunk", .fn = create_over_a_target_name};
+	g_autofree char *backup = g_build_filename(top, "backup", NULL);
+	g_autofree char *stale = g_build_filename(dst, "new.img", NULL);
+	g_autofree char *text = NULL;
+
+	ck_assert(g_file_set_contents(backup, "backup", -1, NULL));
+	ck_assert_int_eq(link(backup, stale), 0);
+	start_at(&at, true);
+	switch_and_compare(&at);
+	ck_assert(g_file_get_contents(backup, &text, NULL, NULL));
+	ck_assert_str_eq(text, "backup");
+}
+END_TEST
+
 static Suite *integrity_suite(void)
 {
 	Suite *s = suite_create("integrity");
@@ -438,6 +473,7 @@ static Suite *integrity_suite(void)
 	tcase_add_checked_fixture(ops, setup, teardown);
 	tcase_add_loop_test(ops, test_open_trunc_is_mirrored, 0, 4);
 	tcase_add_loop_test(ops, test_mknod_regular_file_is_mirrored, 0, 2);
+	tcase_add_test(ops, test_create_does_not_write_through_a_target_name);
 	suite_add_tcase(s, ops);
 	tcase_add_checked_fixture(sw, setup, teardown);
 	tcase_add_test(sw, test_release_and_forget_wait_for_the_stun);
