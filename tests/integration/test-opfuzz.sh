@@ -15,8 +15,6 @@
 #
 # Classes left out by default, each for a known defect being fixed in
 # lib/ (enable them once it is): see doc/reliability.md, "Operation fuzzer".
-#   ctl-back    --overwrite writes through existing target files; a cancelled
-#               migration back loses the journal
 #   chk-special-times  a switch does not keep the times of symlinks and FIFOs
 #   chk-blocks  after a switch some files take one block (4 KiB) more
 # The long run: tests/integration/opfuzz.py --duration 3600 (doc/reliability.md).
@@ -24,7 +22,7 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
 
-OPFUZZ_KNOWN_BROKEN="ctl-back,chk-special-times,chk-blocks"
+OPFUZZ_KNOWN_BROKEN="chk-special-times,chk-blocks"
 if ldd "$MIRRORFS" 2>/dev/null | grep -qE 'lib[at]san'; then
 	# Sanitized daemons are 2-10 times slower: fewer operations, same checks.
 	seconds="${OPFUZZ_SECONDS:-25}"
