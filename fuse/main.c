@@ -13,6 +13,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,28 +110,7 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 /* Is @path (a canonical path) the mount point of a mirrorfs mount? */
 static bool is_mirrorfs_mount(const char *path)
 {
-	g_autofree char *text = NULL;
-	g_auto(GStrv) lines = NULL;
-
-	if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL))
-		return false;
-	lines = g_strsplit(text, "\n", -1);
-	for (char **l = lines; *l; l++) {
-		g_auto(GStrv) f = g_strsplit(*l, " ", -1);
-		g_autofree char *mnt = NULL;
-		char **sep;
-
-		if (g_strv_length(f) < 7)
-			continue;
-		for (sep = f + 6; *sep && strcmp(*sep, "-") != 0; sep++)
-			;
-		if (!*sep || !sep[1] || strcmp(sep[1], "fuse.mirrorfs") != 0)
-			continue;
-		mnt = g_strcompress(f[4]); /* mountinfo escapes space as \040 */
-		if (strcmp(mnt, path) == 0)
-			return true;
-	}
-	return false;
+	return mfs_mirrorfs_mount_dev("/proc/self/mountinfo", path, NULL) == 0;
 }
 
 static int check_directory(const char *what, const char *path, char **canonical)
@@ -253,6 +235,64 @@ static bool path_is_below(const char *inner, const char *outer)
 }
 
 /*
+ * Asked to stop (SIGTERM, SIGINT, SIGHUP) while files are open, we keep
+ * serving: ending the session would pull the disks from under running
+ * VMs, whose every I/O would then fail with ENOTCONN.  The operator who
+ * wants the mount gone anyway detaches it lazily (fusermount3 -u -z); the
+ * kernel then ends the session when the last file is closed, and we exit.
+ * The handler decides on a lock-free count and leaves the logging to a
+ * thread (syslog is not async-signal-safe).
+ */
+static struct fuse_session *stop_session;
+static Mfs *stop_fs;
+static volatile sig_atomic_t stop_signal;
+static sem_t stop_sem;
+static gint stop_quit;
+
+static void stop_handler(int sig)
+{
+	if (mfs_open_files(stop_fs) > 0) {
+		stop_signal = sig;
+		sem_post(&stop_sem);
+		return;
+	}
+	/* What libfuse's own handler does: the interrupted thread sees it. */
+	fuse_session_exit(stop_session);
+}
+
+static void *stop_reporter(void *mountpoint)
+{
+	for (;;) {
+		unsigned n;
+
+		if (sem_wait(&stop_sem) < 0)
+			continue;
+		if (g_atomic_int_get(&stop_quit))
+			return NULL;
+		n = mfs_open_files(stop_fs);
+		g_warning("%s: not stopping: %u file%s open; unmount with fusermount3 -u -z %s "
+		          "to detach lazily (mirrorfs exits when the last one is closed)",
+		          strsignal(stop_signal), n, n == 1 ? " is" : "s are",
+		          (const char *)mountpoint);
+	}
+}
+
+/* Replaces libfuse's handlers for the three; it keeps SIGPIPE ignored. */
+static int set_stop_handlers(struct fuse_session *se, Mfs *fs)
+{
+	static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+	struct sigaction sa = {.sa_handler = stop_handler};
+
+	stop_session = se;
+	stop_fs = fs;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++)
+		if (sigaction(sigs[i], &sa, NULL) < 0)
+			return -errno;
+	return 0;
+}
+
+/*
  * Every inode the kernel holds costs an O_PATH descriptor, and every file
  * under migration two more (four while it is copied): the soft limit a
  * service gets by default (1024 under systemd) would cap the tree at a few
@@ -298,6 +338,7 @@ int main(int argc, char *argv[])
 	ControlServer *control = NULL;
 	g_autofree char *control_path = NULL, *served = NULL;
 	Daemon daemon = {0};
+	pthread_t stop_thread;
 	unsigned int threads;
 	int ret = 1;
 
@@ -358,13 +399,26 @@ int main(int argc, char *argv[])
 	}
 
 	raise_fd_limit();
-	ret = mfs_new(source, &daemon.fs);
-	if (ret < 0) {
-		fprintf(stderr, "mirrorfs: source '%s': %s\n", opts.source, strerror(-ret));
+	{
+		g_autofree char *error = NULL;
+
+		ret = mfs_new_explained(source, &daemon.fs, &error);
+		if (ret < 0) {
+			if (error)
+				fprintf(stderr, "mirrorfs: %s\n", error);
+			else
+				fprintf(stderr, "mirrorfs: source '%s': %s\n", opts.source,
+				        strerror(-ret));
+			ret = 1;
+			goto out_args;
+		}
 		ret = 1;
-		goto out_args;
+		/* One daemon per tree: a second one would miss the first's writes. */
+		if (mfs_claim(daemon.fs, &error) < 0) {
+			fprintf(stderr, "mirrorfs: %s\n", error);
+			goto out_fs;
+		}
 	}
-	ret = 1;
 	daemon.timeout = opts.timeout;
 	daemon.noxattr = opts.noxattr;
 	served = mfs_served_dir(daemon.fs);
@@ -422,9 +476,25 @@ int main(int argc, char *argv[])
 		goto out_fs;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
+	if (set_stop_handlers(se, daemon.fs) < 0 || sem_init(&stop_sem, 0, 0) < 0) {
+		fprintf(stderr, "mirrorfs: cannot set the signal handlers: %s\n", strerror(errno));
+		goto out_signals;
+	}
 	if (fuse_session_mount(se, mountpoint) != 0) {
 		fprintf(stderr, "mirrorfs: cannot mount on '%s'\n", cmd.mountpoint);
 		goto out_signals;
+	}
+	{
+		dev_t dev;
+
+		/* From the mount table: a stat would send ourselves a request. */
+		if (mfs_mirrorfs_mount_dev("/proc/self/mountinfo", mountpoint, &dev) == 0)
+			mfs_set_mount_dev(daemon.fs, dev);
+		else
+			fprintf(stderr,
+			        "mirrorfs: warning: '%s' is not in /proc/self/mountinfo; a target "
+			        "that leads into the mount cannot be recognised\n",
+			        mountpoint);
 	}
 	log_mountpoint = mountpoint;
 	log_foreground = cmd.foreground;
@@ -432,7 +502,14 @@ int main(int argc, char *argv[])
 		openlog("mirrorfs", LOG_PID, LOG_DAEMON);
 	g_log_set_writer_func(log_writer, NULL, NULL);
 	fuse_daemonize(cmd.foreground);
+	{
+		g_autofree char *error = NULL;
+
+		/* The locks were taken by the parent, which has exited: ours now. */
+		mfs_claim(daemon.fs, &error);
+	}
 	/* Threads do not survive the fork: they start here. */
+	pthread_create(&stop_thread, NULL, stop_reporter, mountpoint);
 	control_server_run(control);
 	mfs_migration_launch(daemon.fs);
 	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
@@ -450,6 +527,9 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_destroy(loop);
 	}
 	ret = ret == 0 ? 0 : 1;
+	g_atomic_int_set(&stop_quit, 1);
+	sem_post(&stop_sem);
+	pthread_join(stop_thread, NULL);
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

@@ -105,8 +105,8 @@ static char *reply_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	msg = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
-	/* Parser messages quote the request, which may not be valid UTF-8. */
-	valid = g_utf8_make_valid(msg, -1);
+	/* Messages quote names and requests, which may not be valid UTF-8. */
+	valid = mfs_escape_name(msg);
 	json_builder_set_member_name(b, "error");
 	json_builder_add_string_value(b, valid);
 	return reply_end(b);
@@ -128,6 +128,14 @@ static const char *file_state(const MfsMigFileStatus *f)
 	return f->cp_offset ? "copying" : "pending";
 }
 
+/* A name, or any text that may hold one: its bytes escaped (mfs_escape_name()). */
+static void add_name(JsonBuilder *b, const char *name)
+{
+	g_autofree char *escaped = mfs_escape_name(name);
+
+	json_builder_add_string_value(b, escaped);
+}
+
 static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 {
 	g_autofree char *served = mfs_served_dir(fs);
@@ -136,18 +144,18 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	mfs_migration_status(fs, &st);
 #define MEMBER(name) json_builder_set_member_name(b, name)
 	MEMBER("mountpoint");
-	json_builder_add_string_value(b, mountpoint);
+	add_name(b, mountpoint);
 	MEMBER("state");
 	json_builder_add_string_value(b, st.paused ? "paused" : mfs_mig_state_name(st.state));
 	MEMBER("source");
-	json_builder_add_string_value(b, st.source);
+	add_name(b, st.source);
 	MEMBER("target");
 	if (st.target)
-		json_builder_add_string_value(b, st.target);
+		add_name(b, st.target);
 	else
 		json_builder_add_null_value(b);
 	MEMBER("served");
-	json_builder_add_string_value(b, served);
+	add_name(b, served);
 	MEMBER("bytes_total");
 	json_builder_add_int_value(b, (gint64)st.bytes_total);
 	MEMBER("bytes_copied");
@@ -180,7 +188,7 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 		json_builder_add_null_value(b);
 	MEMBER("error");
 	if (st.error)
-		json_builder_add_string_value(b, st.error);
+		add_name(b, st.error);
 	else
 		json_builder_add_null_value(b);
 	MEMBER("files");
@@ -188,7 +196,7 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	for (unsigned i = 0; i < st.n_files; i++) {
 		json_builder_begin_object(b);
 		MEMBER("path");
-		json_builder_add_string_value(b, st.files[i].path);
+		add_name(b, st.files[i].path);
 		MEMBER("size");
 		json_builder_add_int_value(b, (gint64)st.files[i].size);
 		MEMBER("cp_offset");
@@ -227,9 +235,17 @@ static int member_size(JsonObject *obj, const char *name, uint64_t *out, char **
 		*out = (uint64_t)v;
 		return 0;
 	}
-	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING &&
-	    mfs_parse_size(json_node_get_string(node), out) == 0)
-		return 0;
+	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING) {
+		/* mfs_parse_size() is where the range is decided, for every caller. */
+		int ret = mfs_parse_size(json_node_get_string(node), out);
+
+		if (ret == 0)
+			return 0;
+		if (ret == -ERANGE) {
+			*error = g_strdup_printf("%s: out of range (0 to 2^63 - 1 bytes)", name);
+			return ret;
+		}
+	}
 	*error = g_strdup_printf("%s: not a size (a number of bytes, or a string such as \"50M\")",
 	                         name);
 	return -EINVAL;
@@ -279,12 +295,19 @@ static const char *member_string(JsonObject *obj, const char *name)
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
 	MfsMigOptions opts = {.guest_share = MFS_DEFAULT_GUEST_SHARE};
-	g_autofree char *error = NULL;
-	const char *sw = member_string(req, "switch");
+	g_autofree char *error = NULL, *target = NULL;
+	const char *sw = member_string(req, "target");
 	bool clone = true;
 
-	opts.target = member_string(req, "target");
-	if (!opts.target)
+	/* Escaped as the status escapes names: any bytes may name it. */
+	if (!sw)
+		return reply_error("start: a target directory is needed");
+	if (mfs_unescape_name(sw, &target) < 0)
+		return reply_error(
+		    "start: target: a malformed \\x escape (see mirrorfs-status(1))");
+	opts.target = target;
+	sw = member_string(req, "switch");
+	if (!*opts.target)
 		return reply_error("start: a target directory is needed");
 	if (!g_path_is_absolute(opts.target))
 		return reply_error("start: the target must be an absolute path");
@@ -322,7 +345,7 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 		return reply_error("start: switch: must be \"auto\" or \"manual\"");
 	if (mfs_migration_start(fs, &opts, &error) < 0)
 		return reply_error("start: %s", error);
-	g_message("control: migration to %s started", opts.target);
+	g_message("control: migration to %s started", member_string(req, "target"));
 	return reply_ok("migration started");
 }
 
@@ -351,6 +374,8 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 		                   !strcmp(what, "pause") ? "paused" : current_state(fs));
 	case -EBUSY:
 		return reply_error("%s: not everything is copied yet (state copying)", what);
+	case -ERANGE:
+		return reply_error("%s: out of range", what);
 	default:
 		return reply_error("%s: not possible while the migration is %s", what,
 		                   current_state(fs));

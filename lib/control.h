@@ -13,8 +13,12 @@
  *   {"command":"cancel"} {"command":"speed","speed":RATE}
  *   {"command":"guest_share","guest_share":PCT}
  *
- * RATE and SIZE are numbers of bytes or strings such as "50M"; PCT is an
- * integer from 0 to 90 (the start request's default: 50).  Only root
+ * RATE and SIZE are numbers of bytes or strings such as "50M", at most
+ * 2^63 - 1 (sizes travel as signed 64-bit numbers); PCT is an integer
+ * from 0 to 90 (the start request's default: 50).  Names (the start's
+ * target, every path and message in replies) are escaped: each byte that
+ * is not valid UTF-8, each control character's and each backslash as
+ * \xHH (mfs_escape_name(), mirrorfs-status(1)).  Only root
  * and the user who mounted may use the socket (SO_PEERCRED).
  */
 #ifndef MFS_CONTROL_H

@@ -66,6 +66,7 @@ static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 	file->direct_io = file->direct && !writes_drop_mode_bits(fd);
 	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_add(fs->files, file);
+	g_atomic_int_inc(&fs->open_files);
 	mfs_mutex_unlock(&fs->files_lock);
 	return file;
 }
@@ -156,6 +157,7 @@ void mfs_release(Mfs *fs, MfsFile *file)
 	gate_enter(&fs->gate);
 	mfs_mutex_lock(&fs->files_lock);
 	g_hash_table_remove(fs->files, file);
+	g_atomic_int_dec_and_test(&fs->open_files);
 	fs->reads_closed += (guint)g_atomic_int_get(&file->reads);
 	mfs_mutex_unlock(&fs->files_lock);
 	gate_leave(&fs->gate);

@@ -65,6 +65,11 @@ struct Mfs {
 	GHashTable *files;     /* open MfsFiles, repointed at the switch; protected by files_lock */
 	uint64_t reads_closed; /* reads served by released files; protected by files_lock */
 
+	int lock_fd;     /* claims the directory served (claim.c); moves at a switch */
+	dev_t mount_dev; /* the daemon's own mount, when mount_dev_set */
+	bool mount_dev_set;
+	gint open_files; /* regular files open; atomic, read from a signal handler */
+
 	gulong test_write_hold_us; /* MIRRORFS_TEST_WRITE_HOLD_MS: see test_hold_write() */
 	gint test_writes_held;     /* atomic */
 };
@@ -120,6 +125,19 @@ static inline void mfs_close_fd(int *fd)
 		close(*fd);
 }
 #define cleanup_close __attribute__((cleanup(mfs_close_fd)))
+
+/*
+ * lib/claim.c.  Take an exclusive flock on the directory @dir_fd (any
+ * descriptor, O_PATH too) through a descriptor of its own, *@lock_fd:
+ * -EWOULDBLOCK when another process holds it.  renew: record the calling
+ * process as its holder (after a fork).  holder: who holds the lock on
+ * @dir_fd, for a message ("mirrorfs (pid 12, mounted on '/x')").
+ */
+int mfs_dir_claim(int dir_fd, int *lock_fd);
+void mfs_dir_claim_renew(int lock_fd);
+char *mfs_dir_claim_holder(int dir_fd);
+/* The migration's claim on its target: renewed with the daemon's. */
+void migration_claim_renew(Migration *mig);
 
 /* lib/migration.c, called by the passthrough with ns_lock held and the
  * gate entered, after the operation succeeded on the source. */

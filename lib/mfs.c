@@ -52,11 +52,12 @@ static gboolean inode_key_equal(gconstpointer a, gconstpointer b)
  * the two journal updates of a switch leaves both, pointing at each other;
  * the "switched" record is the later event, so its target wins.
  */
-static int open_served_dir(const char *source_dir, char **served)
+static int open_served_dir(const char *source_dir, char **served, char **error)
 {
 	g_autofree char *dir = g_strdup(source_dir);
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-	g_autofree char *last_switched = NULL;
+	g_autofree char *last_switched = NULL, *came_from = NULL;
+	bool switched = false;
 	int fd;
 
 	for (int hops = 0;; hops++) {
@@ -64,8 +65,22 @@ static int open_served_dir(const char *source_dir, char **served)
 		char *next;
 
 		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
+		if (fd < 0) {
+			int err = errno;
+
+			/* Name the journal that led here, not the source given. */
+			if (came_from && error && switched)
+				*error = g_strdup_printf(
+				    "%s/%s says the files moved to %s, which is "
+				    "missing: %s",
+				    came_from, MFS_JOURNAL_NAME, dir, g_strerror(err));
+			else if (came_from && error)
+				*error = g_strdup_printf("%s/%s says it is a partial copy of %s, "
+				                         "which is missing: %s",
+				                         came_from, MFS_JOURNAL_NAME, dir,
+				                         g_strerror(err));
+			return -err;
+		}
 		if (journal_read(fd, &j) < 0)
 			break;
 		if (strcmp(j.state, "switched") == 0) {
@@ -83,15 +98,24 @@ static int open_served_dir(const char *source_dir, char **served)
 			g_free(dir);
 			dir = g_steal_pointer(&last_switched);
 			fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-			if (fd < 0)
-				return -errno;
+			if (fd < 0) {
+				int err = errno;
+
+				if (error)
+					*error = g_strdup_printf("the journals say the files moved "
+					                         "to %s, which is missing: %s",
+					                         dir, g_strerror(err));
+				return -err;
+			}
 			break;
 		}
 		g_hash_table_add(seen, g_strdup(dir));
 		close(fd);
 		if (hops == 16)
 			return -ELOOP;
-		g_free(dir);
+		switched = strcmp(j.state, "switched") == 0;
+		g_free(came_from);
+		came_from = dir;
 		dir = g_strdup(next);
 	}
 	*served = g_steal_pointer(&dir);
@@ -100,12 +124,17 @@ static int open_served_dir(const char *source_dir, char **served)
 
 int mfs_new(const char *source_dir, Mfs **out)
 {
+	return mfs_new_explained(source_dir, out, NULL);
+}
+
+int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
+{
 	struct stat st;
 	char *served = NULL;
 	Mfs *fs;
 	int fd, ret;
 
-	fd = open_served_dir(source_dir, &served);
+	fd = open_served_dir(source_dir, &served, error);
 	if (fd < 0)
 		return fd;
 	if (fstat(fd, &st) < 0) {
@@ -120,6 +149,7 @@ int mfs_new(const char *source_dir, Mfs **out)
 	    (gulong)g_ascii_strtoull(g_getenv("MIRRORFS_TEST_WRITE_HOLD_MS") ?: "0", NULL, 10) *
 	    1000;
 	fs->root.fd = fd;
+	fs->lock_fd = -1;
 	fs->root.key = (MfsInodeKey){st.st_dev, st.st_ino};
 	fs->root.type = S_IFDIR;
 	/* The kernel never forgets the root: one count that is never dropped. */
@@ -185,8 +215,44 @@ void mfs_free(Mfs *fs)
 	mfs_rwlock_clear(&fs->ns_lock);
 	gate_clear(&fs->gate);
 	close(fs->root.fd);
+	if (fs->lock_fd >= 0)
+		close(fs->lock_fd);
 	g_free(fs->dir);
 	g_free(fs);
+}
+
+int mfs_claim(Mfs *fs, char **error)
+{
+	int ret;
+
+	*error = NULL;
+	if (fs->lock_fd >= 0) {
+		/* After a fork: the claims are this process's now. */
+		mfs_dir_claim_renew(fs->lock_fd);
+		if (fs->mig)
+			migration_claim_renew(fs->mig);
+		return 0;
+	}
+	ret = mfs_dir_claim(fs->root.fd, &fs->lock_fd);
+	if (ret == -EWOULDBLOCK) {
+		g_autofree char *holder = mfs_dir_claim_holder(fs->root.fd);
+
+		*error = g_strdup_printf("'%s' is already served by %s", fs->dir, holder);
+	} else if (ret < 0) {
+		*error = g_strdup_printf("'%s': cannot lock it: %s", fs->dir, g_strerror(-ret));
+	}
+	return ret;
+}
+
+void mfs_set_mount_dev(Mfs *fs, dev_t dev)
+{
+	fs->mount_dev = dev;
+	fs->mount_dev_set = true;
+}
+
+unsigned mfs_open_files(Mfs *fs)
+{
+	return (unsigned)g_atomic_int_get(&fs->open_files);
 }
 
 MfsInode *mfs_root(Mfs *fs)

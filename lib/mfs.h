@@ -59,6 +59,35 @@ enum {
  */
 int mfs_new(const char *source_dir, Mfs **out);
 /*
+ * The same; on a failure in a directory that a journal led to, *@error
+ * (if not NULL) says which journal and which directory, else it stays NULL.
+ */
+int mfs_new_explained(const char *source_dir, Mfs **out, char **error);
+/*
+ * Claim the directory served, so that no second daemon serves it at the
+ * same time: an exclusive flock(2) on a descriptor of its own, which a
+ * switch moves to the target.  -EWOULDBLOCK when another process holds
+ * it; *@error then names it (pid, and mount point when found).  Called
+ * again (after a fork) it re-takes the claims for the calling process,
+ * so that /proc/locks names the process that holds them.
+ */
+int mfs_claim(Mfs *fs, char **error);
+/*
+ * The device number of the daemon's own mount, learnt after mounting
+ * (without sending it a request): a migration target on it would send
+ * the daemon's writes back to itself.  Set before any thread starts.
+ */
+void mfs_set_mount_dev(Mfs *fs, dev_t dev);
+/* Regular files the kernel holds open through the mount.  Lock free: a
+ * signal handler may call it. */
+unsigned mfs_open_files(Mfs *fs);
+/*
+ * Whether @mountinfo (a /proc/PID/mountinfo) lists a mirrorfs mount on
+ * @mountpoint (canonical): 0 and its device in *@dev (may be NULL, the
+ * topmost if several), -ENOENT if none, -EIO if it cannot be read.
+ */
+int mfs_mirrorfs_mount_dev(const char *mountinfo, const char *mountpoint, dev_t *dev);
+/*
  * The directory served: the source, or where a switched migration moved it.
  * A copy, to g_free(): a switch may replace it at any time.
  */
@@ -146,8 +175,25 @@ int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned 
 
 /* Utilities shared by the daemon, the CLIs and the tests. */
 
-/* Parse "4096", "64K", "1M", "2G", "1T" (powers of 1024) into bytes. */
+/*
+ * The largest size or rate: every one travels as a signed 64-bit JSON
+ * number (the control protocol, the status).
+ */
+#define MFS_MAX_SIZE ((uint64_t)INT64_MAX)
+/*
+ * Parse "4096", "64K", "1M", "2G", "1T" (powers of 1024) into bytes;
+ * -ERANGE over MFS_MAX_SIZE.
+ */
 int mfs_parse_size(const char *text, uint64_t *out);
+/*
+ * File names are bytes, JSON strings UTF-8: the control protocol carries
+ * a name escaped, each byte that is not valid UTF-8, a control character
+ * (C0, DEL, C1) or a backslash written \xHH (lowercase hex).  Lossless:
+ * mfs_unescape_name() gives the bytes back (-EINVAL on a malformed
+ * escape or one of a NUL byte).  Both return a string to g_free().
+ */
+char *mfs_escape_name(const char *name);
+int mfs_unescape_name(const char *text, char **out);
 /* Parse "50" or "50%", a whole percentage from 0 to @max. */
 int mfs_parse_percent(const char *text, unsigned max, unsigned *out);
 

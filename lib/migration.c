@@ -67,6 +67,7 @@ struct Migration {
 	char *target;
 	int dst_root_fd; /* O_PATH */
 	int old_root_fd; /* the source's root, from the swap until delete_source_files() */
+	int lock_fd;     /* claims the target (claim.c) until the switch hands it to the Mfs */
 	uint64_t chunk_size;
 	bool manual_switch, delete_source;
 	bool no_clone;
@@ -185,6 +186,7 @@ static Migration *migration_new(Mfs *fs)
 	mig->fs = fs;
 	mig->dst_root_fd = -1;
 	mig->old_root_fd = -1;
+	mig->lock_fd = -1;
 	mfs_mutex_init(&mig->lock);
 	mfs_cond_init(&mig->cond);
 	mig->objects = g_hash_table_new_full(key_hash, key_equal, NULL, object_free);
@@ -215,6 +217,8 @@ void migration_free(Migration *mig)
 		close(mig->dst_root_fd);
 	if (mig->old_root_fd >= 0)
 		close(mig->old_root_fd);
+	if (mig->lock_fd >= 0)
+		close(mig->lock_fd);
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
@@ -931,6 +935,132 @@ static uint64_t tree_data_bytes(int dir_fd)
 }
 
 /*
+ * Identities, not paths: a target reached through a symlink or a bind
+ * mount passes every test on its canonical path.
+ */
+static bool same_object(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Is @want the directory @dir_fd (O_PATH) or one of its ancestors? */
+static bool is_dir_or_ancestor(int dir_fd, const struct stat *want)
+{
+	struct stat st, prev = {0};
+	int fd = dup(dir_fd);
+
+	for (int hops = 0; fd >= 0 && hops < 4096; hops++) {
+		int up;
+
+		if (fstat(fd, &st) < 0 || (hops && same_object(&st, &prev)))
+			break; /* "/" is its own parent */
+		if (same_object(&st, want)) {
+			close(fd);
+			return true;
+		}
+		prev = st;
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = up;
+	}
+	if (fd >= 0)
+		close(fd);
+	return false;
+}
+
+/*
+ * Is @want a directory of the tree below @dir_fd?  Then *@where is its
+ * path in the tree.  The walk of the preflight, as tree_data_bytes().
+ */
+static bool tree_holds_dir(int dir_fd, const struct stat *want, const char *prefix, char **where)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	bool found = false;
+
+	if (!dp) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	while (!found && (de = readdir(dp))) {
+		g_autofree char *path = NULL;
+		struct stat st;
+		int sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		path = prefix ? g_build_filename(prefix, de->d_name, NULL) : g_strdup(de->d_name);
+		if (same_object(&st, want)) {
+			*where = g_steal_pointer(&path);
+			found = true;
+			break;
+		}
+		sub = open_path(dirfd(dp), de->d_name);
+		if (sub >= 0) {
+			found = tree_holds_dir(sub, want, path, where);
+			close(sub);
+		}
+	}
+	closedir(dp);
+	return found;
+}
+
+/*
+ * Refuse a target that leads back into the source or into the daemon's
+ * own mount by any road.  Into the mount, the start would create the
+ * target's journal through the mount while it holds ns_lock, which the
+ * create needs: a deadlock no signal ends.  Into the source, the walk
+ * copies into its own output until it runs out of descriptors.  Only
+ * fstat and lookups reach the target here, and the mount serves those
+ * without ns_lock.
+ */
+static int check_target_identity(Mfs *fs, Migration *mig, const MfsMigOptions *opts,
+                                 const struct stat *tst, char **error)
+{
+	g_autofree char *where = NULL;
+
+	if (fs->mount_dev_set && tst->st_dev == fs->mount_dev) {
+		*error = g_strdup_printf("target '%s' leads into this mirrorfs mount itself; the "
+		                         "daemon would write through itself",
+		                         opts->target);
+		return -EINVAL;
+	}
+	if (is_dir_or_ancestor(fs->root.fd, tst)) {
+		*error = g_strdup_printf("target '%s' is the source '%s' or contains it",
+		                         opts->target, mig->source);
+		return -EINVAL;
+	}
+	if (tree_holds_dir(fs->root.fd, tst, NULL, &where)) {
+		*error = g_strdup_printf("target '%s' is the directory '%s' of the source '%s', "
+		                         "reached by another path",
+		                         opts->target, where, mig->source);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The switch is made: the target's claim is the daemon's now, the source's is let go. */
+static void claim_move(Migration *mig)
+{
+	Mfs *fs = mig->fs;
+
+	if (fs->lock_fd >= 0)
+		close(fs->lock_fd);
+	fs->lock_fd = mig->lock_fd;
+	mig->lock_fd = -1;
+}
+
+void migration_claim_renew(Migration *mig)
+{
+	mfs_dir_claim_renew(mig->lock_fd);
+}
+
+/*
  * Check the target before anything is written: *@fresh says whether it is
  * new to us, or holds the partial files of an earlier run of this same
  * migration (its journal says so), which are then reused.
@@ -942,7 +1072,7 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 	struct stat sst, tst;
 	struct statvfs vfs;
 	uint64_t need, avail;
-	int fd;
+	int fd, ret;
 	DIR *dp;
 	struct dirent *de;
 
@@ -969,6 +1099,9 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 		                         mig->source);
 		return -EINVAL;
 	}
+	ret = check_target_identity(fs, mig, opts, &tst, error);
+	if (ret < 0)
+		return ret;
 	if (access(mig->target, W_OK | X_OK) < 0) {
 		*error = g_strdup_printf("target '%s' is not writable: %s", opts->target,
 		                         g_strerror(errno));
@@ -978,6 +1111,33 @@ static int check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool
 	if (mig->dst_root_fd < 0) {
 		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
 		return -errno;
+	}
+	/* Checked by identity again: the path may have changed meanwhile. */
+	if (fstat(mig->dst_root_fd, &tst) < 0) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	ret = check_target_identity(fs, mig, opts, &tst, error);
+	if (ret < 0)
+		return ret;
+	/* An ended migration's claim is of no use: it may be this same target. */
+	if (fs->mig && fs->mig->lock_fd >= 0) {
+		close(fs->mig->lock_fd);
+		fs->mig->lock_fd = -1;
+	}
+	/* Another daemon serving it would not see our writes, nor we its. */
+	ret = mfs_dir_claim(mig->dst_root_fd, &mig->lock_fd);
+	if (ret < 0) {
+		g_autofree char *holder =
+		    ret == -EWOULDBLOCK ? mfs_dir_claim_holder(mig->dst_root_fd) : NULL;
+
+		if (holder)
+			*error =
+			    g_strdup_printf("target '%s' is served by %s", opts->target, holder);
+		else
+			*error = g_strdup_printf("target '%s': cannot lock it: %s", opts->target,
+			                         g_strerror(-ret));
+		return ret;
 	}
 	if (journal_read(mig->dst_root_fd, &j) == 0) {
 		*fresh = !(strcmp(j.state, "copying") == 0 && strcmp(j.source, mig->source) == 0);
@@ -1065,6 +1225,11 @@ static int check_options(const MfsMigOptions *opts, uint64_t *chunk, char **erro
 		*error = g_strdup_printf("guest share %u%% is over %u%%", opts->guest_share,
 		                         MFS_MAX_GUEST_SHARE);
 		return -EINVAL;
+	}
+	if (opts->speed_bps > MFS_MAX_SIZE) {
+		*error = g_strdup_printf("speed %" G_GUINT64_FORMAT " bytes/s is over 2^63 - 1",
+		                         opts->speed_bps);
+		return -ERANGE;
 	}
 	return 0;
 }
@@ -1882,6 +2047,7 @@ static int migration_switch(Migration *mig)
 	crash_test_pause(mig, "journaled");
 	/* 4. Every descriptor to the target. */
 	apply_swaps(mig, inodes, files);
+	claim_move(mig);
 	mfs_mutex_lock(&mig->lock);
 	mig->detached = true;
 	mfs_mutex_unlock(&mig->lock);
@@ -2015,6 +2181,8 @@ static int resume_locked(Migration *mig, uint64_t unused)
 
 static int set_speed_locked(Migration *mig, uint64_t speed_bps)
 {
+	if (speed_bps > MFS_MAX_SIZE)
+		return -ERANGE;
 	if (!state_running(mig->state))
 		return -EINVAL;
 	mig->speed_bps = speed_bps;

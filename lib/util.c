@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Small helpers of the engine: size parsing, per-thread aligned buffers,
+ * Small helpers of the engine: size parsing, escaping names for JSON,
+ * per-thread aligned buffers,
  * /proc/self/fd paths and running a creation as the caller.
  */
 #define _GNU_SOURCE
@@ -55,9 +56,65 @@ int mfs_parse_size(const char *text, uint64_t *out)
 		if (*end)
 			return -EINVAL;
 	}
-	if (shift && value > (UINT64_MAX >> shift))
+	/*
+	 * Every size travels as a signed 64-bit JSON number (the status, the
+	 * control protocol): one that does not fit would come back negative.
+	 */
+	if (value > (MFS_MAX_SIZE >> shift))
 		return -ERANGE;
 	*out = value << shift;
+	return 0;
+}
+
+/*
+ * Names are bytes; JSON strings are UTF-8.  Every byte that is not part of
+ * a valid UTF-8 sequence, each byte of a control character (C0, DEL and C1:
+ * a terminal would act on them) and the backslash itself become \xHH, so
+ * that the escaped text is valid UTF-8, readable, and decodes to exactly
+ * the bytes it came from.
+ */
+char *mfs_escape_name(const char *name)
+{
+	GString *s = g_string_sized_new(strlen(name) + 8);
+
+	for (const char *p = name; *p;) {
+		gunichar u = g_utf8_get_char_validated(p, -1);
+
+		/* C1 controls (U+0080 to U+009F) are terminal commands too. */
+		if (u == (gunichar)-1 || u == (gunichar)-2 || u < 0x20 || u == '\\' ||
+		    (u >= 0x7f && u < 0xa0)) {
+			g_string_append_printf(s, "\\x%02x", (unsigned char)*p);
+			p++;
+		} else {
+			const char *next = g_utf8_next_char(p);
+
+			g_string_append_len(s, p, next - p);
+			p = next;
+		}
+	}
+	return g_string_free(s, FALSE);
+}
+
+int mfs_unescape_name(const char *text, char **out)
+{
+	GString *s = g_string_sized_new(strlen(text));
+
+	for (const char *p = text; *p; p++) {
+		int hi, lo;
+
+		if (*p != '\\') {
+			g_string_append_c(s, *p);
+			continue;
+		}
+		if (p[1] != 'x' || (hi = g_ascii_xdigit_value(p[2])) < 0 ||
+		    (lo = g_ascii_xdigit_value(p[3])) < 0 || (hi == 0 && lo == 0)) {
+			g_string_free(s, TRUE);
+			return -EINVAL;
+		}
+		g_string_append_c(s, (char)(hi << 4 | lo));
+		p += 3;
+	}
+	*out = g_string_free(s, FALSE);
 	return 0;
 }
 

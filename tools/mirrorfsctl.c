@@ -134,9 +134,11 @@ int main(int argc, char *argv[])
 			return usage_error("%s", "start needs one TARGET directory");
 		/* The daemon has another working directory: send an absolute path. */
 		g_autofree char *target = g_canonicalize_filename(argv[3], NULL);
+		/* Names are bytes: escaped as the protocol says (mfs_escape_name()). */
+		g_autofree char *escaped = mfs_escape_name(target);
 
 		json_builder_set_member_name(b, "target");
-		json_builder_add_string_value(b, target);
+		json_builder_add_string_value(b, escaped);
 		if (opt_speed && add_size(b, "speed", opt_speed) != EXIT_OK)
 			return EXIT_USAGE;
 		if (opt_chunk && add_size(b, "chunk", opt_chunk) != EXIT_OK)

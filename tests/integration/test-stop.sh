@@ -1,0 +1,65 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# A daemon asked to stop (SIGTERM, SIGINT, SIGHUP) while files are open
+# keeps serving: ending the session would fail every I/O of the running
+# VMs with ENOTCONN.  It logs how many files are open and how to detach
+# the mount lazily; detached so, it goes on serving the open file and
+# exits by itself when it is closed.  With no file open, the signal stops
+# it as before.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
+
+SRC="$TESTDIR/src"
+MNT="$TESTDIR/mnt"
+mkdir "$SRC" "$MNT"
+head -c $((1024 * 1024)) /dev/urandom >"$SRC/disk.raw"
+
+mount_mfs "$SRC" "$MNT"
+PID="${MFS_PID[$MNT]}"
+LOGF="$(daemon_log "$MNT")"
+
+# A guest: the file open read-write on descriptor 3 of this shell.
+exec 3<>"$MNT/disk.raw"
+for sig in TERM INT HUP; do
+	kill -"$sig" "$PID"
+	sleep 0.5
+	pid_alive "$PID" || fail "SIG$sig with a file open stopped the daemon"
+	is_mounted "$MNT" || fail "SIG$sig with a file open unmounted '$MNT'"
+	# The open file still works, both ways.
+	printf 'after SIG%s' "$sig" | run dd of=/dev/fd/3 bs=64 seek=1 conv=notrunc status=none ||
+		fail "writing the open file after SIG$sig"
+	run dd if="$MNT/disk.raw" bs=64 skip=1 count=1 status=none | grep -q "after SIG$sig" ||
+		fail "the write after SIG$sig is not in the file"
+done
+grep -q "not stopping: 1 file is open; unmount with fusermount3 -u -z $MNT" "$LOGF" ||
+	fail "no message saying why the daemon goes on:"$'\n'"$(cat "$LOGF")"
+
+log "lazily detached, it serves the open file until it is closed"
+run fusermount3 -u -z "$MNT"
+is_mounted "$MNT" && fail "'$MNT' still mounted after fusermount3 -u -z"
+sleep 0.5
+pid_alive "$PID" || fail "the daemon exited while a file was open on the detached mount"
+printf 'detached' | run dd of=/dev/fd/3 bs=64 seek=2 conv=notrunc status=none ||
+	fail "writing the open file on the detached mount"
+exec 3>&-
+wait_pid_exit "$PID" 20 || fail "the daemon did not exit when the last file was closed"
+rc=0
+wait "$PID" || rc=$?
+unset 'MFS_PID[$MNT]'
+assert_eq 0 "$rc" "the daemon's exit status"
+run dd if="$SRC/disk.raw" bs=64 skip=2 count=1 status=none | grep -q detached ||
+	fail "the write on the detached mount is not in the source"
+
+log "with no file open, SIGTERM stops it"
+mount_mfs "$SRC" "$MNT"
+PID="${MFS_PID[$MNT]}"
+kill -TERM "$PID"
+wait_pid_exit "$PID" 20 || fail "SIGTERM with no file open did not stop the daemon"
+rc=0
+wait "$PID" || rc=$?
+unset 'MFS_PID[$MNT]'
+assert_eq 0 "$rc" "the daemon's exit status after SIGTERM"
+is_mounted "$MNT" && fail "'$MNT' still mounted after SIGTERM"
+exit 0
