@@ -13,10 +13,13 @@
 #   OPFUZZ_DISABLE=a,b   the classes to leave out (default: OPFUZZ_KNOWN_BROKEN)
 #   OPFUZZ_LOG_DIR=DIR   where a failure's full log goes (default /tmp)
 #
-# Classes left out by default, each for a known defect being fixed in
-# lib/ (enable them once it is): see doc/reliability.md, "Operation fuzzer".
-#   chk-special-times  a switch does not keep the times of symlinks and FIFOs
-#   chk-blocks  after a switch some files take one block (4 KiB) more
+# Checks left out by default, for known limits (doc/reliability.md,
+# "Operation fuzzer"):
+#   chk-special-times  the access time of a symlink, FIFO or directory read
+#               after the copy is not carried to the target (regular files'
+#               are, at the switch)
+#   chk-blocks  a file laid out chunk by chunk on ext4 may take one more
+#               extent-tree block (4 KiB) than the source
 # The long run: tests/integration/opfuzz.py --duration 3600 (doc/reliability.md).
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
