@@ -1662,6 +1662,9 @@ static void migration_abort(Migration *mig, MfsMigState state)
 	/* Let go of the target entirely: its file system can be unmounted now. */
 	close(mig->dst_root_fd);
 	mig->dst_root_fd = -1;
+	if (mig->lock_fd >= 0)
+		close(mig->lock_fd);
+	mig->lock_fd = -1;
 	mfs_mutex_lock(&mig->lock);
 	if (mig->error)
 		g_warning("migration %s -> %s failed: %s", mig->source, mig->target, mig->error);

@@ -23,9 +23,11 @@
 #                  daemon holds nothing of a migration that is over.
 #   sigterm        SIGTERM (systemctl stop) during the copy while a guest's
 #                  write is in the daemon (held there by
-#                  MIRRORFS_TEST_WRITE_HOLD_MS): the write completes and
-#                  is in the source, the daemon unmounts and exits 0,
-#                  cancelled, the target as it was.
+#                  MIRRORFS_TEST_WRITE_HOLD_MS): the daemon does not stop
+#                  with a file open (it says so), the write completes and
+#                  is in the source; once the guest has closed it, a second
+#                  SIGTERM unmounts, the daemon exits 0, cancelled, the
+#                  target as it was.
 #
 # UNMOUNT_SECTIONS="lazy target-free" runs only those sections.
 
@@ -168,8 +170,8 @@ section_sigterm() {
 	head -c 64K /dev/urandom >"$TESTDIR/sigterm.data"
 	MIRRORFS_TEST_WRITE_HOLD_MS=1500 mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=4M"
 	pid="${MFS_PID[$(realpath "$MNT")]}"
-	# The write must succeed; the close after it meets the unmount
-	# (ECONNABORTED), as any open file does when the daemon stops.
+	# The write must succeed, and so must the close: a daemon asked to
+	# stop with a file open goes on serving it (test-stop.sh).
 	"$PYTHON" - "$TESTDIR/sigterm.data" "$MNT/guest.raw" >"$TESTDIR/sigterm.err" 2>&1 <<-'PY' &
 		import mmap, os, sys
 		buf = mmap.mmap(-1, 65536)  # page aligned, as O_DIRECT wants
@@ -193,6 +195,15 @@ section_sigterm() {
 	wait "$wpid" || rc=$?
 	((rc == 0)) || fail "the guest's write failed after SIGTERM: $(cat "$TESTDIR/sigterm.err")"
 	assert_eq "wrote 65536" "$(cat "$TESTDIR/sigterm.err")" "the guest's write"
+	is_mounted "$MNT" || fail "the daemon stopped with a file open"
+	grep -q "not stopping: 1 file is open" "$(daemon_log "$MNT")" ||
+		fail "the daemon did not say why it goes on: $(cat "$(daemon_log "$MNT")")"
+	# The guest's file is closed now: a stop is done once the kernel's
+	# RELEASE of it, which is asynchronous, has reached the daemon.
+	for _ in $(seq 20); do
+		kill -TERM "$pid" 2>/dev/null || break
+		! wait_pid_exit "$pid" 1 || break
+	done
 	daemon_exit "$MNT"
 	! is_mounted "$MNT" || fail "still mounted after SIGTERM"
 	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
