@@ -62,13 +62,17 @@ static int journal_create_tmp(int dir_fd)
 int journal_write(int dir_fd, const Journal *j, bool durable)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
+	g_autofree char *source = mfs_escape_name(j->source);
+	g_autofree char *target = mfs_escape_name(j->target);
 	g_autofree char *data = NULL;
 	gsize len;
 	int fd, ret = 0;
 
 	g_key_file_set_string(kf, "migration", "state", j->state);
-	g_key_file_set_string(kf, "migration", "source", j->source);
-	g_key_file_set_string(kf, "migration", "target", j->target);
+	/* Paths are bytes, a key file's strings UTF-8: escaped (mfs_escape_name()). */
+	g_key_file_set_string(kf, "migration", "source", source);
+	g_key_file_set_string(kf, "migration", "target", target);
+	g_key_file_set_boolean(kf, "migration", "escaped", TRUE);
 	if (j->home)
 		g_key_file_set_boolean(kf, "migration", "home", TRUE);
 	g_key_file_set_int64(kf, "migration", "time", g_get_real_time() / G_USEC_PER_SEC);
@@ -108,6 +112,18 @@ void journal_clear(Journal *j)
 	j->home = false;
 }
 
+static int unescape_in_place(char **text)
+{
+	char *bytes;
+	int ret = mfs_unescape_name(*text, &bytes);
+
+	if (ret < 0)
+		return ret;
+	g_free(*text);
+	*text = bytes;
+	return 0;
+}
+
 int journal_read(int dir_fd, Journal *out)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -130,7 +146,9 @@ int journal_read(int dir_fd, Journal *out)
 	out->source = g_key_file_get_string(kf, "migration", "source", NULL);
 	out->target = g_key_file_get_string(kf, "migration", "target", NULL);
 	out->home = g_key_file_get_boolean(kf, "migration", "home", NULL);
-	if (!out->state || !out->source || !out->target) {
+	if (!out->state || !out->source || !out->target ||
+	    (g_key_file_get_boolean(kf, "migration", "escaped", NULL) &&
+	     (unescape_in_place(&out->source) < 0 || unescape_in_place(&out->target) < 0))) {
 		journal_clear(out);
 		return -EBADMSG;
 	}

@@ -60,7 +60,6 @@ static MfsFile *file_new(Mfs *fs, MfsInode *inode, int fd, int flags)
 
 	file->inode = inode;
 	file->fd = fd;
-	file->old_fd = -1;
 	file->flags = flags;
 	file->direct = flags & O_DIRECT;
 	file->direct_io = file->direct && !writes_drop_mode_bits(fd);
@@ -161,9 +160,17 @@ void mfs_release(Mfs *fs, MfsFile *file)
 	fs->reads_closed += (guint)g_atomic_int_get(&file->reads);
 	mfs_mutex_unlock(&fs->files_lock);
 	gate_leave(&fs->gate);
+	mfs_file_free(file);
+}
+
+void mfs_file_free(MfsFile *file)
+{
 	close(file->fd);
-	if (file->old_fd >= 0)
-		close(file->old_fd);
+	if (file->parked) {
+		for (guint i = 0; i < file->parked->len; i++)
+			close(g_array_index(file->parked, int, i));
+		g_array_free(file->parked, TRUE);
+	}
 	g_free(file);
 }
 
@@ -283,10 +290,14 @@ void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline)
 		close(old_fd);
 		return;
 	}
-	/* A read still runs on it (a slow source disk): the release closes it. */
-	if (file->old_fd >= 0)
-		close(file->old_fd);
-	file->old_fd = old_fd;
+	/*
+	 * A read still runs on it (a slow source disk): the release closes it.
+	 * One parked at an earlier switch stays parked too: its readers, if
+	 * any are left, now count in the same parity as the new epoch's.
+	 */
+	if (!file->parked)
+		file->parked = g_array_new(FALSE, FALSE, sizeof(int));
+	g_array_append_val(file->parked, old_fd);
 }
 
 ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off)

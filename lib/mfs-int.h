@@ -77,7 +77,7 @@ struct Mfs {
 struct MfsFile {
 	MfsInode *inode;
 	int fd;          /* read without the gate: g_atomic_int_get; set at the stun */
-	int old_fd;      /* the source's, if a read still used it at the switch; stun */
+	GArray *parked;  /* source descriptors a read still used at a switch, or NULL; stun */
 	gint epoch;      /* atomic: bumped by each swap of fd */
 	gint readers[2]; /* atomic: reads under way, by the parity of the epoch they began in */
 	int flags;       /* open(2) flags of the backing open */
@@ -165,6 +165,8 @@ void migration_mirror_removexattr(Mfs *fs, MfsInode *inode, const char *name);
  */
 int mfs_file_swap_fd_stunned(MfsFile *file, int fd);
 void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
+/* Close a released (or never released) file's descriptors and free it. */
+void mfs_file_free(MfsFile *file);
 
 /*
  * Every inode the table holds.  Only while stunned: the stun freezes the

@@ -58,7 +58,7 @@ static int open_served_dir(const char *source_dir, char **served, char **error)
 	g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
 	g_autofree char *last_switched = NULL, *came_from = NULL;
 	bool switched = false;
-	int fd;
+	int fd, ret;
 
 	for (int hops = 0;; hops++) {
 		g_auto(Journal) j = {0};
@@ -81,8 +81,23 @@ static int open_served_dir(const char *source_dir, char **served, char **error)
 				                         g_strerror(err));
 			return -err;
 		}
-		if (journal_read(fd, &j) < 0)
+		ret = journal_read(fd, &j);
+		if (ret == -ENOENT)
 			break;
+		if (ret < 0) {
+			/*
+			 * It may say the files moved: serving this directory
+			 * instead could serve a stale tree.  Refuse.
+			 */
+			if (error)
+				*error =
+				    g_strdup_printf("%s/%s cannot be read (%s); it says where "
+				                    "the files are: repair it, or remove it "
+				                    "if %s is the tree to serve",
+				                    dir, MFS_JOURNAL_NAME, g_strerror(-ret), dir);
+			close(fd);
+			return ret;
+		}
 		if (strcmp(j.state, "switched") == 0) {
 			next = j.target;
 			g_free(last_switched);
@@ -202,12 +217,7 @@ void mfs_free(Mfs *fs)
 	/* Files the kernel never released (a lazy unmount that ended the session). */
 	g_hash_table_iter_init(&it, fs->files);
 	while (g_hash_table_iter_next(&it, &key, NULL)) {
-		MfsFile *file = key;
-
-		close(file->fd);
-		if (file->old_fd >= 0)
-			close(file->old_fd);
-		g_free(file);
+		mfs_file_free(key);
 	}
 	g_hash_table_destroy(fs->files);
 	mfs_mutex_clear(&fs->inodes_lock);

@@ -1270,6 +1270,10 @@ static MirrorFile *mirror_nameless_file(Migration *mig, MfsInode *inode)
 	}
 	if (dst < 0)
 		goto fail;
+	if (copy_metadata(mig, src_ro, dst, &st) < 0 || copy_times(mig, dst, S_IFREG, &st) < 0) {
+		close(dst);
+		goto fail;
+	}
 	mfs_mutex_lock(&mig->lock);
 	mig->bytes_total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
 	mfs_mutex_unlock(&mig->lock);
@@ -1818,6 +1822,9 @@ static int nameless_standin(Migration *mig, MfsInode *inode)
 	if (mfs_make_node_at(mig->dst_root_fd, name, &spec) < 0)
 		return -1;
 	fd = open_path(mig->dst_root_fd, name);
+	/* Its owner, mode and times, as best it can: it has nothing else. */
+	if (fd >= 0 && copy_metadata(mig, inode->fd, fd, &st) == 0)
+		copy_times(mig, fd, st.st_mode & S_IFMT, &st);
 	unlinkat(mig->dst_root_fd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
 	return fd;
 }
@@ -2004,6 +2011,7 @@ static int migration_switch(Migration *mig)
 		return ret;
 	}
 	/* 2. Stun. */
+	run_hook(mig, "stunning");
 	mfs_rwlock_writer_lock(&fs->ns_lock);
 	t0 = g_get_monotonic_time();
 	gate_close(&fs->gate);
@@ -2015,6 +2023,16 @@ static int migration_switch(Migration *mig)
 		mig_fail(mig, "flushing the target: %s", g_strerror(-ret));
 		goto resume;
 	}
+	/*
+	 * Every write is done now: one that failed on the target since the
+	 * decision to switch (a full disk), or a cancel that came meanwhile,
+	 * must stop the switch, or the target would lack what it missed.
+	 */
+	mfs_mutex_lock(&mig->lock);
+	ret = mig->error ? -EIO : mig->cancel_requested ? -ECANCELED : 0;
+	mfs_mutex_unlock(&mig->lock);
+	if (ret < 0)
+		goto resume;
 	ret = target_still_there(mig);
 	if (ret < 0) {
 		mig_fail(mig, "the target '%s' is gone: %s", mig->target, g_strerror(-ret));

@@ -466,51 +466,33 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 	return ret;
 }
 
-/* Rule 2, second half: wait for the operations in the claimed chunk to drain. */
-static void chunk_drain(MirrorFile *mf, off_t start, off_t end)
+/*
+ * Rule 2, second half: wait for the operations in the claimed chunk to
+ * drain.  Returns whether the cursor is still at @start: a truncate that
+ * was in flight when the chunk was claimed may have lowered it, and then
+ * writes below @start went to the source only.
+ */
+static bool chunk_drain(MirrorFile *mf, off_t start, off_t end)
 {
+	bool held;
+
 	run_hook(mf, MIRROR_HOOK_CHUNK_CLAIMED, start, end);
 	mfs_mutex_lock(&mf->lock);
 	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
 		mfs_cond_wait(&mf->cond, &mf->lock);
+	held = mf->cp_offset == start;
 	mfs_mutex_unlock(&mf->lock);
+	return held;
 }
 
 /* Rule 2: claim [start, end) for the copier and wait for the operations in it. */
-static void chunk_claim(MirrorFile *mf, off_t start, off_t end)
+static bool chunk_claim(MirrorFile *mf, off_t start, off_t end)
 {
 	mfs_mutex_lock(&mf->lock);
 	mf->chunk_start = start;
 	mf->chunk_end = end;
 	mfs_mutex_unlock(&mf->lock);
-	chunk_drain(mf, start, end);
-}
-
-/*
- * Claim @chunk bytes at the cursor, reading the cursor under the same
- * hold of the lock, and drain.  Returns 1 with *@start set, 0 when the
- * file is mirrored already, or the file's error.
- */
-static int chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start)
-{
-	int ret = 1;
-
-	mfs_mutex_lock(&mf->lock);
-	*start = mf->cp_offset;
-	if (mf->error)
-		ret = mf->error;
-	else if (mf->detached)
-		ret = -ECANCELED;
-	else if (*start == MIRROR_OFF_MAX)
-		ret = 0;
-	if (ret == 1) {
-		mf->chunk_start = *start;
-		mf->chunk_end = *start + (off_t)chunk;
-	}
-	mfs_mutex_unlock(&mf->lock);
-	if (ret == 1)
-		chunk_drain(mf, *start, *start + (off_t)chunk);
-	return ret;
+	return chunk_drain(mf, start, end);
 }
 
 /* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
@@ -524,6 +506,36 @@ static void chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied, uint64_
 	mf->chunk_start = mf->chunk_end = 0;
 	mfs_cond_broadcast(&mf->cond);
 	mfs_mutex_unlock(&mf->lock);
+}
+
+/*
+ * Claim @chunk bytes at the cursor, reading the cursor under the same
+ * hold of the lock, and drain.  Returns 1 with *@start set, 0 when the
+ * file is mirrored already, or the file's error.
+ */
+static int chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start)
+{
+	for (;;) {
+		int ret = 1;
+
+		mfs_mutex_lock(&mf->lock);
+		*start = mf->cp_offset;
+		if (mf->error)
+			ret = mf->error;
+		else if (mf->detached)
+			ret = -ECANCELED;
+		else if (*start == MIRROR_OFF_MAX)
+			ret = 0;
+		if (ret == 1) {
+			mf->chunk_start = *start;
+			mf->chunk_end = *start + (off_t)chunk;
+		}
+		mfs_mutex_unlock(&mf->lock);
+		if (ret != 1 || chunk_drain(mf, *start, *start + (off_t)chunk))
+			return ret;
+		/* The cursor came down under the drain: claim again where it is. */
+		chunk_release(mf, -1, 0, 0);
+	}
 }
 
 static bool direct_ok(int fd, off_t pos)
@@ -823,7 +835,10 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	}
 	if (st.st_size <= start) {
 		/* At the end: claim the rest of the file to pin its size, then finish. */
-		chunk_claim(mf, start, MIRROR_OFF_MAX);
+		if (!chunk_claim(mf, start, MIRROR_OFF_MAX)) {
+			chunk_release(mf, -1, 0, 0); /* the cursor came down: copy from there */
+			return 1;
+		}
 		if (fstat(mf->src_fd, &st) < 0) {
 			ret = -errno;
 			mf->copy_error_on_source = true;

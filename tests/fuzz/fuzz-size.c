@@ -70,7 +70,8 @@ static int reference(const char *s, uint64_t *out)
 		if (*p)
 			return -EINVAL;
 	}
-	if (shift && v > (UINT64_MAX >> shift))
+	/* Sizes travel as signed 64-bit JSON numbers: no more than INT64_MAX. */
+	if (v > ((uint64_t)INT64_MAX >> shift))
 		return -ERANGE;
 	*out = v << shift;
 	return 0;

@@ -171,6 +171,16 @@ status_field() {
 	json_field "$2" "$f"
 }
 
+# status_path MOUNTPOINT FIELD: a path member of the current status (target,
+# served, ...) as the bytes it names: the protocol escapes a name's bytes
+# that are not printable UTF-8, and the backslash, as \xHH
+# (mirrorfs-status(1)).
+status_path() {
+	status_field "$1" "$2" | "$PYTHON" -c 'import re, sys
+text = sys.stdin.buffer.read().rstrip(b"\n")
+sys.stdout.buffer.write(re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), text))'
+}
+
 # wait_status_state MOUNTPOINT STATE [SECONDS]: poll until the status says
 # STATE; stop the test on timeout.
 wait_status_state() {

@@ -64,18 +64,18 @@ section_names() {
 
 	mount_mfs "$SRC" "$MNT" -o "target=$DST"
 	wait_status_state "$MNT" switched 60
-	assert_eq "$DST" "$(status_field "$MNT" target)" "target in the status"
-	assert_eq "$DST" "$(status_field "$MNT" served)" "served in the status"
+	assert_eq "$DST" "$(status_path "$MNT" target)" "target in the status"
+	assert_eq "$DST" "$(status_path "$MNT" served)" "served in the status"
 	assert_trees_equal "$REF" "$DST" "the target"
 	assert_trees_equal "$DST" "$MNT" "the mount"
 	umount_mfs "$MNT"
 	# A restart reads the journal, paths and all.
 	mount_mfs "$SRC" "$MNT"
-	assert_eq "$DST" "$(status_field "$MNT" served)" "served after a restart"
+	assert_eq "$DST" "$(status_path "$MNT" served)" "served after a restart"
 	# And on, with mirrorfsctl, to a path with a comma (which -o would split).
 	ctl "$MNT" start "$DST2"
 	wait_status_state "$MNT" switched 60
-	assert_eq "$DST2" "$(status_field "$MNT" served)" "served after the second migration"
+	assert_eq "$DST2" "$(status_path "$MNT" served)" "served after the second migration"
 	assert_trees_equal "$REF" "$DST2" "the second target"
 	umount_mfs "$MNT"
 }

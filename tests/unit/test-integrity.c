@@ -464,6 +464,129 @@ START_TEST(test_create_does_not_write_through_a_target_name)
 }
 END_TEST
 
+/* --- found in review -------------------------------------------------------- */
+
+/*
+ * A mirrored write admitted before the stun fails on the target (a full or
+ * failing disk, emulated by swapping the target's descriptor for a
+ * read-only one) after the switch was decided: the file detaches and the
+ * migration records the error.  The switch must not complete, or the
+ * target served after it would lack an acknowledged write.
+ */
+typedef struct {
+	gint stunning; /* atomic: the switch is about to stun */
+} StunJob;
+
+static void note_stunning(Mfs *hfs, void *arg)
+{
+	(void)hfs;
+	g_atomic_int_set(&((StunJob *)arg)->stunning, 1);
+}
+
+START_TEST(test_target_failure_just_before_the_stun)
+{
+	g_autofree char *tpath = g_build_filename(dst, "disk.img", NULL);
+	StunJob job = {0};
+	AtPoint at = {.point = "stunning", .fn = note_stunning, .arg = &job};
+	const void *data;
+	MfsMigStatus st;
+	MfsMigState end;
+	MfsEntry e;
+	MfsFile *f;
+	int ro;
+
+	start_at(&at, true);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &f), 0);
+	ck_assert_ptr_nonnull(e.inode->mirror);
+	/* A guest write is inside the gate when the switch comes to stun. */
+	gate_enter(&fs->gate);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_done(&at);
+	ro = open(tpath, O_RDONLY);
+	ck_assert_int_ge(ro, 0);
+	ck_assert_int_ge(dup2(ro, mirror_file_target_fd(e.inode->mirror)), 0);
+	close(ro);
+	ck_assert_int_eq(mirror_file_write(e.inode->mirror, f->fd, "ACKED!", 6, 0), 6);
+	gate_leave(&fs->gate);
+	end = mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000);
+	ck_assert_int_eq(end, MFS_MIG_FAILED);
+	ck_assert_int_eq(mfs_file_read(f, 6, 0, &data), 6);
+	ck_assert_mem_eq(data, "ACKED!", 6);
+	mfs_migration_status(fs, &st);
+	ck_assert_ptr_nonnull(st.error);
+	mfs_migration_status_clear(&st);
+	ck_assert(!journal_says_switched(src));
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
+/*
+ * Paths are bytes.  After a switch to a target whose path is not UTF-8,
+ * a restart must serve the target, never the source.
+ */
+START_TEST(test_restart_after_a_switch_to_a_non_utf8_target)
+{
+	g_autofree char *t8 = g_build_filename(top, "t\xe9", NULL);
+	g_autofree char *error = NULL, *served = NULL;
+	MfsMigOptions opts = {.chunk_size = CHUNK};
+
+	ck_assert_int_eq(mkdir(t8, 0755), 0);
+	opts.target = t8;
+	ck_assert_msg(mfs_migration_start(fs, &opts, &error) == 0, "%s", error);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(journal_says_switched(src));
+	mfs_free(fs);
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	served = mfs_served_dir(fs);
+	ck_assert_str_eq(served, t8);
+}
+END_TEST
+
+/* A journal that cannot be read is refused, not taken for none. */
+START_TEST(test_an_unreadable_journal_is_refused)
+{
+	g_autofree char *path = g_build_filename(src, MFS_JOURNAL_NAME, NULL);
+	g_autofree char *error = NULL;
+	Mfs *other = NULL;
+
+	ck_assert(g_file_set_contents(path, "[migration]\nstate=switched\n", -1, NULL));
+	ck_assert_int_eq(mfs_new_explained(src, &other, &error), -EBADMSG);
+	ck_assert_ptr_nonnull(error);
+	ck_assert_ptr_nonnull(strstr(error, "cannot be read"));
+}
+END_TEST
+
+/* A file the guest holds open but unlinked keeps its attributes across the switch. */
+START_TEST(test_nameless_file_keeps_its_attributes)
+{
+	g_autofree char *path = g_build_filename(src, "scratch", NULL);
+	struct stat before, after;
+	MfsEntry e;
+	MfsFile *f;
+
+	write_file(src, "scratch", 5000, 9);
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	ck_assert_int_eq(chown(path, 1234, 4321), 0);
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "scratch", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &f), 0);
+	ck_assert_int_eq(mfs_unlink(fs, mfs_root(fs), "scratch"), 0);
+	ck_assert_int_eq(mfs_getattr(fs, e.inode, f, &before), 0);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_getattr(fs, e.inode, f, &after), 0);
+	ck_assert_uint_eq(before.st_mode, after.st_mode);
+	ck_assert_uint_eq(before.st_uid, after.st_uid);
+	ck_assert_uint_eq(before.st_gid, after.st_gid);
+	ck_assert_int_eq(before.st_mtim.tv_sec, after.st_mtim.tv_sec);
+	ck_assert_int_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+	mfs_release(fs, f);
+	mfs_forget(fs, e.inode, 1);
+}
+END_TEST
+
 static Suite *integrity_suite(void)
 {
 	Suite *s = suite_create("integrity");
@@ -483,6 +606,10 @@ static Suite *integrity_suite(void)
 	tcase_add_test(sw, test_cancelled_restart_back_keeps_the_way_home);
 	tcase_add_test(sw, test_switch_with_nameless_objects);
 	tcase_add_loop_test(sw, test_nothing_of_the_source_is_held_after_the_switch, 0, 2);
+	tcase_add_test(sw, test_target_failure_just_before_the_stun);
+	tcase_add_test(sw, test_restart_after_a_switch_to_a_non_utf8_target);
+	tcase_add_test(sw, test_an_unreadable_journal_is_refused);
+	tcase_add_test(sw, test_nameless_file_keeps_its_attributes);
 	suite_add_tcase(s, sw);
 	return s;
 }

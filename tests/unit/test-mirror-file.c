@@ -633,6 +633,84 @@ START_TEST(test_truncate_between_chunk_choice_and_claim)
 }
 END_TEST
 
+/*
+ * A truncate below the cursor already in flight when the copier claims
+ * its chunk: the copier waits for it in the drain, during which it lowers
+ * the cursor; a write then lands below the old cursor, source only.  The
+ * copier must start again from the lowered cursor, not from its chunk.
+ * (Found in review: the cursor was read at the claim, not after the drain.)
+ */
+/* inflight_guest_done: the write after the truncate has landed, or waits. */
+static gint inflight_admitted, inflight_claimed, inflight_guest_done, inflight_claims,
+    inflight_admits;
+static GThread *inflight_guest;
+
+static void wait_flag(gint *flag)
+{
+	gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+
+	while (!g_atomic_int_get(flag) && g_get_monotonic_time() < deadline)
+		g_usleep(100);
+	ck_assert_msg(g_atomic_int_get(flag), "a step of the interleaving never came");
+}
+
+static gpointer truncate_then_write(gpointer data)
+{
+	(void)data;
+	ck_assert_int_eq(mirror_file_truncate(fx.mf, fx.guest_fd, CHUNK + 5), 0);
+	guest_write(2 * CHUNK, CHUNK, 0x5a);
+	g_atomic_int_set(&inflight_guest_done, 1);
+	return NULL;
+}
+
+static void truncate_in_flight_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len,
+                                    void *opaque)
+{
+	(void)mf, (void)off, (void)len, (void)opaque;
+	switch (point) {
+	case MIRROR_HOOK_CHUNK_NEXT: /* copier, before its claim: the truncate starts */
+		if (!inflight_guest) {
+			inflight_guest = g_thread_new("guest", truncate_then_write, NULL);
+			wait_flag(&inflight_admitted);
+		}
+		break;
+	case MIRROR_HOOK_WRITE_ADMITTED: /* guest: the truncate, in flight until the claim */
+		if (g_atomic_int_add(&inflight_admits, 1) == 0) {
+			g_atomic_int_set(&inflight_admitted, 1);
+			wait_flag(&inflight_claimed);
+		}
+		break;
+	case MIRROR_HOOK_WRITE_WAITING: /* guest: its write waits for the copier's chunk */
+		g_atomic_int_set(&inflight_guest_done, 1);
+		break;
+	case MIRROR_HOOK_CHUNK_CLAIMED:
+		/*
+		 * The copier's first claim lets the truncate go; at its next
+		 * one the guest's write has landed, or waits for the chunk.
+		 */
+		if (g_atomic_int_add(&inflight_claims, 1) == 0)
+			g_atomic_int_set(&inflight_claimed, 1);
+		else
+			wait_flag(&inflight_guest_done);
+		break;
+	default:
+		break;
+	}
+}
+
+START_TEST(test_truncate_in_flight_at_the_claim)
+{
+	fixture_open(8 * CHUNK, true);
+	copy_chunks(4);
+	mirror_file_set_hook(fx.mf, truncate_in_flight_hook, NULL);
+	copy_all();
+	g_thread_join(inflight_guest);
+	inflight_guest = NULL;
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
 START_TEST(test_odd_sizes)
 {
 	static const off_t sizes[] = {0, 1, 4095, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK};
@@ -880,6 +958,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_punch_hole_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_between_chunk_choice_and_claim);
+	tcase_add_test(ops, test_truncate_in_flight_at_the_claim);
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
