@@ -431,6 +431,38 @@ static int metadata_lost(Migration *mig, int dst_fd, const char *what, int err)
  * What the target refuses to hold goes to metadata_lost(); other errors
  * are returned.
  */
+static bool xattr_listed(const char *names, ssize_t len, const char *name)
+{
+	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1)
+		if (strcmp(names + i, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A target object kept from an earlier copy (a restart, a migration back)
+ * may hold attributes the source no longer has: they go.  Not the
+ * security namespace's, which the target's own policy may have set.
+ */
+static int drop_stale_xattrs(const char *dst_path, const char *src_names, ssize_t src_len)
+{
+	g_autofree char *names = NULL;
+	ssize_t len = xattr_fetch(dst_path, NULL, &names);
+
+	if (len == -ENOTSUP)
+		return 0;
+	if (len < 0)
+		return (int)len;
+	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1) {
+		if (g_str_has_prefix(names + i, "security.") ||
+		    xattr_listed(src_names, src_len, names + i))
+			continue;
+		if (removexattr(dst_path, names + i) < 0 && errno != ENODATA)
+			return -errno;
+	}
+	return 0;
+}
+
 static int copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct stat *st)
 {
 	char src_path[MFS_PROC_FD_LEN], dst_path[MFS_PROC_FD_LEN];
@@ -458,9 +490,12 @@ static int copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct st
 	mfs_proc_fd_path(src_fd, src_path);
 	len = xattr_fetch(src_path, NULL, &names);
 	if (len == -ENOTSUP)
-		return 0; /* the source has none */
+		len = 0; /* the source has none */
 	if (len < 0)
 		return (int)len;
+	ret = drop_stale_xattrs(dst_path, names, len);
+	if (ret < 0)
+		return ret;
 	for (ssize_t i = 0; i < len; i += strlen(names + i) + 1) {
 		ssize_t n = xattr_fetch(src_path, names + i, &value);
 
