@@ -245,19 +245,22 @@ static bool path_is_below(const char *inner, const char *outer)
  */
 static struct fuse_session *stop_session;
 static Mfs *stop_fs;
-static volatile sig_atomic_t stop_signal;
+static gint stop_signal; /* atomic: the handler sets it, the reporter reads it */
 static sem_t stop_sem;
 static gint stop_quit;
 
 static void stop_handler(int sig)
 {
+	int saved_errno = errno; /* the interrupted code's */
+
 	if (mfs_open_files(stop_fs) > 0) {
-		stop_signal = sig;
+		g_atomic_int_set(&stop_signal, sig);
 		sem_post(&stop_sem);
-		return;
+	} else {
+		/* What libfuse's own handler does: the interrupted thread sees it. */
+		fuse_session_exit(stop_session);
 	}
-	/* What libfuse's own handler does: the interrupted thread sees it. */
-	fuse_session_exit(stop_session);
+	errno = saved_errno;
 }
 
 static void *stop_reporter(void *mountpoint)
@@ -272,7 +275,7 @@ static void *stop_reporter(void *mountpoint)
 		n = mfs_open_files(stop_fs);
 		g_warning("%s: not stopping: %u file%s open; unmount with fusermount3 -u -z %s "
 		          "to detach lazily (mirrorfs exits when the last one is closed)",
-		          strsignal(stop_signal), n, n == 1 ? " is" : "s are",
+		          strsignal(g_atomic_int_get(&stop_signal)), n, n == 1 ? " is" : "s are",
 		          (const char *)mountpoint);
 	}
 }
