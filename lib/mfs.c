@@ -52,6 +52,13 @@ static gboolean inode_key_equal(gconstpointer a, gconstpointer b)
  * the two journal updates of a switch leaves both, pointing at each other;
  * the "switched" record is the later event, so its target wins.
  */
+/*
+ * Every migration leaves a journal in the directory it left: a tree moved
+ * often is a long chain.  Cycles are caught by name, so this only bounds
+ * the work of a pathological one.
+ */
+#define MAX_JOURNAL_HOPS 4096
+
 static int open_served_dir(const char *source_dir, char **served, char **error)
 {
 	g_autofree char *dir = g_strdup(source_dir);
@@ -126,7 +133,7 @@ static int open_served_dir(const char *source_dir, char **served, char **error)
 		}
 		g_hash_table_add(seen, g_strdup(dir));
 		close(fd);
-		if (hops == 16)
+		if (hops == MAX_JOURNAL_HOPS)
 			return -ELOOP;
 		switched = strcmp(j.state, "switched") == 0;
 		g_free(came_from);
