@@ -617,6 +617,37 @@ START_TEST(test_kept_directory_loses_stale_xattrs)
 }
 END_TEST
 
+/* A tree moved 40 times: a restart follows every journal to where it is. */
+START_TEST(test_a_long_chain_of_journals_is_followed)
+{
+	g_autofree char *last = NULL, *served = NULL;
+	Mfs *other = NULL;
+
+	for (int i = 0; i < 40; i++) {
+		g_autofree char *from = g_strdup_printf("%s/hop%d", top, i);
+		g_autofree char *to = g_strdup_printf("%s/hop%d", top, i + 1);
+		int fd;
+
+		ck_assert_int_eq(mkdir(from, 0755), 0);
+		fd = open(from, O_PATH | O_DIRECTORY);
+		ck_assert_int_eq(journal_write(fd, &(Journal){"switched", from, to, false}, false),
+		                 0);
+		close(fd);
+		g_free(last);
+		last = g_steal_pointer(&to);
+	}
+	ck_assert_int_eq(mkdir(last, 0755), 0);
+	{
+		g_autofree char *first = g_strdup_printf("%s/hop0", top);
+
+		ck_assert_int_eq(mfs_new(first, &other), 0);
+	}
+	served = mfs_served_dir(other);
+	ck_assert_str_eq(served, last);
+	mfs_free(other);
+}
+END_TEST
+
 static Suite *integrity_suite(void)
 {
 	Suite *s = suite_create("integrity");
@@ -641,6 +672,7 @@ static Suite *integrity_suite(void)
 	tcase_add_test(sw, test_an_unreadable_journal_is_refused);
 	tcase_add_test(sw, test_nameless_file_keeps_its_attributes);
 	tcase_add_test(sw, test_kept_directory_loses_stale_xattrs);
+	tcase_add_test(sw, test_a_long_chain_of_journals_is_followed);
 	suite_add_tcase(s, sw);
 	return s;
 }
