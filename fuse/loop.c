@@ -74,11 +74,18 @@ static CANCELLABLE ssize_t read_request(struct fuse_session *se, char *buf, size
 			return n;
 		if (n >= 0)
 			return -EIO; /* a short read: the device broke its protocol */
-		/* ENOENT: the request was interrupted before we read it. */
-		if (err == ENOENT)
+		/*
+		 * ENOENT: the request was interrupted before we read it.  EINTR:
+		 * a signal the daemon handles (a refused stop) landed on this thread.
+		 */
+		if (err == ENOENT || err == EINTR)
 			continue;
-		/* ENODEV: unmounted, or aborted through /sys/fs/fuse/connections. */
-		if (err == ENODEV) {
+		/*
+		 * ENODEV: unmounted, or aborted through /sys/fs/fuse/connections.
+		 * ECONNABORTED: the kernel ended the connection (the last file of
+		 * a lazily detached mount closed while we read).
+		 */
+		if (err == ENODEV || err == ECONNABORTED) {
 			fuse_session_exit(se);
 			return 0;
 		}
