@@ -371,6 +371,16 @@ class Worker:
                 if r[0] == "ok":
                     os.close(r[1])
             raise Divergence(f"w{self.wid}: {what}: mount gave {r_m}, model {r_s}")
+        if r_s[0] == "ok" and stat.S_ISDIR(os.fstat(r_s[1]).st_mode):
+            # A read-only open of a directory succeeds: both sides must
+            # agree it is one, and it is no file to read and write.
+            m_dir = stat.S_ISDIR(os.fstat(r_m[1]).st_mode)
+            os.close(r_m[1])
+            os.close(r_s[1])
+            if not m_dir:
+                raise Divergence(f"w{self.wid}: {what}: the model opened a directory, the "
+                                 f"mount something else")
+            return
         if r_s[0] == "ok":
             self.pairs.append(Pair(r_m[1], r_s[1], flags, os.fstat(r_s[1]).st_ino, rel))
 
