@@ -510,6 +510,7 @@ int main(int argc, char *argv[])
 
 		/* The locks were taken by the parent, which has exited: ours now. */
 		mfs_claim(daemon.fs, &error);
+		mfs_migration_renew_claim(daemon.fs);
 	}
 	/* Threads do not survive the fork: they start here. */
 	pthread_create(&stop_thread, NULL, stop_reporter, mountpoint);

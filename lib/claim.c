@@ -17,7 +17,7 @@
  * pid, which the refusal reports.
  */
 #define _GNU_SOURCE
-#include "mfs-int.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

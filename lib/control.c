@@ -14,7 +14,8 @@
  */
 #define _GNU_SOURCE
 #include "control.h"
-#include "mfs-int.h"
+#include "migration.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

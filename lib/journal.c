@@ -28,7 +28,7 @@
  */
 #define _GNU_SOURCE
 #include "journal.h"
-#include "mfs-int.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

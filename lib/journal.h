@@ -6,6 +6,13 @@
 #include <glib.h>
 #include <stdbool.h>
 
+/*
+ * The journal that makes a switch durable.  mfs_new() reads it: a source
+ * whose journal says it was switched is served from its target instead
+ * (*@redirected names it), never stale.
+ */
+#define MFS_JOURNAL_NAME ".mirrorfs-journal"
+
 typedef struct {
 	char *state; /* "copying" (in a target) or "switched" (in a source) */
 	char *source;

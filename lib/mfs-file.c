@@ -130,7 +130,7 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
 		struct stat st;
 
 		if (fstat(fd, &st) == 0)
-			migration_mirror_create(fs, parent, name, &st, fd);
+			fs->observer->created(fs->observer_opaque, parent, name, &st, fd);
 	}
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, parent, name, entry);
@@ -172,6 +172,31 @@ void mfs_file_free(MfsFile *file)
 		g_array_free(file->parked, TRUE);
 	}
 	g_free(file);
+}
+
+GPtrArray *mfs_files_stunned(Mfs *fs)
+{
+	GHashTableIter it;
+	gpointer file;
+	GPtrArray *out;
+
+	mfs_mutex_lock(&fs->files_lock);
+	out = g_ptr_array_sized_new(g_hash_table_size(fs->files));
+	g_hash_table_iter_init(&it, fs->files);
+	while (g_hash_table_iter_next(&it, &file, NULL))
+		g_ptr_array_add(out, file);
+	mfs_mutex_unlock(&fs->files_lock);
+	return out;
+}
+
+MfsInode *mfs_file_inode(const MfsFile *file)
+{
+	return file->inode;
+}
+
+int mfs_file_open_flags(const MfsFile *file)
+{
+	return file->flags;
 }
 
 uint64_t mfs_reads_served(Mfs *fs)

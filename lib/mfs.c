@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The passthrough: an inode table over the source directory and the
- * namespace operations on it.
+ * The passthrough: the served directory (found by following the journals
+ * of switched migrations), its claim, and the inode table over it, with
+ * the operations that only read (lookup, getattr, access, readlink,
+ * statfs).  Changes are in mfs-ns.c, open files in mfs-file.c, directory
+ * handles in mfs-dir.c, what a job may do in mfs-job.c.
  *
  * Every inode holds an O_PATH descriptor of its backing object, found by
  * name relative to its parent's descriptor, so the engine never builds
@@ -12,12 +15,11 @@
  *
  * Every operation but read passes the stun gate (gate.h), so that a
  * switch can stop them all, repoint every descriptor and let them go on.
- * Namespace changes also take ns_lock (see mfs-int.h): while a migration
- * runs they are applied to the target too, in the same order.
+ * Namespace changes also take ns_lock (see mfs-int.h): while a job
+ * observes the tree they are reported to it, in the same order.
  *
- * Lock order: ns_lock, then the gate, then inodes_lock, then a
- * Migration's lock.  inodes_lock protects the table and every nlookup; it
- * is never held across a system call other than close(2).
+ * inodes_lock protects the table and every nlookup; it is never held
+ * across a system call other than close(2).  Lock order: lock.h.
  */
 #define _GNU_SOURCE
 #include "mfs-int.h"
@@ -29,20 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
-
-static guint inode_key_hash(gconstpointer p)
-{
-	const MfsInodeKey *k = p;
-
-	return (guint)(k->ino ^ (k->ino >> 32) ^ (k->dev * 0x9e3779b1u));
-}
-
-static gboolean inode_key_equal(gconstpointer a, gconstpointer b)
-{
-	const MfsInodeKey *x = a, *y = b;
-
-	return x->ino == y->ino && x->dev == y->dev;
-}
 
 /* Follow the journals of switched migrations to the directory to serve. */
 /*
@@ -179,7 +167,7 @@ int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
 	gate_init(&fs->gate);
 	mfs_rwlock_init(&fs->ns_lock);
 	mfs_mutex_init(&fs->inodes_lock);
-	fs->inodes = g_hash_table_new(inode_key_hash, inode_key_equal);
+	fs->inodes = g_hash_table_new(mfs_inode_key_hash, mfs_inode_key_equal);
 	g_hash_table_add(fs->inodes, &fs->root);
 	mfs_mutex_init(&fs->files_lock);
 	fs->files = g_hash_table_new(NULL, NULL);
@@ -213,8 +201,8 @@ void mfs_free(Mfs *fs)
 
 	if (!fs)
 		return;
-	if (fs->mig)
-		migration_free(fs->mig);
+	if (fs->job)
+		fs->job_free(fs->job);
 	g_hash_table_iter_init(&it, fs->inodes);
 	while (g_hash_table_iter_next(&it, &key, NULL)) {
 		if (key != &fs->root)
@@ -246,8 +234,6 @@ int mfs_claim(Mfs *fs, char **error)
 	if (fs->lock_fd >= 0) {
 		/* After a fork: the claims are this process's now. */
 		mfs_dir_claim_renew(fs->lock_fd);
-		if (fs->mig)
-			migration_claim_renew(fs->mig);
 		return 0;
 	}
 	ret = mfs_dir_claim(fs->root.fd, &fs->lock_fd);
@@ -338,8 +324,8 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 		inode->fd = fd;
 		inode->type = out->st.st_mode & S_IFMT;
 		inode->nlookup = 1;
-		if (fs->mig && inode->type == S_IFREG)
-			inode->mirror = migration_find_mirror(fs->mig, &key);
+		if (fs->observer && inode->type == S_IFREG)
+			inode->mirror = fs->observer->mirror_of(fs->observer_opaque, &key);
 		g_hash_table_add(fs->inodes, inode);
 	}
 	mfs_mutex_unlock(&fs->inodes_lock);
@@ -385,7 +371,7 @@ void mfs_forget_inside(Mfs *fs, MfsInode *inode, uint64_t nlookup)
 		inode_free(inode);
 }
 
-static int getattr_inside(MfsInode *inode, MfsFile *file, struct stat *out)
+int mfs_getattr_inside(MfsInode *inode, MfsFile *file, struct stat *out)
 {
 	if (file)
 		return fstat(file->fd, out) < 0 ? -errno : 0;
@@ -397,116 +383,8 @@ int mfs_getattr(Mfs *fs, MfsInode *inode, MfsFile *file, struct stat *out)
 	int ret;
 
 	gate_enter(&fs->gate);
-	ret = getattr_inside(inode, file, out);
+	ret = mfs_getattr_inside(inode, file, out);
 	gate_leave(&fs->gate);
-	return ret;
-}
-
-/* Namespace changes: shared when nothing is mirrored, else exclusive. */
-bool mfs_ns_begin(Mfs *fs)
-{
-	mfs_rwlock_reader_lock(&fs->ns_lock);
-	if (fs->mig && migration_active(fs->mig)) {
-		mfs_rwlock_reader_unlock(&fs->ns_lock);
-		mfs_rwlock_writer_lock(&fs->ns_lock);
-		if (fs->mig && migration_active(fs->mig)) {
-			gate_enter(&fs->gate);
-			return true;
-		}
-		mfs_rwlock_writer_unlock(&fs->ns_lock);
-		mfs_rwlock_reader_lock(&fs->ns_lock);
-	}
-	gate_enter(&fs->gate);
-	return false;
-}
-
-void mfs_ns_end(Mfs *fs, bool exclusive)
-{
-	gate_leave(&fs->gate);
-	if (exclusive)
-		mfs_rwlock_writer_unlock(&fs->ns_lock);
-	else
-		mfs_rwlock_reader_unlock(&fs->ns_lock);
-}
-
-int mfs_truncate_inside(MfsInode *inode, int fd, off_t size)
-{
-	char path[MFS_PROC_FD_LEN];
-	int own = -1, ret;
-
-	if (fd < 0) {
-		mfs_proc_fd_path(inode->fd, path);
-		fd = own = open(path, O_WRONLY | O_CLOEXEC);
-		if (fd < 0)
-			return -errno;
-	}
-	/* A mirrored file is truncated by its mirror, in step with the copier. */
-	if (inode->mirror)
-		ret = mirror_file_truncate(inode->mirror, fd, size);
-	else
-		ret = ftruncate(fd, size) < 0 ? -errno : 0;
-	if (own >= 0)
-		close(own);
-	return ret;
-}
-
-static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set)
-{
-	char path[MFS_PROC_FD_LEN];
-	int ret;
-
-	mfs_proc_fd_path(inode->fd, path);
-	if (to_set & MFS_SET_MODE) {
-		ret = file ? fchmod(file->fd, attr->st_mode) : chmod(path, attr->st_mode);
-		if (ret < 0)
-			return -errno;
-	}
-	if (to_set & (MFS_SET_UID | MFS_SET_GID)) {
-		uid_t uid = (to_set & MFS_SET_UID) ? attr->st_uid : (uid_t)-1;
-		gid_t gid = (to_set & MFS_SET_GID) ? attr->st_gid : (gid_t)-1;
-
-		if (fchownat(inode->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-			return -errno;
-	}
-	if (to_set & MFS_SET_SIZE) {
-		ret = mfs_truncate_inside(inode, file ? file->fd : -1, attr->st_size);
-		if (ret < 0)
-			return ret;
-	}
-	if (to_set & (MFS_SET_ATIME | MFS_SET_MTIME | MFS_SET_ATIME_NOW | MFS_SET_MTIME_NOW)) {
-		struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
-
-		if (to_set & MFS_SET_ATIME_NOW)
-			tv[0].tv_nsec = UTIME_NOW;
-		else if (to_set & MFS_SET_ATIME)
-			tv[0] = attr->st_atim;
-		if (to_set & MFS_SET_MTIME_NOW)
-			tv[1].tv_nsec = UTIME_NOW;
-		else if (to_set & MFS_SET_MTIME)
-			tv[1] = attr->st_mtim;
-		if (file)
-			ret = futimens(file->fd, tv);
-		else if (inode->type == S_IFLNK)
-			ret = utimensat(inode->fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-		else
-			ret = utimensat(AT_FDCWD, path, tv, 0);
-		if (ret < 0)
-			return -errno;
-	}
-	return 0;
-}
-
-int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set,
-                struct stat *out)
-{
-	bool mirrored = mfs_ns_begin(fs);
-	int ret = setattr_inside(inode, file, attr, to_set);
-
-	if (ret == 0 && mirrored)
-		migration_mirror_setattr(fs, inode, attr, to_set & ~MFS_SET_SIZE);
-	if (ret == 0)
-		ret = getattr_inside(inode, file, out);
-	mfs_ns_end(fs, mirrored);
 	return ret;
 }
 
@@ -561,241 +439,5 @@ int mfs_statfs(Mfs *fs, MfsInode *inode, struct statvfs *out)
 	gate_enter(&fs->gate);
 	ret = fstatvfs(inode->fd, out) < 0 ? -errno : 0;
 	gate_leave(&fs->gate);
-	return ret;
-}
-
-/* Look up what a creation just made, or remove it if that fails. */
-static int lookup_created(Mfs *fs, MfsInode *parent, const char *name, bool is_dir, MfsEntry *out)
-{
-	int ret = mfs_lookup_inside(fs, parent, name, out);
-
-	if (ret < 0)
-		unlinkat(parent->fd, name, is_dir ? AT_REMOVEDIR : 0);
-	return ret;
-}
-
-bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name)
-{
-	return parent == &fs->root && journal_is_reserved_name(name);
-}
-
-/* The journal's names are reserved at the root: making them is refused. */
-#define RETURN_IF_JOURNAL(fs, parent, name)                                                        \
-	do {                                                                                       \
-		if (mfs_is_journal(fs, parent, name))                                              \
-			return -EPERM;                                                             \
-	} while (0)
-
-int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec)
-{
-	int ret;
-
-	switch (spec->mode & S_IFMT) {
-	case S_IFDIR:
-		ret = mkdirat(dir_fd, name, spec->mode & 07777);
-		break;
-	case S_IFLNK:
-		ret = symlinkat(spec->link, dir_fd, name);
-		break;
-	default:
-		ret = mknodat(dir_fd, name, spec->mode, spec->rdev);
-		break;
-	}
-	return ret < 0 ? -errno : 0;
-}
-
-/*
- * mknod, mkdir and symlink: make the node as the caller, look it up, mirror
- * it.  A regular file made by mknod(2) is mirrored as one made by create,
- * with a MirrorFile, before the lookup so that its inode finds it at birth.
- */
-static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeSpec *spec,
-                     const MfsCred *cred, MfsEntry *out)
-{
-	mode_t type = spec->mode & S_IFMT;
-	bool regular = type == S_IFREG || type == 0;
-	MfsCredSaved saved;
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, parent, name);
-	mirrored = mfs_ns_begin(fs);
-	mfs_cred_enter(cred, &saved);
-	ret = mfs_make_node_at(parent->fd, name, spec);
-	mfs_cred_leave(&saved);
-	if (ret == 0 && mirrored && regular) {
-		struct stat st;
-		int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-
-		if (fd >= 0 && fstat(fd, &st) == 0)
-			migration_mirror_create(fs, parent, name, &st, fd);
-		if (fd >= 0)
-			close(fd);
-	}
-	if (ret == 0)
-		ret = lookup_created(fs, parent, name, S_ISDIR(spec->mode), out);
-	if (ret == 0 && mirrored && !regular)
-		migration_mirror_node(fs, parent, name, out, spec);
-	mfs_ns_end(fs, mirrored);
-	return ret;
-}
-
-int mfs_mknod(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, dev_t rdev,
-              const MfsCred *cred, MfsEntry *out)
-{
-	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = mode, .rdev = rdev}, cred, out);
-}
-
-int mfs_mkdir(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, const MfsCred *cred,
-              MfsEntry *out)
-{
-	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = S_IFDIR | (mode & 07777)}, cred,
-	                 out);
-}
-
-int mfs_symlink(Mfs *fs, const char *target, MfsInode *parent, const char *name,
-                const MfsCred *cred, MfsEntry *out)
-{
-	return make_node(fs, parent, name, &(MfsNodeSpec){.mode = S_IFLNK | 0777, .link = target},
-	                 cred, out);
-}
-
-int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname, MfsEntry *out)
-{
-	char path[MFS_PROC_FD_LEN];
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, newparent, newname);
-	mirrored = mfs_ns_begin(fs);
-	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the proc path does not. */
-	mfs_proc_fd_path(inode->fd, path);
-	ret = linkat(AT_FDCWD, path, newparent->fd, newname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
-	if (ret == 0)
-		ret = mfs_lookup_inside(fs, newparent, newname, out);
-	if (ret == 0 && mirrored)
-		migration_mirror_link(fs, inode, newparent, newname);
-	mfs_ns_end(fs, mirrored);
-	return ret;
-}
-
-static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
-{
-	struct stat gone;
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, parent, name);
-	mirrored = mfs_ns_begin(fs);
-	/* What goes away: the migration forgets it if nothing else names it. */
-	if (mirrored && fstatat(parent->fd, name, &gone, AT_SYMLINK_NOFOLLOW) < 0)
-		gone.st_nlink = 0;
-	ret = unlinkat(parent->fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
-	if (ret == 0 && mirrored)
-		migration_mirror_unlink(fs, parent, name, dir, gone.st_nlink ? &gone : NULL);
-	mfs_ns_end(fs, mirrored);
-	return ret;
-}
-
-int mfs_unlink(Mfs *fs, MfsInode *parent, const char *name)
-{
-	return remove_entry(fs, parent, name, false);
-}
-
-int mfs_rmdir(Mfs *fs, MfsInode *parent, const char *name)
-{
-	return remove_entry(fs, parent, name, true);
-}
-
-int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
-               const char *newname, unsigned int flags)
-{
-	struct stat replaced;
-	bool mirrored;
-	int ret;
-
-	RETURN_IF_JOURNAL(fs, parent, name);
-	RETURN_IF_JOURNAL(fs, newparent, newname);
-	mirrored = mfs_ns_begin(fs);
-	/* A rename over an existing name removes what that name was. */
-	if (!mirrored || (flags & RENAME_EXCHANGE) ||
-	    fstatat(newparent->fd, newname, &replaced, AT_SYMLINK_NOFOLLOW) < 0)
-		replaced.st_nlink = 0;
-	ret = renameat2(parent->fd, name, newparent->fd, newname, flags) < 0 ? -errno : 0;
-	if (ret == 0 && mirrored)
-		migration_mirror_rename(fs, parent, name, newparent, newname, flags,
-		                        replaced.st_nlink ? &replaced : NULL);
-	mfs_ns_end(fs, mirrored);
-	return ret;
-}
-
-/*
- * xattr calls take no O_PATH descriptor; the proc path reaches the object.
- * It would follow a symlink, whose own xattrs (trusted.* only) we decline.
- */
-static int xattr_path(MfsInode *inode, char path[MFS_PROC_FD_LEN])
-{
-	if (inode->type == S_IFLNK)
-		return -ENOTSUP;
-	mfs_proc_fd_path(inode->fd, path);
-	return 0;
-}
-
-int mfs_getxattr(Mfs *fs, MfsInode *inode, const char *name, void *buf, size_t size)
-{
-	char path[MFS_PROC_FD_LEN];
-	ssize_t n;
-
-	gate_enter(&fs->gate);
-	n = xattr_path(inode, path);
-	if (n == 0) {
-		n = getxattr(path, name, buf, size);
-		n = n < 0 ? -errno : n;
-	}
-	gate_leave(&fs->gate);
-	return (int)n;
-}
-
-int mfs_listxattr(Mfs *fs, MfsInode *inode, char *buf, size_t size)
-{
-	char path[MFS_PROC_FD_LEN];
-	ssize_t n = 0;
-
-	gate_enter(&fs->gate);
-	if (inode->type != S_IFLNK) {
-		mfs_proc_fd_path(inode->fd, path);
-		n = listxattr(path, buf, size);
-		n = n < 0 ? -errno : n;
-	}
-	gate_leave(&fs->gate);
-	return (int)n;
-}
-
-int mfs_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value, size_t size,
-                 int flags)
-{
-	char path[MFS_PROC_FD_LEN];
-	bool mirrored = mfs_ns_begin(fs);
-	int ret = xattr_path(inode, path);
-
-	if (ret == 0)
-		ret = setxattr(path, name, value, size, flags) < 0 ? -errno : 0;
-	if (ret == 0 && mirrored)
-		migration_mirror_setxattr(fs, inode, name, value, size, flags);
-	mfs_ns_end(fs, mirrored);
-	return ret;
-}
-
-int mfs_removexattr(Mfs *fs, MfsInode *inode, const char *name)
-{
-	char path[MFS_PROC_FD_LEN];
-	bool mirrored = mfs_ns_begin(fs);
-	int ret = xattr_path(inode, path);
-
-	if (ret == 0)
-		ret = removexattr(path, name) < 0 ? -errno : 0;
-	if (ret == 0 && mirrored)
-		migration_mirror_removexattr(fs, inode, name);
-	mfs_ns_end(fs, mirrored);
 	return ret;
 }

@@ -98,18 +98,13 @@ int mfs_migration_cancel(Mfs *fs);
  * checks and prepares before it forks, and copies after.
  */
 void mfs_migration_launch(Mfs *fs);
+/* After a fork: the target's claim is the calling process's (mfs_claim() renews the tree's). */
+void mfs_migration_renew_claim(Mfs *fs);
 /* At shutdown: cancel what still runs, let a switch finish, and wait. */
 void mfs_migration_shutdown(Mfs *fs);
 /* Block until the migration leaves the copying/mirrored/switching states. */
 MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms);
 void mfs_migration_status(Mfs *fs, MfsMigStatus *out);
 void mfs_migration_status_clear(MfsMigStatus *st);
-
-/*
- * The journal that makes a switch durable.  mfs_new() reads it: a source
- * whose journal says it was switched is served from its target instead
- * (*@redirected names it), never stale.
- */
-#define MFS_JOURNAL_NAME ".mirrorfs-journal"
 
 #endif

@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Small helpers of the engine: size parsing, escaping names for JSON,
- * per-thread aligned buffers,
- * /proc/self/fd paths and running a creation as the caller.
+ * Small helpers of the engine (util.h, and mfs.h's utilities): size
+ * parsing, escaping names for JSON, per-thread aligned buffers, /proc/self/fd
+ * paths, running a creation as the caller, object identities, making a
+ * node, and the crash tests' hook.  Nothing here knows of the tree or jobs.
  */
 #define _GNU_SOURCE
-#include "mfs-int.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <string.h>
 #include <sys/fsuid.h>
+#include <sys/stat.h>
 
 int mfs_parse_size(const char *text, uint64_t *out)
 {
@@ -197,4 +201,66 @@ void mfs_cred_leave(const MfsCredSaved *saved)
 		return;
 	setfsuid(saved->uid);
 	setfsgid(saved->gid);
+}
+
+guint mfs_inode_key_hash(gconstpointer p)
+{
+	const MfsInodeKey *k = p;
+
+	return (guint)(k->ino ^ (k->ino >> 32) ^ (k->dev * 0x9e3779b1u));
+}
+
+gboolean mfs_inode_key_equal(gconstpointer a, gconstpointer b)
+{
+	const MfsInodeKey *x = a, *y = b;
+
+	return x->ino == y->ino && x->dev == y->dev;
+}
+
+int mfs_make_node_at(int dir_fd, const char *name, const MfsNodeSpec *spec)
+{
+	int ret;
+
+	switch (spec->mode & S_IFMT) {
+	case S_IFDIR:
+		ret = mkdirat(dir_fd, name, spec->mode & 07777);
+		break;
+	case S_IFLNK:
+		ret = symlinkat(spec->link, dir_fd, name);
+		break;
+	default:
+		ret = mknodat(dir_fd, name, spec->mode, spec->rdev);
+		break;
+	}
+	return ret < 0 ? -errno : 0;
+}
+
+/*
+ * For crash tests: with MIRRORFS_TEST_CRASH_AT=POINT[:N] (N defaults to 1)
+ * the daemon kills itself with SIGKILL at the Nth arrival at POINT, so
+ * that a test crashes it at an exact place of a migration instead of at a
+ * moment it hopes for.  The points are the hooks' (started, chunk-begin,
+ * chunk, mirrored, stunned, journaled) and a few more named where they
+ * are reached (walked, journal-renamed, swapped, resumed-journal-left,
+ * abort-detached, abort-removed, deleting-source).  The line logged first
+ * tells the test the kill came from here.
+ */
+void mfs_test_crash_point(const char *point)
+{
+	static gint arrivals;
+	const char *spec = g_getenv("MIRRORFS_TEST_CRASH_AT");
+	size_t len;
+	long n = 1;
+
+	if (G_LIKELY(!spec))
+		return;
+	len = strcspn(spec, ":");
+	if (len != strlen(point) || strncmp(spec, point, len) != 0)
+		return;
+	if (spec[len] == ':')
+		n = strtol(spec + len + 1, NULL, 10);
+	if (g_atomic_int_add(&arrivals, 1) + 1 != n)
+		return;
+	g_message("test: crash at %s:%ld", point, n);
+	kill(getpid(), SIGKILL);
 }

@@ -9,6 +9,7 @@
 #define MIGRATION_FIXTURE_H
 
 #include "mfs-int.h"
+#include "migration.h"
 
 #define CHUNK 4096
 

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "control.h"
 #include "mfs-int.h"
+#include "migration.h"
 
 #include <check.h>
 #include <errno.h>

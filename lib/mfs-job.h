@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What a job (a migration) may see of the served tree and do to it.  The
+ * tree knows nothing of jobs: it reports its changes to an observer that
+ * a job registers, and lets a job repoint it through the functions below,
+ * each named for where it may be called.
+ *
+ * "Frozen": with mfs_freeze_namespace() held: no namespace change runs.
+ * "Stunned": frozen and mfs_stun() done: no operation but reads runs, so
+ * the tables of inodes and files hold still and may be read and changed.
+ */
+#ifndef MFS_JOB_H
+#define MFS_JOB_H
+
+#include "mfs.h"
+#include "mirror-file.h"
+#include "util.h"
+
+#include <glib.h>
+
+/*
+ * The changes a job mirrors.  Each is called after the change succeeded on
+ * the served tree, with the namespace frozen for everyone else, when
+ * mirrors_changes() said yes as the change began.  mirror_of() is called
+ * at the lookup that makes a regular file's inode, under the inode table's
+ * lock: it returns the MirrorFile through which that file's data changes
+ * go, or NULL.
+ */
+typedef struct {
+	MirrorFile *(*mirror_of)(void *opaque, const MfsInodeKey *key);
+	bool (*mirrors_changes)(void *opaque);
+	/* A regular file made (create, mknod); @src_fd any descriptor of it. */
+	void (*created)(void *opaque, MfsInode *parent, const char *name, const struct stat *st,
+	                int src_fd);
+	/* A directory, symlink or special file made. */
+	void (*node_made)(void *opaque, MfsInode *parent, const char *name, const MfsEntry *e,
+	                  const MfsNodeSpec *spec);
+	void (*linked)(void *opaque, MfsInode *inode, MfsInode *newparent, const char *newname);
+	/* @gone: what the name was, if other names or handles keep it; else NULL. */
+	void (*removed)(void *opaque, MfsInode *parent, const char *name, bool dir,
+	                const struct stat *gone);
+	void (*renamed)(void *opaque, MfsInode *parent, const char *name, MfsInode *newparent,
+	                const char *newname, unsigned int flags, const struct stat *replaced);
+	/* Owner, mode or times (MFS_SET_*, never MFS_SET_SIZE: data goes by the mirror). */
+	void (*attr_changed)(void *opaque, MfsInode *inode, int to_set);
+	void (*xattr_set)(void *opaque, MfsInode *inode, const char *name, const void *value,
+	                  size_t size, int flags);
+	void (*xattr_removed)(void *opaque, MfsInode *inode, const char *name);
+} MfsObserver;
+
+/* Register @obs (NULL: none); stunned. */
+void mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque);
+
+/*
+ * The job last started on the tree, kept while the tree lives so that its
+ * status outlasts it; the tree frees it with @job_free and never looks
+ * inside.  mfs_job() takes the namespace lock to read: not when frozen.
+ */
+void *mfs_job(Mfs *fs);
+void *mfs_job_frozen(Mfs *fs);
+/* Keep @job instead of the one kept (returned, for the caller to free). */
+void *mfs_set_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job));
+
+/* Hold off (and let go) every namespace change: the tree walk, the stuns. */
+void mfs_freeze_namespace(Mfs *fs);
+void mfs_thaw_namespace(Mfs *fs);
+/* Frozen: wait for every operation under way, and hold off new ones but reads. */
+void mfs_stun(Mfs *fs);
+void mfs_unstun(Mfs *fs);
+
+/* The directory served (mfs_served_dir()), frozen: the caller's to g_free(). */
+char *mfs_served_dir_frozen(Mfs *fs);
+/* The served root's descriptor (O_PATH), valid as long as the tree; it changes at a swap. */
+int mfs_root_fd(Mfs *fs);
+/* The daemon's own mount (mfs_set_mount_dev()), if known. */
+bool mfs_mount_dev(Mfs *fs, dev_t *dev);
+/* How many reads the mount has served, ever (the copier's measure of a busy guest). */
+uint64_t mfs_reads_served(Mfs *fs);
+
+/* Inodes.  Their fields change only stunned, so these may be read inside an operation too. */
+int mfs_inode_fd(const MfsInode *inode);
+MfsInodeKey mfs_inode_key(const MfsInode *inode);
+mode_t mfs_inode_type(const MfsInode *inode);
+
+/*
+ * Every inode the table holds, or every open file; stunned.  The stun
+ * freezes the tables (lookup, forget, open and release pass the gate), so
+ * the caller may make system calls on them without any lock.
+ */
+GPtrArray *mfs_inodes_stunned(Mfs *fs);
+GPtrArray *mfs_files_stunned(Mfs *fs);
+
+/* Route @inode's data changes through @mf (NULL: straight to its object); stunned. */
+void mfs_inode_set_mirror_stunned(MfsInode *inode, MirrorFile *mf);
+
+/*
+ * Point inodes at other objects; stunned.  For each entry with fd >= 0
+ * the inode takes fd and key, and fd gets the descriptor it had (the
+ * caller closes it, outside any lock); every inode loses its mirror.
+ * All in one pass: a new key may be another inode's old one.
+ */
+typedef struct {
+	MfsInode *inode;
+	int fd;
+	MfsInodeKey key;
+} MfsRepoint;
+void mfs_repoint_inodes_stunned(Mfs *fs, MfsRepoint *r, guint n);
+
+MfsInode *mfs_file_inode(const MfsFile *file);
+/* The open(2) flags the file was opened with. */
+int mfs_file_open_flags(const MfsFile *file);
+/*
+ * Point @file at @fd and return the descriptor it had; then retire that
+ * one, closing it once no read that may hold it is under way, or at
+ * release if that takes past @deadline.  Stunned.
+ */
+int mfs_file_swap_fd_stunned(MfsFile *file, int fd);
+void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
+
+/* The tree now lives in @dir; its claim is @lock_fd (the old one is closed).  Stunned. */
+void mfs_moved_stunned(Mfs *fs, const char *dir, int lock_fd);
+
+#endif /* MFS_JOB_H */

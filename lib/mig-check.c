@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The checks before a start, which change nothing when they refuse: the
+ * options, and the target (a writable directory, not the source, neither
+ * inside it nor containing it by any road, not served by another daemon,
+ * free of the source's names unless overwrite, with room for the data).
+ * The target's journal tells a fresh target from our own partial copy.
+ */
+#define _GNU_SOURCE
+#include "migration-int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <sys/statvfs.h>
+
+static bool path_within(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (strcmp(outer, "/") == 0)
+		return true;
+	return strncmp(inner, outer, n) == 0 && (inner[n] == '/' || inner[n] == '\0');
+}
+
+/* Data bytes below @dir_fd (allocated, capped at each file's size). */
+static uint64_t tree_data_bytes(int dir_fd)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	uint64_t total = 0;
+
+	if (!dp) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	while ((de = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISREG(st.st_mode)) {
+			total += MIN((uint64_t)st.st_blocks * 512, (uint64_t)st.st_size);
+		} else if (S_ISDIR(st.st_mode)) {
+			int sub = mig_open_path(dirfd(dp), de->d_name);
+
+			if (sub >= 0) {
+				total += tree_data_bytes(sub);
+				close(sub);
+			}
+		}
+	}
+	closedir(dp);
+	return total;
+}
+
+/*
+ * Identities, not paths: a target reached through a symlink or a bind
+ * mount passes every test on its canonical path.
+ */
+static bool same_object(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Is @want the directory @dir_fd (O_PATH) or one of its ancestors? */
+static bool is_dir_or_ancestor(int dir_fd, const struct stat *want)
+{
+	struct stat st, prev = {0};
+	int fd = dup(dir_fd);
+
+	for (int hops = 0; fd >= 0 && hops < 4096; hops++) {
+		int up;
+
+		if (fstat(fd, &st) < 0 || (hops && same_object(&st, &prev)))
+			break; /* "/" is its own parent */
+		if (same_object(&st, want)) {
+			close(fd);
+			return true;
+		}
+		prev = st;
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		fd = up;
+	}
+	if (fd >= 0)
+		close(fd);
+	return false;
+}
+
+/*
+ * Is @want a directory of the tree below @dir_fd?  Then *@where is its
+ * path in the tree.  The walk of the preflight, as tree_data_bytes().
+ */
+static bool tree_holds_dir(int dir_fd, const struct stat *want, const char *prefix, char **where)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+	bool found = false;
+
+	if (!dp) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	while (!found && (de = readdir(dp))) {
+		g_autofree char *path = NULL;
+		struct stat st;
+		int sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode))
+			continue;
+		path = prefix ? g_build_filename(prefix, de->d_name, NULL) : g_strdup(de->d_name);
+		if (same_object(&st, want)) {
+			*where = g_steal_pointer(&path);
+			found = true;
+			break;
+		}
+		sub = mig_open_path(dirfd(dp), de->d_name);
+		if (sub >= 0) {
+			found = tree_holds_dir(sub, want, path, where);
+			close(sub);
+		}
+	}
+	closedir(dp);
+	return found;
+}
+
+/*
+ * Refuse a target that leads back into the source or into the daemon's
+ * own mount by any road.  Into the mount, the start would create the
+ * target's journal through the mount while it holds ns_lock, which the
+ * create needs: a deadlock no signal ends.  Into the source, the walk
+ * copies into its own output until it runs out of descriptors.  Only
+ * fstat and lookups reach the target here, and the mount serves those
+ * without ns_lock.
+ */
+static int check_target_identity(Mfs *fs, Migration *mig, const MfsMigOptions *opts,
+                                 const struct stat *tst, char **error)
+{
+	g_autofree char *where = NULL;
+	dev_t mount_dev;
+
+	if (mfs_mount_dev(fs, &mount_dev) && tst->st_dev == mount_dev) {
+		*error = g_strdup_printf("target '%s' leads into this mirrorfs mount itself; the "
+		                         "daemon would write through itself",
+		                         opts->target);
+		return -EINVAL;
+	}
+	if (is_dir_or_ancestor(mfs_root_fd(fs), tst)) {
+		*error = g_strdup_printf("target '%s' is the source '%s' or contains it",
+		                         opts->target, mig->source);
+		return -EINVAL;
+	}
+	if (tree_holds_dir(mfs_root_fd(fs), tst, NULL, &where)) {
+		*error = g_strdup_printf("target '%s' is the directory '%s' of the source '%s', "
+		                         "reached by another path",
+		                         opts->target, where, mig->source);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Check the target before anything is written: *@fresh says whether it is
+ * new to us, or holds the partial files of an earlier run of this same
+ * migration (its journal says so), which are then reused.
+ */
+int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error)
+{
+	g_auto(Journal) j = {0};
+	Migration *ended;
+	struct stat sst, tst;
+	struct statvfs vfs;
+	uint64_t need, avail;
+	int fd, ret;
+	DIR *dp;
+	struct dirent *de;
+
+	mig->target = realpath(opts->target, NULL);
+	if (!mig->target) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	if (stat(mig->target, &tst) < 0 || !S_ISDIR(tst.st_mode)) {
+		*error = g_strdup_printf("target '%s' is not a directory", opts->target);
+		return -ENOTDIR;
+	}
+	if (fstat(mfs_root_fd(fs), &sst) == 0 && sst.st_dev == tst.st_dev &&
+	    sst.st_ino == tst.st_ino) {
+		*error = g_strdup_printf("target '%s' is the source", opts->target);
+		return -EINVAL;
+	}
+	if (path_within(mig->target, mig->source)) {
+		*error = g_strdup_printf("target '%s' lies inside the source '%s'", opts->target,
+		                         mig->source);
+		return -EINVAL;
+	}
+	if (path_within(mig->source, mig->target)) {
+		*error = g_strdup_printf("target '%s' contains the source '%s'", opts->target,
+		                         mig->source);
+		return -EINVAL;
+	}
+	ret = check_target_identity(fs, mig, opts, &tst, error);
+	if (ret < 0)
+		return ret;
+	if (access(mig->target, W_OK | X_OK) < 0) {
+		*error = g_strdup_printf("target '%s' is not writable: %s", opts->target,
+		                         g_strerror(errno));
+		return -EACCES;
+	}
+	mig->dst_root_fd = open(mig->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (mig->dst_root_fd < 0) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	/* Checked by identity again: the path may have changed meanwhile. */
+	if (fstat(mig->dst_root_fd, &tst) < 0) {
+		*error = g_strdup_printf("target '%s': %s", opts->target, g_strerror(errno));
+		return -errno;
+	}
+	ret = check_target_identity(fs, mig, opts, &tst, error);
+	if (ret < 0)
+		return ret;
+	/* An ended migration's claim is of no use: it may be this same target. */
+	ended = mfs_job_frozen(fs);
+	if (ended && ended->lock_fd >= 0) {
+		close(ended->lock_fd);
+		ended->lock_fd = -1;
+	}
+	/* Another daemon serving it would not see our writes, nor we its. */
+	ret = mfs_dir_claim(mig->dst_root_fd, &mig->lock_fd);
+	if (ret < 0) {
+		g_autofree char *holder =
+		    ret == -EWOULDBLOCK ? mfs_dir_claim_holder(mig->dst_root_fd) : NULL;
+
+		if (holder)
+			*error =
+			    g_strdup_printf("target '%s' is served by %s", opts->target, holder);
+		else
+			*error = g_strdup_printf("target '%s': cannot lock it: %s", opts->target,
+			                         g_strerror(-ret));
+		return ret;
+	}
+	if (journal_read(mig->dst_root_fd, &j) == 0) {
+		*fresh = !(strcmp(j.state, "copying") == 0 && strcmp(j.source, mig->source) == 0);
+		/* A migration back, into the directory that was switched to our source. */
+		mig->target_home = (!*fresh && j.home) || (strcmp(j.state, "switched") == 0 &&
+		                                           strcmp(j.target, mig->source) == 0);
+	}
+
+	/* Names the source has at its root must be free in the target. */
+	if (*fresh && !opts->overwrite) {
+		fd = openat(mfs_root_fd(fs), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dp = fd >= 0 ? fdopendir(fd) : NULL;
+		while (dp && (de = readdir(dp))) {
+			struct stat st;
+
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+			    journal_is_reserved_name(de->d_name))
+				continue;
+			if (fstatat(mig->dst_root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				*error = g_strdup_printf("target '%s' already holds '%s' (use the "
+				                         "overwrite option to replace it)",
+				                         opts->target, de->d_name);
+				closedir(dp);
+				return -EEXIST;
+			}
+		}
+		if (dp)
+			closedir(dp);
+	}
+
+	/* Room for the data, as Storage vMotion checks before it starts. */
+	need = tree_data_bytes(mfs_root_fd(fs));
+	if (!*fresh)
+		need -= MIN(need, tree_data_bytes(mig->dst_root_fd));
+	if (fstatvfs(mig->dst_root_fd, &vfs) == 0) {
+		avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+		if (need > avail) {
+			*error = g_strdup_printf("target '%s' has %" G_GUINT64_FORMAT
+			                         " bytes free; the source holds %" G_GUINT64_FORMAT
+			                         " bytes of data",
+			                         opts->target, avail, need);
+			return -ENOSPC;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Abandoning the copy: remove the target's copying journal, or, in the old
+ * home of a migration back, write back the record it replaced, which sends
+ * a daemon started there to our source, where the tree still lives.
+ */
+void mig_target_journal_undo(Migration *mig)
+{
+	int ret;
+
+	if (!mig->target_home) {
+		journal_remove(mig->dst_root_fd);
+		return;
+	}
+	ret = journal_write(mig->dst_root_fd,
+	                    &(Journal){"switched", mig->target, mig->source, false}, true);
+	if (ret == 0)
+		ret = journal_sync_dir(mig->dst_root_fd);
+	if (ret < 0)
+		g_warning("migration %s -> %s: cannot restore the journal of '%s', which must send "
+		          "a daemon started there to '%s': %s",
+		          mig->source, mig->target, mig->target, mig->source, g_strerror(-ret));
+}
+
+int mig_check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error)
+{
+	*chunk = opts->chunk_size ? opts->chunk_size : MFS_DEFAULT_CHUNK;
+	if (*chunk < 4096 || *chunk > (64u << 20) || (*chunk & (*chunk - 1))) {
+		*error = g_strdup_printf("chunk size %" G_GUINT64_FORMAT
+		                         " must be a power of two from 4K to 64M",
+		                         *chunk);
+		return -EINVAL;
+	}
+	if (!opts->target || !*opts->target) {
+		*error = g_strdup("no target directory given");
+		return -EINVAL;
+	}
+	if (opts->guest_share > MFS_MAX_GUEST_SHARE) {
+		*error = g_strdup_printf("guest share %u%% is over %u%%", opts->guest_share,
+		                         MFS_MAX_GUEST_SHARE);
+		return -EINVAL;
+	}
+	if (opts->speed_bps > MFS_MAX_SIZE) {
+		*error = g_strdup_printf("speed %" G_GUINT64_FORMAT " bytes/s is over 2^63 - 1",
+		                         opts->speed_bps);
+		return -ERANGE;
+	}
+	return 0;
+}

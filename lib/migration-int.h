@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The migration job's internals, shared by its files and by the unit
+ * tests; lib/migration.h is its public half.  The job is in parts:
+ *
+ *   migration.c     the job: its state (mig-state.c), thread, requests, status
+ *   mig-check.c     the checks of the options and the target before a start
+ *   mig-tree.c      the target tree: the walk that makes it, metadata, removal
+ *   mig-namespace.c the object table, and the namespace changes replayed on
+ *                   the target (the tree's observer, mfs-job.h)
+ *   mig-copier.c    the copier: chunk after chunk, paced for the guest
+ *   mig-switch.c    the switch: flush, stun, journal, repoint, resume
+ *
+ * They reach the served tree only through mfs-job.h.  Locks: lock.h.
+ */
+#ifndef MFS_MIGRATION_INT_H
+#define MFS_MIGRATION_INT_H
+
+#include "journal.h"
+#include "lock.h"
+#include "mfs-job.h"
+#include "mig-state.h"
+#include "migration.h"
+#include "mirror-file.h"
+#include "util.h"
+
+#include <glib.h>
+
+/* A source object and its counterpart on the target. */
+typedef struct {
+	MfsInodeKey key; /* the source's */
+	mode_t type;
+	int tfd;        /* O_PATH on the target object; -1 for regular files */
+	MirrorFile *mf; /* regular files */
+} MigObject;
+
+/* What the mirrors counted, summed over the files. */
+typedef struct {
+	uint64_t bytes_copied;
+	uint64_t bytes_cloned;
+	uint64_t mirrored_writes;
+	uint64_t waited_writes;
+	uint64_t max_wait_ns;
+} MigTotals;
+
+#define RATE_SAMPLES 16
+
+typedef struct Migration Migration;
+
+struct Migration {
+	Mfs *fs;
+	char *source; /* canonical paths */
+	char *target;
+	int dst_root_fd; /* O_PATH */
+	int old_root_fd; /* the source's root, from the swap until mig_delete_source() */
+	int lock_fd;     /* claims the target (claim.c) until the switch hands it to the Mfs */
+	uint64_t chunk_size;
+	bool manual_switch, delete_source;
+	bool no_clone;
+	bool target_home; /* the target is the old home of our source: see Journal.home */
+	bool keep_source; /* the switch's record may not be durable: never delete the source */
+	bool walking;     /* the start's walk runs: a refused owner or xattr refuses the start */
+	char *walk_error; /* why the walk refused, naming the file; the starting thread's */
+	GThread *thread;
+	MfsMigHook hook;
+	void *hook_opaque;
+
+	MfsMutex lock;
+	MfsCond cond;         /* state or settings changed */
+	MigState state;       /* protected by lock */
+	MigState before;      /* what STOPPING came from, for the status; protected by lock */
+	uint64_t speed_bps;   /* protected by lock */
+	unsigned guest_share; /* percent; protected by lock */
+	uint64_t rested_us;   /* the copier's rests for the guest; protected by lock */
+	unsigned
+	    meta_lost;    /* owners, xattrs the target refused after the start; protected by lock */
+	char *error;      /* why it failed; protected by lock */
+	uint64_t stun_ns; /* protected by lock */
+	uint64_t bytes_total;    /* protected by lock */
+	GHashTable *objects;     /* MfsInodeKey -> MigObject; protected by lock */
+	GPtrArray *files;        /* MigObject of regular files, in copy order; protected by lock */
+	GHashTable *root_names;  /* names made at the target's root; protected by lock */
+	MfsMigFileStatus *final; /* per-file status kept after the end; protected by lock */
+	unsigned n_final;        /* protected by lock */
+	MigTotals final_totals;  /* protected by lock */
+	gint64 rate_t[RATE_SAMPLES];   /* protected by lock */
+	uint64_t rate_b[RATE_SAMPLES]; /* protected by lock */
+	unsigned rate_n;               /* protected by lock */
+};
+
+/* migration.c */
+void mig_hook(Migration *mig, const char *point);
+/* Record a failure (the first one is kept); the job stops when it may (mig-state.h). */
+void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+MigState mig_state(Migration *mig);
+/* Go from @from to @to, announcing it; false (and nothing changes) when not in @from. */
+bool mig_set_state(Migration *mig, MigState from, MigState to);
+/* Sum the mirrors' counts; under lock. */
+void mig_totals_locked(Migration *mig, MigTotals *t);
+void mig_drop_objects(Migration *mig);
+/* The source's journal names the target: SWITCHING (or a failure since) to COMMITTED. */
+void mig_commit(Migration *mig);
+
+/* mig-check.c */
+int mig_check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error);
+int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
+void mig_target_journal_undo(Migration *mig);
+
+/* mig-tree.c */
+int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, char **error);
+int mig_remove_tree_at(int dir_fd, const char *name);
+int mig_copy_metadata(Migration *mig, int src_fd, int dst_fd, const struct stat *st);
+int mig_copy_times(Migration *mig, int dst_fd, mode_t type, const struct stat *st);
+bool mig_metadata_refused(int err);
+int mig_metadata_lost(Migration *mig, int dst_fd, const char *what, int err);
+int mig_open_path(int dir_fd, const char *name);
+/* Path of a target object relative to the target root, from its descriptor. */
+char *mig_target_relpath(Migration *mig, int fd);
+
+/* mig-namespace.c */
+extern const MfsObserver mig_observer;
+MigObject *mig_object_add(Migration *mig, const struct stat *st, int tfd, MirrorFile *mf);
+MigObject *mig_object_find(Migration *mig, const MfsInodeKey *key);
+void mig_object_free(gpointer obj);
+int mig_object_fd(MigObject *obj);
+bool mig_source_object_gone(MfsInode *inode);
+/* Point (or un-point) every inode the kernel knows at its mirror.  Stunned. */
+void mig_attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach);
+
+/* mig-copier.c: copy every file; false when the job stops first. */
+bool mig_copier_run(Migration *mig);
+
+/* mig-switch.c */
+int mig_switch(Migration *mig);
+void mig_delete_source(Migration *mig);
+
+#endif /* MFS_MIGRATION_INT_H */

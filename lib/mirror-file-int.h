@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The MirrorFile's insides, shared by mirror-file.c (the ranges, the guest's
+ * operations and the chunk protocol, whose rules it states) and
+ * mirror-copy.c (what the copier does with a chunk it holds).
+ */
+#ifndef MFS_MIRROR_FILE_INT_H
+#define MFS_MIRROR_FILE_INT_H
+
+#include "lock.h"
+#include "mirror-file.h"
+#include "util.h"
+
+#include <sys/types.h>
+
+#define MIRROR_OFF_MAX   INT64_MAX
+#define ROUND_UP(n, a)   (((n) + (a)-1) / (a) * (a))
+#define ROUND_DOWN(n, a) ((n) / (a) * (a))
+
+typedef struct Range Range;
+struct Range {
+	off_t start, end;
+	Range *next;
+};
+
+struct MirrorFile {
+	int src_fd;        /* immutable; the copier's */
+	int dst_fd;        /* immutable */
+	size_t chunk_size; /* immutable */
+	size_t max_chunk;  /* set before use */
+	size_t next_chunk; /* the copier's */
+	uint64_t ops_seen; /* the copier's: guest_ops when it claimed its last chunk */
+	bool dst_fresh;    /* immutable */
+	MirrorHook hook;   /* set before use */
+	void *hook_opaque;
+	MirrorErrorFn on_error; /* set before use */
+	void *error_opaque;
+	void *copy_buf;            /* the copier's, aligned */
+	size_t copy_buf_size;      /* the copier's */
+	int copy_src_direct;       /* the copier's O_DIRECT twins of src_fd, dst_fd, */
+	int copy_dst_direct;       /* or -1: not open, or no O_DIRECT there */
+	bool copy_direct_tried;    /* the copier's: the twins were opened */
+	bool copy_error_on_source; /* the copier's: its last error was the source's */
+	bool copy_clone;           /* the copier's: try FICLONERANGE first */
+	bool copy_prealloc;        /* the copier's: look for preallocated ranges in holes */
+
+	MfsMutex lock;
+	MfsCond cond;                 /* a range was released, or the file detached */
+	off_t cp_offset;              /* protected by lock */
+	off_t chunk_start, chunk_end; /* protected by lock; equal when none */
+	Range *inflight;              /* protected by lock */
+	bool detached;                /* protected by lock */
+	int error;                    /* protected by lock */
+	off_t size;                   /* protected by lock */
+	uint64_t bytes_copied;        /* protected by lock */
+	uint64_t bytes_cloned;        /* protected by lock: part of bytes_copied */
+	uint64_t guest_ops;           /* protected by lock: operations admitted */
+	uint64_t mirrored_writes;     /* protected by lock */
+	uint64_t waited_writes;       /* protected by lock */
+	uint64_t max_wait_ns;         /* protected by lock */
+};
+
+/* mirror-file.c: the chunk protocol (rules 2 and 3) and what both halves use. */
+void mirror_run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t end);
+void mirror_fail(MirrorFile *mf, int err, bool on_source);
+int mirror_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+bool mirror_chunk_claim(MirrorFile *mf, off_t start, off_t end);
+void mirror_chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied, uint64_t cloned);
+int mirror_chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start);
+
+/* mirror-copy.c: the copier's descriptors and buffer, let go. */
+void mirror_copy_resources_free(MirrorFile *mf);
+
+#endif /* MFS_MIRROR_FILE_INT_H */
