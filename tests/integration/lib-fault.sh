@@ -158,8 +158,10 @@ guest_finish() {
 	local name="$1" rc=0 pid="${GUEST_PID[$1]}"
 	wait_pid_exit "$pid" "$CMD_TIMEOUT" || fail "guest $name: fio still running"
 	wait "$pid" || rc=$?
-	((rc == 0)) || fail "guest $name: fio exited $rc (a write or a verify failed):"$'\n'"$(cat \
-		"$TESTDIR/guest-$name.err" "${GUEST_OUT[$name]}" 2>/dev/null | tail -n 40)"
+	# fio's own messages say what failed; its JSON report, the job's error.
+	((rc == 0)) || fail "guest $name: fio exited $rc (a write or a verify failed):"$'\n'"$(
+		tail -n 30 "$TESTDIR/guest-$name.err" 2>/dev/null
+		grep -E '"(jobname|error)"' "${GUEST_OUT[$name]}" 2>/dev/null | head -n 8)"
 	"$PYTHON" - "${GUEST_OUT[$name]}" "${GUEST_SZ[$name]}" <<-'EOF' || fail "guest $name: fio report"
 	import json, sys
 	text = open(sys.argv[1]).read()
