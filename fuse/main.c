@@ -225,15 +225,6 @@ static bool already_migrated_to(Mfs *fs, const char *source, const char *target)
 	return real && strcmp(source, served) != 0 && strcmp(real, served) == 0;
 }
 
-static bool path_is_below(const char *inner, const char *outer)
-{
-	size_t n = strlen(outer);
-
-	if (strcmp(outer, "/") == 0)
-		return strcmp(inner, "/") != 0;
-	return strncmp(inner, outer, n) == 0 && inner[n] == '/';
-}
-
 /*
  * Asked to stop (SIGTERM, SIGINT, SIGHUP) while files are open, we keep
  * serving: ending the session would pull the disks from under running
@@ -393,7 +384,8 @@ int main(int argc, char *argv[])
 	if (check_directory("source", opts.source, &source) < 0 ||
 	    check_directory("mount point", cmd.mountpoint, &mountpoint) < 0)
 		goto out_args;
-	if (path_is_below(mountpoint, source)) {
+	/* Below it, not on it: mounting over the source itself is the usual way. */
+	if (mfs_path_within(mountpoint, source) && strcmp(mountpoint, source) != 0) {
 		fprintf(stderr,
 		        "mirrorfs: mount point '%s' lies inside source '%s'; the mount would "
 		        "loop through itself\n",
@@ -445,9 +437,7 @@ int main(int argc, char *argv[])
 		/* Under the mount point it would be hidden by the mount, or loop through it. */
 		g_autofree char *real_target = realpath(opts.target, NULL);
 
-		if (real_target &&
-		    (path_is_below(real_target, mountpoint) ||
-		     strcmp(real_target, mountpoint) == 0) &&
+		if (real_target && mfs_path_within(real_target, mountpoint) &&
 		    strcmp(mountpoint, source) != 0) {
 			fprintf(stderr,
 			        "mirrorfs: cannot migrate: target '%s' lies inside the mount "

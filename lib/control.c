@@ -319,10 +319,8 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	 */
 	{
 		g_autofree char *lexical = g_canonicalize_filename(opts.target, NULL);
-		size_t n = strlen(mountpoint);
 
-		if (strncmp(lexical, mountpoint, n) == 0 &&
-		    (lexical[n] == '/' || lexical[n] == '\0' || !strcmp(mountpoint, "/")))
+		if (mfs_path_within(lexical, mountpoint))
 			return reply_error(
 			    "start: the target '%s' lies inside the mount '%s' itself", opts.target,
 			    mountpoint);

@@ -196,5 +196,20 @@ char *mfs_escape_name(const char *name);
 int mfs_unescape_name(const char *text, char **out);
 /* Parse "50" or "50%", a whole percentage from 0 to @max. */
 int mfs_parse_percent(const char *text, unsigned max, unsigned *out);
+/*
+ * Path containment, the one rule for every check of it: is @inner the
+ * path @outer itself or a path below it?  Returns NULL if neither, else
+ * @inner's path relative to @outer, a pointer into @inner: "" when the
+ * two are the same path, "b/c" for "/a/b/c" within "/a".  So a caller that
+ * wants "strictly below" tests for a non-empty result.  "/" holds every
+ * absolute path; "/a" does not hold "/ab".
+ *
+ * Both must be absolute and canonical, as realpath(3) or
+ * g_canonicalize_filename() make them: no "." or ".." components, no
+ * repeated or trailing slash (but "/" itself).  Lexical only: it looks at
+ * the strings, never at the file system, so it knows nothing of symlinks
+ * or bind mounts (compare identities, st_dev and st_ino, for those).
+ */
+const char *mfs_path_within(const char *inner, const char *outer);
 
 #endif /* MFS_H */

@@ -19,15 +19,6 @@
 #include <unistd.h>
 #include <sys/statvfs.h>
 
-static bool path_within(const char *inner, const char *outer)
-{
-	size_t n = strlen(outer);
-
-	if (strcmp(outer, "/") == 0)
-		return true;
-	return strncmp(inner, outer, n) == 0 && (inner[n] == '/' || inner[n] == '\0');
-}
-
 /* Data bytes below @dir_fd (allocated, capped at each file's size). */
 static uint64_t tree_data_bytes(int dir_fd)
 {
@@ -204,12 +195,12 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 		*error = g_strdup_printf("target '%s' is the source", opts->target);
 		return -EINVAL;
 	}
-	if (path_within(mig->target, mig->source)) {
+	if (mfs_path_within(mig->target, mig->source)) {
 		*error = g_strdup_printf("target '%s' lies inside the source '%s'", opts->target,
 		                         mig->source);
 		return -EINVAL;
 	}
-	if (path_within(mig->source, mig->target)) {
+	if (mfs_path_within(mig->source, mig->target)) {
 		*error = g_strdup_printf("target '%s' contains the source '%s'", opts->target,
 		                         mig->source);
 		return -EINVAL;

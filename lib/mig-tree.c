@@ -591,7 +591,7 @@ int mig_remove_tree_at(int dir_fd, const char *name)
 char *mig_target_relpath(Migration *mig, int fd)
 {
 	char path[MFS_PROC_FD_LEN], buf[PATH_MAX];
-	size_t n = strlen(mig->target);
+	const char *rel;
 	ssize_t len;
 
 	mfs_proc_fd_path(fd, path);
@@ -599,7 +599,6 @@ char *mig_target_relpath(Migration *mig, int fd)
 	if (len < 0)
 		return g_strdup("?");
 	buf[len] = '\0';
-	if (strncmp(buf, mig->target, n) == 0 && buf[n] == '/')
-		return g_strdup(buf + n + 1);
-	return g_strdup(buf);
+	rel = mfs_path_within(buf, mig->target);
+	return g_strdup(rel && *rel ? rel : buf);
 }

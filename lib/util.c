@@ -3,7 +3,8 @@
  * Small helpers of the engine (util.h, and mfs.h's utilities): size
  * parsing, escaping names for JSON, per-thread aligned buffers, /proc/self/fd
  * paths, running a creation as the caller, object identities, making a
- * node, and the crash tests' hook.  Nothing here knows of the tree or jobs.
+ * node, path containment (mfs_path_within()), and the crash tests' hook.
+ * Nothing here knows of the tree or jobs.
  */
 #define _GNU_SOURCE
 #include "util.h"
@@ -140,6 +141,19 @@ int mfs_parse_percent(const char *text, unsigned max, unsigned *out)
 		return -EINVAL;
 	*out = (unsigned)value;
 	return 0;
+}
+
+const char *mfs_path_within(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (strcmp(outer, "/") == 0)
+		return inner + 1;
+	if (strncmp(inner, outer, n) != 0)
+		return NULL;
+	if (inner[n] == '\0')
+		return inner + n;
+	return inner[n] == '/' ? inner + n + 1 : NULL;
 }
 
 typedef struct {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Unit tests of lib/util.c: size parsing and per-thread buffers. */
+/* Unit tests of lib/util.c: size parsing, path containment and per-thread buffers. */
 #include "mfs-int.h"
 
 #include <check.h>
@@ -63,6 +63,31 @@ START_TEST(test_parse_percent)
 }
 END_TEST
 
+START_TEST(test_path_within)
+{
+	static const struct {
+		const char *inner, *outer, *rest; /* rest NULL: not within */
+	} cases[] = {
+	    {"/a/b/c", "/a", "b/c"}, {"/a", "/a", ""},
+	    {"/a/b", "/a/b", ""},    {"/ab", "/a", NULL},
+	    {"/a", "/a/b", NULL},    {"/b/a", "/a", NULL},
+	    {"/", "/", ""},          {"/x/y", "/", "x/y"},
+	    {"/", "/a", NULL},       {"/a/bc/d", "/a/b", NULL},
+	};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+		const char *rest = mfs_path_within(cases[i].inner, cases[i].outer);
+
+		if (!cases[i].rest)
+			ck_assert_msg(!rest, "'%s' within '%s'", cases[i].inner, cases[i].outer);
+		else
+			ck_assert_msg(rest && !strcmp(rest, cases[i].rest),
+			              "'%s' within '%s': '%s', not '%s'", cases[i].inner,
+			              cases[i].outer, rest ? rest : "(null)", cases[i].rest);
+	}
+}
+END_TEST
+
 START_TEST(test_thread_buffer_aligned_and_grows)
 {
 	char *a = mfs_thread_buffer(100);
@@ -103,6 +128,7 @@ static Suite *util_suite(void)
 	tcase_add_test(tc, test_parse_size_units);
 	tcase_add_test(tc, test_parse_size_rejects);
 	tcase_add_test(tc, test_parse_percent);
+	tcase_add_test(tc, test_path_within);
 	tcase_add_test(tc, test_thread_buffer_aligned_and_grows);
 	tcase_add_test(tc, test_thread_buffer_per_thread);
 	suite_add_tcase(s, tc);
