@@ -10,6 +10,7 @@
 #include "mirrorfs.h"
 #include "control.h"
 #include "migration.h"
+#include "mig-options.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -137,38 +138,33 @@ static int check_directory(const char *what, const char *path, char **canonical)
 	return 0;
 }
 
-/* Turn the migration options into MfsMigOptions; -1 after saying why. */
+/*
+ * Turn the migration options into MfsMigOptions, each by its rule in
+ * lib/mig-options.c; -1 after saying why.
+ */
 static int migration_options(const Options *opts, MfsMigOptions *mo)
 {
-	memset(mo, 0, sizeof(*mo));
+	const struct {
+		const char *name, *text;
+	} valued[] = {
+	    {"guest_share", opts->guest_share},
+	    {"speed", opts->speed},
+	    {"chunk", opts->chunk},
+	    {"switch", opts->switch_mode},
+	};
+
+	mfs_mig_options_init(mo);
 	mo->target = opts->target;
 	mo->delete_source = opts->delete_source;
 	mo->overwrite = opts->overwrite;
 	mo->no_clone = opts->noclone;
-	mo->guest_share = MFS_DEFAULT_GUEST_SHARE;
-	if (opts->guest_share &&
-	    mfs_parse_percent(opts->guest_share, MFS_MAX_GUEST_SHARE, &mo->guest_share) < 0) {
-		fprintf(stderr, "mirrorfs: guest_share=%s: not a percentage from 0 to %u\n",
-		        opts->guest_share, MFS_MAX_GUEST_SHARE);
-		return -1;
-	}
-	if (opts->speed && mfs_parse_size(opts->speed, &mo->speed_bps) < 0) {
-		fprintf(stderr,
-		        "mirrorfs: speed=%s: not a rate (bytes/s, e.g. 50M; 0 = unlimited)\n",
-		        opts->speed);
-		return -1;
-	}
-	if (opts->chunk &&
-	    (mfs_parse_size(opts->chunk, &mo->chunk_size) < 0 || mo->chunk_size == 0)) {
-		fprintf(stderr, "mirrorfs: chunk=%s: not a size (e.g. 1M)\n", opts->chunk);
-		return -1;
-	}
-	if (opts->switch_mode) {
-		if (strcmp(opts->switch_mode, "manual") == 0) {
-			mo->manual_switch = true;
-		} else if (strcmp(opts->switch_mode, "auto") != 0) {
-			fprintf(stderr, "mirrorfs: switch=%s: must be auto or manual\n",
-			        opts->switch_mode);
+	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
+		g_autofree char *why = NULL;
+
+		if (valued[i].text &&
+		    mfs_mig_option_parse(mo, valued[i].name, valued[i].text, &why) < 0) {
+			fprintf(stderr, "mirrorfs: %s=%s: %s\n", valued[i].name, valued[i].text,
+			        why);
 			return -1;
 		}
 	}

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "control.h"
+#include "mig-options.h"
 #include "migration.h"
 #include "util.h"
 
@@ -219,37 +220,39 @@ static char *reply_status(Mfs *fs, const char *mountpoint)
 	return reply_end(b);
 }
 
-/* A size or rate member: a whole number, or a string such as "50M". */
-static int member_size(JsonObject *obj, const char *name, uint64_t *out, char **error)
+/*
+ * A start option's member, checked by its rule (mig-options.c) into
+ * @opts: a size is a whole number or a string such as "50M", a
+ * percentage a whole number, a word a string.
+ */
+static int member_option(JsonObject *obj, const char *name, MfsMigOptions *opts, char **error)
 {
+	const MfsMigOptSpec *spec = mfs_mig_option_spec(name);
 	JsonNode *node = json_object_get_member(obj, name);
+	g_autofree char *why = NULL;
+	GType type;
+	int ret;
 
 	if (!node || JSON_NODE_HOLDS_NULL(node))
 		return 0;
-	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_INT64) {
-		gint64 v = json_node_get_int(node);
-
-		if (v < 0) {
-			*error = g_strdup_printf("%s: out of range (0 to 2^63 - 1 bytes)", name);
-			return -EINVAL;
-		}
-		*out = (uint64_t)v;
-		return 0;
+	type = JSON_NODE_HOLDS_VALUE(node) ? json_node_get_value_type(node) : G_TYPE_INVALID;
+	if (type == G_TYPE_INT64 && spec->kind != MFS_MIG_OPT_WORD) {
+		ret = mfs_mig_option_set_number(opts, name, json_node_get_int(node), &why);
+	} else if (type == G_TYPE_STRING && spec->kind != MFS_MIG_OPT_PERCENT) {
+		ret = mfs_mig_option_parse(opts, name, json_node_get_string(node), &why);
+	} else {
+		if (spec->kind == MFS_MIG_OPT_SIZE)
+			why =
+			    g_strdup("not a size (a number of bytes, or a string such as \"50M\")");
+		else if (spec->kind == MFS_MIG_OPT_PERCENT)
+			why = g_strdup_printf("not a whole number (%s)", spec->rule);
+		else
+			why = g_strdup_printf("not %s", spec->rule);
+		ret = -EINVAL;
 	}
-	if (JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == G_TYPE_STRING) {
-		/* mfs_parse_size() is where the range is decided, for every caller. */
-		int ret = mfs_parse_size(json_node_get_string(node), out);
-
-		if (ret == 0)
-			return 0;
-		if (ret == -ERANGE) {
-			*error = g_strdup_printf("%s: out of range (0 to 2^63 - 1 bytes)", name);
-			return ret;
-		}
-	}
-	*error = g_strdup_printf("%s: not a size (a number of bytes, or a string such as \"50M\")",
-	                         name);
-	return -EINVAL;
+	if (ret < 0)
+		*error = g_strdup_printf("%s: %s", name, why);
+	return ret;
 }
 
 static int member_bool(JsonObject *obj, const char *name, bool *out, char **error)
@@ -266,23 +269,6 @@ static int member_bool(JsonObject *obj, const char *name, bool *out, char **erro
 	return 0;
 }
 
-static int member_percent(JsonObject *obj, const char *name, unsigned max, unsigned *out,
-                          char **error)
-{
-	JsonNode *node = json_object_get_member(obj, name);
-	gint64 v;
-
-	if (!node || JSON_NODE_HOLDS_NULL(node))
-		return 0;
-	if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_INT64 ||
-	    (v = json_node_get_int(node)) < 0 || v > max) {
-		*error = g_strdup_printf("%s: must be a whole percentage from 0 to %u", name, max);
-		return -EINVAL;
-	}
-	*out = (unsigned)v;
-	return 0;
-}
-
 static const char *member_string(JsonObject *obj, const char *name)
 {
 	JsonNode *node = json_object_get_member(obj, name);
@@ -295,19 +281,20 @@ static const char *member_string(JsonObject *obj, const char *name)
 
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
-	MfsMigOptions opts = {.guest_share = MFS_DEFAULT_GUEST_SHARE};
+	static const char *const valued[] = {"speed", "chunk", "guest_share", "switch"};
+	MfsMigOptions opts;
 	g_autofree char *error = NULL, *target = NULL;
-	const char *sw = member_string(req, "target");
+	const char *text = member_string(req, "target");
 	bool clone = true;
 
+	mfs_mig_options_init(&opts);
 	/* Escaped as the status escapes names: any bytes may name it. */
-	if (!sw)
+	if (!text)
 		return reply_error("start: a target directory is needed");
-	if (mfs_unescape_name(sw, &target) < 0)
+	if (mfs_unescape_name(text, &target) < 0)
 		return reply_error(
 		    "start: target: a malformed \\x escape (see mirrorfs-status(1))");
 	opts.target = target;
-	sw = member_string(req, "switch");
 	if (!*opts.target)
 		return reply_error("start: a target directory is needed");
 	if (!g_path_is_absolute(opts.target))
@@ -325,23 +312,22 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 			    "start: the target '%s' lies inside the mount '%s' itself", opts.target,
 			    mountpoint);
 	}
-	if (member_size(req, "speed", &opts.speed_bps, &error) < 0 ||
-	    member_size(req, "chunk", &opts.chunk_size, &error) < 0 ||
-	    member_percent(req, "guest_share", MFS_MAX_GUEST_SHARE, &opts.guest_share, &error) <
-	        0 ||
-	    member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
+	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
+		JsonNode *node = json_object_get_member(req, valued[i]);
+
+		/* A null speed or guest share is not given; a null chunk or switch is refused. */
+		if (node && JSON_NODE_HOLDS_NULL(node) &&
+		    (!strcmp(valued[i], "chunk") || !strcmp(valued[i], "switch")))
+			return reply_error("start: %s: not %s", valued[i],
+			                   mfs_mig_option_spec(valued[i])->rule);
+		if (member_option(req, valued[i], &opts, &error) < 0)
+			return reply_error("start: %s", error);
+	}
+	if (member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
 	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0 ||
 	    member_bool(req, "clone", &clone, &error) < 0)
 		return reply_error("start: %s", error);
 	opts.no_clone = !clone;
-	if (json_object_has_member(req, "chunk") && opts.chunk_size == 0)
-		return reply_error("start: chunk: must be a power of two from 4K to 64M");
-	if (sw && strcmp(sw, "manual") == 0)
-		opts.manual_switch = true;
-	else if (sw && strcmp(sw, "auto") != 0)
-		return reply_error("start: switch: must be \"auto\" or \"manual\"");
-	else if (!sw && json_object_has_member(req, "switch"))
-		return reply_error("start: switch: must be \"auto\" or \"manual\"");
 	if (mfs_migration_start(fs, &opts, &error) < 0)
 		return reply_error("start: %s", error);
 	g_message("control: migration to %s started", member_string(req, "target"));
@@ -419,14 +405,18 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 	if (!strcmp(cmd, "start"))
 		return do_start(fs, mountpoint, req);
 	if (!strcmp(cmd, "speed")) {
-		uint64_t speed = 0;
+		MfsMigOptions checked;
 		g_autofree char *error = NULL;
+		uint64_t speed;
 
 		if (!json_object_has_member(req, "speed") ||
 		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "speed")))
 			return reply_error("speed: a rate is needed (bytes/s, 0 = unlimited)");
-		if (member_size(req, "speed", &speed, &error) < 0)
+		/* By the start option's rule. */
+		mfs_mig_options_init(&checked);
+		if (member_option(req, "speed", &checked, &error) < 0)
 			return reply_error("%s", error);
+		speed = checked.speed_bps;
 		ret = mfs_migration_set_speed(fs, speed);
 		if (ret < 0)
 			return reply_refused(fs, "speed", ret);
@@ -434,15 +424,19 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 		return reply_ok(speed ? "speed set" : "speed unlimited");
 	}
 	if (!strcmp(cmd, "guest_share")) {
-		unsigned share = 0;
+		MfsMigOptions checked;
 		g_autofree char *error = NULL;
+		unsigned share;
 
 		if (!json_object_has_member(req, "guest_share") ||
 		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "guest_share")))
 			return reply_error("guest_share: a percentage is needed (0 to %u)",
 			                   MFS_MAX_GUEST_SHARE);
-		if (member_percent(req, "guest_share", MFS_MAX_GUEST_SHARE, &share, &error) < 0)
+		/* By the start option's rule. */
+		mfs_mig_options_init(&checked);
+		if (member_option(req, "guest_share", &checked, &error) < 0)
 			return reply_error("%s", error);
+		share = checked.guest_share;
 		ret = mfs_migration_set_guest_share(fs, share);
 		if (ret < 0)
 			return reply_refused(fs, "guest_share", ret);

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * The checks before a start, which change nothing when they refuse: the
- * options, and the target (a writable directory, not the source, neither
- * inside it nor containing it by any road, not served by another daemon,
- * free of the source's names unless overwrite, with room for the data).
- * The target's journal tells a fresh target from our own partial copy.
+ * target (a writable directory, not the source, neither inside it nor
+ * containing it by any road, not served by another daemon, free of the
+ * source's names unless overwrite, with room for the data).  The
+ * options' rules are mig-options.c's.  The target's journal tells a fresh
+ * target from our own partial copy.
  */
 #define _GNU_SOURCE
 #include "migration-int.h"
@@ -313,30 +314,4 @@ void mig_target_journal_undo(Migration *mig)
 		g_warning("migration %s -> %s: cannot restore the journal of '%s', which must send "
 		          "a daemon started there to '%s': %s",
 		          mig->source, mig->target, mig->target, mig->source, g_strerror(-ret));
-}
-
-int mig_check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error)
-{
-	*chunk = opts->chunk_size ? opts->chunk_size : MFS_DEFAULT_CHUNK;
-	if (*chunk < 4096 || *chunk > (64u << 20) || (*chunk & (*chunk - 1))) {
-		*error = g_strdup_printf("chunk size %" G_GUINT64_FORMAT
-		                         " must be a power of two from 4K to 64M",
-		                         *chunk);
-		return -EINVAL;
-	}
-	if (!opts->target || !*opts->target) {
-		*error = g_strdup("no target directory given");
-		return -EINVAL;
-	}
-	if (opts->guest_share > MFS_MAX_GUEST_SHARE) {
-		*error = g_strdup_printf("guest share %u%% is over %u%%", opts->guest_share,
-		                         MFS_MAX_GUEST_SHARE);
-		return -EINVAL;
-	}
-	if (opts->speed_bps > MFS_MAX_SIZE) {
-		*error = g_strdup_printf("speed %" G_GUINT64_FORMAT " bytes/s is over 2^63 - 1",
-		                         opts->speed_bps);
-		return -ERANGE;
-	}
-	return 0;
 }

@@ -102,7 +102,6 @@ void mig_drop_objects(Migration *mig);
 void mig_commit(Migration *mig);
 
 /* mig-check.c */
-int mig_check_options(const MfsMigOptions *opts, uint64_t *chunk, char **error);
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
 void mig_target_journal_undo(Migration *mig);
 

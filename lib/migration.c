@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include "migration-int.h"
+#include "mig-options.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -212,7 +213,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 
 	*error = NULL;
 	mig = migration_new(fs);
-	ret = mig_check_options(opts, &mig->chunk_size, error);
+	ret = mfs_mig_options_check(opts, &mig->chunk_size, error);
 	if (ret < 0)
 		goto out_free;
 	mig->hook = opts->hook;

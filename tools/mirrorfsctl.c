@@ -9,6 +9,7 @@
 #include "control.h"
 #include "mfs.h"
 #include "migration.h"
+#include "mig-options.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -68,29 +69,21 @@ static int usage_error(const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
-/* A share on the command line ("50" or "50%"): checked here. */
-static int add_share(JsonBuilder *b, const char *member, const char *text)
+/*
+ * Check a start option's @text by the daemon's own rule (lib/mig-options.c)
+ * into @opts, so that a bad one is a usage error, found without a daemon.
+ * @flag is how the user gave it ("--chunk"), or NULL for a command's
+ * argument.
+ */
+static int check_option(MfsMigOptions *opts, const char *name, const char *flag, const char *text)
 {
-	unsigned v;
+	g_autofree char *why = NULL;
 
-	if (mfs_parse_percent(text, MFS_MAX_GUEST_SHARE, &v) < 0)
-		return usage_error("'%s' is not a percentage from 0 to %u", text,
-		                   MFS_MAX_GUEST_SHARE);
-	json_builder_set_member_name(b, member);
-	json_builder_add_int_value(b, v);
-	return EXIT_OK;
-}
-
-/* A rate or size on the command line: checked here, passed as a number. */
-static int add_size(JsonBuilder *b, const char *member, const char *text)
-{
-	uint64_t v;
-
-	if (mfs_parse_size(text, &v) < 0)
-		return usage_error("'%s' is not a size or rate (e.g. 64K, 50M, 0)", text);
-	json_builder_set_member_name(b, member);
-	json_builder_add_int_value(b, (gint64)v);
-	return EXIT_OK;
+	if (mfs_mig_option_parse(opts, name, text, &why) == 0)
+		return EXIT_OK;
+	if (flag)
+		return usage_error("%s: '%s' is %s", flag, text, why);
+	return usage_error("'%s' is %s", text, why);
 }
 
 int main(int argc, char *argv[])
@@ -102,6 +95,7 @@ int main(int argc, char *argv[])
 	g_autoptr(JsonNode) root = NULL;
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *socket_path = NULL, *request = NULL;
+	MfsMigOptions opts;
 	const char *cmd;
 	JsonObject *reply;
 	int nargs;
@@ -118,6 +112,7 @@ int main(int argc, char *argv[])
 		                                  : "no COMMAND given");
 	cmd = argv[2];
 	nargs = argc - 3;
+	mfs_mig_options_init(&opts);
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "version");
 	json_builder_add_int_value(b, 1);
@@ -139,18 +134,28 @@ int main(int argc, char *argv[])
 
 		json_builder_set_member_name(b, "target");
 		json_builder_add_string_value(b, escaped);
-		if (opt_speed && add_size(b, "speed", opt_speed) != EXIT_OK)
+		if ((opt_speed && check_option(&opts, "speed", "--speed", opt_speed)) ||
+		    (opt_chunk && check_option(&opts, "chunk", "--chunk", opt_chunk)) ||
+		    (opt_guest_share &&
+		     check_option(&opts, "guest_share", "--guest-share", opt_guest_share)) ||
+		    (opt_switch && check_option(&opts, "switch", "--switch", opt_switch)))
 			return EXIT_USAGE;
-		if (opt_chunk && add_size(b, "chunk", opt_chunk) != EXIT_OK)
-			return EXIT_USAGE;
-		if (opt_guest_share && add_share(b, "guest_share", opt_guest_share) != EXIT_OK)
-			return EXIT_USAGE;
+		/* Sizes and shares go as numbers, as the daemon reads them. */
+		if (opt_speed) {
+			json_builder_set_member_name(b, "speed");
+			json_builder_add_int_value(b, (gint64)opts.speed_bps);
+		}
+		if (opt_chunk) {
+			json_builder_set_member_name(b, "chunk");
+			json_builder_add_int_value(b, (gint64)opts.chunk_size);
+		}
+		if (opt_guest_share) {
+			json_builder_set_member_name(b, "guest_share");
+			json_builder_add_int_value(b, opts.guest_share);
+		}
 		if (opt_switch) {
-			if (strcmp(opt_switch, "auto") && strcmp(opt_switch, "manual"))
-				return usage_error("--switch %s: must be auto or manual",
-				                   opt_switch);
 			json_builder_set_member_name(b, "switch");
-			json_builder_add_string_value(b, opt_switch);
+			json_builder_add_string_value(b, opts.manual_switch ? "manual" : "auto");
 		}
 		json_builder_set_member_name(b, "delete_source");
 		json_builder_add_boolean_value(b, opt_delete_source);
@@ -161,14 +166,18 @@ int main(int argc, char *argv[])
 	} else if (!strcmp(cmd, "speed")) {
 		if (nargs != 1)
 			return usage_error("%s", "speed needs one RATE (e.g. 50M; 0 = unlimited)");
-		if (add_size(b, "speed", argv[3]) != EXIT_OK)
+		if (check_option(&opts, "speed", NULL, argv[3]) != EXIT_OK)
 			return EXIT_USAGE;
+		json_builder_set_member_name(b, "speed");
+		json_builder_add_int_value(b, (gint64)opts.speed_bps);
 	} else if (!strcmp(cmd, "guest-share")) {
 		if (nargs != 1)
 			return usage_error("guest-share needs one PCT, 0 to %u (0 = copy flat out)",
 			                   MFS_MAX_GUEST_SHARE);
-		if (add_share(b, "guest_share", argv[3]) != EXIT_OK)
+		if (check_option(&opts, "guest_share", NULL, argv[3]) != EXIT_OK)
 			return EXIT_USAGE;
+		json_builder_set_member_name(b, "guest_share");
+		json_builder_add_int_value(b, opts.guest_share);
 	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "switch") ||
 	           !strcmp(cmd, "cancel")) {
 		if (nargs != 0)

@@ -149,11 +149,37 @@ START_TEST(test_refused_in_the_wrong_state)
 	g_free(start);
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"switch\":\"sideways\"}",
 	                        dst);
-	assert_error(start, "must be \"auto\" or \"manual\"");
+	assert_error(start, "switch: not auto or manual");
 	g_free(start);
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"chunk\":0}", dst);
 	assert_error(start, "power of two");
 	g_free(start);
+	/* The rules of lib/mig-options.c, whatever the member's type. */
+	{
+		static const struct {
+			const char *member, *error;
+		} bad[] = {
+		    {"\"chunk\":\"3K\"", "start: chunk: not a power of two from 4K to 64M"},
+		    {"\"chunk\":3072", "start: chunk: not a power of two from 4K to 64M"},
+		    {"\"chunk\":\"128M\"", "start: chunk: not a power of two from 4K to 64M"},
+		    {"\"chunk\":-4096", "start: chunk: not a power of two"},
+		    {"\"chunk\":null", "start: chunk: not a power of two"},
+		    {"\"switch\":null", "start: switch: not auto or manual"},
+		    {"\"switch\":1", "start: switch: not auto or manual"},
+		    {"\"speed\":\"fast\"", "start: speed: not a size"},
+		    {"\"speed\":-1", "start: speed: out of range"},
+		    {"\"speed\":\"9999999T\"", "start: speed: out of range"},
+		    {"\"guest_share\":\"50\"", "start: guest_share: not a whole number"},
+		    {"\"guest_share\":91", "start: guest_share: not a percentage from 0 to 90"},
+		};
+
+		for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+			g_autofree char *line = g_strdup_printf(
+			    "{\"command\":\"start\",\"target\":\"%s\",%s}", dst, bad[i].member);
+
+			assert_error(line, bad[i].error);
+		}
+	}
 	start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\",\"clone\":\"no\"}", dst);
 	assert_error(start, "clone: must be true or false");
 	g_free(start);

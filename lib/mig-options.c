@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The start options of a migration: the one table of their rules, and
+ * their parsing and checking (mig-options.h).  Pure: it touches nothing
+ * but the MfsMigOptions it is given, so the daemon, the control server,
+ * the CLI and mfs_migration_start() all use it.
+ */
+#include "mig-options.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <string.h>
+
+enum { OPT_SPEED, OPT_CHUNK, OPT_GUEST_SHARE, OPT_SWITCH };
+
+/* Each rule, once: the range of a number, and the words that say it. */
+static const struct {
+	MfsMigOptSpec spec;
+	uint64_t min, max; /* sizes and percentages */
+	bool power_of_two;
+} options[] = {
+    [OPT_SPEED] = {{"speed", MFS_MIG_OPT_SIZE, "a size in bytes/s, e.g. 50M (0 = unlimited)"},
+                   0,
+                   MFS_MAX_SIZE,
+                   false},
+    [OPT_CHUNK] = {{"chunk", MFS_MIG_OPT_SIZE, "a power of two from 4K to 64M"},
+                   MFS_MIN_CHUNK,
+                   MFS_MAX_CHUNK,
+                   true},
+    [OPT_GUEST_SHARE] = {{"guest_share", MFS_MIG_OPT_PERCENT,
+                          "a percentage from 0 to " G_STRINGIFY(MFS_MAX_GUEST_SHARE)},
+                         0,
+                         MFS_MAX_GUEST_SHARE,
+                         false},
+    [OPT_SWITCH] = {{"switch", MFS_MIG_OPT_WORD, "auto or manual"}, 0, 0, false},
+};
+
+/* Sizes travel as signed 64-bit JSON numbers (mfs.h, MFS_MAX_SIZE). */
+#define OUT_OF_RANGE "out of range (0 to 2^63 - 1 bytes)"
+
+static int find(const char *name)
+{
+	for (int i = 0; i < (int)G_N_ELEMENTS(options); i++)
+		if (strcmp(options[i].spec.name, name) == 0)
+			return i;
+	return -1;
+}
+
+const MfsMigOptSpec *mfs_mig_option_spec(const char *name)
+{
+	int i = find(name);
+
+	return i < 0 ? NULL : &options[i].spec;
+}
+
+void mfs_mig_options_init(MfsMigOptions *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->guest_share = MFS_DEFAULT_GUEST_SHARE;
+}
+
+/* Why @i refuses a value: a plain size only by its range, the others by their rule. */
+static int refuse(int i, int err, char **error)
+{
+	if (err == -ERANGE && i == OPT_SPEED)
+		*error = g_strdup(OUT_OF_RANGE);
+	else
+		*error = g_strdup_printf("not %s", options[i].spec.rule);
+	return err;
+}
+
+static int check_number(int i, uint64_t value, char **error)
+{
+	if (value < options[i].min || value > options[i].max)
+		return refuse(i, options[i].spec.kind == MFS_MIG_OPT_SIZE ? -ERANGE : -EINVAL,
+		              error);
+	if (options[i].power_of_two && (value & (value - 1)))
+		return refuse(i, -EINVAL, error);
+	return 0;
+}
+
+static void store(MfsMigOptions *opts, int i, uint64_t value)
+{
+	switch (i) {
+	case OPT_SPEED:
+		opts->speed_bps = value;
+		break;
+	case OPT_CHUNK:
+		opts->chunk_size = value;
+		break;
+	case OPT_GUEST_SHARE:
+		opts->guest_share = (unsigned)value;
+		break;
+	}
+}
+
+int mfs_mig_option_parse(MfsMigOptions *opts, const char *name, const char *text, char **error)
+{
+	int i = find(name), ret;
+	uint64_t value;
+	unsigned percent;
+
+	if (i < 0) {
+		*error = g_strdup_printf("%s: not a start option", name);
+		return -EINVAL;
+	}
+	switch (options[i].spec.kind) {
+	case MFS_MIG_OPT_SIZE:
+		ret = mfs_parse_size(text, &value);
+		if (ret < 0)
+			return refuse(i, ret, error);
+		break;
+	case MFS_MIG_OPT_PERCENT:
+		if (mfs_parse_percent(text, (unsigned)options[i].max, &percent) < 0)
+			return refuse(i, -EINVAL, error);
+		value = percent;
+		break;
+	case MFS_MIG_OPT_WORD:
+	default:
+		/* The one word option: switch=auto|manual. */
+		if (!text || (strcmp(text, "auto") != 0 && strcmp(text, "manual") != 0))
+			return refuse(i, -EINVAL, error);
+		opts->manual_switch = strcmp(text, "manual") == 0;
+		return 0;
+	}
+	ret = check_number(i, value, error);
+	if (ret == 0)
+		store(opts, i, value);
+	return ret;
+}
+
+int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t value, char **error)
+{
+	int i = find(name), ret;
+
+	if (i < 0 || options[i].spec.kind == MFS_MIG_OPT_WORD) {
+		*error = g_strdup_printf("%s: not a start option with a number", name);
+		return -EINVAL;
+	}
+	if (value < 0)
+		return refuse(i, options[i].spec.kind == MFS_MIG_OPT_SIZE ? -ERANGE : -EINVAL,
+		              error);
+	ret = check_number(i, (uint64_t)value, error);
+	if (ret == 0)
+		store(opts, i, (uint64_t)value);
+	return ret;
+}
+
+int mfs_mig_options_check(const MfsMigOptions *opts, uint64_t *chunk, char **error)
+{
+	g_autofree char *why = NULL;
+	int ret;
+
+	*chunk = opts->chunk_size ? opts->chunk_size : MFS_DEFAULT_CHUNK;
+	if (check_number(OPT_CHUNK, *chunk, &why) < 0) {
+		*error = g_strdup_printf("chunk size %" G_GUINT64_FORMAT ": %s", *chunk, why);
+		return -EINVAL;
+	}
+	if (!opts->target || !*opts->target) {
+		*error = g_strdup("no target directory given");
+		return -EINVAL;
+	}
+	if (check_number(OPT_GUEST_SHARE, opts->guest_share, &why) < 0) {
+		*error = g_strdup_printf("guest share %u%%: %s", opts->guest_share, why);
+		return -EINVAL;
+	}
+	ret = check_number(OPT_SPEED, opts->speed_bps, &why);
+	if (ret < 0) {
+		*error = g_strdup_printf("speed %" G_GUINT64_FORMAT " bytes/s: %s", opts->speed_bps,
+		                         why);
+		return ret;
+	}
+	return 0;
+}
