@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "control.h"
+#include "mig-names.h"
 #include "mig-options.h"
 #include "migration.h"
 #include "util.h"
@@ -148,7 +149,7 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	MEMBER("mountpoint");
 	add_name(b, mountpoint);
 	MEMBER("state");
-	json_builder_add_string_value(b, st.paused ? "paused" : mfs_mig_state_name(st.state));
+	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused));
 	MEMBER("source");
 	add_name(b, st.source);
 	MEMBER("target");

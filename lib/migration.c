@@ -34,14 +34,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const char *mfs_mig_state_name(MfsMigState state)
-{
-	static const char *names[] = {"idle",     "copying", "mirrored", "switching",
-	                              "switched", "failed",  "cancelled"};
-
-	return state < G_N_ELEMENTS(names) ? names[state] : "unknown";
-}
-
 void mig_hook(Migration *mig, const char *point)
 {
 	if (mig->hook)

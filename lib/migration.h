@@ -19,6 +19,7 @@ typedef enum {
 	MFS_MIG_CANCELLED,
 } MfsMigState;
 
+/* "idle", "copying", ...: lib/mig-names.c, with the rest of the names. */
 const char *mfs_mig_state_name(MfsMigState state);
 
 #define MFS_DEFAULT_CHUNK (1u << 20)

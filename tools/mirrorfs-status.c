@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "client.h"
 #include "control.h"
+#include "mig-names.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -68,22 +69,39 @@ static double num(JsonObject *o, const char *name)
 	return n && JSON_NODE_HOLDS_VALUE(n) ? json_node_get_double(n) : NAN;
 }
 
+/* The state a status names (lib/mig-names.c); false for a name it does not know. */
+static bool parse_state(const char *name, MfsMigState *state)
+{
+	return name && mfs_mig_state_from_name(name, state, NULL) == 0;
+}
+
 static double percent(JsonObject *st)
 {
 	double total = num(st, "bytes_total"), copied = num(st, "bytes_copied");
-	const char *state = str(st, "state");
+	MfsMigState state;
 
-	if (!strcmp(state, "mirrored") || !strcmp(state, "switching") || !strcmp(state, "switched"))
+	if (parse_state(str(st, "state"), &state) && mfs_mig_state_mirrored(state))
 		return 100.0;
 	if (!(total > 0))
 		return 0.0;
 	return MIN(100.0, 100.0 * copied / total);
 }
 
-static bool state_is_final(const char *state)
+/* Nothing more will happen by itself: not begun (idle), or ended. */
+static bool state_is_final(const char *name)
 {
-	return !strcmp(state, "switched") || !strcmp(state, "failed") ||
-	       !strcmp(state, "cancelled") || !strcmp(state, "idle");
+	MfsMigState state;
+
+	return parse_state(name, &state) && !mfs_mig_state_running(state);
+}
+
+/* Ended without a switch: failed or cancelled. */
+static bool state_is_failure(const char *name)
+{
+	MfsMigState state;
+
+	return parse_state(name, &state) && mfs_mig_state_terminal(state) &&
+	       state != MFS_MIG_SWITCHED;
 }
 
 static void print_summary(JsonObject *st)
@@ -94,13 +112,14 @@ static void print_summary(JsonObject *st)
 	const char *state = str(st, "state");
 	JsonArray *files = json_object_get_array_member(st, "files");
 	double eta = num(st, "eta_s");
+	MfsMigState parsed;
 
 	printf("mirrorfs on %s: %s\n", str(st, "mountpoint"), state);
 	printf("  source   %s\n", str(st, "source"));
 	if (str(st, "target"))
 		printf("  target   %s\n", str(st, "target"));
 	printf("  serving  %s\n", str(st, "served"));
-	if (!strcmp(state, "idle")) {
+	if (parse_state(state, &parsed) && parsed == MFS_MIG_IDLE) {
 		printf("  no migration has been started\n");
 		return;
 	}
@@ -164,21 +183,23 @@ static void print_progress_line(JsonObject *st, bool tty)
 	fflush(stdout);
 }
 
-/* Forward order of a migration that goes well; the rest are ends. */
-static int state_rank(const char *state)
+/* How far along a migration that goes well (paused is copying); -1 off that way. */
+static int state_rank(const char *name)
 {
-	static const char *order[] = {"idle",     "copying",   "paused",
-	                              "mirrored", "switching", "switched"};
+	MfsMigState state;
 
-	for (int i = 0; i < (int)G_N_ELEMENTS(order); i++)
-		if (!strcmp(order[i], state))
-			return i == 2 ? 1 : i; /* paused is a kind of copying */
-	return -1;
+	return parse_state(name, &state) ? mfs_mig_state_step(state) : -1;
 }
 
-static bool valid_state(const char *state)
+/* "idle, copying, ...": every name a status may report. */
+static char *state_list(void)
 {
-	return state_rank(state) >= 0 || !strcmp(state, "failed") || !strcmp(state, "cancelled");
+	GString *s = g_string_new(NULL);
+	const char *name;
+
+	for (unsigned i = 0; (name = mfs_mig_status_name_at(i)); i++)
+		g_string_append_printf(s, "%s%s", i ? ", " : "", name);
+	return g_string_free(s, FALSE);
 }
 
 int main(int argc, char *argv[])
@@ -215,11 +236,10 @@ int main(int argc, char *argv[])
 		        PROG, argc < 2 ? "no MOUNTPOINT given" : "one MOUNTPOINT only", PROG);
 		return EXIT_USAGE;
 	}
-	if (opt_wait && !valid_state(opt_wait)) {
-		fprintf(stderr,
-		        "%s: --wait %s: not a state (idle, copying, paused, mirrored, switching, "
-		        "switched, failed, cancelled)\n",
-		        PROG, opt_wait);
+	if (opt_wait && mfs_mig_state_from_name(opt_wait, NULL, NULL) < 0) {
+		g_autofree char *states = state_list();
+
+		fprintf(stderr, "%s: --wait %s: not a state (%s)\n", PROG, opt_wait, states);
 		return EXIT_USAGE;
 	}
 	if (opt_wait && opt_watch >= 0) {
@@ -281,9 +301,7 @@ int main(int argc, char *argv[])
 				if (tty)
 					printf("\r\033[K");
 				print_summary(st);
-				return !strcmp(state, "failed") || !strcmp(state, "cancelled")
-				           ? EXIT_FAILED
-				           : EXIT_OK;
+				return state_is_failure(state) ? EXIT_FAILED : EXIT_OK;
 			}
 		}
 		if (deadline >= 0 && g_get_monotonic_time() > deadline) {
