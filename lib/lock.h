@@ -1,11 +1,39 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Locks of the engine: thin wrappers over pthreads rather than GLib's,
- * because GLib's GMutex is a bare futex on Linux that ThreadSanitizer and
+ * Threads and locks of the engine and the daemon.
+ *
+ * Locks are thin wrappers over pthreads rather than GLib's, because
+ * GLib's GMutex is a bare futex on Linux that ThreadSanitizer and
  * helgrind cannot see.  Debug builds make mutexes error-checking, so a
  * double lock or an unlock by another thread aborts at once.  Conditions
  * wait on the monotonic clock.  A failing lock call is a bug, not an
  * error to return: it aborts.
+ *
+ * Threads.  Every thread is started with mfs_thread_start() (or, by an
+ * owner that keeps a GThread, mfs_thread_new()), which names it and
+ * starts it with signals blocked, and is joined by its owner before the
+ * daemon exits:
+ *
+ *   mirrorfs-fuse    the session loop's workers (fuse/loop.c): cancelled
+ *                    and joined when the session ends;
+ *   mirrorfs-stop    reports a stop refused while files are open
+ *                    (fuse/main.c): joined after the session loop;
+ *   mirrorfs-ctl     the control server (control.c): joined by
+ *                    control_server_stop();
+ *   mirrorfs-copier  a migration's: ended by mfs_migration_shutdown() (or
+ *                    by itself), joined by migration_free(), at the next
+ *                    start or in mfs_free().
+ *
+ * (libfuse's own loop, kept for -o clone_fd, starts and joins its
+ * workers itself, with SIGTERM, SIGINT and SIGHUP blocked.)
+ *
+ * Blocked signals: all but those a fault of the thread itself raises
+ * (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS), which cannot go to
+ * another thread and whose handlers (a sanitizer's report) must run.  So
+ * SIGTERM, SIGINT and SIGHUP are delivered to the main thread only
+ * (fuse/main.c's stop handler), and interrupt no worker's system call.
+ * A name is at most 15 bytes: Linux keeps no more, and GLib drops a
+ * longer one silently.
  */
 #ifndef MFS_LOCK_H
 #define MFS_LOCK_H
@@ -119,5 +147,14 @@ static inline void mfs_rwlock_writer_unlock(MfsRwLock *l)
 {
 	MFS_LOCK_CHECK(pthread_rwlock_unlock(l));
 }
+
+/*
+ * Start a thread running @fn(@arg), named @name and with signals blocked
+ * (above); its handle in *@out, for pthread_join().  0 or -errno (-ERANGE:
+ * the name is too long).
+ */
+int mfs_thread_start(const char *name, void *(*fn)(void *), void *arg, pthread_t *out);
+/* The same as a GThread, for g_thread_join(); aborts on failure, as g_thread_new() does. */
+GThread *mfs_thread_new(const char *name, GThreadFunc fn, gpointer arg);
 
 #endif

@@ -3,16 +3,18 @@
  * Small helpers of the engine (util.h, and mfs.h's utilities): size
  * parsing, escaping names for JSON, per-thread aligned buffers, /proc/self/fd
  * paths, running a creation as the caller, object identities, making a
- * node, path containment (mfs_path_within()), and the crash tests' hook.
- * Nothing here knows of the tree or jobs.
+ * node, path containment (mfs_path_within()), starting threads (lock.h),
+ * and the crash tests' hook.  Nothing here knows of the tree or jobs.
  */
 #define _GNU_SOURCE
 #include "util.h"
+#include "lock.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
@@ -277,4 +279,80 @@ void mfs_test_crash_point(const char *point)
 		return;
 	g_message("test: crash at %s:%ld", point, n);
 	kill(getpid(), SIGKILL);
+}
+
+/*
+ * Block every signal but those a fault of the calling thread raises
+ * (lock.h); a thread started meanwhile inherits the mask.  *@old gets the
+ * mask to restore.
+ */
+static void block_signals(sigset_t *old)
+{
+	static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+	sigset_t set;
+
+	sigfillset(&set);
+	for (size_t i = 0; i < G_N_ELEMENTS(faults); i++)
+		sigdelset(&set, faults[i]);
+	pthread_sigmask(SIG_SETMASK, &set, old);
+}
+
+#define THREAD_NAME_MAX 16 /* with the NUL: what Linux keeps of a thread's name */
+
+typedef struct {
+	char name[THREAD_NAME_MAX];
+	void *(*fn)(void *);
+	void *arg;
+} ThreadStart;
+
+/*
+ * The thread names itself before it does anything else, so that nothing
+ * it does goes by the process's name.  Uninstrumented by AddressSanitizer:
+ * the session loop's workers are cancelled with this frame on their stack
+ * (fuse/loop.c, CANCELLABLE).
+ */
+static __attribute__((no_sanitize_address)) void *thread_run(void *p)
+{
+	ThreadStart *start = p;
+	void *(*fn)(void *) = start->fn;
+	void *arg = start->arg;
+
+	pthread_setname_np(pthread_self(), start->name);
+	g_free(start);
+	return fn(arg);
+}
+
+int mfs_thread_start(const char *name, void *(*fn)(void *), void *arg, pthread_t *out)
+{
+	ThreadStart *start;
+	sigset_t old;
+	int err;
+
+	if (strlen(name) >= THREAD_NAME_MAX)
+		return -ERANGE;
+	start = g_new0(ThreadStart, 1);
+	g_strlcpy(start->name, name, sizeof(start->name));
+	start->fn = fn;
+	start->arg = arg;
+	block_signals(&old);
+	err = pthread_create(out, NULL, thread_run, start);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		g_free(start);
+		return -err;
+	}
+	return 0;
+}
+
+GThread *mfs_thread_new(const char *name, GThreadFunc fn, gpointer arg)
+{
+	GThread *thread;
+	sigset_t old;
+
+	/* GLib names the thread itself, and drops a name too long without a word. */
+	g_assert(strlen(name) < THREAD_NAME_MAX);
+	block_signals(&old);
+	thread = g_thread_new(name, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return thread;
 }
