@@ -14,12 +14,15 @@
  * is not made.  Other requests do not care where they lie.
  *
  * Every thread blocks in read(2) on the device; the kernel wakes one
- * reader per request.  On exit (a signal, an unmount, an error) the
- * main thread cancels the workers where libfuse's loop does: only while
- * they wait for a request, never in the middle of one.
+ * reader per request.  The workers start with signals blocked (lock.h),
+ * so a signal is handled by the main thread, which waits for them.  On
+ * exit (a signal, an unmount, an error) it cancels the workers where
+ * libfuse's loop does: only while they wait for a request, never in the
+ * middle of one.
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
+#include "lock.h"
 
 #include <errno.h>
 #include <linux/fuse.h>
@@ -54,8 +57,9 @@ typedef struct {
 
 /*
  * A worker is cancelled only inside read_request(), and the frames on its
- * stack then are those of read_request() and loop_worker_run(): they are
- * left uninstrumented by AddressSanitizer, whose redzones in a frame
+ * stack then are those of read_request(), loop_worker_run() and the
+ * thread's start (lib/util.c): they are left uninstrumented by
+ * AddressSanitizer, whose redzones in a frame
  * unwound by cancellation would stay poisoned and be reported when the
  * thread's stack is reused at its exit.  They hold no buffer to check.
  */
@@ -76,7 +80,7 @@ static CANCELLABLE ssize_t read_request(struct fuse_session *se, char *buf, size
 			return -EIO; /* a short read: the device broke its protocol */
 		/*
 		 * ENOENT: the request was interrupted before we read it.  EINTR:
-		 * a signal the daemon handles (a refused stop) landed on this thread.
+		 * a signal, which the workers block (lock.h); retried all the same.
 		 */
 		if (err == ENOENT || err == EINTR)
 			continue;
@@ -147,7 +151,7 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 		w->loop = &loop;
 		ret = -posix_memalign(&w->mem, page, page + loop.request_max);
 		if (ret == 0)
-			ret = -pthread_create(&w->thread, NULL, loop_worker_run, w);
+			ret = mfs_thread_start("mirrorfs-fuse", loop_worker_run, w, &w->thread);
 		if (ret < 0) {
 			g_warning("starting worker thread %u: %s", i + 1, g_strerror(-ret));
 			break;
@@ -157,7 +161,10 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 	/* Some threads serve, fewer than asked for; none is an error. */
 	if (started == 0)
 		fuse_session_exit(se);
-	/* sem_wait() returns on a signal too: the handler has ended the session. */
+	/*
+	 * sem_wait() returns on a signal too, which only this thread takes:
+	 * the handler may have ended the session.
+	 */
 	while (!fuse_session_exited(se))
 		sem_wait(&loop.finished);
 	/* Workers start in order, and the first that fails ends the starting. */
