@@ -11,6 +11,7 @@
 #include "control.h"
 #include "migration.h"
 #include "mig-options.h"
+#include "lock.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -228,7 +229,8 @@ static bool already_migrated_to(Mfs *fs, const char *source, const char *target)
  * wants the mount gone anyway detaches it lazily (fusermount3 -u -z); the
  * kernel then ends the session when the last file is closed, and we exit.
  * The handler decides on a lock-free count and leaves the logging to a
- * thread (syslog is not async-signal-safe).
+ * thread (syslog is not async-signal-safe).  It runs on the main thread
+ * only: every other thread starts with these signals blocked (lock.h).
  */
 static struct fuse_session *stop_session;
 static Mfs *stop_fs;
@@ -329,6 +331,7 @@ int main(int argc, char *argv[])
 	g_autofree char *control_path = NULL, *served = NULL;
 	Daemon daemon = {0};
 	pthread_t stop_thread;
+	bool stop_thread_started = false;
 	unsigned int threads;
 	int ret = 1;
 
@@ -499,7 +502,15 @@ int main(int argc, char *argv[])
 		mfs_migration_renew_claim(daemon.fs);
 	}
 	/* Threads do not survive the fork: they start here. */
-	pthread_create(&stop_thread, NULL, stop_reporter, mountpoint);
+	{
+		int err =
+		    mfs_thread_start("mirrorfs-stop", stop_reporter, mountpoint, &stop_thread);
+
+		stop_thread_started = err == 0;
+		if (err < 0)
+			g_warning("cannot start the thread that reports refused stops: %s",
+			          g_strerror(-err));
+	}
 	control_server_run(control);
 	mfs_migration_launch(daemon.fs);
 	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
@@ -517,9 +528,11 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_destroy(loop);
 	}
 	ret = ret == 0 ? 0 : 1;
-	g_atomic_int_set(&stop_quit, 1);
-	sem_post(&stop_sem);
-	pthread_join(stop_thread, NULL);
+	if (stop_thread_started) {
+		g_atomic_int_set(&stop_quit, 1);
+		sem_post(&stop_sem);
+		pthread_join(stop_thread, NULL);
+	}
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
