@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "control.h"
+#include "lock.h"
 #include "mig-names.h"
 #include "mig-options.h"
 #include "migration.h"
@@ -675,12 +676,8 @@ int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoin
 
 void control_server_run(ControlServer *srv)
 {
-	/*
-	 * Linux keeps 15 bytes of a thread's name and glib drops a longer one
-	 * silently: "mirrorfs-control" left the thread unnamed, like the FUSE
-	 * workers, and tests/faultinject could not tell them apart.
-	 */
-	srv->thread = g_thread_new("mirrorfs-ctl", server_thread, srv);
+	/* Not "mirrorfs-control": a thread's name has 15 bytes at most (lock.h). */
+	srv->thread = mfs_thread_new("mirrorfs-ctl", server_thread, srv);
 }
 
 void control_server_stop(ControlServer *srv)

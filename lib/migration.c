@@ -260,7 +260,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	migration_free(old);
 
 	if (!opts->defer_thread)
-		mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
+		mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
 	return 0;
 
 out_cleanup:
@@ -612,7 +612,7 @@ void mfs_migration_launch(Mfs *fs)
 	Migration *mig = current(fs);
 
 	if (mig && !mig->thread && mig_state_live(mig_state(mig)))
-		mig->thread = g_thread_new("mirrorfs-copier", migration_thread, mig);
+		mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
 }
 
 void mfs_migration_shutdown(Mfs *fs)
