@@ -9,6 +9,28 @@
  * wait on the monotonic clock.  A failing lock call is a bug, not an
  * error to return: it aborts.
  *
+ * Lock order.  This is the one place it is written; the files that take
+ * these locks point here.  A thread takes a lock only while it holds none
+ * below it in this list (any above may be skipped):
+ *
+ *   1. Mfs.ns_lock (rwlock).  Namespace changes take it shared, or
+ *      exclusive while a job mirrors them (both sides must see them in
+ *      one order); a job's walk and its switch take it exclusive.
+ *   2. The gate (Mfs.gate, gate.h): every operation but read enters it,
+ *      once, never nested (a stun closing it waits for every operation
+ *      inside, so one entering twice would wait for itself).  A stun is
+ *      ns_lock exclusive and the gate closed.  Its own mutex is gate.c's.
+ *   3. Mfs.inodes_lock: the inode table and every nlookup.  Held across no
+ *      system call.
+ *   4. Migration.lock: the job's state and tables.  Held across no I/O on
+ *      the source or the target (the status dups descriptors under it
+ *      and reads their /proc/self/fd links after).
+ *   5. MirrorFile.lock: a leaf.  Held across no I/O; a MirrorFile's hooks
+ *      and error handler are called without it.
+ *
+ * Mfs.files_lock, the table of open files, is taken with none of 3-5
+ * held, and no lock is taken under it.
+ *
  * Threads.  Every thread is started with mfs_thread_start() (or, by an
  * owner that keeps a GThread, mfs_thread_new()), which names it and
  * starts it with signals blocked, and is joined by its owner before the

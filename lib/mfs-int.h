@@ -34,13 +34,7 @@ struct Mfs {
 	MfsInode root; /* root.fd opened before any mount over the source */
 	MfsGate gate;  /* every operation but read passes it */
 
-	/*
-	 * Namespace changes take it shared, or exclusive while a migration
-	 * mirrors them (both sides must see them in one order); the tree walk
-	 * and the switch take it exclusive.  Taken before the gate, never
-	 * after.
-	 */
-	MfsRwLock ns_lock;
+	MfsRwLock ns_lock; /* namespace changes; who takes it how, and when: lock.h */
 	/* The job's observer (mfs-job.h); changes stunned. */
 	const MfsObserver *observer;
 	void *observer_opaque;

@@ -15,11 +15,11 @@
  *
  * Every operation but read passes the stun gate (gate.h), so that a
  * switch can stop them all, repoint every descriptor and let them go on.
- * Namespace changes also take ns_lock (see mfs-int.h): while a job
- * observes the tree they are reported to it, in the same order.
+ * Namespace changes also take ns_lock (lock.h): while a job observes
+ * the tree they are reported to it, in the same order.
  *
- * inodes_lock protects the table and every nlookup; it is never held
- * across a system call other than close(2).  Lock order: lock.h.
+ * inodes_lock protects the table and every nlookup.  The lock order, and
+ * what each lock may be held across, are written in lock.h.
  */
 #define _GNU_SOURCE
 #include "mfs-int.h"

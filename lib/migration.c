@@ -21,6 +21,8 @@
  * thread then stuns briefly to detach every mirror and the observer, and
  * removes what it made on the target: the names it created at the
  * target's root, which it tracks.
+ *
+ * Lock order, and what Migration.lock may be held across: lock.h.
  */
 #define _GNU_SOURCE
 #include "migration-int.h"

@@ -74,9 +74,8 @@
  * failure: it is recorded, the file is detached (source only from then
  * on) and the owner is told, so that the migration aborts.
  *
- * Lock order: MirrorFile.lock is a leaf; no other lock is taken under it,
- * and no I/O is done under it.  Hooks and the error handler are called
- * without it.
+ * MirrorFile.lock: where it stands in the lock order, and what it may be
+ * held across, is written in lock.h.
  */
 #define _GNU_SOURCE
 #include "mirror-file-int.h"
