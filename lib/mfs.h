@@ -5,8 +5,18 @@
  * An Mfs is a passthrough view of one source directory, addressed the way
  * the FUSE low-level API addresses it: by inode objects that the caller
  * keeps a lookup count on, and by open file and directory handles.  Every
- * function returns 0, a count, or -errno; none of them logs.  Nothing here
- * depends on libfuse, so the engine is unit tested without a mount.
+ * function returns 0, a count, or -errno, and tells its caller, not the
+ * log, what failed.  They log (through GLib, which the daemon sends to
+ * syslog or stderr) only what no caller asked about: mfs_claim() warns
+ * when it cannot re-take a claim after a fork; while a job observes
+ * them (mfs-job.h), the namespace and attribute changes (create, mknod,
+ * mkdir, symlink, link, unlink, rmdir, rename, setattr, setxattr) warn the
+ * first time the target cannot hold an owner, an extended attribute or the
+ * times (the job's mig_metadata_lost(), mig-tree.c); and the test hooks that
+ * MIRRORFS_TEST_* variables turn on log.  (The migration, migration.h,
+ * and the control server, control.h, log their state changes, commands
+ * and failures.)  Nothing here depends on libfuse, so the engine is unit
+ * tested without a mount.
  *
  * Unless a function says otherwise it may block on I/O and takes no lock
  * that the caller must know about.
