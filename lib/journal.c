@@ -94,14 +94,11 @@ int journal_write(int dir_fd, const Journal *j, bool durable)
 
 int journal_sync_dir(int dir_fd)
 {
-	int dfd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int ret;
+	cleanup_close int dfd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (dfd < 0)
 		return -errno;
-	ret = fsync(dfd) < 0 ? -errno : 0;
-	close(dfd);
-	return ret;
+	return fsync(dfd) < 0 ? -errno : 0;
 }
 
 void journal_clear(Journal *j)
@@ -129,14 +126,13 @@ int journal_read(int dir_fd, Journal *out)
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	char buf[8192];
 	ssize_t n;
-	int fd;
+	cleanup_close int fd = -1;
 
 	memset(out, 0, sizeof(*out));
 	fd = openat(dir_fd, MFS_JOURNAL_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
 	if (n < 0)
 		return -errno;
 	buf[n] = '\0';

@@ -78,13 +78,6 @@ struct MfsDir {
 	struct dirent *entry; /* read but not yet returned, or NULL */
 };
 
-static inline void mfs_close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-}
-#define cleanup_close __attribute__((cleanup(mfs_close_fd)))
-
 /* Close a released (or never released) file's descriptors and free it. */
 void mfs_file_free(MfsFile *file);
 

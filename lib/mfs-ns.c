@@ -64,7 +64,7 @@ void mfs_ns_end(Mfs *fs, bool exclusive)
 int mfs_truncate_inside(MfsInode *inode, int fd, off_t size)
 {
 	char path[MFS_PROC_FD_LEN];
-	int own = -1, ret;
+	cleanup_close int own = -1;
 
 	if (fd < 0) {
 		mfs_proc_fd_path(inode->fd, path);
@@ -74,12 +74,8 @@ int mfs_truncate_inside(MfsInode *inode, int fd, off_t size)
 	}
 	/* A mirrored file is truncated by its mirror, in step with the copier. */
 	if (inode->mirror)
-		ret = mirror_file_truncate(inode->mirror, fd, size);
-	else
-		ret = ftruncate(fd, size) < 0 ? -errno : 0;
-	if (own >= 0)
-		close(own);
-	return ret;
+		return mirror_file_truncate(inode->mirror, fd, size);
+	return ftruncate(fd, size) < 0 ? -errno : 0;
 }
 
 static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set)
@@ -185,12 +181,10 @@ static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeS
 	mfs_cred_leave(&saved);
 	if (ret == 0 && mirrored && regular) {
 		struct stat st;
-		int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 
 		if (fd >= 0 && fstat(fd, &st) == 0)
 			OBSERVE(fs, mirrored, created, parent, name, &st, fd);
-		if (fd >= 0)
-			close(fd);
 	}
 	if (ret == 0)
 		ret = lookup_created(fs, parent, name, S_ISDIR(spec->mode), out);

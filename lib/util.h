@@ -64,6 +64,14 @@ typedef struct {
 void mfs_cred_enter(const MfsCred *cred, MfsCredSaved *saved);
 void mfs_cred_leave(const MfsCredSaved *saved);
 
+/* cleanup_close int fd: closed (when >= 0) as it goes out of scope, after a return's value. */
+static inline void mfs_close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+#define cleanup_close __attribute__((cleanup(mfs_close_fd)))
+
 /*
  * lib/claim.c.  Take an exclusive flock on the directory @dir_fd (any
  * descriptor, O_PATH too) through a descriptor of its own, *@lock_fd:
