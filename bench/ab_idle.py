@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+from mfsbench import ab, daemon, util  # noqa: E402
 
 
 def copy_with(how, img, dst):
@@ -37,37 +38,37 @@ def copy_with(how, img, dst):
 
 
 def main():
-    ap = B.ab_parser(__doc__, runs=6)
+    ap = ab.parser(__doc__, runs=6)
     ap.add_argument("--dd", action="store_true", help="time dd bs=1M+sync too")
-    ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
+    ap.add_argument("--size", type=util.parse_size, default=2 * util.GiB)
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-idle",
                     help="work directory (kept, so that the image is filled once)")
     a = ap.parse_args()
-    builds = B.ab_builds(ap, a, "ab_idle", reserved=("cp+sync", "dd"))
+    builds = ab.checked_builds(ap, a, "ab_idle", reserved=("cp+sync", "dd"))
 
-    src, dst, mnt, logs, img = B.image_workdir(a.dir, a.size)
+    src, dst, mnt, logs, img = util.image_workdir(a.dir, a.size)
     order = ["cp+sync"] + (["dd"] if a.dd else []) + list(builds)
     times = {how: [] for how in order}
     try:
         for r in range(a.runs):
-            for how in B.rotated(order, r):
-                B.clear_dir(dst)
-                B.drop_caches()
-                B.settle_disk(dst)
+            for how in util.rotated(order, r):
+                util.clear_dir(dst)
+                util.drop_caches()
+                util.settle_disk(dst)
                 if how in builds:
                     d = builds[how].mount(src, mnt, logs)
                     try:
                         t, _ = B.migrate(d, dst)
                     finally:
                         d.stop()
-                        B.forget_migration(src)
+                        daemon.forget_migration(src)
                 else:
                     t = copy_with(how, img, dst)
                 times[how].append(t)
                 print(f"run {r + 1}: {how}: {t:.2f} s", flush=True)
     finally:
-        B.Daemon.stop_all()
-        B.clear_dir(dst)
+        daemon.Daemon.stop_all()
+        util.clear_dir(dst)
     base = statistics.median(times["cp+sync"])
     for how, ts in times.items():
         m = statistics.median(ts)

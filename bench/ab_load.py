@@ -23,6 +23,7 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+from mfsbench import ab, daemon, report, util  # noqa: E402
 
 COLUMNS = [("IOPS before", "before_iops", "{:,.0f}"),
            ("during vs before", "during_ratio", "{:.2f}×"),
@@ -57,8 +58,8 @@ def render(rows, builds):
 
 
 def main():
-    ap = B.ab_parser(__doc__, runs=4)
-    ap.add_argument("--size", type=B.parse_size, default=2 * B.GiB)
+    ap = ab.parser(__doc__, runs=4)
+    ap.add_argument("--size", type=util.parse_size, default=2 * util.GiB)
     ap.add_argument("--phase", type=int, default=5,
                     help="seconds of load before and after the migration")
     ap.add_argument("--guest-share", type=int, default=50)
@@ -66,22 +67,22 @@ def main():
                     help="work directory (kept, so that the image is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
-    builds = B.ab_builds(ap, a, "ab_load")
+    builds = ab.checked_builds(ap, a, "ab_load")
 
     bench = B.Bench(types.SimpleNamespace(build=next(iter(builds.values())).build,
                                           work=a.dir, size=a.size, phase=a.phase))
     src, dst, mnt = bench.dir("src"), bench.dir("dst"), bench.dir("mnt")
     img = os.path.join(src, "disk.img")
     if not os.path.exists(img) or os.path.getsize(img) != a.size:
-        B.fill_file(img, a.size)
+        util.fill_file(img, a.size)
     rows = {b: [] for b in builds}
     raw = {b: [] for b in builds}
     try:
         for r in range(a.runs):
-            for b in B.rotated(list(builds), r):
-                B.clear_dir(dst)
-                B.drop_caches()
-                B.settle_disk(dst)
+            for b in util.rotated(list(builds), r):
+                util.clear_dir(dst)
+                util.drop_caches()
+                util.settle_disk(dst)
                 bench.mfs = builds[b]
                 run = bench.load_mirrorfs(src, dst, mnt, guest_share=a.guest_share)
                 raw[b].append(run)
@@ -90,12 +91,12 @@ def main():
                     f"{name} " + fmt.format(rows[b][-1][key]) for name, key, fmt in COLUMNS),
                     flush=True)
     finally:
-        B.Daemon.stop_all()
-        B.clear_dir(dst)
+        daemon.Daemon.stop_all()
+        util.clear_dir(dst)
     table = render(rows, list(builds))
     print(table)
     if a.out:
-        m = B.machine(a.dir)
+        m = report.machine(a.dir)
         with open(a.out + ".json", "w") as f:
             json.dump({"machine": m, "runs": a.runs, "size": a.size, "phase": a.phase,
                        "guest_share": a.guest_share,
@@ -104,7 +105,7 @@ def main():
         with open(a.out + ".md", "w") as f:
             f.write(f"Taken {m['date']} on {m['cores']} × {m['cpu']}, Linux {m['kernel']}; "
                     f"file system `{m['filesystem']}`; {m['fio']}, libfuse {m['libfuse']}; "
-                    f"mirrorfs {m['mirrorfs']}.  A {B.fmt_size(a.size)} image, {a.phase} s of "
+                    f"mirrorfs {m['mirrorfs']}.  A {util.fmt_size(a.size)} image, {a.phase} s of "
                     f"load before and after the migration, guest_share {a.guest_share}; "
                     f"median (min–max) of {a.runs} runs, the order rotated from run to "
                     f"run.\n\n{table}\n")

@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+from mfsbench import ab, daemon, fio, report, util  # noqa: E402
 
 
 def render_cpu(cpu, builds):
@@ -55,10 +56,10 @@ def render(iops, builds):
 
 
 def main():
-    ap = B.ab_parser(__doc__, runs=5)
+    ap = ab.parser(__doc__, runs=5)
     ap.add_argument("--jobs", help="comma-separated workload names (default: all)")
     ap.add_argument("--runtime", type=int, default=6, help="seconds per fio run")
-    ap.add_argument("--size", type=B.parse_size, default=1 * B.GiB)
+    ap.add_argument("--size", type=util.parse_size, default=1 * util.GiB)
     ap.add_argument("--dir", default="/var/tmp/mirrorfs-ab-passthrough",
                     help="work directory (kept, so that the file is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
@@ -71,43 +72,43 @@ def main():
             ap.error(f"--jobs: unknown {', '.join(sorted(unknown))}; known: "
                      + ", ".join(j[0] for j in jobs))
         jobs = [j for j in jobs if j[0] in names]
-    builds = B.ab_builds(ap, a, "ab_passthrough", reserved=("native",))
+    builds = ab.checked_builds(ap, a, "ab_passthrough", reserved=("native",))
 
     src, mnt, logs = (os.path.join(a.dir, d) for d in ("src", "mnt", "logs"))
     for d in (src, mnt, logs):
         os.makedirs(d, exist_ok=True)
     img = os.path.join(src, "disk.img")
     if not os.path.exists(img) or os.path.getsize(img) != a.size:
-        B.fill_file(img, a.size)
+        util.fill_file(img, a.size)
     order = ["native"] + list(builds)
     iops = {j[0]: {how: [] for how in order} for j in jobs}
     cpu = {j[0]: {b: [] for b in builds} for j in jobs}
     try:
         for r in range(a.runs):
-            for how in B.rotated(order, r):
+            for how in util.rotated(order, r):
                 d = builds[how].mount(src, mnt, logs) if how in builds else None
                 path = os.path.join(mnt if d else src, "disk.img")
                 try:
                     for name, rw, bs, direct, qd, threads in jobs:
-                        B.drop_caches()
+                        util.drop_caches()
                         cpu0 = d.cpu_seconds() if d else None
-                        res = B.fio_run(a.dir, path, rw, bs, direct, qd, a.size, a.runtime,
+                        res = fio.run(a.dir, path, rw, bs, direct, qd, a.size, a.runtime,
                                         threads)
                         if "error" in res:
                             raise SystemExit(f"ab_passthrough: {how}: {name}: {res['error']}")
                         iops[name][how].append(res["iops"])
                         if d and res["bytes"]:
-                            cpu[name][how].append((d.cpu_seconds() - cpu0) / (res["bytes"] / B.GiB))
+                            cpu[name][how].append((d.cpu_seconds() - cpu0) / (res["bytes"] / util.GiB))
                         print(f"run {r + 1}: {how}: {name}: {res['iops']:,.0f} IOPS", flush=True)
                 finally:
                     if d:
                         d.stop()
     finally:
-        B.Daemon.stop_all()
+        daemon.Daemon.stop_all()
     table = render(iops, list(builds)) + "\n\n" + render_cpu(cpu, list(builds))
     print(table)
     if a.out:
-        m = B.machine(a.dir)
+        m = report.machine(a.dir)
         with open(a.out + ".json", "w") as f:
             json.dump({"machine": m, "runs": a.runs, "runtime": a.runtime,
                        "builds": {b: builds[b].build for b in builds}, "iops": iops,

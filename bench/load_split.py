@@ -36,25 +36,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
+from mfsbench import daemon, fio, report, util  # noqa: E402
 
 
 def label(setting):
     speed, share, chunk = setting
-    return (f"speed {B.fmt_size(speed) + '/s' if speed else 'unlimited'}, guest share {share}%"
-            + (f", chunk {B.fmt_size(chunk)}" if chunk else ""))
+    return (f"speed {util.fmt_size(speed) + '/s' if speed else 'unlimited'}, guest share {share}%"
+            + (f", chunk {util.fmt_size(chunk)}" if chunk else ""))
 
 
 def one_run(mfs, a, src, dst, mnt, logs, settings, r):
     d = mfs.mount(src, mnt, logs)
     marks = []  # (phase, t0, t1, setting, copy seconds)
     try:
-        w = B.FioLoad(a.dir, f"split{r}", [os.path.join(mnt, "disk.img")], a.size, rw=a.rw)
+        w = fio.Load(a.dir, f"split{r}", [os.path.join(mnt, "disk.img")], a.size, rw=a.rw)
         w.settle(2)
         t = time.time()
         time.sleep(a.phase)
         marks.append(("alone", t, time.time(), None, None))
         for speed, share, chunk in settings:
-            B.clear_dir(dst)
+            util.clear_dir(dst)
             t0 = time.time()
             B.control(d, "start", target=dst, switch="manual", overwrite=True, speed=speed,
                       guest_share=share, **({"chunk": chunk} if chunk else {}))
@@ -72,13 +73,13 @@ def one_run(mfs, a, src, dst, mnt, logs, settings, r):
         lat = w.stop()
     finally:
         d.stop()
-        B.forget_migration(src)
-        B.clear_dir(dst)
+        daemon.forget_migration(src)
+        util.clear_dir(dst)
     out = []
     for name, t0, t1, setting, secs in marks:
         # Leave out the start of each phase (half a second, or half of a
         # short copy): the writes still in flight belong to the one before.
-        ph = B.phase_stats(lat, t0 + min(0.5, (t1 - t0) / 2), t1)
+        ph = fio.phase_stats(lat, t0 + min(0.5, (t1 - t0) / 2), t1)
         out.append({"phase": name, "setting": setting, "copy_s": secs,
                     "iops": ph["iops"] if ph else 0,
                     "min_window_iops": ph["min_window_iops"] if ph else None})
@@ -91,8 +92,8 @@ def alone_iops(phases):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--build", default=os.path.join(B.ROOT, "build"))
-    ap.add_argument("--size", type=B.parse_size, default=B.GiB)
+    ap.add_argument("--build", default=os.path.join(util.ROOT, "build"))
+    ap.add_argument("--size", type=util.parse_size, default=util.GiB)
     ap.add_argument("--settings", default="0:0,0:50,100M:0",
                     help="copier settings to try, SPEED:SHARE, comma-separated")
     ap.add_argument("--phase", type=float, default=8.0,
@@ -111,8 +112,8 @@ def main():
         try:
             if len(f) not in (2, 3):
                 raise ValueError(spec)
-            settings.append((B.parse_size(f[0]), int(f[1]),
-                             B.parse_size(f[2]) if len(f) == 3 else 0))
+            settings.append((util.parse_size(f[0]), int(f[1]),
+                             util.parse_size(f[2]) if len(f) == 3 else 0))
         except (ValueError, argparse.ArgumentTypeError):
             ap.error(f"--settings: {spec!r}: expected SPEED:SHARE[:CHUNK], as 100M:0 or 0:50:4M")
     if a.runs < 1:
@@ -120,15 +121,15 @@ def main():
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
         print("load_split: needs root and /dev/fuse", file=sys.stderr)
         return 77
-    mfs = B.Mirrorfs(os.path.abspath(a.build))
-    src, dst, mnt, logs, _ = B.image_workdir(a.dir, a.size)
+    mfs = daemon.Mirrorfs(os.path.abspath(a.build))
+    src, dst, mnt, logs, _ = util.image_workdir(a.dir, a.size)
 
     runs = []
     try:
         for r in range(a.runs):
-            B.drop_caches()
-            B.settle_disk(src)
-            phases = one_run(mfs, a, src, dst, mnt, logs, B.rotated(settings, r), r)
+            util.drop_caches()
+            util.settle_disk(src)
+            phases = one_run(mfs, a, src, dst, mnt, logs, util.rotated(settings, r), r)
             runs.append(phases)
             alone = alone_iops(phases)
             for p in phases:
@@ -139,7 +140,7 @@ def main():
                 print(f"run {r + 1}: {what}: {p['iops']:.0f} IOPS ({p['iops'] / alone:.2f}x "
                       f"alone, worst second {worst}){secs}", flush=True)
     finally:
-        B.Daemon.stop_all()
+        daemon.Daemon.stop_all()
     def ratios(name, setting, key="iops"):
         return [p[key] / alone_iops(phases) for phases in runs for p in phases
                 if p["phase"] == name and p["setting"] == setting and p[key] is not None]
@@ -163,7 +164,7 @@ def main():
     for row in rows:
         print("; ".join(f"{h}: {v}" for h, v in zip(head, row)))
     if a.out:
-        m = B.machine(a.dir)
+        m = report.machine(a.dir)
         with open(a.out + ".json", "w") as f:
             json.dump({"machine": m, "argv": sys.argv[1:], "runs": runs}, f, indent=1)
         with open(a.out + ".md", "w") as f:
@@ -174,11 +175,11 @@ def main():
                     f"{a.runs} runs; ratios are to the guest alone in the same run (median "
                     f"{alone:.0f} IOPS of 4 KiB random O_DIRECT "
                     f"{'reads' if a.rw == 'randread' else 'writes'} at iodepth 16 on a "
-                    f"{B.fmt_size(a.size)} image), as median (min-max).\n\n")
+                    f"{util.fmt_size(a.size)} image), as median (min-max).\n\n")
             f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
             for row in rows:
                 f.write("| " + " | ".join(row) + " |\n")
-        B.log(f"wrote {a.out}.md and {a.out}.json")
+        util.log(f"wrote {a.out}.md and {a.out}.json")
     return 0
 
 

@@ -17,391 +17,27 @@ libfuse3-dev's examples: scripts/setup-deps.sh installs them all.
 """
 
 import argparse
-import datetime
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MiB = 1 << 20
-GiB = 1 << 30
+from mfsbench import fio
+from mfsbench.daemon import Daemon, Mirrorfs, forget_migration
+from mfsbench.qsd import Qmp, QsdDaemon
+from mfsbench.report import machine, med, num, ratio, rng, verdict
+from mfsbench.util import (GiB, MiB, ROOT, allocated, clear_dir, drop_caches, fill_file,
+                           fmt_size, log, output, parse_size, percentile, rotated, run,
+                           settle_disk, summary)
+
 PASSTHROUGH_LL_SRC = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def parse_size(text):
-    m = re.fullmatch(r"(\d+)([KMGT]?)", text.strip().upper())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 2G)")
-    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2)]
-
-
-def fmt_size(n):
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-def run(*argv, **kw):
-    return subprocess.run([str(a) for a in argv], check=True, **kw)
-
-
-def output(*argv):
-    return subprocess.run([str(a) for a in argv], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def drop_caches():
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-    except OSError:
-        pass
-
-
-def settle_disk(path, quiet=2.0, timeout=60.0):
-    """Wait until the disk under @path has completed no I/O for @quiet
-    seconds: a copy timed right after another one's writeback pays for it
-    (a migration run after `dd`+sync took 1.3x, run after itself 0.9x)."""
-    st = os.stat(path)
-    stat = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat"
-    if not os.path.exists(stat):
-        time.sleep(quiet)
-        return
-    deadline = time.monotonic() + timeout
-    with open(stat) as f:
-        last, since = f.read(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        with open(stat) as f:
-            now = f.read()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return
-
-
-def rotated(items, r):
-    """@items in the order of run @r: each follows each other equally often."""
-    items = list(items)
-    k = r % len(items)
-    return items[k:] + items[:k]
-
-
-def mounted(path):
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == path:
-                return True
-    return False
-
-
-def median(xs):
-    return statistics.median(xs) if xs else None
-
-
-def percentile(sorted_xs, p):
-    if not sorted_xs:
-        return None
-    k = min(len(sorted_xs) - 1, max(0, int(round(p / 100.0 * len(sorted_xs) + 0.5)) - 1))
-    return sorted_xs[k]
-
-
-def summary(xs):
-    """Median and range of one figure over the runs."""
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return None
-    return {"median": median(xs), "min": min(xs), "max": max(xs), "runs": xs}
-
-
-def fill_file(path, size, data=None, extent=64 * MiB, stride=None):
-    """Write @size bytes of random data, or only @data bytes of it in
-    extents of @extent spread evenly (a sparse file of apparent @size)."""
-    data = size if data is None else data
-    n_ext = max(1, data // extent)
-    stride = size // n_ext
-    with open(path, "wb") as f:
-        for i in range(n_ext):
-            f.seek(i * stride)
-            left = min(extent, data - i * extent)
-            while left > 0:
-                step = min(left, 4 * MiB)
-                f.write(os.urandom(step))
-                left -= step
-        f.truncate(size)
-    os.sync()
-
-
-def allocated(path):
-    if os.path.isdir(path):
-        return sum(os.lstat(os.path.join(d, n)).st_blocks * 512
-                   for d, _, names in os.walk(path) for n in names)
-    return os.stat(path).st_blocks * 512
-
-
-def image_workdir(workdir, size):
-    """src, dst, mnt and logs under @workdir, made if missing, and the
-    image src/disk.img of @size, filled unless it is already that size
-    (kept from an earlier run): (src, dst, mnt, logs, image)."""
-    dirs = [os.path.join(workdir, d) for d in ("src", "dst", "mnt", "logs")]
-    for d in dirs:
-        os.makedirs(d, exist_ok=True)
-    img = os.path.join(dirs[0], "disk.img")
-    if not os.path.exists(img) or os.path.getsize(img) != size:
-        log(f"filling a {fmt_size(size)} image")
-        fill_file(img, size)
-    return (*dirs, img)
-
-
-def clear_dir(path):
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-
-
-# --- daemons -----------------------------------------------------------------
-
-class Daemon:
-    """A FUSE daemon run in the foreground, so that its CPU time and
-    memory can be read from /proc."""
-
-    live = []
-
-    def __init__(self, name, argv, mountpoint, logdir):
-        self.name = name
-        self.argv = [str(a) for a in argv]
-        self.mountpoint = mountpoint
-        self.logpath = os.path.join(logdir, f"{name}.{len(Daemon.live)}.{time.time():.0f}.log")
-        self.proc = None
-
-    def start(self, timeout=60):
-        self.logf = open(self.logpath, "w")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT)
-        Daemon.live.append(self)
-        deadline = time.monotonic() + timeout
-        while not mounted(self.mountpoint):
-            if self.proc.poll() is not None:
-                Daemon.live.remove(self)
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}) before mounting "
-                                   f"{self.mountpoint}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name}: {self.mountpoint} not mounted after {timeout}s")
-            time.sleep(0.02)
-        return self
-
-    def log_tail(self):
-        self.logf.flush()
-        with open(self.logpath) as f:
-            return " | ".join(f.read().strip().splitlines()[-5:])
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        return None
-
-    def unmount(self):
-        subprocess.run(["fusermount3", "-u", self.mountpoint], capture_output=True)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            if self.proc is not None and not self.logf.closed:
-                self.logf.close()
-            if self in Daemon.live:
-                Daemon.live.remove(self)
-            return
-        self.unmount()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["fusermount3", "-uz", self.mountpoint], capture_output=True)
-            self.proc.kill()
-            self.proc.wait()
-        if self.mountpoint and mounted(self.mountpoint):
-            subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
-        Daemon.live.remove(self)
-        self.logf.close()
-
-    @classmethod
-    def stop_all(cls):
-        for d in list(cls.live):
-            try:
-                d.stop()
-            except Exception as e:  # keep going: every mount must go
-                log(f"stopping {d.name}: {e}")
-
-
-class QsdDaemon(Daemon):
-    """qemu-storage-daemon exporting one raw image over FUSE (at
-    @export_file) or, with @nbd_socket, over NBD on a Unix socket; QMP on
-    @qmp_path."""
-
-    def __init__(self, image, export_file, qmp_path, logdir, nbd_socket=None):
-        argv = ["qemu-storage-daemon",
-                "--blockdev", f"driver=file,node-name=src-file,filename={image},"
-                              "cache.direct=on,aio=native",
-                "--blockdev", "driver=raw,node-name=src,file=src-file",
-                "--chardev", f"socket,id=qmp,path={qmp_path},server=on,wait=off",
-                "--monitor", "chardev=qmp,mode=control"]
-        if nbd_socket:
-            argv += ["--nbd-server", f"addr.type=unix,addr.path={nbd_socket}",
-                     "--export", "type=nbd,id=exp,node-name=src,name=disk,writable=on"]
-            self.nbd_uri = f"nbd+unix:///disk?socket={nbd_socket}"
-        else:
-            open(export_file, "a").close()
-            argv += ["--export",
-                     f"type=fuse,id=exp,node-name=src,mountpoint={export_file},writable=on"]
-        super().__init__("qsd", argv, export_file, logdir)
-        self.qmp_path = qmp_path
-        self.nbd_socket = nbd_socket
-
-    def start(self, timeout=60):
-        if not self.nbd_socket:
-            return super().start(timeout)
-        self.logf = open(self.logpath, "w")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT)
-        Daemon.live.append(self)
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(self.nbd_socket):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"qemu-storage-daemon: no NBD socket: {self.log_tail()}")
-            time.sleep(0.02)
-        return self
-
-    def unmount(self):
-        # QSD unmounts its export when it quits.
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-
-
-class Qmp:
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.sock.connect(path)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.f = self.sock.makefile("rw")
-        self.events = []
-        json.loads(self.f.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.f.flush()
-        while True:
-            msg = json.loads(self.f.readline())
-            if "event" in msg:
-                self.events.append((time.time(), msg))
-            elif "error" in msg:
-                raise RuntimeError(f"QMP {name}: {msg['error'].get('desc')}")
-            else:
-                return msg.get("return")
-
-    def wait_event(self, name, timeout=3600):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, (t, msg) in enumerate(self.events):
-                if msg["event"] == name:
-                    del self.events[: i + 1]
-                    return t, msg
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"QMP: no {name} after {timeout}s")
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
-            line = self.f.readline()
-            if not line:
-                raise RuntimeError("QMP: connection closed")
-            msg = json.loads(line)
-            if "event" in msg:
-                self.events.append((time.time(), msg))
-
-    def close(self):
-        self.sock.close()
-
-
-def parse_builds(ap, specs, reserved=()):
-    """--build NAME=DIR options (default: build/ as "mirrorfs") as {NAME: Mirrorfs}."""
-    builds = {}
-    for spec in specs or ["mirrorfs=" + os.path.join(ROOT, "build")]:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path or name in reserved:
-            ap.error(f"--build {spec!r}: expected NAME=DIR"
-                     + (f", NAME not {', '.join(reserved)}" if reserved else ""))
-        builds[name] = Mirrorfs(os.path.abspath(path))
-    return builds
-
-
-def ab_parser(doc, runs):
-    """The options every A/B script takes: --build NAME=DIR (repeatable), --runs."""
-    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    ap.add_argument("--build", action="append", default=[], metavar="NAME=DIR",
-                    help="a mirrorfs build directory, as NAME=DIR (repeatable)")
-    ap.add_argument("--runs", type=int, default=runs)
-    return ap
-
-
-def ab_builds(ap, a, tool, reserved=()):
-    """Check an A/B script's options and the machine: its builds as {NAME: Mirrorfs}.
-    Exits 77 (skipped) without root or /dev/fuse."""
-    builds = parse_builds(ap, a.build, reserved)
-    if a.runs < 1:
-        ap.error("--runs: at least 1")
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print(f"{tool}: needs root and /dev/fuse", file=sys.stderr)
-        raise SystemExit(77)
-    return builds
-
-
-class Mirrorfs:
-    """The tools under test, from a build directory."""
-
-    def __init__(self, build):
-        self.build = build
-        self.daemon = os.path.join(build, "fuse", "mirrorfs")
-        for p in (self.daemon,):
-            if not os.access(p, os.X_OK):
-                raise SystemExit(f"bench: {p} is missing: build first (scripts/build.sh {build})")
-
-    def mount(self, src, mnt, logdir, *opts):
-        sock = os.path.join(logdir, f"ctl.{os.path.basename(mnt)}.sock")
-        argv = [self.daemon, "-f", "-o", f"control={sock}"]
-        for o in opts:
-            argv += ["-o", o]
-        d = Daemon("mirrorfs", argv + [src, mnt], mnt, logdir).start()
-        d.control = sock
-        return d
 
 
 def control(daemon, command, **args):
@@ -420,15 +56,6 @@ def control(daemon, command, **args):
     if not reply.get("ok"):
         raise RuntimeError(f"mirrorfs {command}: {reply.get('error')}")
     return reply
-
-
-def forget_migration(source):
-    """Remove the journal a switch leaves in the source, so that the next
-    mount serves the source again instead of following it to the target."""
-    try:
-        os.unlink(os.path.join(source, ".mirrorfs-journal"))
-    except FileNotFoundError:
-        pass
 
 
 def wait_state(daemon, want, poll=0.01, timeout=3600):
@@ -455,115 +82,6 @@ def migrate(daemon, target, poll=0.01, **args):
     control(daemon, "start", target=target, **args)
     st = wait_state(daemon, "switched", poll=poll)
     return time.monotonic() - t0, st
-
-
-# --- fio -----------------------------------------------------------------------
-
-def fio_json(path):
-    with open(path) as f:
-        text = f.read()
-    return json.loads(text[text.index("{"):])  # fio may print notes first
-
-
-def fio_args(filename, rw, bs, direct, iodepth, size, threads=1):
-    """O_DIRECT with libaio; buffered, or several threads (QEMU's aio=threads), with psync."""
-    engine = "libaio" if direct and threads == 1 else "psync"
-    args = ["fio", "--name=bench", f"--filename={filename}", f"--rw={rw}", f"--bs={bs}",
-            f"--direct={int(direct)}", f"--ioengine={engine}", f"--iodepth={iodepth}",
-            f"--size={size}", "--randrepeat=0", "--norandommap", "--fallocate=none",
-            "--output-format=json"]
-    if threads > 1:
-        args += ["--thread", f"--numjobs={threads}", "--group_reporting"]
-    return args
-
-
-def fio_run(workdir, filename, rw, bs, direct, iodepth, size, runtime, threads=1):
-    out = os.path.join(workdir, "fio.json")
-    p = subprocess.run(fio_args(filename, rw, bs, direct, iodepth, size, threads) +
-                       ["--time_based", f"--runtime={runtime}", f"--output={out}"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        errors = re.findall(r"io_u error on file .*?: ([^:]+):", p.stderr)
-        why = errors[0] if errors else (p.stderr.strip().splitlines() or ["?"])[-1]
-        return {"error": f"fio failed: {why}"}
-    job = fio_json(out)["jobs"][0]
-    ddir = "read" if "read" in rw else "write"
-    r = job[ddir]
-    return {"iops": r["iops"], "bw_mib": r["bw_bytes"] / MiB,
-            "p99_us": r["clat_ns"]["percentile"]["99.000000"] / 1e3,
-            "bytes": r["io_bytes"]}
-
-
-class FioLoad:
-    """Guest writers (or readers: @rw) left running in the background, one
-    job a file, each logging every request's completion time (Unix epoch,
-    ms) and latency.  fio writes its logs when SIGTERM stops it."""
-
-    def __init__(self, workdir, name, filenames, size, iodepth=16, bs="4k", nbd_uri=None,
-                 rw="randwrite"):
-        self.prefix = os.path.join(workdir, name)
-        argv = ["fio", "--output-format=json", f"--output={self.prefix}.json",
-                f"--rw={rw}", f"--bs={bs}", f"--iodepth={iodepth}", f"--size={size}",
-                "--randrepeat=0", "--norandommap", "--fallocate=none", "--time_based",
-                "--runtime=86400", "--log_avg_msec=0", "--log_unix_epoch=1",
-                "--disable_slat=1", "--disable_lat=1"]
-        if nbd_uri:
-            # fio's NBD client (libnbd): QEMU's own I/O path, no kernel in between.
-            argv += ["--ioengine=nbd", f"--uri={nbd_uri}"]
-            filenames = [None]
-        else:
-            argv += ["--ioengine=libaio", "--direct=1"]
-        for i, fn in enumerate(filenames):
-            argv += [f"--name=w{i}", f"--write_lat_log={self.prefix}.{i}"]
-            argv += [f"--filename={fn}"] if fn else []
-        self.n = len(filenames)
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.t_start = time.time()
-
-    def settle(self, seconds):
-        """Let the writers run (laid out, warmed up) for @seconds."""
-        time.sleep(seconds)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"fio exited ({self.proc.returncode}) at its start")
-
-    def stop(self):
-        """Stop the writers: their (completion epoch ms, latency ns), sorted."""
-        self.t_stop = time.time()
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=300)
-        lat = []
-        for i in range(self.n):
-            for path in sorted(glob.glob(f"{self.prefix}.{i}_clat.*.log")):
-                with open(path) as f:
-                    for line in f:
-                        t, v = line.split(",", 2)[:2]
-                        lat.append((int(t), int(v)))
-        if not lat:
-            raise RuntimeError(f"fio: no write completed ({self.prefix})")
-        lat.sort()
-        return lat
-
-
-def phase_stats(lat, t0, t1, window_ms=1000):
-    """The writes completed in [t0, t1) (epoch seconds): their IOPS, p99 and
-    worst latency, and the IOPS of the worst whole window in the phase."""
-    a, b = int(t0 * 1000), int(t1 * 1000)
-    phase = [(t, v) for t, v in lat if a <= t < b]
-    if not phase or b <= a:
-        return None
-    sel = sorted(v for _, v in phase)
-    worst_t, worst = max(phase, key=lambda x: x[1])
-    n_win = (b - a) // window_ms
-    counts = [0] * n_win
-    for t, _ in phase:
-        if t < a + n_win * window_ms:
-            counts[(t - a) // window_ms] += 1
-    return {"seconds": (b - a) / 1000, "iops": len(sel) / ((b - a) / 1000),
-            "p99_ms": percentile(sel, 99) / 1e6, "max_ms": worst / 1e6,
-            # when the longest write began, in seconds from the phase's start
-            "max_at_s": (worst_t - a) / 1000 - worst / 1e9,
-            "min_window_iops": min(counts) * 1000 / window_ms if counts else None,
-            "window_iops": [c * 1000 / window_ms for c in counts]}
 
 
 # --- the scenarios -------------------------------------------------------------
@@ -651,7 +169,7 @@ class Bench:
                         log(f"passthrough run {r + 1}/{a.runs}: {sysname}: {name}")
                         drop_caches()
                         cpu0 = daemon.cpu_seconds() if daemon else None
-                        res = fio_run(self.work, path, rw, bs, direct, qd, a.pt_size,
+                        res = fio.run(self.work, path, rw, bs, direct, qd, a.pt_size,
                                       a.runtime, threads)
                         if daemon and "bytes" in res:
                             res["cpu_s_per_gib"] = ((daemon.cpu_seconds() - cpu0) /
@@ -823,7 +341,7 @@ class Bench:
         a = self.a
         d = self.mfs.mount(src, mnt, self.logdir)
         try:
-            w = FioLoad(self.work, "load-mfs", [os.path.join(mnt, "disk.img")], a.size)
+            w = fio.Load(self.work, "load-mfs", [os.path.join(mnt, "disk.img")], a.size)
             w.settle(1 + a.phase)
             t0 = time.time()
             secs, st = migrate(d, dst, **start_args)
@@ -836,9 +354,9 @@ class Bench:
             forget_migration(src)
         return {"migration_s": secs, "stun_ms": st["stun_ms"], "peak_rss_mib": rss / MiB,
                 "rested_s": st["rested_ms"] / 1000,
-                "before": phase_stats(lat, t0 - a.phase, t0),
-                "during": phase_stats(lat, t0, t1),
-                "after": phase_stats(lat, t1, w.t_stop - 0.5)}
+                "before": fio.phase_stats(lat, t0 - a.phase, t0),
+                "during": fio.phase_stats(lat, t0, t1),
+                "after": fio.phase_stats(lat, t1, w.t_stop - 0.5)}
 
     def load_qsd(self, img, dst):
         a = self.a
@@ -853,7 +371,7 @@ class Bench:
         d = QsdDaemon(img, None, qmp_path, self.logdir, nbd_socket=nbd_socket).start()
         try:
             q = Qmp(qmp_path)
-            w = FioLoad(self.work, "load-qsd", None, a.size, nbd_uri=d.nbd_uri)
+            w = fio.Load(self.work, "load-qsd", None, a.size, nbd_uri=d.nbd_uri)
             w.settle(1 + a.phase)
             q.cmd("blockdev-add", **{"driver": "file", "node-name": "tgt-file",
                                      "filename": target, "cache": {"direct": True},
@@ -873,10 +391,10 @@ class Bench:
         finally:
             d.stop()
         return {"ready_s": t_ready - t0, "migration_s": t1 - t0,
-                "before": phase_stats(lat, t0 - a.phase, t0),
-                "during": phase_stats(lat, t0, t_ready),
-                "completion": phase_stats(lat, t_ready, t1 + 0.001),
-                "after": phase_stats(lat, t1, w.t_stop - 0.5)}
+                "before": fio.phase_stats(lat, t0 - a.phase, t0),
+                "during": fio.phase_stats(lat, t0, t_ready),
+                "completion": fio.phase_stats(lat, t_ready, t1 + 0.001),
+                "after": fio.phase_stats(lat, t1, w.t_stop - 0.5)}
 
     # 4. stun
     def stun(self):
@@ -888,7 +406,7 @@ class Bench:
         d = self.mfs.mount(A, mnt, self.logdir)
         stuns, times = [], []
         try:
-            w = FioLoad(self.work, "stun", [os.path.join(mnt, fn) for fn in files],
+            w = fio.Load(self.work, "stun", [os.path.join(mnt, fn) for fn in files],
                         a.stun_file_size, iodepth=4)
             w.settle(2)
             t0 = time.time()
@@ -907,7 +425,7 @@ class Bench:
             "cycles": len(stuns), "files": len(files), "file_size": a.stun_file_size,
             "stun_ms": {"p50": percentile(s, 50), "p99": percentile(s, 99), "max": s[-1],
                         "all": stuns},
-            "cycle_s": summary(times), "writes": phase_stats(lat, t0, t1)}
+            "cycle_s": summary(times), "writes": fio.phase_stats(lat, t0, t1)}
 
     # 5. scale
     def scale(self):
@@ -950,63 +468,6 @@ class Bench:
 
 
 # --- the report ----------------------------------------------------------------
-
-def machine(work):
-    def first(cmd):
-        try:
-            return output(*cmd).splitlines()[0]
-        except (OSError, subprocess.CalledProcessError, IndexError):
-            return "unknown"
-
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) * 1024
-    fs = first(["findmnt", "-no", "FSTYPE,SOURCE,OPTIONS", "-T", work])
-    try:
-        commit = output("git", "-C", ROOT, "describe", "--always", "--dirty")
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / GiB, 1),
-            "kernel": os.uname().release, "filesystem": fs,
-            "virtualization": first(["systemd-detect-virt"]),
-            "fio": first(["fio", "--version"]),
-            "qemu-storage-daemon": first(["qemu-storage-daemon", "--version"]),
-            "libfuse": first(["pkg-config", "--modversion", "fuse3"]),
-            "mirrorfs": commit}
-
-
-def med(s, scale=1.0):
-    return None if not s else s["median"] * scale
-
-
-def num(x, digits=0):
-    if x is None:
-        return "–"
-    return f"{x:,.{digits}f}"
-
-
-def rng(s, digits=0, scale=1.0):
-    if not s:
-        return "–"
-    if len(s["runs"]) == 1:
-        return num(s["median"] * scale, digits)
-    return (f"{num(s['median'] * scale, digits)} "
-            f"({num(s['min'] * scale, digits)}–{num(s['max'] * scale, digits)})")
-
-
-def ratio(a, b):
-    return None if a is None or b is None or b == 0 else a / b
-
-
-def verdict(ok):
-    return "met" if ok else "**not met**"
-
 
 class Report:
     def __init__(self, res, args):

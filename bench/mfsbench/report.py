@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The report: the machine a run was taken on, the formatting of figures,
+and the Markdown document that the scenarios' render steps fill."""
+
+import datetime
+import os
+import subprocess
+
+from .util import GiB, ROOT, output
+
+
+def machine(work):
+    """What a run was taken on, @work being on the file system measured."""
+    def first(cmd):
+        try:
+            return output(*cmd).splitlines()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            return "unknown"
+
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    fs = first(["findmnt", "-no", "FSTYPE,SOURCE,OPTIONS", "-T", work])
+    try:
+        commit = output("git", "-C", ROOT, "describe", "--always", "--dirty")
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cores": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / GiB, 1),
+            "kernel": os.uname().release, "filesystem": fs,
+            "virtualization": first(["systemd-detect-virt"]),
+            "fio": first(["fio", "--version"]),
+            "qemu-storage-daemon": first(["qemu-storage-daemon", "--version"]),
+            "libfuse": first(["pkg-config", "--modversion", "fuse3"]),
+            "mirrorfs": commit}
+
+
+def med(s, scale=1.0):
+    return None if not s else s["median"] * scale
+
+
+def num(x, digits=0):
+    if x is None:
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def rng(s, digits=0, scale=1.0):
+    if not s:
+        return "–"
+    if len(s["runs"]) == 1:
+        return num(s["median"] * scale, digits)
+    return (f"{num(s['median'] * scale, digits)} "
+            f"({num(s['min'] * scale, digits)}–{num(s['max'] * scale, digits)})")
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
