@@ -21,9 +21,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as B  # noqa: E402
-from mfsbench import ab, daemon, util  # noqa: E402
+from mfsbench import ab, control, daemon, util
 
 
 def copy_with(how, img, dst):
@@ -58,7 +56,7 @@ def main():
                 if how in builds:
                     d = builds[how].mount(src, mnt, logs)
                     try:
-                        t, _ = B.migrate(d, dst)
+                        t, _ = control.migrate(d, dst)
                     finally:
                         d.stop()
                         daemon.forget_migration(src)

@@ -34,9 +34,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as B  # noqa: E402
-from mfsbench import daemon, fio, report, util  # noqa: E402
+from mfsbench import control, daemon, fio, report, util
 
 
 def label(setting):
@@ -57,16 +55,14 @@ def one_run(mfs, a, src, dst, mnt, logs, settings, r):
         for speed, share, chunk in settings:
             util.clear_dir(dst)
             t0 = time.time()
-            B.control(d, "start", target=dst, switch="manual", overwrite=True, speed=speed,
-                      guest_share=share, **({"chunk": chunk} if chunk else {}))
-            B.wait_state(d, "mirrored")
+            control.request(d, "start", target=dst, switch="manual", overwrite=True,
+                            speed=speed, guest_share=share, **({"chunk": chunk} if chunk else {}))
+            control.wait_state(d, control.MIRRORED)
             t1 = time.time()
             marks.append(("copying", t0, t1, (speed, share, chunk), t1 - t0))
             time.sleep(a.phase)
             marks.append(("mirrored", t1, time.time(), (speed, share, chunk), None))
-            B.control(d, "cancel")
-            while B.control(d, "status")["state"] not in ("cancelled", "idle"):
-                time.sleep(0.01)
+            control.cancel(d)
             t = time.time()
             time.sleep(a.phase)
             marks.append(("alone", t, time.time(), None, None))

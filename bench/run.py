@@ -22,14 +22,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
 
-from mfsbench import fio
+from mfsbench import control, fio
 from mfsbench.daemon import Daemon, Mirrorfs, forget_migration
 from mfsbench.qsd import Qmp, QsdDaemon
 from mfsbench.report import machine, med, num, ratio, rng, verdict
@@ -38,50 +37,6 @@ from mfsbench.util import (GiB, MiB, ROOT, allocated, clear_dir, drop_caches, fi
                            settle_disk, summary)
 
 PASSTHROUGH_LL_SRC = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
-
-
-def control(daemon, command, **args):
-    req = {"version": 1, "command": command, **args}
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(daemon.control)
-        s.sendall((json.dumps(req) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    reply = json.loads(buf)
-    if not reply.get("ok"):
-        raise RuntimeError(f"mirrorfs {command}: {reply.get('error')}")
-    return reply
-
-
-def wait_state(daemon, want, poll=0.01, timeout=3600):
-    """Poll the status every @poll seconds until the migration is in state
-    @want: that status.  Raises if it ends in another state first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = control(daemon, "status")
-        if st["state"] == want:
-            return st
-        if st["state"] in ("failed", "cancelled", "idle", "switched"):
-            raise RuntimeError(f"waiting for {want}: the migration to {st.get('target')} "
-                               f"is {st['state']}: {st.get('error')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"migration to {st.get('target')}: not {want} after {timeout} s")
-        time.sleep(poll)
-
-
-def migrate(daemon, target, poll=0.01, **args):
-    """Start a migration and wait for the switch: (seconds, final status).
-    The time runs from the start request to the first status that shows
-    the switch, polled every @poll seconds."""
-    t0 = time.monotonic()
-    control(daemon, "start", target=target, **args)
-    st = wait_state(daemon, "switched", poll=poll)
-    return time.monotonic() - t0, st
 
 
 # --- the scenarios -------------------------------------------------------------
@@ -130,7 +85,7 @@ class Bench:
         """Mount @src, migrate it to @dst, unmount: (seconds, final status)."""
         d = self.mfs.mount(src, mnt, self.logdir)
         try:
-            return migrate(d, dst, poll=poll, **start)
+            return control.migrate(d, dst, poll=poll, **start)
         finally:
             d.stop()
             forget_migration(src)
@@ -344,7 +299,7 @@ class Bench:
             w = fio.Load(self.work, "load-mfs", [os.path.join(mnt, "disk.img")], a.size)
             w.settle(1 + a.phase)
             t0 = time.time()
-            secs, st = migrate(d, dst, **start_args)
+            secs, st = control.migrate(d, dst, **start_args)
             t1 = time.time()
             time.sleep(a.phase)
             lat = w.stop()
@@ -412,7 +367,7 @@ class Bench:
             t0 = time.time()
             for i in range(a.stun_cycles):
                 target = B if i % 2 == 0 else A
-                secs, st = migrate(d, target, overwrite=True)
+                secs, st = control.migrate(d, target, overwrite=True)
                 log(f"stun cycle {i + 1}/{a.stun_cycles}: {st['stun_ms']:.2f} ms")
                 stuns.append(st["stun_ms"])
                 times.append(secs)
@@ -455,7 +410,7 @@ class Bench:
             d = self.mfs.mount(src, mnt, self.logdir)
             try:
                 rss0 = d.peak_rss()
-                secs, _ = migrate(d, dst, poll=0.05)
+                secs, _ = control.migrate(d, dst, poll=0.05)
                 rss = d.peak_rss()
             finally:
                 d.stop()
