@@ -21,9 +21,9 @@ import statistics
 import sys
 import types
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as B  # noqa: E402
-from mfsbench import ab, daemon, report, util  # noqa: E402
+from mfsbench import ab, daemon, report, util
+from mfsbench.bench import Bench
+from mfsbench.scenarios import load
 
 COLUMNS = [("IOPS before", "before_iops", "{:,.0f}"),
            ("during vs before", "during_ratio", "{:.2f}×"),
@@ -69,8 +69,8 @@ def main():
     a = ap.parse_args()
     builds = ab.checked_builds(ap, a, "ab_load")
 
-    bench = B.Bench(types.SimpleNamespace(build=next(iter(builds.values())).build,
-                                          work=a.dir, size=a.size, phase=a.phase))
+    bench = Bench(types.SimpleNamespace(build=next(iter(builds.values())).build,
+                                        work=a.dir, size=a.size, phase=a.phase))
     src, dst, mnt = bench.dir("src"), bench.dir("dst"), bench.dir("mnt")
     img = os.path.join(src, "disk.img")
     if not os.path.exists(img) or os.path.getsize(img) != a.size:
@@ -84,7 +84,7 @@ def main():
                 util.drop_caches()
                 util.settle_disk(dst)
                 bench.mfs = builds[b]
-                run = bench.load_mirrorfs(src, dst, mnt, guest_share=a.guest_share)
+                run = load.run_mirrorfs(bench, src, dst, mnt, guest_share=a.guest_share)
                 raw[b].append(run)
                 rows[b].append(digest(run))
                 print(f"run {r + 1}: {b}: " + ", ".join(

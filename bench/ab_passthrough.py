@@ -19,9 +19,8 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as B  # noqa: E402
-from mfsbench import ab, daemon, fio, report, util  # noqa: E402
+from mfsbench import ab, daemon, fio, report, util
+from mfsbench.scenarios import passthrough
 
 
 def render_cpu(cpu, builds):
@@ -64,7 +63,7 @@ def main():
                     help="work directory (kept, so that the file is filled once)")
     ap.add_argument("--out", help="write OUT.md and OUT.json")
     a = ap.parse_args()
-    jobs = B.PASSTHROUGH_JOBS
+    jobs = passthrough.JOBS
     if a.jobs:
         names = a.jobs.split(",")
         unknown = set(names) - {j[0] for j in jobs}
@@ -93,12 +92,13 @@ def main():
                         util.drop_caches()
                         cpu0 = d.cpu_seconds() if d else None
                         res = fio.run(a.dir, path, rw, bs, direct, qd, a.size, a.runtime,
-                                        threads)
+                                      threads)
                         if "error" in res:
                             raise SystemExit(f"ab_passthrough: {how}: {name}: {res['error']}")
                         iops[name][how].append(res["iops"])
                         if d and res["bytes"]:
-                            cpu[name][how].append((d.cpu_seconds() - cpu0) / (res["bytes"] / util.GiB))
+                            cpu[name][how].append((d.cpu_seconds() - cpu0)
+                                                  / (res["bytes"] / util.GiB))
                         print(f"run {r + 1}: {how}: {name}: {res['iops']:,.0f} IOPS", flush=True)
                 finally:
                     if d:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 
+from . import control
 from .util import log, mounted
 
 
@@ -89,7 +90,8 @@ class Daemon:
 
 
 class Mirrorfs:
-    """The tools under test, from a build directory."""
+    """The tools under test, from a build directory.  A mount's control
+    socket is its `control` attribute, for the client (control.py)."""
 
     def __init__(self, build):
         self.build = build
@@ -106,6 +108,15 @@ class Mirrorfs:
         d = Daemon("mirrorfs", argv + [src, mnt], mnt, logdir).start()
         d.control = sock
         return d
+
+    def migrate_once(self, src, mnt, dst, logdir, poll=0.01, **start):
+        """Mount @src, migrate it to @dst, unmount: (seconds, final status)."""
+        d = self.mount(src, mnt, logdir)
+        try:
+            return control.migrate(d, dst, poll=poll, **start)
+        finally:
+            d.stop()
+            forget_migration(src)
 
 
 def forget_migration(source):

@@ -65,3 +65,53 @@ def ratio(a, b):
 
 def verdict(ok):
     return "met" if ok else "**not met**"
+
+
+class Report:
+    """The Markdown report of a run's results @res, taken with the options
+    @args: the machine, the targets met or not, then a section a scenario."""
+
+    def __init__(self, res, args):
+        self.r = res
+        self.a = args
+        self.lines = []
+        self.targets = []  # (target, measured, met)
+
+    def p(self, text=""):
+        self.lines.append(text)
+
+    def target(self, what, measured, ok):
+        self.targets.append((what, measured, ok))
+
+    def table(self, head, rows):
+        self.p("| " + " | ".join(head) + " |")
+        self.p("|" + "|".join("---" for _ in head) + "|")
+        for row in rows:
+            self.p("| " + " | ".join(str(c) for c in row) + " |")
+        self.p()
+
+    def render(self, m, scenarios):
+        """The document, for the machine @m; @scenarios: {name: module}
+        (scenarios.ALL), whose render() writes the section of each result."""
+        self.p("# mirrorfs benchmark results")
+        self.p()
+        self.p(f"Taken {m['date']} by `bench/run.py {' '.join(self.a.argv)}` on "
+               f"{m['cores']} × {m['cpu']}, {m['memory_gib']} GiB, Linux {m['kernel']} "
+               f"({m['virtualization']}); file system `{m['filesystem']}`; {m['fio']}, "
+               f"{m['qemu-storage-daemon']}, libfuse {m['libfuse']}; mirrorfs {m['mirrorfs']}. "
+               f"{self.a.runs} runs of each; the machine is shared and noisy: ranges are "
+               "given, and every ratio is between figures of this same run.")
+        self.p()
+        body_start = len(self.lines)
+        for name, scenario in scenarios.items():
+            if name in self.r:
+                scenario.render(self, self.r[name])
+        body = self.lines[body_start:]
+        self.lines = self.lines[:body_start]
+        if self.targets:
+            self.p("## Targets")
+            self.p()
+            self.table(["target", "measured", ""],
+                       [[t, m_, verdict(ok)] for t, m_, ok in self.targets])
+        self.lines += body
+        return "\n".join(self.lines) + "\n"
