@@ -11,8 +11,8 @@ time and the medians, as ratios to cp+sync.
 
   bench/ab_idle.py --build new=build --build old=/tmp/old-build --runs 6
 
-Uses bench/run.py's helpers (fill, drop caches, mount, migrate).  Needs
-root and /dev/fuse.
+Uses the harness's package, bench/mfsbench (fill, drop caches, mount,
+migrate).  Needs root and /dev/fuse.
 """
 
 import os
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from mfsbench import ab, control, daemon, util
+from mfsbench import ab, daemon, util
 
 
 def copy_with(how, img, dst):
@@ -54,12 +54,7 @@ def main():
                 util.drop_caches()
                 util.settle_disk(dst)
                 if how in builds:
-                    d = builds[how].mount(src, mnt, logs)
-                    try:
-                        t, _ = control.migrate(d, dst)
-                    finally:
-                        d.stop()
-                        daemon.forget_migration(src)
+                    t, _ = builds[how].migrate_once(src, mnt, dst, logs)
                 else:
                     t = copy_with(how, img, dst)
                 times[how].append(t)

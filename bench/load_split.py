@@ -24,7 +24,7 @@ to copy the image; then the medians.
 
   bench/load_split.py --size 1G --settings 0:0,0:50,100M:0 --runs 3 --out /tmp/split
 
-Uses bench/run.py's helpers.  Needs root and /dev/fuse.
+Uses the harness's package, bench/mfsbench.  Needs root and /dev/fuse.
 """
 
 import argparse
