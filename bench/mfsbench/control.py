@@ -18,9 +18,9 @@ import json
 import socket
 import time
 
-# The states a status reports: the names of lib's mfs_mig_state_name()
-# (lib/migration.c), and "paused", which lib/control.c reports for a
-# copy that is paused.  Name them from here, never as strings elsewhere.
+# The states a status reports: the list in lib/mig-names.c, which the
+# daemon and mirrorfs-status share.  Name them from here, never as
+# strings elsewhere in bench/.
 IDLE = "idle"
 COPYING = "copying"
 PAUSED = "paused"
