@@ -1,20 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The control socket: protocol (see control.h), server and client.
- *
- * The server is one thread polling the listening socket and every client.
- * Every command is quick (none waits for the migration: clients poll the
- * status to wait), so one thread serves all, and a client that connects
- * and says nothing, or sends half a line, only holds its own slot until
- * its idle time runs out.  Requests longer than CONTROL_MAX_REQUEST,
- * malformed JSON and unknown commands get an error reply.  Replies are
- * written with a send timeout of 1 s: a client that sends requests and
- * never reads the replies delays the others by that much for each reply
- * that does not fit its socket buffer, and is then dropped.
+ * The control protocol (control.h): where a mount's socket lives, and one
+ * request line turned into one reply line (control_handle_request()).
+ * Malformed JSON, unknown commands and bad arguments get an error reply.
+ * The socket's I/O, the server thread and the client, is control-socket.c.
  */
 #define _GNU_SOURCE
 #include "control.h"
-#include "lock.h"
 #include "mig-names.h"
 #include "mig-options.h"
 #include "migration.h"
@@ -23,18 +15,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <json-glib/json-glib.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#define MAX_CLIENTS    64
-#define CLIENT_IDLE_US (30 * G_USEC_PER_SEC)
 
 char *control_socket_path_in(const char *dir, const char *mountpoint)
 {
@@ -99,8 +85,7 @@ static char *reply_end(JsonBuilder *b)
 	return json_generator_to_data(gen, NULL);
 }
 
-static char *reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-static char *reply_error(const char *fmt, ...)
+char *control_reply_error(const char *fmt, ...)
 {
 	JsonBuilder *b = reply_begin(false);
 	g_autofree char *msg = NULL, *valid = NULL;
@@ -292,15 +277,15 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	mfs_mig_options_init(&opts);
 	/* Escaped as the status escapes names: any bytes may name it. */
 	if (!text)
-		return reply_error("start: a target directory is needed");
+		return control_reply_error("start: a target directory is needed");
 	if (mfs_unescape_name(text, &target) < 0)
-		return reply_error(
+		return control_reply_error(
 		    "start: target: a malformed \\x escape (see mirrorfs-status(1))");
 	opts.target = target;
 	if (!*opts.target)
-		return reply_error("start: a target directory is needed");
+		return control_reply_error("start: a target directory is needed");
 	if (!g_path_is_absolute(opts.target))
-		return reply_error("start: the target must be an absolute path");
+		return control_reply_error("start: the target must be an absolute path");
 	/*
 	 * Checked on the path alone, before anything looks at it: a target
 	 * inside this very mount would send the daemon's own file system
@@ -310,7 +295,7 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 		g_autofree char *lexical = g_canonicalize_filename(opts.target, NULL);
 
 		if (mfs_path_within(lexical, mountpoint))
-			return reply_error(
+			return control_reply_error(
 			    "start: the target '%s' lies inside the mount '%s' itself", opts.target,
 			    mountpoint);
 	}
@@ -320,18 +305,18 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 		/* A null speed or guest share is not given; a null chunk or switch is refused. */
 		if (node && JSON_NODE_HOLDS_NULL(node) &&
 		    (!strcmp(valued[i], "chunk") || !strcmp(valued[i], "switch")))
-			return reply_error("start: %s: not %s", valued[i],
-			                   mfs_mig_option_spec(valued[i])->rule);
+			return control_reply_error("start: %s: not %s", valued[i],
+			                           mfs_mig_option_spec(valued[i])->rule);
 		if (member_option(req, valued[i], &opts, &error) < 0)
-			return reply_error("start: %s", error);
+			return control_reply_error("start: %s", error);
 	}
 	if (member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
 	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0 ||
 	    member_bool(req, "clone", &clone, &error) < 0)
-		return reply_error("start: %s", error);
+		return control_reply_error("start: %s", error);
 	opts.no_clone = !clone;
 	if (mfs_migration_start(fs, &opts, &error) < 0)
-		return reply_error("start: %s", error);
+		return control_reply_error("start: %s", error);
 	g_message("control: migration to %s started", member_string(req, "target"));
 	return reply_ok("migration started");
 }
@@ -352,20 +337,21 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 {
 	switch (err) {
 	case -ENOENT:
-		return reply_error("%s: no migration has been started", what);
+		return control_reply_error("%s: no migration has been started", what);
 	case -EALREADY:
 		if (!strcmp(what, "switch"))
-			return reply_error(
+			return control_reply_error(
 			    "switch: this migration switches by itself (switch=auto)");
-		return reply_error("%s: already %s", what,
-		                   !strcmp(what, "pause") ? "paused" : current_state(fs));
+		return control_reply_error("%s: already %s", what,
+		                           !strcmp(what, "pause") ? "paused" : current_state(fs));
 	case -EBUSY:
-		return reply_error("%s: not everything is copied yet (state copying)", what);
+		return control_reply_error("%s: not everything is copied yet (state copying)",
+		                           what);
 	case -ERANGE:
-		return reply_error("%s: out of range", what);
+		return control_reply_error("%s: out of range", what);
 	default:
-		return reply_error("%s: not possible while the migration is %s", what,
-		                   current_state(fs));
+		return control_reply_error("%s: not possible while the migration is %s", what,
+		                           current_state(fs));
 	}
 }
 
@@ -380,28 +366,28 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 	int ret;
 
 	if (peer != 0 && peer != geteuid())
-		return reply_error("permission denied: uid %u may not control this mount",
-		                   (unsigned)peer);
+		return control_reply_error("permission denied: uid %u may not control this mount",
+		                           (unsigned)peer);
 	if (!g_utf8_validate(line, -1, NULL))
-		return reply_error("malformed request: not UTF-8");
+		return control_reply_error("malformed request: not UTF-8");
 	/* Strings are C strings here: an escaped NUL would cut one short. */
 	if (strcasestr(line, "\\u0000"))
-		return reply_error("malformed request: NUL in a string");
+		return control_reply_error("malformed request: NUL in a string");
 	if (!json_parser_load_from_data(parser, line, -1, &gerr))
-		return reply_error("malformed request: %s", gerr->message);
+		return control_reply_error("malformed request: %s", gerr->message);
 	root = json_parser_get_root(parser);
 	if (!root || !JSON_NODE_HOLDS_OBJECT(root))
-		return reply_error("malformed request: not a JSON object");
+		return control_reply_error("malformed request: not a JSON object");
 	req = json_node_get_object(root);
 	version = json_object_get_member(req, "version");
 	if (version &&
 	    (!JSON_NODE_HOLDS_VALUE(version) || json_node_get_value_type(version) != G_TYPE_INT64 ||
 	     json_node_get_int(version) != CONTROL_PROTOCOL_VERSION))
-		return reply_error("unsupported protocol version (this daemon speaks %d)",
-		                   CONTROL_PROTOCOL_VERSION);
+		return control_reply_error("unsupported protocol version (this daemon speaks %d)",
+		                           CONTROL_PROTOCOL_VERSION);
 	cmd = member_string(req, "command");
 	if (!cmd)
-		return reply_error("malformed request: no \"command\"");
+		return control_reply_error("malformed request: no \"command\"");
 	if (!strcmp(cmd, "status"))
 		return reply_status(fs, mountpoint);
 	if (!strcmp(cmd, "start"))
@@ -413,11 +399,12 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 
 		if (!json_object_has_member(req, "speed") ||
 		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "speed")))
-			return reply_error("speed: a rate is needed (bytes/s, 0 = unlimited)");
+			return control_reply_error(
+			    "speed: a rate is needed (bytes/s, 0 = unlimited)");
 		/* By the start option's rule. */
 		mfs_mig_options_init(&checked);
 		if (member_option(req, "speed", &checked, &error) < 0)
-			return reply_error("%s", error);
+			return control_reply_error("%s", error);
 		speed = checked.speed_bps;
 		ret = mfs_migration_set_speed(fs, speed);
 		if (ret < 0)
@@ -432,12 +419,12 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 
 		if (!json_object_has_member(req, "guest_share") ||
 		    JSON_NODE_HOLDS_NULL(json_object_get_member(req, "guest_share")))
-			return reply_error("guest_share: a percentage is needed (0 to %u)",
-			                   MFS_MAX_GUEST_SHARE);
+			return control_reply_error("guest_share: a percentage is needed (0 to %u)",
+			                           MFS_MAX_GUEST_SHARE);
 		/* By the start option's rule. */
 		mfs_mig_options_init(&checked);
 		if (member_option(req, "guest_share", &checked, &error) < 0)
-			return reply_error("%s", error);
+			return control_reply_error("%s", error);
 		share = checked.guest_share;
 		ret = mfs_migration_set_guest_share(fs, share);
 		if (ret < 0)
@@ -467,300 +454,5 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 			return reply_ok(simple[i].done);
 		}
 	}
-	return reply_error("unknown command \"%.64s\"", cmd);
-}
-
-/* --- server -------------------------------------------------------------- */
-
-typedef struct {
-	int fd;
-	uid_t uid;
-	GString *in;
-	gint64 last;
-} Client;
-
-struct ControlServer {
-	Mfs *fs;
-	char *path, *mountpoint;
-	int listen_fd, wake_fd;
-	GThread *thread;
-	Client clients[MAX_CLIENTS]; /* the server thread's only */
-	unsigned n_clients;
-};
-
-static void client_close(ControlServer *srv, unsigned i)
-{
-	close(srv->clients[i].fd);
-	g_string_free(srv->clients[i].in, TRUE);
-	srv->clients[i] = srv->clients[--srv->n_clients];
-}
-
-static int send_line(int fd, const char *text)
-{
-	g_autofree char *line = g_strconcat(text, "\n", NULL);
-	size_t len = strlen(line), off = 0;
-
-	while (off < len) {
-		ssize_t n = send(fd, line + off, len - off, MSG_NOSIGNAL);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		off += n;
-	}
-	return 0;
-}
-
-static void server_accept(ControlServer *srv)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	struct timeval tv = {1, 0};
-	int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-		close(fd);
-		return;
-	}
-	/* A client that does not read its replies holds us 1 s at the most a reply. */
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (srv->n_clients == MAX_CLIENTS) {
-		g_autofree char *busy = reply_error("too many control clients; try again");
-
-		send_line(fd, busy);
-		close(fd);
-		return;
-	}
-	srv->clients[srv->n_clients++] =
-	    (Client){fd, cred.uid, g_string_new(NULL), g_get_monotonic_time()};
-}
-
-/* Serve the complete lines a client sent; false when it must be closed. */
-static bool client_serve(ControlServer *srv, Client *c)
-{
-	char buf[4096];
-	ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
-	char *nl;
-
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-		return false;
-	if (n < 0)
-		return true;
-	c->last = g_get_monotonic_time();
-	g_string_append_len(c->in, buf, n);
-	while ((nl = memchr(c->in->str, '\n', c->in->len))) {
-		g_autofree char *reply = NULL;
-		size_t len = nl - c->in->str, text_len = len;
-
-		if (text_len && c->in->str[text_len - 1] == '\r')
-			text_len--;
-		if (len > CONTROL_MAX_REQUEST)
-			break;
-		c->in->str[text_len] = '\0';
-		if (memchr(c->in->str, '\0', text_len))
-			reply = reply_error("malformed request: NUL byte");
-		else
-			reply =
-			    control_handle_request(srv->fs, srv->mountpoint, c->in->str, c->uid);
-		g_string_erase(c->in, 0, len + 1);
-		if (send_line(c->fd, reply) < 0)
-			return false;
-	}
-	/* A line is too long once it passes the limit, ended or not. */
-	nl = memchr(c->in->str, '\n', c->in->len);
-	if ((nl ? (size_t)(nl - c->in->str) : c->in->len) > CONTROL_MAX_REQUEST) {
-		g_autofree char *reply =
-		    reply_error("request too long (at most %d bytes)", CONTROL_MAX_REQUEST);
-
-		send_line(c->fd, reply);
-		return false;
-	}
-	return true;
-}
-
-static gpointer server_thread(gpointer data)
-{
-	ControlServer *srv = data;
-	struct pollfd pfd[MAX_CLIENTS + 2];
-
-	for (;;) {
-		gint64 now;
-		int n;
-
-		pfd[0] = (struct pollfd){srv->listen_fd, POLLIN, 0};
-		pfd[1] = (struct pollfd){srv->wake_fd, POLLIN, 0};
-		for (unsigned i = 0; i < srv->n_clients; i++)
-			pfd[i + 2] = (struct pollfd){srv->clients[i].fd, POLLIN, 0};
-		n = poll(pfd, srv->n_clients + 2, 1000);
-		if (n < 0 && errno != EINTR)
-			break;
-		if (pfd[1].revents)
-			break;
-		now = g_get_monotonic_time();
-		/* Clients first, from the end, so that closing one moves no unseen one. */
-		for (unsigned i = srv->n_clients; i-- > 0;) {
-			Client *c = &srv->clients[i];
-			bool keep = true;
-
-			if (pfd[i + 2].revents & (POLLIN | POLLHUP | POLLERR))
-				keep = client_serve(srv, c);
-			else if (now - c->last > CLIENT_IDLE_US)
-				keep = false;
-			if (!keep)
-				client_close(srv, i);
-		}
-		if (pfd[0].revents & POLLIN)
-			server_accept(srv);
-	}
-	while (srv->n_clients)
-		client_close(srv, srv->n_clients - 1);
-	return NULL;
-}
-
-int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoint,
-                         ControlServer **out, char **error)
-{
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	g_autofree char *dir = g_path_get_dirname(socket_path);
-	ControlServer *srv;
-	mode_t old_umask;
-	int fd, ret;
-
-	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
-		*error = g_strdup_printf("control socket path '%s' is too long", socket_path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(addr.sun_path, socket_path);
-	if (g_mkdir_with_parents(dir, 0700) < 0) {
-		ret = -errno;
-		*error =
-		    g_strdup_printf("control socket directory '%s': %s", dir, g_strerror(errno));
-		return ret;
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		ret = -errno;
-		*error = g_strdup_printf("control socket: %s", g_strerror(errno));
-		return ret;
-	}
-	/* A socket nobody answers on is a leftover of a daemon that died. */
-	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0) {
-		close(fd);
-		*error =
-		    g_strdup_printf("control socket '%s' is in use by another daemon", socket_path);
-		return -EADDRINUSE;
-	}
-	unlink(socket_path);
-	old_umask = umask(0077);
-	ret = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
-	umask(old_umask);
-	if (ret < 0 || chmod(socket_path, 0600) < 0 || listen(fd, 16) < 0) {
-		ret = -errno;
-		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(errno));
-		close(fd);
-		return ret;
-	}
-	srv = g_new0(ControlServer, 1);
-	srv->fs = fs;
-	srv->path = g_strdup(socket_path);
-	srv->mountpoint = g_strdup(mountpoint);
-	srv->listen_fd = fd;
-	srv->wake_fd = eventfd(0, EFD_CLOEXEC);
-	*out = srv;
-	return 0;
-}
-
-void control_server_run(ControlServer *srv)
-{
-	/* Not "mirrorfs-control": a thread's name has 15 bytes at most (lock.h). */
-	srv->thread = mfs_thread_new("mirrorfs-ctl", server_thread, srv);
-}
-
-void control_server_stop(ControlServer *srv)
-{
-	uint64_t one = 1;
-
-	if (!srv)
-		return;
-	if (srv->thread) {
-		if (write(srv->wake_fd, &one, sizeof(one)) < 0)
-			g_warning("control: cannot stop the server thread: %s", g_strerror(errno));
-		g_thread_join(srv->thread);
-	}
-	close(srv->listen_fd);
-	close(srv->wake_fd);
-	unlink(srv->path);
-	g_free(srv->path);
-	g_free(srv->mountpoint);
-	g_free(srv);
-}
-
-/* --- client -------------------------------------------------------------- */
-
-int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
-                    char **error)
-{
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	GString *in = g_string_new(NULL);
-	int fd, ret = 0;
-	char buf[4096];
-	char *nl = NULL;
-
-	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
-		*error = g_strdup_printf("control socket path '%s' is too long", socket_path);
-		ret = -ENAMETOOLONG;
-		goto out;
-	}
-	strcpy(addr.sun_path, socket_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		ret = -errno;
-		*error = g_strdup_printf("cannot reach the control socket '%s': %s%s", socket_path,
-		                         g_strerror(errno),
-		                         errno == ENOENT ? " (is a mirrorfs mounted there?)" : "");
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	{
-		/* A daemon that accepts and never answers must not hang its clients. */
-		struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	}
-	/* A daemon that refuses us says why before it closes: read that anyway. */
-	ret = send_line(fd, request);
-	if (ret == -EPIPE || ret == -ECONNRESET)
-		ret = 0;
-	while (ret == 0 && !(nl = memchr(in->str, '\n', in->len))) {
-		ssize_t n = recv(fd, buf, sizeof(buf), 0);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			ret = n < 0 ? -errno : -ECONNRESET;
-		else
-			g_string_append_len(in, buf, n);
-	}
-	close(fd);
-	if (ret == -EAGAIN) {
-		*error = g_strdup_printf("control socket '%s': no answer within %.1f s (is the "
-		                         "daemon stopped?)",
-		                         socket_path, timeout_ms / 1000.0);
-		goto out;
-	}
-	if (ret < 0) {
-		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(-ret));
-		goto out;
-	}
-	*nl = '\0';
-	*reply = g_strdup(in->str);
-out:
-	g_string_free(in, TRUE);
-	return ret;
+	return control_reply_error("unknown command \"%.64s\"", cmd);
 }

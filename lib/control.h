@@ -26,6 +26,8 @@
 
 #include "mfs.h"
 
+#include <glib.h>
+
 #include <sys/types.h>
 
 #define CONTROL_PROTOCOL_VERSION  1
@@ -44,8 +46,6 @@ char *control_socket_path(const char *mountpoint);
 /* The same, under @dir; and the directory control_socket_path() uses. */
 char *control_socket_path_in(const char *dir, const char *mountpoint);
 const char *control_runtime_dir(void);
-char *control_socket_path_in(const char *dir, const char *mountpoint);
-const char *control_runtime_dir(void);
 
 /*
  * Listen on @socket_path (owner-only).  control_server_run() then serves
@@ -59,6 +59,8 @@ void control_server_stop(ControlServer *srv);
 
 /* One request line from a peer with uid @peer; returns the reply (no newline). */
 char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer);
+/* An error reply (no newline) saying what the format says, names escaped. */
+char *control_reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
 /*
  * Client side: send @request (one line, no newline) to @socket_path and
