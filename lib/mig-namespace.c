@@ -384,20 +384,26 @@ static void mirror_rename(void *opaque, MfsInode *parent, const char *name, MfsI
 		sync_dir_times(mig, newparent);
 }
 
+/* The target's counterpart of a changed source object, or NULL (and the job fails). */
+static MigObject *changed_object(Migration *mig, MfsInode *inode)
+{
+	MfsInodeKey key = mfs_inode_key(inode);
+	MigObject *obj = mig_object_find(mig, &key);
+
+	if (!obj)
+		mig_fail(mig, "target: no counterpart for a changed object");
+	return obj;
+}
+
 static void mirror_setattr(void *opaque, MfsInode *inode, int to_set)
 {
 	Migration *mig = opaque;
-	MfsInodeKey key = mfs_inode_key(inode);
-	MigObject *obj = mig_object_find(mig, &key);
+	MigObject *obj;
 	struct stat st;
 	int fd;
 
-	if (!to_set)
+	if (!to_set || !(obj = changed_object(mig, inode)))
 		return;
-	if (!obj) {
-		mig_fail(mig, "target: no counterpart for a changed object");
-		return;
-	}
 	fd = mig_object_fd(obj);
 	/* Whatever was asked, the target ends with the source's result. */
 	if (fstatat(mfs_inode_fd(inode), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
@@ -418,14 +424,11 @@ static void mirror_setxattr(void *opaque, MfsInode *inode, const char *name, con
                             size_t size, int flags)
 {
 	Migration *mig = opaque;
-	MfsInodeKey key = mfs_inode_key(inode);
-	MigObject *obj = mig_object_find(mig, &key);
+	MigObject *obj = changed_object(mig, inode);
 	char path[MFS_PROC_FD_LEN];
 
-	if (!obj) {
-		mig_fail(mig, "target: no counterpart for a changed object");
+	if (!obj)
 		return;
-	}
 	mfs_proc_fd_path(mig_object_fd(obj), path);
 	if (setxattr(path, name, value, size, flags) < 0) {
 		int err = errno;
@@ -440,14 +443,11 @@ static void mirror_setxattr(void *opaque, MfsInode *inode, const char *name, con
 static void mirror_removexattr(void *opaque, MfsInode *inode, const char *name)
 {
 	Migration *mig = opaque;
-	MfsInodeKey key = mfs_inode_key(inode);
-	MigObject *obj = mig_object_find(mig, &key);
+	MigObject *obj = changed_object(mig, inode);
 	char path[MFS_PROC_FD_LEN];
 
-	if (!obj) {
-		mig_fail(mig, "target: no counterpart for a changed object");
+	if (!obj)
 		return;
-	}
 	mfs_proc_fd_path(mig_object_fd(obj), path);
 	if (removexattr(path, name) < 0)
 		mig_fail(mig, "target: removexattr '%s': %s", name, g_strerror(errno));
