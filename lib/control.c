@@ -349,6 +349,11 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 		                           what);
 	case -ERANGE:
 		return control_reply_error("%s: out of range", what);
+	case -ECANCELED:
+		return control_reply_error(
+		    "%s: the migration is stopping (cancelled, or it failed: "
+		    "see its status)",
+		    what);
 	default:
 		return control_reply_error("%s: not possible while the migration is %s", what,
 		                           current_state(fs));

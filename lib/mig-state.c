@@ -53,8 +53,8 @@ static const Cell table[MIG_N_STATES][MIG_N_REQUESTS] = {
     [MIG_COMMITTED] = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EINVAL)},
     [MIG_SWITCHED]  = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EINVAL)},
     /* Stopping already: the cancel asked for is under way, or a failure ends the job. */
-    [MIG_STOPPING]  = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         STAY},
-    [MIG_UNDOING]   = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         STAY},
+    [MIG_STOPPING]  = {NO(ECANCELED),  NO(ECANCELED),   NO(ECANCELED), NO(ECANCELED), NO(ECANCELED),  STAY},
+    [MIG_UNDOING]   = {NO(ECANCELED),  NO(ECANCELED),   NO(ECANCELED), NO(ECANCELED), NO(ECANCELED),  STAY},
     [MIG_CANCELLED] = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EALREADY)},
     [MIG_FAILED]    = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EINVAL)},
 };
@@ -90,9 +90,9 @@ bool mig_state_mirrors_changes(MigState s)
 	return s == MIG_COPYING || s == MIG_PAUSED || s == MIG_MIRRORED || s == MIG_SWITCHING;
 }
 
-bool mig_state_may_fail(MigState s)
+bool mig_state_stopping(MigState s)
 {
-	return mig_state_mirrors_changes(s) || s == MIG_STOPPING || s == MIG_UNDOING;
+	return s == MIG_STOPPING || s == MIG_UNDOING;
 }
 
 MfsMigState mig_state_public(MigState s, MigState before)

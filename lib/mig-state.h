@@ -55,7 +55,8 @@ const char *mig_request_name(MigRequest r);
  * Whether @s allows @r: 0 and the state to go to in *@next (maybe @s
  * itself), or the -errno the requester gets: -EALREADY (done already, or
  * a switch that is automatic), -EBUSY (a switch before all is copied),
- * -EINVAL (not in this state).  @manual_switch: the job waits for a
+ * -ECANCELED (the job is stopping: cancelled, or failed), -EINVAL (not in
+ * this state).  @manual_switch: the job waits for a
  * switch request when mirrored.
  */
 int mig_request_decide(MigState s, MigRequest r, bool manual_switch, MigState *next);
@@ -67,11 +68,12 @@ bool mig_state_mirrors(MigState s);
 /* Namespace changes are mirrored: the job runs and has not stopped or committed. */
 bool mig_state_mirrors_changes(MigState s);
 /*
- * A failure now is the job's: recorded, and the job ends FAILED (it stops
- * first if mig_state_mirrors_changes()).  After the commit, or once
- * ended, a failure is only logged: the job's outcome is decided.
+ * STOPPING or UNDOING: a cancel or a failure is under way.  A failure
+ * fails the job only while mig_state_mirrors_changes(); one that comes
+ * during a cancel, after the commit or once ended is only logged: the
+ * job's outcome is decided.
  */
-bool mig_state_may_fail(MigState s);
+bool mig_state_stopping(MigState s);
 
 /*
  * The state a status reports: STOPPING and UNDOING report @before, the

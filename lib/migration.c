@@ -153,24 +153,27 @@ bool mig_set_state(Migration *mig, MigState from, MigState to)
 void mig_fail(Migration *mig, const char *fmt, ...)
 {
 	g_autofree char *why = NULL;
-	bool recorded = false;
+	const char *late = NULL;
 	va_list ap;
 
 	va_start(ap, fmt);
 	why = g_strdup_vprintf(fmt, ap);
 	va_end(ap);
 	mfs_mutex_lock(&mig->lock);
-	if (mig_state_may_fail(mig->state)) {
-		recorded = true;
-		if (!mig->error)
-			mig->error = g_steal_pointer(&why);
-		if (mig_state_mirrors_changes(mig->state))
-			enter_locked(mig, MIG_STOPPING);
+	if (mig_state_mirrors_changes(mig->state)) {
+		mig->error = g_steal_pointer(&why);
+		enter_locked(mig, MIG_STOPPING);
+	} else if (mig_state_stopping(mig->state)) {
+		/* A failure that stops the job was recorded first; a cancel stays one. */
+		late = mig->error ? NULL : "while cancelling";
+	} else {
+		late = mig->state == MIG_COMMITTED || mig->state == MIG_SWITCHED
+		           ? "after the switch"
+		           : "after it ended";
 	}
 	mfs_mutex_unlock(&mig->lock);
-	if (!recorded)
-		g_warning("migration %s -> %s: after the switch: %s", mig->source, mig->target,
-		          why);
+	if (late)
+		g_warning("migration %s -> %s: %s: %s", mig->source, mig->target, late, why);
 }
 
 void mig_commit(Migration *mig)
@@ -309,7 +312,9 @@ static void rate_locked(Migration *mig, MfsMigStatus *out)
 /*
  * The files' figures are read under the job's lock; their paths, one
  * readlink each, after it, from descriptors duplicated under it (the
- * MirrorFiles may be freed meanwhile, the duplicates stay).
+ * MirrorFiles may be freed meanwhile, the duplicates stay).  That is one
+ * descriptor per file for the length of a status: the daemon raised its
+ * limit to the hard one at start (fuse/main.c).
  */
 static void status_of(Migration *mig, MfsMigStatus *out)
 {
@@ -320,7 +325,9 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 	out->eta_s = -1;
 	mfs_mutex_lock(&mig->lock);
 	out->state = mig_state_public(mig->state, mig->before);
-	out->paused = mig->state == MIG_PAUSED;
+	/* A paused job being cancelled still shows paused, as its state shows copying. */
+	out->paused = mig->state == MIG_PAUSED ||
+	              (mig_state_stopping(mig->state) && mig->before == MIG_PAUSED);
 	out->source = g_strdup(mig->source);
 	out->target = g_strdup(mig->target);
 	out->bytes_total = mig->bytes_total;

@@ -573,6 +573,75 @@ START_TEST(test_control_refuses_what_makes_no_sense)
 }
 END_TEST
 
+/* The copier held in its hook after its first chunk until the test lets it go. */
+typedef struct {
+	GMutex lock;
+	GCond cond;
+	bool held, released;
+} HeldCopier;
+
+static void hold_hook(Mfs *hfs, const char *point, void *opaque)
+{
+	HeldCopier *h = opaque;
+
+	if (strcmp(point, "chunk"))
+		return;
+	g_mutex_lock(&h->lock);
+	h->held = true;
+	g_cond_broadcast(&h->cond);
+	while (!h->released)
+		g_cond_wait(&h->cond, &h->lock);
+	g_mutex_unlock(&h->lock);
+}
+
+/*
+ * A cancel under way (STOPPING: the copier has not seen it yet) refuses
+ * every other request with -ECANCELED, takes a second cancel, and a job
+ * paused before it still shows paused; it ends cancelled, not failed.
+ */
+START_TEST(test_a_cancel_under_way_refuses_the_rest)
+{
+	HeldCopier h = {.held = false};
+	MfsMigOptions opts = {.hook = hold_hook, .hook_opaque = &h, .manual_switch = true};
+	MfsMigStatus st;
+
+	g_mutex_init(&h.lock);
+	g_cond_init(&h.cond);
+	start(&opts);
+	g_mutex_lock(&h.lock);
+	while (!h.held)
+		g_cond_wait(&h.cond, &h.lock);
+	g_mutex_unlock(&h.lock);
+
+	ck_assert_int_eq(mfs_migration_pause(fs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	mfs_migration_status(fs, &st);
+	ck_assert_int_eq(st.state, MFS_MIG_COPYING);
+	ck_assert(st.paused);
+	ck_assert_ptr_null(st.error);
+	mfs_migration_status_clear(&st);
+	ck_assert_int_eq(mfs_migration_resume(fs), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_pause(fs), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, 5), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_set_guest_share(fs, 10), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_switch(fs), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+
+	g_mutex_lock(&h.lock);
+	h.released = true;
+	g_cond_broadcast(&h.cond);
+	g_mutex_unlock(&h.lock);
+	wait_for(MFS_MIG_CANCELLED);
+	mfs_migration_status(fs, &st);
+	ck_assert(!st.paused);
+	ck_assert_ptr_null(st.error);
+	mfs_migration_status_clear(&st);
+	ck_assert(!exists(dst, "disk.img"));
+	g_cond_clear(&h.cond);
+	g_mutex_clear(&h.lock);
+}
+END_TEST
+
 static void assert_start_fails(const char *target, MfsMigOptions opts, const char *why)
 {
 	g_autofree char *error = NULL;
@@ -955,6 +1024,7 @@ static Suite *migration_suite(void)
 	tcase_add_loop_test(tc, test_chunk_grows_only_while_the_guest_is_idle, 0, 3);
 	tcase_add_test(tc, test_reused_inode_numbers);
 	tcase_add_test(tc, test_cancel_cleans_the_target);
+	tcase_add_test(tc, test_a_cancel_under_way_refuses_the_rest);
 	tcase_add_test(tc, test_control_refuses_what_makes_no_sense);
 	tcase_add_test(tc, test_bad_targets_change_nothing);
 	tcase_add_test(tc, test_delete_source);
