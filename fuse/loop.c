@@ -15,21 +15,27 @@
  *
  * Every thread blocks in read(2) on the device; the kernel wakes one
  * reader per request.  The workers start with signals blocked (lock.h),
- * so a signal is handled by the main thread, which waits for them.  On
- * exit (a signal, an unmount, an error) it cancels the workers where
- * libfuse's loop does: only while they wait for a request, never in the
- * middle of one.
+ * so a signal is handled by the main thread, which waits for them.  It
+ * takes signals only inside ppoll(2): a stop signal's handler ends the
+ * session, and one that came between the check and the wait would
+ * otherwise leave the thread waiting for a worker that has no request to
+ * wake it.  On exit (a signal, an unmount, an error) it cancels the
+ * workers where libfuse's loop does: only while they wait for a request,
+ * never in the middle of one.
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
 #include "lock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <pthread.h>
-#include <semaphore.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -45,8 +51,8 @@ typedef struct {
 	 * (FUSE_MAX_MAX_PAGES), and the kernel wants room for a header too.
 	 */
 	size_t request_max;
-	sem_t finished; /* posted by each worker that stops */
-	int error;      /* the first error that stopped a worker, or 0 */
+	int finished_fd; /* eventfd: each worker that stops adds one */
+	int error;       /* the first error that stopped a worker, or 0 */
 } SessionLoop;
 
 typedef struct {
@@ -132,8 +138,51 @@ static CANCELLABLE void *loop_worker_run(void *arg)
 			break;
 		serve_request(loop->se, request, (size_t)n);
 	}
-	sem_post(&loop->finished);
+	eventfd_write(loop->finished_fd, 1);
 	return NULL;
+}
+
+/*
+ * For a test (test-stop.sh): with MIRRORFS_TEST_SIGNAL_BEFORE_WAIT=FIFO,
+ * the first time the main thread is about to wait it reads a byte from
+ * FIFO, then raises SIGTERM: the stop signal lands exactly between the
+ * check and the wait.
+ */
+static void test_signal_before_wait(void)
+{
+	static bool done;
+	const char *fifo = g_getenv("MIRRORFS_TEST_SIGNAL_BEFORE_WAIT");
+	char byte;
+	int fd;
+
+	if (G_LIKELY(!fifo) || done)
+		return;
+	done = true;
+	fd = open(fifo, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (read(fd, &byte, 1) < 0)
+			g_warning("test: reading %s: %s", fifo, g_strerror(errno));
+		close(fd);
+	}
+	g_message("test: SIGTERM before the wait");
+	raise(SIGTERM);
+}
+
+/* Until the session ends: signals are taken only while waiting. */
+static void wait_for_end(SessionLoop *loop)
+{
+	struct pollfd pfd = {.fd = loop->finished_fd, .events = POLLIN};
+	sigset_t all, taken;
+	eventfd_t n;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &taken);
+	while (!fuse_session_exited(loop->se)) {
+		test_signal_before_wait();
+		if (ppoll(&pfd, 1, NULL, &taken) > 0)
+			eventfd_read(loop->finished_fd, &n);
+	}
+	pthread_sigmask(SIG_SETMASK, &taken, NULL);
 }
 
 int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
@@ -144,7 +193,13 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 	unsigned int i, started = 0;
 	int ret = 0;
 
-	sem_init(&loop.finished, 0, 0);
+	loop.finished_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (loop.finished_fd < 0) {
+		ret = -errno;
+		g_warning("cannot make the session loop's eventfd: %s", g_strerror(errno));
+		g_free(workers);
+		return ret;
+	}
 	for (i = 0; i < threads; i++) {
 		LoopWorker *w = &workers[i];
 
@@ -161,12 +216,7 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 	/* Some threads serve, fewer than asked for; none is an error. */
 	if (started == 0)
 		fuse_session_exit(se);
-	/*
-	 * sem_wait() returns on a signal too, which only this thread takes:
-	 * the handler may have ended the session.
-	 */
-	while (!fuse_session_exited(se))
-		sem_wait(&loop.finished);
+	wait_for_end(&loop);
 	/* Workers start in order, and the first that fails ends the starting. */
 	for (i = 0; i < started; i++)
 		pthread_cancel(workers[i].thread);
@@ -174,7 +224,7 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 		pthread_join(workers[i].thread, NULL);
 	for (i = 0; i < threads; i++)
 		free(workers[i].mem);
-	sem_destroy(&loop.finished);
+	close(loop.finished_fd);
 	g_free(workers);
 	if (started == 0)
 		return ret;

@@ -62,4 +62,22 @@ wait "$PID" || rc=$?
 unset 'MFS_PID[$MNT]'
 assert_eq 0 "$rc" "the daemon's exit status after SIGTERM"
 is_mounted "$MNT" && fail "'$MNT' still mounted after SIGTERM"
+
+log "a SIGTERM that lands between the session loop's check and its wait stops it"
+# The daemon's main thread, about to wait for the first time, reads a byte
+# from the FIFO and raises SIGTERM: the handler ends the session there.  A
+# loop that took the signal outside its wait would then wait for a worker
+# that nothing wakes (nothing touches the mount from here on).
+mkfifo "$TESTDIR/before-wait"
+MIRRORFS_TEST_SIGNAL_BEFORE_WAIT="$TESTDIR/before-wait" mount_mfs "$SRC" "$MNT"
+PID="${MFS_PID[$MNT]}"
+echo >"$TESTDIR/before-wait"
+wait_pid_exit "$PID" 20 || fail "a SIGTERM before the loop's wait did not stop the daemon"
+rc=0
+wait "$PID" || rc=$?
+unset 'MFS_PID[$MNT]'
+assert_eq 0 "$rc" "the daemon's exit status after the SIGTERM before the wait"
+grep -q "test: SIGTERM before the wait" "$(daemon_log "$MNT")" ||
+	fail "the test hook did not run"
+is_mounted "$MNT" && fail "'$MNT' still mounted after SIGTERM"
 exit 0
