@@ -60,7 +60,11 @@ void mirror_file_set_max_chunk(MirrorFile *mf, size_t max_chunk);
 /* Clone data extents where the file system can (the default), or copy them. */
 void mirror_file_set_clone(MirrorFile *mf, bool clone);
 void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
-/* Called once, without locks held, on the first target failure. */
+/*
+ * Called once, on the first failure (the target's, or the source's in a
+ * copier's read): without the MirrorFile's lock, by the thread that met
+ * it, a guest's inside the gate or the copier's.
+ */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);
 
 /*
