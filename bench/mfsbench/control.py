@@ -19,8 +19,9 @@ import socket
 import time
 
 # The states a status reports: the list in lib/mig-names.c, which the
-# daemon and mirrorfs-status share.  Name them from here, never as
-# strings elsewhere in bench/.
+# daemon and mirrorfs-status share (the unit test state-names checks that
+# these are the same).  Name them from here, never as strings elsewhere
+# in bench/.
 IDLE = "idle"
 COPYING = "copying"
 PAUSED = "paused"
