@@ -575,8 +575,8 @@ END_TEST
 
 /* The copier held in its hook after its first chunk until the test lets it go. */
 typedef struct {
-	GMutex lock;
-	GCond cond;
+	MfsMutex lock; /* pthreads: ThreadSanitizer sees them (lock.h) */
+	MfsCond cond;
 	bool held, released;
 } HeldCopier;
 
@@ -586,12 +586,12 @@ static void hold_hook(Mfs *hfs, const char *point, void *opaque)
 
 	if (strcmp(point, "chunk"))
 		return;
-	g_mutex_lock(&h->lock);
+	mfs_mutex_lock(&h->lock);
 	h->held = true;
-	g_cond_broadcast(&h->cond);
+	mfs_cond_broadcast(&h->cond);
 	while (!h->released)
-		g_cond_wait(&h->cond, &h->lock);
-	g_mutex_unlock(&h->lock);
+		mfs_cond_wait(&h->cond, &h->lock);
+	mfs_mutex_unlock(&h->lock);
 }
 
 /*
@@ -605,13 +605,13 @@ START_TEST(test_a_cancel_under_way_refuses_the_rest)
 	MfsMigOptions opts = {.hook = hold_hook, .hook_opaque = &h, .manual_switch = true};
 	MfsMigStatus st;
 
-	g_mutex_init(&h.lock);
-	g_cond_init(&h.cond);
+	mfs_mutex_init(&h.lock);
+	mfs_cond_init(&h.cond);
 	start(&opts);
-	g_mutex_lock(&h.lock);
+	mfs_mutex_lock(&h.lock);
 	while (!h.held)
-		g_cond_wait(&h.cond, &h.lock);
-	g_mutex_unlock(&h.lock);
+		mfs_cond_wait(&h.cond, &h.lock);
+	mfs_mutex_unlock(&h.lock);
 
 	ck_assert_int_eq(mfs_migration_pause(fs), 0);
 	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
@@ -627,18 +627,18 @@ START_TEST(test_a_cancel_under_way_refuses_the_rest)
 	ck_assert_int_eq(mfs_migration_switch(fs), -ECANCELED);
 	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
 
-	g_mutex_lock(&h.lock);
+	mfs_mutex_lock(&h.lock);
 	h.released = true;
-	g_cond_broadcast(&h.cond);
-	g_mutex_unlock(&h.lock);
+	mfs_cond_broadcast(&h.cond);
+	mfs_mutex_unlock(&h.lock);
 	wait_for(MFS_MIG_CANCELLED);
 	mfs_migration_status(fs, &st);
 	ck_assert(!st.paused);
 	ck_assert_ptr_null(st.error);
 	mfs_migration_status_clear(&st);
 	ck_assert(!exists(dst, "disk.img"));
-	g_cond_clear(&h.cond);
-	g_mutex_clear(&h.lock);
+	mfs_cond_clear(&h.cond);
+	mfs_mutex_clear(&h.lock);
 }
 END_TEST
 
