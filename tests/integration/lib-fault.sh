@@ -201,8 +201,9 @@ snapshot_tree() {
 }
 
 # expect_failed MOUNTPOINT PATTERN [SECONDS]: the migration ends failed
-# (status and daemon log) with an error containing PATTERN; the mount
-# still serves the source.  Prints the error.
+# (status and daemon log) with an error matching PATTERN (an extended
+# regular expression, so "A|B" takes either); the mount still serves the
+# source.  Prints the error.
 expect_failed() {
 	local mnt="$1" pattern="$2" secs="${3:-60}" deadline state err src
 	deadline=$((SECONDS + secs))
@@ -219,11 +220,11 @@ expect_failed() {
 	done
 	status_json "$mnt" "$TESTDIR/failed.json"
 	err="$(json_field error "$TESTDIR/failed.json")"
-	[[ "$err" == *"$pattern"* ]] ||
+	[[ "$err" =~ $pattern ]] ||
 		fail "the status error does not name the cause ('$pattern'): '$err'"
 	src="$(json_field source "$TESTDIR/failed.json")"
 	assert_eq "$src" "$(json_field served "$TESTDIR/failed.json")" "served after the failure"
-	grep -q "migration .* failed: .*$pattern" "$(daemon_log "$mnt")" ||
+	grep -qE "migration .* failed: .*($pattern)" "$(daemon_log "$mnt")" ||
 		fail "no 'failed: ...$pattern' in the daemon log:"$'\n'"$(cat "$(daemon_log "$mnt")")"
 	pid_alive "${MFS_PID[$(realpath "$mnt")]}" || fail "the daemon died"
 	printf '%s\n' "$err"
