@@ -176,17 +176,7 @@ void mfs_file_free(MfsFile *file)
 
 GPtrArray *mfs_files_stunned(Mfs *fs)
 {
-	GHashTableIter it;
-	gpointer file;
-	GPtrArray *out;
-
-	mfs_mutex_lock(&fs->files_lock);
-	out = g_ptr_array_sized_new(g_hash_table_size(fs->files));
-	g_hash_table_iter_init(&it, fs->files);
-	while (g_hash_table_iter_next(&it, &file, NULL))
-		g_ptr_array_add(out, file);
-	mfs_mutex_unlock(&fs->files_lock);
-	return out;
+	return mfs_table_keys(fs->files, &fs->files_lock);
 }
 
 MfsInode *mfs_file_inode(const MfsFile *file)

@@ -265,17 +265,7 @@ MfsInode *mfs_root(Mfs *fs)
 
 GPtrArray *mfs_inodes_stunned(Mfs *fs)
 {
-	GHashTableIter it;
-	gpointer key;
-	GPtrArray *out;
-
-	mfs_mutex_lock(&fs->inodes_lock);
-	out = g_ptr_array_sized_new(g_hash_table_size(fs->inodes));
-	g_hash_table_iter_init(&it, fs->inodes);
-	while (g_hash_table_iter_next(&it, &key, NULL))
-		g_ptr_array_add(out, key);
-	mfs_mutex_unlock(&fs->inodes_lock);
-	return out;
+	return mfs_table_keys(fs->inodes, &fs->inodes_lock);
 }
 
 unsigned mfs_inode_count(Mfs *fs)

@@ -356,3 +356,18 @@ GThread *mfs_thread_new(const char *name, GThreadFunc fn, gpointer arg)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return thread;
 }
+
+GPtrArray *mfs_table_keys(GHashTable *table, MfsMutex *lock)
+{
+	GHashTableIter it;
+	gpointer key;
+	GPtrArray *out;
+
+	mfs_mutex_lock(lock);
+	out = g_ptr_array_sized_new(g_hash_table_size(table));
+	g_hash_table_iter_init(&it, table);
+	while (g_hash_table_iter_next(&it, &key, NULL))
+		g_ptr_array_add(out, key);
+	mfs_mutex_unlock(lock);
+	return out;
+}

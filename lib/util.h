@@ -9,6 +9,7 @@
 #ifndef MFS_UTIL_H
 #define MFS_UTIL_H
 
+#include "lock.h"
 #include "mfs.h"
 
 #include <glib.h>
@@ -63,6 +64,9 @@ typedef struct {
 } MfsCredSaved;
 void mfs_cred_enter(const MfsCred *cred, MfsCredSaved *saved);
 void mfs_cred_leave(const MfsCredSaved *saved);
+
+/* The keys of @table, taken under @lock: a snapshot the caller frees. */
+GPtrArray *mfs_table_keys(GHashTable *table, MfsMutex *lock);
 
 /* cleanup_close int fd: closed (when >= 0) as it goes out of scope, after a return's value. */
 static inline void mfs_close_fd(int *fd)
