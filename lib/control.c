@@ -145,6 +145,8 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 		json_builder_add_null_value(b);
 	MEMBER("served");
 	add_name(b, served);
+	MEMBER("transport");
+	json_builder_add_string_value(b, mfs_transport(fs));
 	MEMBER("bytes_total");
 	json_builder_add_int_value(b, (gint64)st.bytes_total);
 	MEMBER("bytes_copied");

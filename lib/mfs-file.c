@@ -255,15 +255,12 @@ static ssize_t read_full(int fd, char *buf, size_t size, off_t off)
 	return (ssize_t)done;
 }
 
-ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
+ssize_t mfs_file_read_into(MfsFile *file, void *buf, size_t size, off_t off)
 {
-	char *buf = mfs_thread_buffer(size);
 	ssize_t ret;
 	gint epoch;
 	int fd;
 
-	if (!buf)
-		return -ENOMEM;
 	/* Counted in the epoch it began in: see mfs_file_swap_fd_stunned(). */
 	epoch = g_atomic_int_get(&file->epoch) & 1;
 	g_atomic_int_inc(&file->readers[epoch]);
@@ -274,8 +271,17 @@ ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
 		return ret;
 	/* Atomic, not locked: one open image is read by many threads at once. */
 	g_atomic_int_inc((gint *)&file->reads);
-	*data = buf;
 	return ret;
+}
+
+ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data)
+{
+	char *buf = mfs_thread_buffer(size);
+
+	if (!buf)
+		return -ENOMEM;
+	*data = buf;
+	return mfs_file_read_into(file, buf, size, off);
 }
 
 /*

@@ -52,6 +52,7 @@ struct Mfs {
 	int lock_fd;     /* claims the directory served (claim.c); moves at a switch */
 	dev_t mount_dev; /* the daemon's own mount, when mount_dev_set */
 	bool mount_dev_set;
+	const char *transport; /* atomic: one of the MFS_TRANSPORT_ names, or NULL */
 	gint open_files; /* regular files open; atomic, read from a signal handler */
 
 	gulong test_write_hold_us; /* MIRRORFS_TEST_WRITE_HOLD_MS: see test_hold_write() */

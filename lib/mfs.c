@@ -247,6 +247,18 @@ int mfs_claim(Mfs *fs, char **error)
 	return ret;
 }
 
+void mfs_set_transport(Mfs *fs, const char *name)
+{
+	g_atomic_pointer_set(&fs->transport, name);
+}
+
+const char *mfs_transport(Mfs *fs)
+{
+	const char *name = g_atomic_pointer_get(&fs->transport);
+
+	return name ? name : MFS_TRANSPORT_DEV_FUSE;
+}
+
 void mfs_set_mount_dev(Mfs *fs, dev_t dev)
 {
 	fs->mount_dev = dev;

@@ -88,6 +88,14 @@ int mfs_claim(Mfs *fs, char **error);
  * the daemon's writes back to itself.  Set before any thread starts.
  */
 void mfs_set_mount_dev(Mfs *fs, dev_t dev);
+/*
+ * The transport the daemon serves requests through, for mirrorfs-status:
+ * one of these names.  The daemon sets it as it changes; lock free.
+ */
+#define MFS_TRANSPORT_DEV_FUSE "/dev/fuse"
+#define MFS_TRANSPORT_IO_URING "io_uring"
+void mfs_set_transport(Mfs *fs, const char *name);
+const char *mfs_transport(Mfs *fs);
 /* Regular files the kernel holds open through the mount.  Lock free: a
  * signal handler may call it. */
 unsigned mfs_open_files(Mfs *fs);
@@ -162,6 +170,8 @@ bool mfs_file_direct_io(const MfsFile *file);
  * points at it.  Returns the byte count.
  */
 ssize_t mfs_file_read(MfsFile *file, size_t size, off_t off, const void **data);
+/* The same into @buf, which must suit O_DIRECT (MFS_DIRECT_ALIGN) on a direct-I/O file. */
+ssize_t mfs_file_read_into(MfsFile *file, void *buf, size_t size, off_t off);
 /* @buf may be unaligned; O_DIRECT files bounce it through an aligned buffer. */
 ssize_t mfs_file_write(Mfs *fs, MfsFile *file, const void *buf, size_t size, off_t off);
 int mfs_file_flush(Mfs *fs, MfsFile *file);

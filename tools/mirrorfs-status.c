@@ -119,6 +119,8 @@ static void print_summary(JsonObject *st)
 	if (str(st, "target"))
 		printf("  target   %s\n", str(st, "target"));
 	printf("  serving  %s\n", str(st, "served"));
+	if (str(st, "transport"))
+		printf("  through  %s\n", str(st, "transport"));
 	if (parse_state(state, &parsed) && parsed == MFS_MIG_IDLE) {
 		printf("  no migration has been started\n");
 		return;

@@ -85,6 +85,7 @@ TOP = {
     "source": (abs_path, "an absolute path"),
     "target": (lambda v: is_null(v) or abs_path(v), "null or an absolute path"),
     "served": (abs_path, "an absolute path"),
+    "transport": (lambda v: v in ("/dev/fuse", "io_uring"), "/dev/fuse or io_uring"),
     "bytes_total": (nonneg_int, "an integer >= 0"),
     "bytes_copied": (nonneg_int, "an integer >= 0"),
     "bytes_cloned": (nonneg_int, "an integer >= 0"),
