@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include "mirrorfs.h"
 #include "lock.h"
+#include "transport.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,7 @@
 
 typedef struct {
 	struct fuse_session *se;
+	Transport *transport;
 	size_t page;
 	/*
 	 * The largest request: libfuse negotiates at most 256 pages of data
@@ -103,13 +105,6 @@ static CANCELLABLE ssize_t read_request(struct fuse_session *se, char *buf, size
 	}
 }
 
-static void serve_request(struct fuse_session *se, char *request, size_t size)
-{
-	struct fuse_buf buf = {.mem = request, .size = size};
-
-	fuse_session_process_buf(se, &buf);
-}
-
 static void stop_on_error(SessionLoop *loop, int err)
 {
 	g_warning("reading the FUSE device: %s", g_strerror(-err));
@@ -136,7 +131,11 @@ static CANCELLABLE void *loop_worker_run(void *arg)
 			stop_on_error(loop, (int)n);
 		if (n <= 0)
 			break;
-		serve_request(loop->se, request, (size_t)n);
+		{
+			TransportRequest r = {0};
+
+			transport_serve(loop->transport, &r, request, (size_t)n);
+		}
 	}
 	eventfd_write(loop->finished_fd, 1);
 	return NULL;
@@ -168,10 +167,17 @@ static void test_signal_before_wait(void)
 	raise(SIGTERM);
 }
 
-/* Until the session ends: signals are taken only while waiting. */
+/*
+ * Until the session ends: signals are taken only while waiting.  A
+ * worker that stops wakes us, and so does the transport's stop
+ * descriptor (a ring that ends the session).
+ */
 static void wait_for_end(SessionLoop *loop)
 {
-	struct pollfd pfd = {.fd = loop->finished_fd, .events = POLLIN};
+	struct pollfd pfd[2] = {
+	    {.fd = loop->finished_fd, .events = POLLIN},
+	    {.fd = loop->transport->stop_fd, .events = POLLIN},
+	};
 	sigset_t all, taken;
 	eventfd_t n;
 
@@ -179,16 +185,19 @@ static void wait_for_end(SessionLoop *loop)
 	pthread_sigmask(SIG_BLOCK, &all, &taken);
 	while (!fuse_session_exited(loop->se)) {
 		test_signal_before_wait();
-		if (ppoll(&pfd, 1, NULL, &taken) > 0)
+		if (ppoll(pfd, 2, NULL, &taken) > 0 && (pfd[0].revents & POLLIN))
 			eventfd_read(loop->finished_fd, &n);
 	}
 	pthread_sigmask(SIG_SETMASK, &taken, NULL);
 }
 
-int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
+int mirrorfs_session_loop(Transport *t)
 {
+	struct fuse_session *se = t->se;
+	unsigned int threads = t->threads;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
-	SessionLoop loop = {.se = se, .page = page, .request_max = 256 * page + 4096};
+	SessionLoop loop = {
+	    .se = se, .transport = t, .page = page, .request_max = 256 * page + 4096};
 	LoopWorker *workers = g_new0(LoopWorker, threads);
 	unsigned int i, started = 0;
 	int ret = 0;
@@ -217,6 +226,8 @@ int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads)
 	if (started == 0)
 		fuse_session_exit(se);
 	wait_for_end(&loop);
+	/* The ring's threads first: each ends when its request is served. */
+	transport_stop(t);
 	/* Workers start in order, and the first that fails ends the starting. */
 	for (i = 0; i < started; i++)
 		pthread_cancel(workers[i].thread);

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
+#include "transport.h"
 #include "control.h"
 #include "migration.h"
 #include "mig-options.h"
@@ -46,6 +47,7 @@ typedef struct {
 	int noclone;
 	char *control;
 	int noxattr;
+	char *io_uring;
 } Options;
 
 /* clang-format off */
@@ -62,6 +64,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("noclone", noclone, 1),
 	MIRRORFS_OPT("control=%s", control, 0),
 	MIRRORFS_OPT("noxattr", noxattr, 1),
+	MIRRORFS_OPT("io_uring=%s", io_uring, 0),
 	FUSE_OPT_END,
 };
 /* clang-format on */
@@ -92,7 +95,10 @@ static void usage(const char *prog)
 	       "    -o control=PATH        the control socket (default: derived from\n"
 	       "                           MOUNTPOINT under /run/mirrorfs)\n"
 	       "    -o noxattr             no extended attributes through the mount:\n"
-	       "                           faster writes (see mirrorfs(1))\n\n",
+	       "                           faster writes (see mirrorfs(1))\n"
+	       "    -o io_uring=auto|on|off  take requests through FUSE over io_uring\n"
+	       "                           where the kernel offers it (auto, default),\n"
+	       "                           insist on it (on), or read /dev/fuse (off)\n\n",
 	       prog);
 }
 
@@ -332,6 +338,9 @@ int main(int argc, char *argv[])
 	Daemon daemon = {0};
 	pthread_t stop_thread;
 	bool stop_thread_started = false;
+	TransportUringMode uring_mode = TRANSPORT_URING_AUTO;
+	Transport transport = {.stop_fd = -1};
+	bool transport_ready = false;
 	unsigned int threads;
 	int ret = 1;
 
@@ -380,6 +389,23 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	threads = cmd.singlethread ? 1 : cmd.max_threads;
+	if (opts.io_uring && transport_uring_mode_parse(opts.io_uring, &uring_mode) < 0) {
+		fprintf(stderr, "mirrorfs: io_uring=%s: must be auto, on or off\n", opts.io_uring);
+		goto out_args;
+	}
+	if (uring_mode == TRANSPORT_URING_ON) {
+		g_autofree char *why = NULL;
+
+		if (cmd.clone_fd) {
+			fprintf(stderr, "mirrorfs: io_uring=on: not with clone_fd, which reads "
+			                "/dev/fuse through libfuse's own loop\n");
+			goto out_args;
+		}
+		if (transport_uring_available(&why) < 0) {
+			fprintf(stderr, "mirrorfs: io_uring=on: %s\n", why);
+			goto out_args;
+		}
+	}
 	if (check_directory("source", opts.source, &source) < 0 ||
 	    check_directory("mount point", cmd.mountpoint, &mountpoint) < 0)
 		goto out_args;
@@ -488,6 +514,18 @@ int main(int argc, char *argv[])
 			        "that leads into the mount cannot be recognised\n",
 			        mountpoint);
 	}
+	{
+		int err = transport_init(&transport, se, daemon.fs,
+		                         cmd.clone_fd ? TRANSPORT_URING_OFF : uring_mode, threads);
+
+		if (err < 0) {
+			fprintf(stderr, "mirrorfs: cannot set up the transport: %s\n",
+			        strerror(-err));
+			goto out_unmount;
+		}
+		daemon.transport = &transport;
+		transport_ready = true;
+	}
 	log_mountpoint = mountpoint;
 	log_foreground = cmd.foreground;
 	if (!cmd.foreground)
@@ -516,7 +554,9 @@ int main(int argc, char *argv[])
 	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
 
 	if (!cmd.clone_fd) {
-		ret = mirrorfs_session_loop(se, threads);
+		ret = mirrorfs_session_loop(&transport);
+		if (g_atomic_int_get(&transport.failed))
+			ret = -EPROTO;
 	} else {
 		/* A cloned descriptor per thread is libfuse's own: so is its loop. */
 		loop = fuse_loop_cfg_create();
@@ -533,11 +573,14 @@ int main(int argc, char *argv[])
 		sem_post(&stop_sem);
 		pthread_join(stop_thread, NULL);
 	}
+out_unmount:
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
 	fuse_session_destroy(se);
+	if (transport_ready)
+		transport_destroy(&transport);
 out_fs:
 	control_server_stop(control);
 	/* A migration still running stops cleanly: the target is cleaned up. */
@@ -553,6 +596,7 @@ out_args:
 	free(opts.switch_mode);
 	free(opts.control);
 	free(opts.timeout_text);
+	free(opts.io_uring);
 	fuse_opt_free_args(&args);
 	return ret;
 }

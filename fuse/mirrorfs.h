@@ -8,15 +8,18 @@
 
 #include "mfs.h"
 
+struct Transport;
+
 typedef struct {
 	Mfs *fs;
+	struct Transport *transport;
 	double timeout; /* seconds the kernel may cache entries and attributes */
 	bool noxattr;   /* -o noxattr: answer xattr requests with ENOSYS */
 } Daemon;
 
 extern const struct fuse_lowlevel_ops mirrorfs_ops;
 
-/* Serves the session with @threads threads until it ends: 0 or -errno. */
-int mirrorfs_session_loop(struct fuse_session *se, unsigned int threads);
+/* Serves the session until it ends: 0 or -errno (loop.c). */
+int mirrorfs_session_loop(struct Transport *t);
 
 #endif

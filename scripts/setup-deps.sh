@@ -12,7 +12,7 @@ set -euo pipefail
 packages=(
 	# build
 	gcc libc6-dev meson ninja-build pkg-config
-	libfuse3-dev libglib2.0-dev libjson-glib-dev
+	libfuse3-dev libglib2.0-dev libjson-glib-dev liburing-dev
 	python3-docutils # rst2man, for the man pages
 	# run
 	fuse3
