@@ -1,10 +1,18 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Build mirrorfs twice and run every test suite (unit, integration) on each:
+# Build mirrorfs three times and run every test suite (unit, integration) on each:
 #   build/       the default debugoptimized build
 #   build-asan/  the same with AddressSanitizer and UndefinedBehaviorSanitizer
 #   build-tsan/  ThreadSanitizer, for the engine's locking: unit and integration
+#
+# Both transports: the kernel's switch for FUSE over io_uring
+# (/sys/module/fuse/parameters/enable_uring, off by default) is turned on
+# for the run and put back at exit, so the daemon's default (auto) takes
+# io_uring; then "meson test --setup classic" runs the integration and
+# guest suites again on /dev/fuse (in build-asan/ without the minutes-long
+# engine stress of the suite "long").  On a kernel without it, both passes
+# run on /dev/fuse.
 # Both are built with -Dwerror=true.  Stops at the first failure and exits
 # non-zero.  This is what CI runs (.ci/run).
 #
@@ -20,6 +28,13 @@ srcdir=$(cd "$(dirname "$0")/.." && pwd)
 cd "$srcdir"
 
 step() { printf '\n=== %s\n' "$*"; }
+
+uring_param=/sys/module/fuse/parameters/enable_uring
+if [ -w "$uring_param" ]; then
+	uring_was=$(cat "$uring_param")
+	trap 'echo "$uring_was" >"$uring_param"' EXIT
+	echo Y >"$uring_param"
+fi
 
 # "meson test" passes when it has nothing to run: a build that lost its
 # tests must not pass as well.
@@ -37,6 +52,10 @@ scripts/build.sh build -Dwerror=true
 step "build/: tests"
 require_tests build "$@"
 meson test -C build --print-errorlogs "$@"
+if [ -z "${*:-}" ]; then
+	step "build/: integration and guest suites on the classic transport"
+	meson test -C build --print-errorlogs --setup classic --suite integration --suite slow
+fi
 
 step "build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"
 scripts/build.sh build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=true
@@ -49,6 +68,11 @@ require_tests build-asan "$@"
 # sanitized daemon is covered by every other suite.
 meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite slow \
 	--no-suite bench "$@"
+if [ -z "${*:-}" ]; then
+	step "build-asan/: integration suite on the classic transport"
+	meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --setup classic \
+		--suite integration --no-suite long
+fi
 
 # The engine's locking under ThreadSanitizer: the unit suite, then the
 # integration suite against a TSan daemon (libfuse is not instrumented, but

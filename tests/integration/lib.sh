@@ -181,6 +181,8 @@ check_sanitizer_log() {
 
 # mount_mfs SOURCE MOUNTPOINT [DAEMON OPTIONS...]: start the daemon in the
 # foreground as a background job and wait until the kernel shows the mount.
+# MIRRORFS_TEST_IO_URING=off|on|auto picks the transport (meson test
+# --setup classic sets off); unset, the daemon's default (auto) decides.
 # Fails at once if the daemon exits first, and after MOUNT_TIMEOUT seconds
 # if the mount never shows up.
 mount_mfs() {
@@ -190,7 +192,8 @@ mount_mfs() {
 	is_mounted "$mnt" && fail "mount_mfs: '$mnt' is already mounted"
 	logf="$(mktemp "$TESTDIR/daemon.XXXXXX.log")"
 
-	"$MIRRORFS" -f "$@" "$src" "$mnt" </dev/null >"$logf" 2>&1 &
+	"$MIRRORFS" -f ${MIRRORFS_TEST_IO_URING:+-o "io_uring=$MIRRORFS_TEST_IO_URING"} "$@" \
+		"$src" "$mnt" </dev/null >"$logf" 2>&1 &
 	pid=$!
 	MFS_PID[$mnt]=$pid
 	MFS_LOG[$mnt]=$logf
@@ -269,8 +272,15 @@ reap() {
 	pid_alive "$1" || wait "$1" 2>/dev/null
 }
 
+# at_exit CMD...: run CMD in the EXIT trap, after the unmounts (to restore
+# what the test changed outside its directory), in the order given.
+AT_EXIT=()
+at_exit() {
+	AT_EXIT+=("$(printf '%q ' "$@")")
+}
+
 cleanup() {
-	local rc=$? pid mnt
+	local rc=$? pid mnt cmd
 	set +e
 	trap - EXIT
 	# Our working directory may be inside a mount: that would keep it busy.
@@ -314,6 +324,9 @@ cleanup() {
 		check_sanitizer_log "${MFS_LOG[$mnt]}"
 	done
 	((SANITIZER_FAILED == 0)) || rc=1
+	for cmd in "${AT_EXIT[@]}"; do
+		eval "$cmd" || log "cleanup: '$cmd' failed"
+	done
 
 	# --one-file-system: never reach through a mount that failed to go away.
 	if mounts_under "$TESTDIR"; then
