@@ -38,6 +38,9 @@ from mfsbench.scenarios.passthrough import PASSTHROUGH_LL_SRC
 from mfsbench.util import GiB, MiB, ROOT, log, parse_size
 
 
+URING_PARAM = "/sys/module/fuse/parameters/enable_uring"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +90,14 @@ def main():
         print(f"bench: {PASSTHROUGH_LL_SRC} is missing: install libfuse3-dev", file=sys.stderr)
         return 77
 
+    # FUSE over io_uring is the administrator's switch, off by default: on
+    # for the run (mirrorfs's default transport then takes it), put back after.
+    uring_was = None
+    if os.access(URING_PARAM, os.W_OK):
+        with open(URING_PARAM) as f:
+            uring_was = f.read().strip()
+        with open(URING_PARAM, "w") as f:
+            f.write("Y")
     args.work = tempfile.mkdtemp(prefix="mirrorfs-bench.", dir=args.dir)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(130))
@@ -103,6 +114,9 @@ def main():
         status = 1
     finally:
         Daemon.stop_all()
+        if uring_was is not None:
+            with open(URING_PARAM, "w") as f:
+                f.write(uring_was)
         for p in glob.glob(os.path.join(args.work, "logs", "*.log")):
             with open(p) as f:
                 if "ERROR" in f.read() and status:

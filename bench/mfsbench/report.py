@@ -37,6 +37,7 @@ def machine(work):
             "fio": first(["fio", "--version"]),
             "qemu-storage-daemon": first(["qemu-storage-daemon", "--version"]),
             "libfuse": first(["pkg-config", "--modversion", "fuse3"]),
+            "fuse enable_uring": first(["cat", "/sys/module/fuse/parameters/enable_uring"]),
             "mirrorfs": commit}
 
 
