@@ -52,6 +52,16 @@ daemon_log() {
 	printf '%s\n' "${MFS_LOG[$mnt]}"
 }
 
+# wait_log MNT PATTERN SECONDS: until the daemon logs a line matching PATTERN.
+wait_log() {
+	local deadline=$((SECONDS + $3))
+	until grep -q -- "$2" "$(daemon_log "$1")"; do
+		pid_alive "${MFS_PID[$(realpath "$1")]}" || fail "the daemon died"
+		((SECONDS < deadline)) || fail "no '$2' in the log after $3 s:"$'\n'"$(cat "$(daemon_log "$1")")"
+		sleep 0.02
+	done
+}
+
 # journal_state DIR: the state= line of DIR's journal, or nothing.
 journal_state() {
 	local f="$1/.mirrorfs-journal"

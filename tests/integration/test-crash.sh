@@ -157,16 +157,6 @@ expect_served_dir() {
 	assert_eq "$1" "$(status_field "$MNT" served)" "the directory served after the remount"
 }
 
-# wait_log MNT PATTERN SECONDS: until the daemon logs a line matching PATTERN.
-wait_log() {
-	local deadline=$((SECONDS + $3))
-	until grep -q -- "$2" "$(daemon_log "$1")"; do
-		pid_alive "${MFS_PID[$(realpath "$1")]}" || fail "the daemon died"
-		((SECONDS < deadline)) || fail "no '$2' in the log after $3 s:"$'\n'"$(cat "$(daemon_log "$1")")"
-		sleep 0.02
-	done
-}
-
 # finish_switched: after the switch, everything is in the target, read
 # directly and through the mount; then a new migration (to DST2) completes.
 finish_switched() {

@@ -19,6 +19,7 @@
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
 require_cmd fio taskset
 
 PARAM=/sys/module/fuse/parameters/enable_uring
@@ -47,7 +48,8 @@ refused() {
 
 # transport_is NAME: the status and the daemon's log both say NAME.
 transport_is() {
-	local name="$1" logf="${MFS_LOG[$(realpath "$MNT")]}"
+	local name="$1" logf
+	logf="$(daemon_log "$MNT")"
 	assert_eq "$name" "$(status_field "$MNT" transport)" "mirrorfs-status transport"
 	if [[ "$name" == io_uring ]]; then
 		grep -q "transport: FUSE over io_uring" "$logf" || fail "the log does not name io_uring"
@@ -64,7 +66,7 @@ echo N >"$PARAM"
 refused "io_uring=on: .*enable_uring is N.*echo Y" -o io_uring=on
 mount_mfs "$SRC" "$MNT"
 transport_is /dev/fuse
-grep -q "transport: /dev/fuse (the kernel does not offer" "${MFS_LOG[$(realpath "$MNT")]}" ||
+grep -q "transport: /dev/fuse (the kernel does not offer" "$(daemon_log "$MNT")" ||
 	fail "auto does not say why it fell back"
 cmp "$SRC/disk.raw" "$MNT/disk.raw" || fail "reading through /dev/fuse"
 umount_mfs "$MNT"
@@ -95,15 +97,10 @@ umount_mfs "$MNT"
 
 log "a write held in the engine does not hold its queue"
 MIRRORFS_TEST_WRITE_HOLD_MS=4000 mount_mfs "$SRC" "$MNT"
-logf="${MFS_LOG[$(realpath "$MNT")]}"
 taskset -c 0 dd if=/dev/zero of="$MNT/held" bs=4k count=1 oflag=direct status=none &
 writer=$!
 track_bg "$writer"
-deadline=$((SECONDS + 10))
-until grep -q "test: 1 writes held" "$logf"; do
-	((SECONDS < deadline)) || fail "the write never reached the engine"
-	sleep 0.05
-done
+wait_log "$MNT" "test: 1 writes held" 10
 for i in 1 2 3 4; do
 	taskset -c 0 dd if="$MNT/disk.raw" of=/dev/null bs=4k count=1 skip=$((i * 7)) \
 		iflag=direct status=none || fail "read $i on CPU 0 failed"
