@@ -7,14 +7,13 @@
 #define _GNU_SOURCE
 #include "transport.h"
 #include "fuse-abi.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -99,6 +98,15 @@ static void negotiate_init_reply(Transport *t, struct iovec *iov, int count)
 	/* The high half needs FUSE_INIT_EXT, which a kernel offering it has sent. */
 	if (!(t->kernel_flags & FUSE_INIT_EXT))
 		want &= 0xffffffffu;
+	/*
+	 * Once granted, the kernel holds every request until each queue has
+	 * an entry: set the rings up first, and grant only what can start.
+	 */
+	if (want & FUSE_OVER_IO_URING) {
+		t->uring = uring_prepare(t, &t->uring_why);
+		if (!t->uring)
+			want &= ~FUSE_OVER_IO_URING;
+	}
 	arg->flags |= (uint32_t)want;
 	if (want >> 32) {
 		arg->flags |= FUSE_INIT_EXT;
@@ -139,24 +147,27 @@ static ssize_t transport_writev(int fd, struct iovec *iov, int count, void *user
  * writes are all flagged (QEMU run as its own user) costs no syscall
  * per write.  Requests that never change the bits leave it as it is.
  */
-static __thread int fsetid_dropped; /* 0: unknown (as started: kept), 1, 2: kept */
+enum { FSETID_UNKNOWN, FSETID_DROPPED, FSETID_KEPT };
+static __thread int fsetid_state;
+static gint fsetid_unmanaged; /* not in our permitted set: nothing to drop or keep */
 
 static void set_fsetid(bool keep)
 {
-	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2];
+	int ret = mfs_cap_fsetid_set(keep);
 
-	if (syscall(SYS_capget, &h, data) < 0)
-		return;
-	if (keep)
-		data[0].effective |= 1u << CAP_FSETID;
-	else
-		data[0].effective &= ~(1u << CAP_FSETID);
-	if (syscall(SYS_capset, &h, data) < 0) {
-		g_warning("cannot %s CAP_FSETID: %s", keep ? "restore" : "drop", g_strerror(errno));
+	if (ret == -EPERM) {
+		/* A daemon without CAP_FSETID: the backing file system clears the bits anyway. */
+		if (g_atomic_int_compare_and_exchange(&fsetid_unmanaged, 0, 1))
+			g_message("CAP_FSETID is not in the daemon's permitted set: setuid and "
+			          "setgid bits are cleared on every write");
 		return;
 	}
-	fsetid_dropped = keep ? 2 : 1;
+	if (ret < 0) {
+		g_warning("cannot %s CAP_FSETID: %s", keep ? "restore" : "drop", g_strerror(-ret));
+		fsetid_state = FSETID_UNKNOWN;
+		return;
+	}
+	fsetid_state = keep ? FSETID_KEPT : FSETID_DROPPED;
 }
 
 /* Reads the kill flag of the request at @buf, for the opcodes that carry one. */
@@ -182,6 +193,9 @@ static bool request_kills_suidgid(const struct fuse_in_header *in, size_t size, 
 	case FUSE_MKDIR:
 	case FUSE_SETXATTR:
 		/* Whether a new or changed mode keeps setgid may depend on CAP_FSETID. */
+	case FUSE_FALLOCATE:
+	case FUSE_COPY_FILE_RANGE:
+		/* They change data but carry no flag: the daemon's own rule, kept. */
 		return false;
 	default:
 		*cares = false;
@@ -194,12 +208,10 @@ static void request_set_creds(TransportRequest *r, const struct fuse_in_header *
 	bool cares;
 
 	r->kill_suidgid = request_kills_suidgid(in, size, &cares);
-	if (!cares)
+	if (!cares || g_atomic_int_get(&fsetid_unmanaged))
 		return;
-	if (r->kill_suidgid && fsetid_dropped != 1)
-		set_fsetid(false);
-	else if (!r->kill_suidgid && fsetid_dropped == 1)
-		set_fsetid(true);
+	if (fsetid_state != (r->kill_suidgid ? FSETID_DROPPED : FSETID_KEPT))
+		set_fsetid(!r->kill_suidgid);
 }
 
 /* The INIT reply is written: the kernel has taken our flags, and a ring can register. */
@@ -215,7 +227,9 @@ static void init_done(Transport *t)
 		g_message("transport: /dev/fuse (io_uring=off)");
 		return;
 	}
-	if (transport_uring_available(&why) == 0)
+	if (t->uring_why)
+		why = g_strdup(t->uring_why);
+	else if (transport_uring_available(&why) == 0)
 		why = g_strdup("the kernel did not offer FUSE over io_uring in INIT");
 	if (t->uring_mode == TRANSPORT_URING_AUTO) {
 		g_message("transport: /dev/fuse (%s)", why);
@@ -274,29 +288,45 @@ int transport_init(Transport *t, struct fuse_session *se, Mfs *fs, TransportUrin
 	mfs_set_transport(fs, MFS_TRANSPORT_DEV_FUSE);
 	mfs_mutex_init(&t->lock);
 	t->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (t->stop_fd < 0)
-		return -errno;
+	if (t->stop_fd < 0) {
+		ret = -errno;
+		goto fail;
+	}
 	/* The same descriptor: libfuse keeps it, and unmounts through it. */
 	ret = fuse_session_custom_io(se, &io, fuse_session_fd(se));
-	return ret < 0 ? ret : 0;
+	if (ret < 0)
+		goto fail;
+	return 0;
+
+fail:
+	transport_destroy(t);
+	return ret;
 }
 
 void transport_stop(Transport *t)
 {
 	Uring *u;
+	bool started;
 
 	mfs_mutex_lock(&t->lock);
 	t->stopping = true;
 	u = t->uring;
+	started = t->uring_started;
+	t->uring = NULL;
 	mfs_mutex_unlock(&t->lock);
 	eventfd_write(t->stop_fd, 1);
-	if (u)
+	if (u && started)
 		uring_stop(u);
+	else if (u)
+		uring_discard(u);
 }
 
 void transport_destroy(Transport *t)
 {
+	if (t->uring)
+		uring_discard(t->uring);
 	if (t->stop_fd >= 0)
 		close(t->stop_fd);
+	g_free(t->uring_why);
 	mfs_mutex_clear(&t->lock);
 }

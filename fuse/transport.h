@@ -49,10 +49,12 @@ typedef struct Transport {
 	/* Settled by the thread that serves INIT, before any other request. */
 	uint64_t kernel_flags; /* what the kernel offered in INIT (flags | flags2 << 32) */
 	uint64_t granted;      /* what our INIT reply added: transport_granted() */
-	MfsMutex lock;         /* uring, for the start and the stop */
-	Uring *uring;
+	MfsMutex lock;         /* uring_started and stopping */
+	Uring *uring;          /* prepared while INIT is answered, then started */
+	bool uring_started;
 	bool stopping;
-	gint failed; /* io_uring=on and the ring could not start */
+	char *uring_why; /* why the rings could not be set up, if they could not */
+	gint failed;     /* io_uring=on and the ring could not start */
 } Transport;
 
 /*
@@ -90,7 +92,12 @@ void transport_stop(Transport *t);
 void *transport_reply_buffer(size_t size);
 
 /* uring.c */
-int uring_start(Transport *t);
+/* Sets up every ring, before INIT grants io_uring: NULL and *why if it cannot. */
+Uring *uring_prepare(Transport *t, char **why);
+void uring_discard(Uring *u);
+/* Starts the prepared rings' threads; a failure ends the session. */
+void uring_start(Transport *t);
+/* Joins the threads (ended through stop_fd) and frees it all. */
 void uring_stop(Uring *u);
 ssize_t uring_reply(TransportRequest *r, const struct iovec *iov, int count);
 

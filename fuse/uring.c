@@ -54,6 +54,7 @@ typedef struct {
 	unsigned int qid;
 	pthread_t thread;
 	bool started;
+	bool registered; /* the kernel has taken the entry (a request came) */
 	struct io_uring ring;
 	struct fuse_uring_req_header *header;
 	void *mem;     /* a page for the headers, then the payload */
@@ -69,24 +70,29 @@ struct Uring {
 };
 
 /*
- * The kernel has a queue for every possible CPU and uses none until each
- * has an entry: count them as it does (nr_cpu_ids), not the online ones.
+ * The kernel has a queue for every possible CPU (num_possible_cpus(), a
+ * count) and uses none until each has an entry.  "0-3,8-11" is 8.
  */
 static unsigned int possible_cpus(void)
 {
 	g_autofree char *text = NULL;
-	const char *dash;
-	unsigned int last;
+	unsigned int n = 0;
+	char *p;
 
 	if (!g_file_get_contents("/sys/devices/system/cpu/possible", &text, NULL, NULL))
 		return (unsigned int)get_nprocs_conf();
-	/* "0-N", or "0" on one CPU; a hole in the range does not change nr_cpu_ids. */
-	dash = strrchr(text, '-');
-	dash = dash ? dash + 1 : text;
-	if (strrchr(text, ',') && strrchr(text, ',') > dash)
-		dash = strrchr(text, ',') + 1;
-	last = (unsigned int)strtoul(dash, NULL, 10);
-	return last + 1;
+	for (p = text; *p && *p != '\n';) {
+		unsigned long first = strtoul(p, &p, 10), last = first;
+
+		if (*p == '-')
+			last = strtoul(p + 1, &p, 10);
+		n += (unsigned int)(last - first + 1);
+		if (*p == ',')
+			p++;
+		else
+			break;
+	}
+	return n ? n : (unsigned int)get_nprocs_conf();
 }
 
 /*
@@ -235,30 +241,62 @@ static uint64_t serve_entry(UringThread *u)
 	return r.unique;
 }
 
+/*
+ * After INIT granted FUSE_OVER_IO_URING the kernel holds every request
+ * until each queue has an entry: a ring that cannot start would hang the
+ * mount.  Ending the session is the only way out, in auto mode too.
+ */
+static void uring_fatal(Transport *t, const char *what, int err)
+{
+	g_warning("io_uring: %s: %s; the kernel waits for every queue, so the mount stops "
+	          "(mount with -o io_uring=off to serve through /dev/fuse)",
+	          what, g_strerror(err));
+	g_atomic_int_set(&t->failed, 1);
+	fuse_session_exit(t->se);
+	eventfd_write(t->stop_fd, 1);
+}
+
 /* The kernel's word on the entry: 0 to go on, or the error that ends the thread. */
 static int entry_completed(UringThread *u, int res)
 {
+	Transport *t = u->t;
+
 	if (res == 0) {
+		u->registered = true;
 		prep_entry_cmd(u, FUSE_IO_URING_CMD_COMMIT_AND_FETCH, serve_entry(u));
 		return 0;
 	}
 	/* ENOTCONN, ECONNABORTED, ECANCELED: the session is over, or ending. */
 	if (res == -ENOTCONN || res == -ECONNABORTED || res == -ECANCELED)
 		return res;
-	/*
-	 * The kernel refused the entry (a register fails at once): it has
-	 * then turned io_uring off for the connection, and requests keep
-	 * coming through /dev/fuse.
-	 */
-	mfs_set_transport(u->t->fs, MFS_TRANSPORT_DEV_FUSE);
-	if (u->t->uring_mode == TRANSPORT_URING_ON) {
-		g_warning("io_uring queue %u: %s; io_uring=on: stopping", u->qid, g_strerror(-res));
-		g_atomic_int_set(&u->t->failed, 1);
-		fuse_session_exit(u->t->se);
-		eventfd_write(u->t->stop_fd, 1);
-	} else {
-		g_warning("io_uring queue %u: %s; serving through /dev/fuse", u->qid,
+	if (u->registered) {
+		/*
+		 * A commit the kernel refused (it logs why): that entry is lost
+		 * to the queue, so register the buffers again as a new one.
+		 */
+		g_warning("io_uring queue %u: a reply was refused: %s; registering again", u->qid,
 		          g_strerror(-res));
+		u->registered = false;
+		prep_entry_cmd(u, FUSE_IO_URING_CMD_REGISTER, 0);
+		return 0;
+	}
+	/*
+	 * The kernel refused to register the entry: it has then turned
+	 * io_uring off for the connection, and requests keep coming through
+	 * /dev/fuse.
+	 */
+	mfs_set_transport(t->fs, MFS_TRANSPORT_DEV_FUSE);
+	if (t->uring_mode == TRANSPORT_URING_ON) {
+		g_warning(
+		    "io_uring queue %u: the kernel refused the ring: %s; io_uring=on: stopping",
+		    u->qid, g_strerror(-res));
+		g_atomic_int_set(&t->failed, 1);
+		fuse_session_exit(t->se);
+		eventfd_write(t->stop_fd, 1);
+	} else {
+		g_warning("io_uring queue %u: the kernel refused the ring: %s; serving through "
+		          "/dev/fuse",
+		          u->qid, g_strerror(-res));
 	}
 	return res;
 }
@@ -291,6 +329,9 @@ static void *uring_thread_run(void *arg)
 		}
 		io_uring_cq_advance(&u->ring, seen);
 	}
+	/* A reply served with the stop in the same batch still goes out. */
+	if (io_uring_sq_ready(&u->ring))
+		io_uring_submit(&u->ring);
 	return NULL;
 }
 
@@ -323,14 +364,12 @@ static int uring_thread_init(Uring *ur, UringThread *u, unsigned int qid)
 static void *uring_thread_start(void *arg)
 {
 	UringThread *u = arg;
-
 	/* liburing 2.3 has no io_uring_enable_rings(). */
 	long ret =
 	    syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
 
 	if (ret < 0) {
-		g_warning("io_uring queue %u: cannot enable the ring: %s", u->qid,
-		          g_strerror(errno));
+		uring_fatal(u->t, "cannot enable a ring", errno);
 		return NULL;
 	}
 	return uring_thread_run(u);
@@ -350,7 +389,7 @@ static void uring_free(Uring *ur)
 	g_free(ur);
 }
 
-int uring_start(Transport *t)
+Uring *uring_prepare(Transport *t, char **why)
 {
 	Uring *ur = g_new0(Uring, 1);
 	unsigned int n;
@@ -362,10 +401,9 @@ int uring_start(Transport *t)
 	 * Every request of a submitter goes to the queue of the CPU it runs
 	 * on (one QEMU iothread fills one queue), so each queue gets as many
 	 * threads as the classic loop has in all (max_threads), fewer on a
-	 * large host (256 in all), and two at least.
+	 * large host (256 in all where two a queue allow it), two at least.
 	 */
-	ur->per_queue = MIN(t->threads, MAX(2, URING_MAX_THREADS / ur->queues));
-	ur->per_queue = MAX(2, ur->per_queue);
+	ur->per_queue = MAX(2, MIN(t->threads, URING_MAX_THREADS / ur->queues));
 	/* The kernel's max_payload_sz: max_write, or max_pages pages (libfuse's 1 MiB). */
 	ur->payload_size = 1 << 20;
 	n = ur->queues * ur->per_queue;
@@ -373,16 +411,31 @@ int uring_start(Transport *t)
 	for (unsigned int i = 0; i < n && ret == 0; i++)
 		ret = uring_thread_init(ur, &ur->threads[i], i / ur->per_queue);
 	if (ret < 0) {
-		g_warning("io_uring: cannot set up %u rings: %s", n, g_strerror(-ret));
-		goto fail;
+		*why = g_strdup_printf("cannot set up %u rings: %s", n, g_strerror(-ret));
+		uring_free(ur);
+		return NULL;
 	}
+	return ur;
+}
+
+void uring_discard(Uring *ur)
+{
+	uring_free(ur);
+}
+
+void uring_start(Transport *t)
+{
+	Uring *ur;
+	int ret = 0;
+
 	mfs_mutex_lock(&t->lock);
 	if (t->stopping) {
+		/* transport_stop() has taken the rings back already. */
 		mfs_mutex_unlock(&t->lock);
-		uring_free(ur);
-		return -ECANCELED;
+		return;
 	}
-	for (unsigned int i = 0; i < n; i++) {
+	ur = t->uring;
+	for (unsigned int i = 0; i < ur->queues * ur->per_queue; i++) {
 		UringThread *u = &ur->threads[i];
 
 		ret = mfs_thread_start("mirrorfs-uring", uring_thread_start, u, &u->thread);
@@ -390,25 +443,15 @@ int uring_start(Transport *t)
 			break;
 		u->started = true;
 	}
-	t->uring = ur;
+	t->uring_started = true;
 	mfs_mutex_unlock(&t->lock);
 	if (ret < 0) {
-		g_warning("io_uring: cannot start its threads: %s", g_strerror(-ret));
-		return ret;
+		uring_fatal(t, "cannot start its threads", -ret);
+		return;
 	}
 	mfs_set_transport(t->fs, MFS_TRANSPORT_IO_URING);
 	g_message("transport: FUSE over io_uring, %u queue%s of %u threads", ur->queues,
 	          ur->queues == 1 ? "" : "s", ur->per_queue);
-	return 0;
-
-fail:
-	uring_free(ur);
-	if (t->uring_mode == TRANSPORT_URING_ON) {
-		g_atomic_int_set(&t->failed, 1);
-		fuse_session_exit(t->se);
-		eventfd_write(t->stop_fd, 1);
-	}
-	return ret;
 }
 
 void uring_stop(Uring *ur)

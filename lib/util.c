@@ -11,6 +11,8 @@
 #include "lock.h"
 
 #include <errno.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -200,11 +202,49 @@ void mfs_proc_fd_path(int fd, char buf[MFS_PROC_FD_LEN])
 	snprintf(buf, MFS_PROC_FD_LEN, "/proc/self/fd/%d", fd);
 }
 
+static int cap_data(struct __user_cap_header_struct *h, struct __user_cap_data_struct d[2])
+{
+	*h = (struct __user_cap_header_struct){.version = _LINUX_CAPABILITY_VERSION_3};
+	return syscall(SYS_capget, h, d) < 0 ? -errno : 0;
+}
+
+int mfs_cap_fsetid(void)
+{
+	struct __user_cap_header_struct h;
+	struct __user_cap_data_struct d[2];
+	int ret = cap_data(&h, d);
+
+	return ret < 0 ? ret : !!(d[0].effective & (1u << CAP_FSETID));
+}
+
+int mfs_cap_fsetid_set(bool effective)
+{
+	struct __user_cap_header_struct h;
+	struct __user_cap_data_struct d[2];
+	int ret = cap_data(&h, d);
+
+	if (ret < 0)
+		return ret;
+	if (effective && !(d[0].permitted & (1u << CAP_FSETID)))
+		return -EPERM;
+	if (effective)
+		d[0].effective |= 1u << CAP_FSETID;
+	else
+		d[0].effective &= ~(1u << CAP_FSETID);
+	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
+}
+
 void mfs_cred_enter(const MfsCred *cred, MfsCredSaved *saved)
 {
 	saved->switched = false;
 	if (!cred || geteuid() != 0 || (cred->uid == 0 && cred->gid == 0))
 		return;
+	/*
+	 * Going back to fsuid 0 puts the file system capabilities back in
+	 * the effective set (capabilities(7)): a CAP_FSETID the thread had
+	 * dropped for its request is dropped again at leave.
+	 */
+	saved->fsetid_dropped = mfs_cap_fsetid() == 0;
 	/* setfsuid/setfsgid act on the calling thread only, as wanted here. */
 	saved->gid = setfsgid(cred->gid);
 	saved->uid = setfsuid(cred->uid);
@@ -217,6 +257,8 @@ void mfs_cred_leave(const MfsCredSaved *saved)
 		return;
 	setfsuid(saved->uid);
 	setfsgid(saved->gid);
+	if (saved->fsetid_dropped)
+		mfs_cap_fsetid_set(false);
 }
 
 guint mfs_inode_key_hash(gconstpointer p)

@@ -61,9 +61,20 @@ typedef struct {
 	int uid;
 	int gid;
 	bool switched;
+	bool fsetid_dropped; /* the thread had dropped CAP_FSETID: dropped again at leave */
 } MfsCredSaved;
 void mfs_cred_enter(const MfsCred *cred, MfsCredSaved *saved);
 void mfs_cred_leave(const MfsCredSaved *saved);
+
+/*
+ * CAP_FSETID in the calling thread's effective set (capabilities are per
+ * thread).  The daemon drops it to let the backing file system clear
+ * setuid/setgid on a write as it would for the caller (fuse/transport.c).
+ * Returns 1 if it is effective, 0 if not, -errno; setting it returns 0 or
+ * -errno (-EPERM: not in the permitted set, as for a daemon not run as root).
+ */
+int mfs_cap_fsetid(void);
+int mfs_cap_fsetid_set(bool effective);
 
 /* The keys of @table, taken under @lock: a snapshot the caller frees. */
 GPtrArray *mfs_table_keys(GHashTable *table, MfsMutex *lock);

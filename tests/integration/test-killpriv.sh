@@ -14,7 +14,14 @@
 #  file's group.  Natively the bit stays; the daemon, not in the group,
 #  loses it.  The protocol says to keep it; doc/design.md "Transport".)
 #  - after an unprivileged write, a root chmod g+s on the same file still
-#    sets setgid (the daemon's thread got its capability back).
+#    sets setgid (the daemon's thread got its capability back);
+#  - on one serving thread (-s, /dev/fuse): an unprivileged write, then a
+#    file created by that user (the daemon takes the user's fsuid for it,
+#    and going back to fsuid 0 gives the thread its capabilities back),
+#    then another unprivileged write: cleared.  (The kernel sends a
+#    SETATTR that kills before writing to a setuid file, which sets the
+#    thread's state anyway; the unit test util proves the credential
+#    switch itself keeps a dropped CAP_FSETID dropped.)
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
@@ -77,4 +84,30 @@ nobody dd if="$TESTDIR/expect" of="$MNT/data" bs=64k conv=notrunc status=none ||
 	fail "nobody cannot write data"
 cmp "$TESTDIR/expect" "$SRC/data" || fail "the data written with the kill differs"
 assert_eq 777 "$(stat -c %a "$SRC/data")" "mode after the data write"
+umount_mfs "$MNT"
+
+log "one serving thread: a write, a create by the same user, a write"
+mount_mfs "$SRC" "$MNT" -s -o io_uring=off -o timeout=0 -o allow_other
+mkdir -p "$MNT/nb"
+chown "nobody:$GROUP" "$MNT/nb"
+for f in first second; do
+	head -c 8192 /dev/urandom >"$MNT/nb/$f"
+	chown "nobody:$GROUP" "$MNT/nb/$f"
+	chmod 6775 "$MNT/nb/$f"
+done
+# One process, so that no other request comes between: the second file is
+# opened first, the create comes between the two writes.  O_DIRECT: a
+# buffered write would come after a SETATTR that resets the thread anyway.
+nobody /usr/bin/python3 - "$MNT/nb" <<'PY' || fail "nobody's writes and create"
+import mmap, os, sys
+d = sys.argv[1]
+buf = mmap.mmap(-1, 4096)
+second = os.open(f"{d}/second", os.O_WRONLY | os.O_DIRECT)
+first = os.open(f"{d}/first", os.O_WRONLY | os.O_DIRECT)
+os.pwritev(first, [buf], 0)
+os.close(os.open(f"{d}/created", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+os.pwritev(second, [buf], 0)
+PY
+assert_eq 775 "$(stat -c %a "$SRC/nb/first")" "the first file after nobody's write"
+assert_eq 775 "$(stat -c %a "$SRC/nb/second")" "the second file, written after a create"
 umount_mfs "$MNT"

@@ -13,6 +13,10 @@
 #    says so in the log and in the status; where it does, the ring serves.
 #  - Through the ring: fio with --verify, 4 KiB to 1 MiB, O_DIRECT and
 #    buffered; the data on the source is what was written.
+#  - Rings that cannot be set up (kernel.io_uring_disabled=2) are found
+#    before INIT grants io_uring (after it, the kernel would hold every
+#    request until each queue has an entry): auto serves through
+#    /dev/fuse and says why, on stops the daemon with that reason.
 #  - A write held in the engine (MIRRORFS_TEST_WRITE_HOLD_MS) occupies one
 #    thread of its CPU's queue: reads made from that same CPU (taskset)
 #    are served while it is held.
@@ -94,6 +98,30 @@ run fio --name=buffered --filename="$MNT/fio.buffered" --size=8m --bs=4k --rw=ra
 	fail "buffered fio with --verify through io_uring"
 cmp "$MNT/fio.1m" "$SRC/fio.1m" || fail "the source differs from what was written"
 umount_mfs "$MNT"
+
+log "rings that cannot be set up"
+DISABLED=/proc/sys/kernel/io_uring_disabled
+if [[ -w "$DISABLED" ]]; then
+	disabled_was="$(cat "$DISABLED")"
+	at_exit eval "echo $disabled_was >$DISABLED"
+	echo 2 >"$DISABLED"
+	mount_mfs "$SRC" "$MNT"
+	timeout 20 cmp "$SRC/disk.raw" "$MNT/disk.raw" || fail "reading with io_uring disabled"
+	transport_is /dev/fuse
+	grep -q "transport: /dev/fuse (cannot set up [0-9]* rings: Operation not permitted)" \
+		"$(daemon_log "$MNT")" || fail "auto does not say why the rings failed"
+	umount_mfs "$MNT"
+	logf="$TESTDIR/on-disabled.log"
+	rc=0
+	timeout 30 "$MIRRORFS" -f -o io_uring=on "$SRC" "$MNT" >"$logf" 2>&1 </dev/null || rc=$?
+	((rc != 0 && rc != 124)) || fail "io_uring=on with rings disabled: exit $rc"
+	grep -q "io_uring=on: cannot set up [0-9]* rings" "$logf" ||
+		fail "io_uring=on does not say why it stopped: $(cat "$logf")"
+	is_mounted "$MNT" && fail "io_uring=on left the mount behind"
+	echo "$disabled_was" >"$DISABLED"
+else
+	log "no $DISABLED: skipped"
+fi
 
 log "a write held in the engine does not hold its queue"
 MIRRORFS_TEST_WRITE_HOLD_MS=4000 mount_mfs "$SRC" "$MNT"

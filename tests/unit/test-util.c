@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Unit tests of lib/util.c: size parsing, path containment and per-thread buffers. */
+/* Unit tests of lib/util.c: size parsing, path containment, per-thread buffers, credentials. */
 #include "mfs-int.h"
 
 #include <check.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 START_TEST(test_parse_size_units)
 {
@@ -120,6 +121,32 @@ START_TEST(test_thread_buffer_per_thread)
 }
 END_TEST
 
+/*
+ * A thread that dropped CAP_FSETID for a request (fuse/transport.c) and
+ * then takes a caller's credentials to create a file gets it back from
+ * the kernel when its fsuid returns to 0 (capabilities(7)): the leave
+ * drops it again.  Root only (Check forks each test: nothing leaks).
+ */
+START_TEST(test_cred_window_keeps_fsetid_dropped)
+{
+	MfsCred nobody = {.uid = 65534, .gid = 65534};
+	MfsCredSaved saved;
+
+	if (geteuid() != 0 || mfs_cap_fsetid() != 1)
+		return;
+	ck_assert_int_eq(mfs_cap_fsetid_set(false), 0);
+	ck_assert_int_eq(mfs_cap_fsetid(), 0);
+	mfs_cred_enter(&nobody, &saved);
+	mfs_cred_leave(&saved);
+	ck_assert_int_eq(mfs_cap_fsetid(), 0);
+	/* And one that kept it keeps it. */
+	ck_assert_int_eq(mfs_cap_fsetid_set(true), 0);
+	mfs_cred_enter(&nobody, &saved);
+	mfs_cred_leave(&saved);
+	ck_assert_int_eq(mfs_cap_fsetid(), 1);
+}
+END_TEST
+
 static Suite *util_suite(void)
 {
 	Suite *s = suite_create("util");
@@ -131,6 +158,7 @@ static Suite *util_suite(void)
 	tcase_add_test(tc, test_path_within);
 	tcase_add_test(tc, test_thread_buffer_aligned_and_grows);
 	tcase_add_test(tc, test_thread_buffer_per_thread);
+	tcase_add_test(tc, test_cred_window_keeps_fsetid_dropped);
 	suite_add_tcase(s, tc);
 	return s;
 }
