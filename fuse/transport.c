@@ -103,8 +103,18 @@ static void negotiate_init_reply(Transport *t, struct iovec *iov, int count)
 	 * an entry: set the rings up first, and grant only what can start.
 	 */
 	if (want & FUSE_OVER_IO_URING) {
-		t->uring = uring_prepare(t, &t->uring_why);
-		if (!t->uring)
+		Uring *u = uring_prepare(t, &t->uring_why);
+		bool ready = false;
+
+		mfs_mutex_lock(&t->lock);
+		if (u && !t->stopping) {
+			t->uring = g_steal_pointer(&u);
+			ready = true;
+		}
+		mfs_mutex_unlock(&t->lock);
+		if (u)
+			uring_discard(u);
+		if (!ready)
 			want &= ~FUSE_OVER_IO_URING;
 	}
 	arg->flags |= (uint32_t)want;

@@ -425,6 +425,7 @@ void uring_discard(Uring *ur)
 
 void uring_start(Transport *t)
 {
+	unsigned int queues, per_queue;
 	Uring *ur;
 	int ret = 0;
 
@@ -434,8 +435,11 @@ void uring_start(Transport *t)
 		mfs_mutex_unlock(&t->lock);
 		return;
 	}
+	/* Read under the lock: once it is let go, transport_stop() may free the rings. */
 	ur = t->uring;
-	for (unsigned int i = 0; i < ur->queues * ur->per_queue; i++) {
+	queues = ur->queues;
+	per_queue = ur->per_queue;
+	for (unsigned int i = 0; i < queues * per_queue; i++) {
 		UringThread *u = &ur->threads[i];
 
 		ret = mfs_thread_start("mirrorfs-uring", uring_thread_start, u, &u->thread);
@@ -450,8 +454,8 @@ void uring_start(Transport *t)
 		return;
 	}
 	mfs_set_transport(t->fs, MFS_TRANSPORT_IO_URING);
-	g_message("transport: FUSE over io_uring, %u queue%s of %u threads", ur->queues,
-	          ur->queues == 1 ? "" : "s", ur->per_queue);
+	g_message("transport: FUSE over io_uring, %u queue%s of %u threads", queues,
+	          queues == 1 ? "" : "s", per_queue);
 }
 
 void uring_stop(Uring *ur)
