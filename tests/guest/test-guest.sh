@@ -156,6 +156,9 @@ fi
 log "image: $IMAGE ($DISK_MIB MiB, the first $PREFILL_MIB MiB of generation 0, seed $SEED)"
 
 mount_mfs "$IMAGES" "$IMAGES"
+# INIT is answered before the first request is served: the status says
+# which transport the guest's I/O takes.
+log "transport: $(status_field "$IMAGES" transport)"
 
 # --- boot ------------------------------------------------------------------------
 
