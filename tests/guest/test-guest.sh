@@ -156,8 +156,9 @@ fi
 log "image: $IMAGE ($DISK_MIB MiB, the first $PREFILL_MIB MiB of generation 0, seed $SEED)"
 
 mount_mfs "$IMAGES" "$IMAGES"
-# INIT is answered before the first request is served: the status says
-# which transport the guest's I/O takes.
+# Which transport the guest's I/O takes (after a first request, which
+# waits for INIT; the rings start as INIT is answered).
+stat "$IMAGE" >/dev/null
 log "transport: $(status_field "$IMAGES" transport)"
 
 # --- boot ------------------------------------------------------------------------
