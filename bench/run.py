@@ -63,6 +63,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="the smoke version: tiny sizes, one short run of each")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--io-uring", choices=("auto", "on", "off"),
+                    help="mirrorfs's -o io_uring= for every mount that does not pick its "
+                         "own (default: the daemon's, auto)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     args.sparse_size, args.sparse_data = 8 * GiB, 1 * GiB

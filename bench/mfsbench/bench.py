@@ -12,7 +12,7 @@ class Bench:
 
     def __init__(self, args):
         self.a = args
-        self.mfs = Mirrorfs(args.build)
+        self.mfs = Mirrorfs(args.build, getattr(args, "io_uring", None))
         self.work = args.work
         self.logdir = os.path.join(self.work, "logs")
         os.makedirs(self.logdir, exist_ok=True)

@@ -93,8 +93,10 @@ class Mirrorfs:
     """The tools under test, from a build directory.  A mount's control
     socket is its `control` attribute, for the client (control.py)."""
 
-    def __init__(self, build):
+    def __init__(self, build, io_uring=None):
         self.build = build
+        # -o io_uring= on every mount that does not choose its own (--io-uring).
+        self.io_uring = io_uring
         self.daemon = os.path.join(build, "fuse", "mirrorfs")
         for p in (self.daemon,):
             if not os.access(p, os.X_OK):
@@ -103,6 +105,8 @@ class Mirrorfs:
     def mount(self, src, mnt, logdir, *opts):
         sock = os.path.join(logdir, f"ctl.{os.path.basename(mnt)}.sock")
         argv = [self.daemon, "-f", "-o", f"control={sock}"]
+        if self.io_uring and not any(o.startswith("io_uring=") for o in opts):
+            argv += ["-o", f"io_uring={self.io_uring}"]
         for o in opts:
             argv += ["-o", o]
         d = Daemon("mirrorfs", argv + [src, mnt], mnt, logdir).start()
