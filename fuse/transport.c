@@ -59,7 +59,7 @@ int transport_uring_available(char **why)
 		                       URING_PARAMETER, value ? value : '?', URING_PARAMETER);
 		return -EOPNOTSUPP;
 	}
-	return 0;
+	return uring_probe(why);
 }
 
 /*

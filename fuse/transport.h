@@ -92,6 +92,8 @@ void transport_stop(Transport *t);
 void *transport_reply_buffer(size_t size);
 
 /* uring.c */
+/* Can this process make a ring at all?  0, or -errno and *why. */
+int uring_probe(char **why);
 /* Sets up every ring, before INIT grants io_uring: NULL and *why if it cannot. */
 Uring *uring_prepare(Transport *t, char **why);
 void uring_discard(Uring *u);

@@ -389,6 +389,20 @@ static void uring_free(Uring *ur)
 	g_free(ur);
 }
 
+int uring_probe(char **why)
+{
+	struct io_uring ring;
+	int ret = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128);
+
+	if (ret < 0) {
+		*why = g_strdup_printf("cannot make an io_uring: %s (see kernel.io_uring_disabled)",
+		                       g_strerror(-ret));
+		return ret;
+	}
+	io_uring_queue_exit(&ring);
+	return 0;
+}
+
 Uring *uring_prepare(Transport *t, char **why)
 {
 	Uring *ur = g_new0(Uring, 1);
