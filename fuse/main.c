@@ -42,6 +42,7 @@ typedef struct {
 	char *chunk;
 	char *guest_share;
 	char *switch_mode;
+	char *checkpoint;
 	int delete_source;
 	int overwrite;
 	int noclone;
@@ -59,6 +60,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("chunk=%s", chunk, 0),
 	MIRRORFS_OPT("guest_share=%s", guest_share, 0),
 	MIRRORFS_OPT("switch=%s", switch_mode, 0),
+	MIRRORFS_OPT("checkpoint=%s", checkpoint, 0),
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
 	MIRRORFS_OPT("noclone", noclone, 1),
@@ -88,6 +90,8 @@ static void usage(const char *prog)
 	       "    -o switch=auto|manual  switch to the target as soon as all\n"
 	       "                           is mirrored (auto, default), or stay\n"
 	       "                           mirrored until told (manual)\n"
+	       "    -o checkpoint=SIZE     data copied between two checkpoints, the\n"
+	       "                           most a restart copies again (default: 256M)\n"
 	       "    -o delete_source       delete the source files after the switch\n"
 	       "    -o overwrite           replace files of the same names in DIR\n"
 	       "    -o noclone             copy every byte, even where DIR's file\n"
@@ -158,6 +162,7 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	    {"speed", opts->speed},
 	    {"chunk", opts->chunk},
 	    {"switch", opts->switch_mode},
+	    {"checkpoint", opts->checkpoint},
 	};
 
 	mfs_mig_options_init(mo);
@@ -177,9 +182,9 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	}
 	if (!opts->target &&
 	    (opts->speed || opts->chunk || opts->guest_share || opts->switch_mode ||
-	     opts->delete_source || opts->overwrite || opts->noclone)) {
-		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, delete_source, "
-		                "overwrite and noclone need -o target=DIR\n");
+	     opts->checkpoint || opts->delete_source || opts->overwrite || opts->noclone)) {
+		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, checkpoint, "
+		                "delete_source, overwrite and noclone need -o target=DIR\n");
 		return -1;
 	}
 	return 0;
@@ -478,8 +483,12 @@ int main(int argc, char *argv[])
 	} else if (opts.target) {
 		g_autofree char *error = NULL;
 
-		/* Checked and prepared now, to report here; copied after the fork. */
+		/*
+		 * Checked and prepared now, to report here; copied after the fork.
+		 * Nothing is served yet: the copy may resume from its checkpoints.
+		 */
 		mig_opts.defer_thread = true;
+		mig_opts.resume = true;
 		if (mfs_migration_start(daemon.fs, &mig_opts, &error) < 0) {
 			fprintf(stderr, "mirrorfs: cannot migrate: %s\n", error);
 			goto out_fs;
@@ -593,6 +602,7 @@ out_args:
 	free(opts.speed);
 	free(opts.chunk);
 	free(opts.guest_share);
+	free(opts.checkpoint);
 	free(opts.switch_mode);
 	free(opts.control);
 	free(opts.timeout_text);

@@ -153,6 +153,8 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	json_builder_add_int_value(b, (gint64)st.bytes_copied);
 	MEMBER("bytes_cloned");
 	json_builder_add_int_value(b, (gint64)st.bytes_cloned);
+	MEMBER("bytes_resumed");
+	json_builder_add_int_value(b, (gint64)st.bytes_resumed);
 	MEMBER("rate_bps");
 	json_builder_add_int_value(b, (gint64)st.rate_bps);
 	MEMBER("eta_s");
@@ -270,7 +272,8 @@ static const char *member_string(JsonObject *obj, const char *name)
 
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
-	static const char *const valued[] = {"speed", "chunk", "guest_share", "switch"};
+	static const char *const valued[] = {"speed", "chunk", "guest_share", "switch",
+	                                     "checkpoint"};
 	MfsMigOptions opts;
 	g_autofree char *error = NULL, *target = NULL;
 	const char *text = member_string(req, "target");
@@ -304,9 +307,11 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
 		JsonNode *node = json_object_get_member(req, valued[i]);
 
-		/* A null speed or guest share is not given; a null chunk or switch is refused. */
+		/* A null speed or guest share is not given; a null chunk, switch, checkpoint is
+		 * refused. */
 		if (node && JSON_NODE_HOLDS_NULL(node) &&
-		    (!strcmp(valued[i], "chunk") || !strcmp(valued[i], "switch")))
+		    (!strcmp(valued[i], "chunk") || !strcmp(valued[i], "switch") ||
+		     !strcmp(valued[i], "checkpoint")))
 			return control_reply_error("start: %s: not %s", valued[i],
 			                           mfs_mig_option_spec(valued[i])->rule);
 		if (member_option(req, valued[i], &opts, &error) < 0)

@@ -35,11 +35,19 @@
 #include <stdio.h>
 #include <string.h>
 
-#define JOURNAL_TMP MFS_JOURNAL_NAME ".tmp"
+static const char *const reserved_names[] = {MFS_JOURNAL_NAME, MFS_CHECKPOINT_NAME,
+                                             MFS_INTENT_LOG_NAME};
 
 bool journal_is_reserved_name(const char *name)
 {
-	return strcmp(name, MFS_JOURNAL_NAME) == 0 || strcmp(name, JOURNAL_TMP) == 0;
+	for (size_t i = 0; i < G_N_ELEMENTS(reserved_names); i++) {
+		size_t n = strlen(reserved_names[i]);
+
+		if (strncmp(name, reserved_names[i], n) == 0 &&
+		    (name[n] == '\0' || strcmp(name + n, MFS_JOURNAL_TMP_SUFFIX) == 0))
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -48,15 +56,33 @@ bool journal_is_reserved_name(const char *name)
  * directory), and a symlink planted at its name would have root write
  * wherever it points.
  */
-static int journal_create_tmp(int dir_fd)
+static int create_tmp(int dir_fd, const char *tmp)
 {
 	int fd;
 
-	if (unlinkat(dir_fd, JOURNAL_TMP, 0) < 0 && errno != ENOENT)
+	if (unlinkat(dir_fd, tmp, 0) < 0 && errno != ENOENT)
 		return -errno;
-	fd =
-	    openat(dir_fd, JOURNAL_TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	return fd < 0 ? -errno : fd;
+}
+
+int journal_replace_file(int dir_fd, const char *name, const void *data, size_t len, bool durable)
+{
+	g_autofree char *tmp = g_strconcat(name, MFS_JOURNAL_TMP_SUFFIX, NULL);
+	int fd, ret = 0;
+
+	fd = create_tmp(dir_fd, tmp);
+	if (fd < 0)
+		return fd;
+	errno = 0;
+	if (write(fd, data, len) != (ssize_t)len || (durable && fsync(fd) < 0))
+		ret = errno ? -errno : -EIO;
+	close(fd);
+	if (ret == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlinkat(dir_fd, tmp, 0);
+	return ret;
 }
 
 int journal_write(int dir_fd, const Journal *j, bool durable)
@@ -66,7 +92,6 @@ int journal_write(int dir_fd, const Journal *j, bool durable)
 	g_autofree char *target = mfs_escape_name(j->target);
 	g_autofree char *data = NULL;
 	gsize len;
-	int fd, ret = 0;
 
 	g_key_file_set_string(kf, "migration", "state", j->state);
 	/* Paths are bytes, a key file's strings UTF-8: escaped (mfs_escape_name()). */
@@ -77,19 +102,7 @@ int journal_write(int dir_fd, const Journal *j, bool durable)
 		g_key_file_set_boolean(kf, "migration", "home", TRUE);
 	g_key_file_set_int64(kf, "migration", "time", g_get_real_time() / G_USEC_PER_SEC);
 	data = g_key_file_to_data(kf, &len, NULL);
-
-	fd = journal_create_tmp(dir_fd);
-	if (fd < 0)
-		return fd;
-	errno = 0;
-	if (write(fd, data, len) != (ssize_t)len || (durable && fsync(fd) < 0))
-		ret = errno ? -errno : -EIO;
-	close(fd);
-	if (ret == 0 && renameat(dir_fd, JOURNAL_TMP, dir_fd, MFS_JOURNAL_NAME) < 0)
-		ret = -errno;
-	if (ret < 0)
-		unlinkat(dir_fd, JOURNAL_TMP, 0);
-	return ret;
+	return journal_replace_file(dir_fd, MFS_JOURNAL_NAME, data, len, durable);
 }
 
 int journal_sync_dir(int dir_fd)

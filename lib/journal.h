@@ -12,6 +12,11 @@
  * (*@redirected names it), never stale.
  */
 #define MFS_JOURNAL_NAME ".mirrorfs-journal"
+/* In a target while copying: its checkpoints (checkpoint.c), its intent log (intent-log.c). */
+#define MFS_CHECKPOINT_NAME MFS_JOURNAL_NAME ".checkpoints"
+#define MFS_INTENT_LOG_NAME MFS_JOURNAL_NAME ".intents"
+/* Each of those names is written under this suffix first, then renamed. */
+#define MFS_JOURNAL_TMP_SUFFIX ".tmp"
 
 typedef struct {
 	char *state; /* "copying" (in a target) or "switched" (in a source) */
@@ -32,6 +37,12 @@ typedef struct {
  * Making the rename itself durable is journal_sync_dir()'s job.
  */
 int journal_write(int dir_fd, const Journal *j, bool durable);
+/*
+ * Replace @name in @dir_fd with @len bytes of @data, as journal_write()
+ * does (a new file under @name's temporary name, synced when @durable,
+ * renamed over it).
+ */
+int journal_replace_file(int dir_fd, const char *name, const void *data, size_t len, bool durable);
 /* Flush @dir_fd itself: the journal's name, after journal_write(). */
 int journal_sync_dir(int dir_fd);
 /* Read it into @out (journal_clear() it).  -ENOENT when there is none. */
@@ -41,7 +52,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Journal, journal_clear)
 /* The target a switched source moved to, or NULL. */
 char *journal_switched_target(int dir_fd);
 int journal_remove(int dir_fd);
-/* Whether @name, at the root of a tree, is one of the journal's own names. */
+/* Whether @name, at the root of a tree, is one of the journal's own names (all above). */
 bool journal_is_reserved_name(const char *name);
 
 #endif

@@ -294,7 +294,8 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 }
 
 /*
- * Abandoning the copy: remove the target's copying journal, or, in the old
+ * Abandoning the copy: remove its checkpoints and the target's copying
+ * journal, or, in the old
  * home of a migration back, write back the record it replaced, which sends
  * a daemon started there to our source, where the tree still lives.
  */
@@ -302,6 +303,8 @@ void mig_target_journal_undo(Migration *mig)
 {
 	int ret;
 
+	/* First: a copying journal left without them only makes a restart copy from 0. */
+	mig_checkpoints_remove(mig);
 	if (!mig->target_home) {
 		journal_remove(mig->dst_root_fd);
 		return;

@@ -136,7 +136,8 @@ typedef struct {
 	uint64_t guest_use;
 	bool guest_busy; /* during the last chunk */
 	gint64 writeback_due;
-	bool stopped; /* the job stopped while the copier paced */
+	uint64_t since_checkpoint; /* data copied since the last checkpoint */
+	bool stopped;              /* the job stopped while the copier paced */
 } Copier;
 
 static void copier_init(Copier *c, Migration *mig)
@@ -180,6 +181,7 @@ static int copier_next_chunk(Copier *c, MirrorFile *mf)
 	mig_hook(mig, "chunk-begin");
 	ret = mirror_file_copy_next(mf, &copied);
 	c->window_bytes += copied;
+	c->since_checkpoint += copied;
 	guest_use = mfs_reads_served(mig->fs);
 	mfs_mutex_lock(&mig->lock);
 	count_files_locked(mig, &copied_total, &guest_ops);
@@ -203,6 +205,11 @@ static int copier_next_chunk(Copier *c, MirrorFile *mf)
 	if (g_get_monotonic_time() >= c->writeback_due) {
 		start_target_writeback(mig);
 		c->writeback_due = g_get_monotonic_time() + WRITEBACK_PERIOD_US;
+	}
+	if (c->since_checkpoint >= mig->checkpoint_bytes) {
+		mig_checkpoint(mig);
+		c->since_checkpoint = 0;
+		mig_hook(mig, "checkpoint");
 	}
 	mig_hook(mig, "chunk");
 	return ret;

@@ -72,6 +72,7 @@ MigObject *mig_object_add(Migration *mig, const struct stat *st, int tfd, Mirror
 	if (mf)
 		mirror_file_set_error_handler(mf, on_mirror_error, mig);
 	mfs_mutex_lock(&mig->lock);
+	obj->id = mig->files->len;
 	g_hash_table_replace(mig->objects, &obj->key, obj);
 	if (mf)
 		g_ptr_array_add(mig->files, obj);

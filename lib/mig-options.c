@@ -11,7 +11,7 @@
 #include <glib.h>
 #include <string.h>
 
-enum { OPT_SPEED, OPT_CHUNK, OPT_GUEST_SHARE, OPT_SWITCH };
+enum { OPT_SPEED, OPT_CHUNK, OPT_GUEST_SHARE, OPT_SWITCH, OPT_CHECKPOINT };
 
 /* Each rule, once: the range of a number, and the words that say it. */
 static const struct {
@@ -33,6 +33,10 @@ static const struct {
                          MFS_MAX_GUEST_SHARE,
                          false},
     [OPT_SWITCH] = {{"switch", MFS_MIG_OPT_WORD, "auto or manual"}, 0, 0, false},
+    [OPT_CHECKPOINT] = {{"checkpoint", MFS_MIG_OPT_SIZE, "a size of at least 1M, e.g. 256M"},
+                        MFS_MIN_CHECKPOINT,
+                        MFS_MAX_SIZE,
+                        false},
 };
 
 /* Sizes travel as signed 64-bit JSON numbers (mfs.h, MFS_MAX_SIZE). */
@@ -90,6 +94,9 @@ static void store(MfsMigOptions *opts, int i, uint64_t value)
 		break;
 	case OPT_GUEST_SHARE:
 		opts->guest_share = (unsigned)value;
+		break;
+	case OPT_CHECKPOINT:
+		opts->checkpoint_bytes = value;
 		break;
 	}
 }
@@ -162,6 +169,12 @@ int mfs_mig_options_check(const MfsMigOptions *opts, uint64_t *chunk, char **err
 	}
 	if (check_number(OPT_GUEST_SHARE, opts->guest_share, &why) < 0) {
 		*error = g_strdup_printf("guest share %u%%: %s", opts->guest_share, why);
+		return -EINVAL;
+	}
+	if (opts->checkpoint_bytes &&
+	    check_number(OPT_CHECKPOINT, opts->checkpoint_bytes, &why) < 0) {
+		*error = g_strdup_printf("checkpoint interval %" G_GUINT64_FORMAT " bytes: %s",
+		                         opts->checkpoint_bytes, why);
 		return -EINVAL;
 	}
 	ret = check_number(OPT_SPEED, opts->speed_bps, &why);

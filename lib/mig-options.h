@@ -11,7 +11,7 @@
  * given and the messages they return; no I/O, no lock, no logging.  So a
  * client checks an option with the daemon's own rule before it sends it.
  *
- * The valued options are speed, chunk, guest_share and switch, named as
+ * The valued options are speed, chunk, guest_share, switch and checkpoint, named as
  * the mount options and the start request name them; each front end
  * spells them its own way to its user (-o guest_share=, --guest-share,
  * "guest_share") and prefixes the messages here with that.  The flags

@@ -422,6 +422,7 @@ resume:
 		mfs_mutex_unlock(&mig->lock);
 		mfs_test_crash_point("resumed-journal-left");
 		journal_remove(mig->dst_root_fd);
+		mig_checkpoints_remove(mig);
 		mig_hook(mig, "resumed");
 	}
 	return ret;

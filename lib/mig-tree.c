@@ -320,6 +320,8 @@ static int walk_file(Walk *w, int src_dir, int dst_dir, const char *name, const 
 	/* Only a reused file may hold old bytes where the source has holes. */
 	mf = mirror_file_new(src_ro, dst, mig->chunk_size, made);
 	mirror_file_set_clone(mf, !mig->no_clone);
+	if (!made)
+		mig_resume_file(mig, mf, dst, st);
 	mig_object_add(mig, st, -1, mf);
 	return 0;
 fail:

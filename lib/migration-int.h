@@ -10,12 +10,14 @@
  *                   the target (the tree's observer, mfs-job.h)
  *   mig-copier.c    the copier: chunk after chunk, paced for the guest
  *   mig-switch.c    the switch: flush, stun, journal, repoint, resume
+ *   mig-resume.c    the copy's checkpoints, and resuming from them after a restart
  *
  * They reach the served tree only through mfs-job.h.  Locks: lock.h.
  */
 #ifndef MFS_MIGRATION_INT_H
 #define MFS_MIGRATION_INT_H
 
+#include "intent-log.h"
 #include "journal.h"
 #include "lock.h"
 #include "mfs-job.h"
@@ -32,12 +34,14 @@ typedef struct {
 	mode_t type;
 	int tfd;        /* O_PATH on the target object; -1 for regular files */
 	MirrorFile *mf; /* regular files */
+	uint32_t id;    /* regular files: the index in Migration.files, the intent log's id */
 } MigObject;
 
 /* What the mirrors counted, summed over the files. */
 typedef struct {
 	uint64_t bytes_copied;
 	uint64_t bytes_cloned;
+	uint64_t bytes_resumed;
 	uint64_t mirrored_writes;
 	uint64_t waited_writes;
 	uint64_t max_wait_ns;
@@ -61,6 +65,14 @@ struct Migration {
 	bool keep_source; /* the switch's record may not be durable: never delete the source */
 	bool walking;     /* the start's walk runs: a refused owner or xattr refuses the start */
 	char *walk_error; /* why the walk refused, naming the file; the starting thread's */
+	uint64_t checkpoint_bytes; /* copied between two checkpoints */
+	GHashTable *resume; /* target path -> MigResume: what a start may trust; the start's */
+	uint64_t ckpt_gen;  /* the intent log's generation */
+	guint n_walked;     /* files[0 .. n_walked - 1] came from the walk: checkpointed */
+	IntentLog *intents; /* NULL when the target cannot hold one */
+	MfsMutex ckpt_lock; /* one checkpoint written at a time */
+	bool ckpt_durable;  /* protected by ckpt_lock: a durable record may exist */
+	bool ckpt_failed;   /* protected by ckpt_lock: said once */
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
@@ -125,6 +137,18 @@ int mig_object_fd(MigObject *obj);
 bool mig_source_object_gone(MfsInode *inode);
 /* Point (or un-point) every inode the kernel knows at its mirror.  Stunned. */
 void mig_attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach);
+
+/* mig-resume.c */
+/* Read the target's checkpoints of an earlier run: what mig_resume_file() may trust. */
+void mig_resume_read(Migration *mig);
+/* A reused target file @dst_fd of @mf: start its copy where the checkpoints allow. */
+void mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct stat *st);
+/* After the walk: the first record, the intent log, the files' hooks. */
+void mig_checkpoints_begin(Migration *mig);
+/* Record every walked file's cursor, durably (after flushing their targets). */
+void mig_checkpoint(Migration *mig);
+/* The copy is over (switched or abandoned): its records go. */
+void mig_checkpoints_remove(Migration *mig);
 
 /* mig-copier.c: copy every file; false when the job stops first. */
 bool mig_copier_run(Migration *mig);

@@ -52,6 +52,7 @@ static Migration *migration_new(Mfs *fs)
 	mig->old_root_fd = -1;
 	mig->lock_fd = -1;
 	mfs_mutex_init(&mig->lock);
+	mfs_mutex_init(&mig->ckpt_lock);
 	mfs_cond_init(&mig->cond);
 	mig->objects =
 	    g_hash_table_new_full(mfs_inode_key_hash, mfs_inode_key_equal, NULL, mig_object_free);
@@ -78,6 +79,10 @@ static void migration_free(void *job)
 		g_thread_join(mig->thread);
 	g_ptr_array_free(mig->files, TRUE);
 	g_hash_table_destroy(mig->objects);
+	/* After the MirrorFiles that record into it. */
+	g_clear_pointer(&mig->intents, intent_log_free);
+	if (mig->resume)
+		g_hash_table_destroy(mig->resume);
 	g_hash_table_destroy(mig->root_names);
 	final_status_free(mig);
 	if (mig->dst_root_fd >= 0)
@@ -91,6 +96,7 @@ static void migration_free(void *job)
 	g_free(mig->error);
 	g_free(mig->walk_error);
 	mfs_cond_clear(&mig->cond);
+	mfs_mutex_clear(&mig->ckpt_lock);
 	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
 }
@@ -220,6 +226,8 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->no_clone = opts->no_clone;
 	mig->speed_bps = opts->speed_bps;
 	mig->guest_share = opts->guest_share;
+	mig->checkpoint_bytes =
+	    opts->checkpoint_bytes ? opts->checkpoint_bytes : MFS_DEFAULT_CHECKPOINT;
 
 	mfs_freeze_namespace(fs);
 	old = mfs_job_frozen(fs);
@@ -232,6 +240,10 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	ret = mig_check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;
+	if (!fresh && opts->resume)
+		mig_resume_read(mig);
+	else
+		mig->ckpt_gen = (uint64_t)g_get_real_time();
 	ret =
 	    journal_write(mig->dst_root_fd,
 	                  &(Journal){"copying", mig->source, mig->target, mig->target_home}, false);
@@ -254,6 +266,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	if (ret < 0)
 		goto out_cleanup;
 	mfs_test_crash_point("walked");
+	mig_checkpoints_begin(mig);
 
 	/* Attach the mirrors in a stun: no write may be half-way when they appear. */
 	mfs_stun(fs);
@@ -351,6 +364,7 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 			out->files[i].mirrored = st.mirrored;
 			t.bytes_copied += st.bytes_copied;
 			t.bytes_cloned += st.bytes_cloned;
+			t.bytes_resumed += st.bytes_resumed;
 			t.mirrored_writes += st.mirrored_writes;
 			t.waited_writes += st.waited_writes;
 			t.max_wait_ns = MAX(t.max_wait_ns, st.max_wait_ns);
@@ -366,6 +380,7 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 	}
 	out->bytes_copied = t.bytes_copied;
 	out->bytes_cloned = t.bytes_cloned;
+	out->bytes_resumed = t.bytes_resumed;
 	out->mirrored_writes = t.mirrored_writes;
 	out->waited_writes = t.waited_writes;
 	out->max_wait_ns = t.max_wait_ns;
@@ -405,6 +420,7 @@ static void keep_final_status(Migration *mig)
 	mig->final_totals = (MigTotals){
 	    .bytes_copied = st.bytes_copied,
 	    .bytes_cloned = st.bytes_cloned,
+	    .bytes_resumed = st.bytes_resumed,
 	    .mirrored_writes = st.mirrored_writes,
 	    .waited_writes = st.waited_writes,
 	    .max_wait_ns = st.max_wait_ns,
@@ -421,6 +437,8 @@ void mig_drop_objects(Migration *mig)
 	g_ptr_array_set_size(mig->files, 0);
 	g_hash_table_remove_all(mig->objects);
 	mfs_mutex_unlock(&mig->lock);
+	/* After the MirrorFiles that record into it; its mapping would keep the target busy. */
+	g_clear_pointer(&mig->intents, intent_log_free);
 }
 
 /*
@@ -509,7 +527,12 @@ static gpointer migration_thread(gpointer data)
 	Migration *mig = data;
 
 	mig_hook(mig, "started");
-	if (!mig_copier_run(mig) || !all_copied(mig))
+	if (!mig_copier_run(mig))
+		goto stop;
+	/* A manual switch may be hours away: a restart meanwhile copies nothing again. */
+	if (mig->manual_switch)
+		mig_checkpoint(mig);
+	if (!all_copied(mig))
 		goto stop;
 	mig_hook(mig, "mirrored");
 	if (!switch_due(mig) || mig_switch(mig) < 0)

@@ -23,6 +23,12 @@ typedef enum {
 const char *mfs_mig_state_name(MfsMigState state);
 
 #define MFS_DEFAULT_CHUNK (1u << 20)
+/*
+ * Data copied between two checkpoints (mig-resume.c): at most this much
+ * is copied again after a restart.  Each costs a flush of the target.
+ */
+#define MFS_DEFAULT_CHECKPOINT (256u << 20)
+#define MFS_MIN_CHECKPOINT     (1u << 20)
 /* How large a chunk grows while the guest leaves its file alone. */
 #define MFS_MAX_GROWN_CHUNK (16u << 20)
 
@@ -46,6 +52,12 @@ typedef struct {
 	bool overwrite;       /* allow names that already exist in the target */
 	bool no_clone;        /* copy every byte, even where blocks could be shared */
 	bool defer_thread;    /* start copying at mfs_migration_launch() */
+	/*
+	 * Trust the checkpoints of an earlier run found in the target: only
+	 * for a start made before the mount serves (mig-resume.c says why).
+	 */
+	bool resume;
+	uint64_t checkpoint_bytes; /* data copied between two checkpoints; 0: the default */
 	MfsMigHook hook;      /* tests only */
 	void *hook_opaque;
 } MfsMigOptions;
@@ -64,6 +76,7 @@ typedef struct {
 	uint64_t bytes_total; /* data (not holes) to copy, as counted at the start */
 	uint64_t bytes_copied;
 	uint64_t bytes_cloned; /* of bytes_copied, shared with the source (reflinks) */
+	uint64_t bytes_resumed; /* not copied again: below the checkpoints a restart resumed at */
 	uint64_t rate_bps;     /* over the last few seconds */
 	double eta_s;          /* < 0 when unknown */
 	uint64_t mirrored_writes;

@@ -323,6 +323,36 @@ static int copy_buf_reserve(MirrorFile *mf, size_t size)
 	return 0;
 }
 
+/*
+ * Copy a range below the cursor again (one a restart found in the intent
+ * log), by the chunk protocol: claimed, drained, copied, released.  The
+ * guest's changes in it meanwhile reach both sides, before or after.
+ * Returns 1 when it copied one, 0 when there is none left.
+ */
+static int recopy_next(MirrorFile *mf, uint64_t *copied)
+{
+	uint64_t cloned = 0;
+	off_t start, end;
+	int ret;
+
+	if (!mirror_recopy_take(mf, &start, &end))
+		return 0;
+	mirror_chunk_claim(mf, start, end);
+	mfs_mutex_lock(&mf->lock);
+	/* A truncate may have brought the cursor down: the copier gets there anyway. */
+	end = MIN(end, mf->cp_offset);
+	ret = mf->error ? mf->error : mf->detached ? -ECANCELED : 0;
+	mfs_mutex_unlock(&mf->lock);
+	if (ret == 0 && start < end)
+		ret = copy_range_sparse(mf, start, end, copied, &cloned);
+	mirror_chunk_release(mf, -1, *copied, cloned);
+	if (ret < 0) {
+		mirror_fail(mf, ret, mf->copy_error_on_source);
+		return ret;
+	}
+	return 1;
+}
+
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 {
 	uint64_t guest_ops, cloned = 0;
@@ -345,6 +375,9 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 	copy_direct_open(mf);
 
 	mf->copy_error_on_source = false;
+	ret = recopy_next(mf, copied);
+	if (ret != 0)
+		return ret;
 	/*
 	 * The cursor is read again as the chunk is claimed, under one hold of
 	 * the lock: a truncate may have lowered it since, and writes below
@@ -440,6 +473,7 @@ void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
 	out->cp_offset = out->mirrored ? mf->size : mf->cp_offset;
 	out->bytes_copied = mf->bytes_copied;
 	out->bytes_cloned = mf->bytes_cloned;
+	out->bytes_resumed = mf->bytes_resumed;
 	out->mirrored_writes = mf->mirrored_writes;
 	out->waited_writes = mf->waited_writes;
 	out->max_wait_ns = mf->max_wait_ns;

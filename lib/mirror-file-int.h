@@ -7,6 +7,7 @@
 #ifndef MFS_MIRROR_FILE_INT_H
 #define MFS_MIRROR_FILE_INT_H
 
+#include "intent-log.h"
 #include "lock.h"
 #include "mirror-file.h"
 #include "util.h"
@@ -20,6 +21,7 @@
 typedef struct Range Range;
 struct Range {
 	off_t start, end;
+	int intent; /* its slot in the intent log, or -1 */
 	Range *next;
 };
 
@@ -35,6 +37,10 @@ struct MirrorFile {
 	void *hook_opaque;
 	MirrorErrorFn on_error; /* set before use */
 	void *error_opaque;
+	IntentLog *intents;       /* set before use, or NULL */
+	uint32_t intent_id;       /* set before use */
+	MirrorChangeFn on_change; /* set before use */
+	void *change_opaque;
 	void *copy_buf;            /* the copier's, aligned */
 	size_t copy_buf_size;      /* the copier's */
 	int copy_src_direct;       /* the copier's O_DIRECT twins of src_fd, dst_fd, */
@@ -50,10 +56,14 @@ struct MirrorFile {
 	off_t chunk_start, chunk_end; /* protected by lock; equal when none */
 	Range *inflight;              /* protected by lock */
 	bool detached;                /* protected by lock */
+	bool change_telling;          /* protected by lock: on_change is running */
+	bool change_told;             /* protected by lock: on_change has run */
+	Range *recopy;                /* protected by lock: below the cursor, to copy again first */
 	int error;                    /* protected by lock */
 	off_t size;                   /* protected by lock */
 	uint64_t bytes_copied;        /* protected by lock */
 	uint64_t bytes_cloned;        /* protected by lock: part of bytes_copied */
+	uint64_t bytes_resumed;       /* protected by lock: below the cursor it resumed at */
 	uint64_t guest_ops;           /* protected by lock: operations admitted */
 	uint64_t mirrored_writes;     /* protected by lock */
 	uint64_t waited_writes;       /* protected by lock */
@@ -65,6 +75,8 @@ void mirror_run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t e
 void mirror_fail(MirrorFile *mf, int err, bool on_source);
 int mirror_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 bool mirror_chunk_claim(MirrorFile *mf, off_t start, off_t end);
+/* Take the first range to copy again off the list; false when there is none. */
+bool mirror_recopy_take(MirrorFile *mf, off_t *start, off_t *end);
 void mirror_chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied, uint64_t cloned);
 int mirror_chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start);
 

@@ -126,6 +126,12 @@ void mirror_file_free(MirrorFile *mf)
 	if (!mf)
 		return;
 	g_assert(!mf->inflight);
+	while (mf->recopy) {
+		Range *r = mf->recopy;
+
+		mf->recopy = r->next;
+		g_free(r);
+	}
 	mirror_copy_resources_free(mf);
 	close(mf->src_fd);
 	close(mf->dst_fd);
@@ -154,6 +160,100 @@ void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaqu
 {
 	mf->on_error = fn;
 	mf->error_opaque = opaque;
+}
+
+void mirror_file_set_intent_log(MirrorFile *mf, IntentLog *log, uint32_t id)
+{
+	mf->intents = log;
+	mf->intent_id = id;
+}
+
+void mirror_file_set_change_handler(MirrorFile *mf, MirrorChangeFn fn, void *opaque)
+{
+	mf->on_change = fn;
+	mf->change_opaque = opaque;
+}
+
+void mirror_file_resume_at(MirrorFile *mf, off_t cursor, bool changed)
+{
+	mfs_mutex_lock(&mf->lock);
+	mf->cp_offset = cursor;
+	mf->change_told = changed;
+	mf->bytes_resumed = (uint64_t)cursor;
+	mfs_mutex_unlock(&mf->lock);
+}
+
+void mirror_file_recopy(MirrorFile *mf, off_t start, off_t end)
+{
+	Range *r;
+
+	mfs_mutex_lock(&mf->lock);
+	if (start < mf->cp_offset && end >= mf->cp_offset) {
+		mf->bytes_resumed -= (uint64_t)(mf->cp_offset - start);
+		mf->cp_offset = start;
+	} else if (start < end && end < mf->cp_offset) {
+		r = g_new0(Range, 1);
+		r->start = start;
+		r->end = end;
+		r->next = mf->recopy;
+		mf->recopy = r;
+	}
+	mfs_mutex_unlock(&mf->lock);
+}
+
+bool mirror_recopy_take(MirrorFile *mf, off_t *start, off_t *end)
+{
+	Range *r;
+
+	mfs_mutex_lock(&mf->lock);
+	r = mf->recopy;
+	if (r)
+		mf->recopy = r->next;
+	mfs_mutex_unlock(&mf->lock);
+	if (!r)
+		return false;
+	*start = r->start;
+	*end = r->end;
+	g_free(r);
+	return true;
+}
+
+off_t mirror_file_checkpoint(MirrorFile *mf, bool *changed)
+{
+	off_t cursor;
+
+	mfs_mutex_lock(&mf->lock);
+	cursor = mf->detached ? 0 : mf->cp_offset;
+	for (Range *r = mf->recopy; r; r = r->next)
+		cursor = MIN(cursor, r->start);
+	/* The range the copier is copying again is off the list, still claimed. */
+	if (mf->chunk_start < mf->chunk_end)
+		cursor = MIN(cursor, mf->chunk_start);
+	*changed = mf->change_told || mf->change_telling;
+	mfs_mutex_unlock(&mf->lock);
+	return cursor;
+}
+
+/*
+ * The first change that reaches both sides: the owner is told before it
+ * is made (to record, durably, that the two sides are now written apart),
+ * and any other change waits meanwhile.
+ */
+static void tell_first_change(MirrorFile *mf)
+{
+	mfs_mutex_lock(&mf->lock);
+	while (mf->change_telling)
+		mfs_cond_wait(&mf->cond, &mf->lock);
+	if (!mf->change_told) {
+		mf->change_telling = true;
+		mfs_mutex_unlock(&mf->lock);
+		mf->on_change(mf, mf->change_opaque);
+		mfs_mutex_lock(&mf->lock);
+		mf->change_telling = false;
+		mf->change_told = true;
+		mfs_cond_broadcast(&mf->cond);
+	}
+	mfs_mutex_unlock(&mf->lock);
 }
 
 void mirror_run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t end)
@@ -188,7 +288,7 @@ static bool overlaps_chunk_locked(MirrorFile *mf, off_t start, off_t end)
 static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 {
 	gint64 t0 = 0;
-	bool chunk_wait = false;
+	bool chunk_wait = false, tell;
 	off_t mirror_end;
 
 	mfs_mutex_lock(&mf->lock);
@@ -221,12 +321,19 @@ static off_t range_admit(MirrorFile *mf, Range *r, off_t start, off_t end)
 		mirror_end = start;
 	r->start = start;
 	r->end = end;
+	r->intent = -1;
 	r->next = mf->inflight;
 	mf->inflight = r;
 	mf->guest_ops++;
 	if (mirror_end > start)
 		mf->mirrored_writes++;
+	tell = mirror_end > start && mf->on_change && !mf->change_told;
 	mfs_mutex_unlock(&mf->lock);
+	if (tell)
+		tell_first_change(mf);
+	/* Before either side changes: a restart must know the range may differ. */
+	if (mirror_end > start && mf->intents)
+		r->intent = intent_log_begin(mf->intents, mf->intent_id, start, mirror_end);
 	mirror_run_hook(mf, MIRROR_HOOK_WRITE_ADMITTED, start, end);
 	return mirror_end;
 }
@@ -235,6 +342,9 @@ static void range_release_locked(MirrorFile *mf, Range *r)
 {
 	Range **p;
 
+	/* Both sides hold the change (or the file is detached, and the copy abandoned). */
+	if (r->intent >= 0)
+		intent_log_end(mf->intents, r->intent);
 	for (p = &mf->inflight; *p != r; p = &(*p)->next)
 		g_assert(*p);
 	*p = r->next;
@@ -301,8 +411,10 @@ ssize_t mirror_file_write(MirrorFile *mf, int src_fd, const void *buf, size_t le
 	ssize_t ret = n < 0 ? -errno : n;
 
 	if (n > 0 && mirror_end > off) {
-		int err = mirror_pwrite_all(mf->dst_fd, buf, MIN((off_t)n, mirror_end - off), off);
+		int err;
 
+		mfs_test_crash_point("mirror-half");
+		err = mirror_pwrite_all(mf->dst_fd, buf, MIN((off_t)n, mirror_end - off), off);
 		if (err < 0)
 			mirror_fail(mf, err, false);
 	}

@@ -7,6 +7,8 @@
 #ifndef MIRROR_FILE_H
 #define MIRROR_FILE_H
 
+#include "intent-log.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,12 +29,15 @@ typedef enum {
 typedef void (*MirrorErrorFn)(MirrorFile *mf, int err, bool on_source, void *opaque);
 typedef void (*MirrorHook)(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len,
                            void *opaque);
+/* The file's first mirrored change is about to be made (see mirror_file_set_change_handler()). */
+typedef void (*MirrorChangeFn)(MirrorFile *mf, void *opaque);
 
 typedef struct {
 	off_t size;            /* of the source, as last seen */
 	off_t cp_offset;       /* every byte below is on the target */
 	uint64_t bytes_copied; /* data the copier moved (holes not counted) */
 	uint64_t bytes_cloned; /* of which cloned, sharing the source's blocks */
+	uint64_t bytes_resumed; /* not copied: below the checkpoint the copy resumed at */
 	uint64_t mirrored_writes;
 	uint64_t waited_writes; /* writes that waited on the chunk in flight */
 	uint64_t max_wait_ns;
@@ -66,6 +71,35 @@ void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
  * it, a guest's inside the gate or the copier's.
  */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);
+
+/*
+ * Record every mirrored change in @log as file @id while it is in flight
+ * (intent-log.c), so that a restart knows which ranges may differ.
+ */
+void mirror_file_set_intent_log(MirrorFile *mf, IntentLog *log, uint32_t id);
+/*
+ * Call @fn once, before the first change that reaches both sides is made
+ * to either; that change, and any other, waits until @fn returns.
+ */
+void mirror_file_set_change_handler(MirrorFile *mf, MirrorChangeFn fn, void *opaque);
+/*
+ * Before use: the target already holds the source's bytes below @cursor
+ * (a checkpoint of an earlier run), but for the ranges given to
+ * mirror_file_recopy(), which the copier copies again first.  A range
+ * that reaches the cursor brings the cursor down to its start instead.
+ * @changed: a mirrored change reached the file in that run already (the
+ * change handler is not called again).
+ */
+void mirror_file_resume_at(MirrorFile *mf, off_t cursor, bool changed);
+void mirror_file_recopy(MirrorFile *mf, off_t start, off_t end);
+/*
+ * What a checkpoint may record now: every byte below the returned cursor
+ * is on the target, the ranges still to copy again excepted
+ * (MIRROR_CHECKPOINT_ALL: the whole file, mirrored).  @changed says
+ * whether a mirrored change has reached the file.
+ */
+#define MIRROR_CHECKPOINT_ALL INT64_MAX
+off_t mirror_file_checkpoint(MirrorFile *mf, bool *changed);
 
 /*
  * Guest operations.  Each applies the operation to @src_fd (the guest's

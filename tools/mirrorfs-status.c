@@ -140,6 +140,12 @@ static void print_summary(JsonObject *st)
 
 		printf("\n  cloned   %s of it: blocks shared with the source, not copied", cloned);
 	}
+	if (num(st, "bytes_resumed") > 0) {
+		g_autofree char *resumed = client_format_bytes(num(st, "bytes_resumed"));
+
+		printf("\n  resumed  %s not copied again: below the checkpoints of an earlier run",
+		       resumed);
+	}
 	printf("\n  writes   %.0f mirrored, %.0f waited on the copier (longest %.1f ms)\n",
 	       num(st, "mirrored_writes"), num(st, "waited_writes"), num(st, "max_wait_ms"));
 	if (num(st, "guest_share") > 0)

@@ -20,7 +20,7 @@
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_socket;
+static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint, *opt_socket;
 static gboolean opt_delete_source, opt_overwrite, opt_no_clone;
 
 static const GOptionEntry entries[] = {
@@ -32,6 +32,10 @@ static const GOptionEntry entries[] = {
      "start: share of the time the copier leaves to a busy guest (default 50%)", "PCT"},
     {"switch", 0, 0, G_OPTION_ARG_STRING, &opt_switch,
      "start: switch when all is mirrored (auto) or when told (manual)", "auto|manual"},
+    {"checkpoint", 0, 0, G_OPTION_ARG_STRING, &opt_checkpoint,
+     "start: data copied between two checkpoints, the most a restart copies again (default "
+     "256M)",
+     "SIZE"},
     {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
      "start: delete the source files after the switch", NULL},
     {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
@@ -119,11 +123,13 @@ int main(int argc, char *argv[])
 	json_builder_set_member_name(b, "command");
 	/* The protocol spells it as the start request's member. */
 	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
-	if (strcmp(cmd, "start") && (opt_speed || opt_chunk || opt_guest_share || opt_switch ||
-	                             opt_delete_source || opt_overwrite || opt_no_clone))
-		return usage_error("--speed, --chunk, --guest-share, --switch, --delete-source, "
-		                   "--overwrite and --no-clone go with start, not %s",
-		                   cmd);
+	if (strcmp(cmd, "start") &&
+	    (opt_speed || opt_chunk || opt_guest_share || opt_switch || opt_checkpoint ||
+	     opt_delete_source || opt_overwrite || opt_no_clone))
+		return usage_error(
+		    "--speed, --chunk, --guest-share, --switch, --checkpoint, "
+		    "--delete-source, --overwrite and --no-clone go with start, not %s",
+		    cmd);
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
 			return usage_error("%s", "start needs one TARGET directory");
@@ -138,7 +144,9 @@ int main(int argc, char *argv[])
 		    (opt_chunk && check_option(&opts, "chunk", "--chunk", opt_chunk)) ||
 		    (opt_guest_share &&
 		     check_option(&opts, "guest_share", "--guest-share", opt_guest_share)) ||
-		    (opt_switch && check_option(&opts, "switch", "--switch", opt_switch)))
+		    (opt_switch && check_option(&opts, "switch", "--switch", opt_switch)) ||
+		    (opt_checkpoint &&
+		     check_option(&opts, "checkpoint", "--checkpoint", opt_checkpoint)))
 			return EXIT_USAGE;
 		/* Sizes and shares go as numbers, as the daemon reads them. */
 		if (opt_speed) {
@@ -152,6 +160,10 @@ int main(int argc, char *argv[])
 		if (opt_guest_share) {
 			json_builder_set_member_name(b, "guest_share");
 			json_builder_add_int_value(b, opts.guest_share);
+		}
+		if (opt_checkpoint) {
+			json_builder_set_member_name(b, "checkpoint");
+			json_builder_add_int_value(b, (gint64)opts.checkpoint_bytes);
 		}
 		if (opt_switch) {
 			json_builder_set_member_name(b, "switch");

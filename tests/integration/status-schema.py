@@ -89,6 +89,7 @@ TOP = {
     "bytes_total": (nonneg_int, "an integer >= 0"),
     "bytes_copied": (nonneg_int, "an integer >= 0"),
     "bytes_cloned": (nonneg_int, "an integer >= 0"),
+    "bytes_resumed": (nonneg_int, "an integer >= 0"),
     "rate_bps": (nonneg_int, "an integer >= 0"),
     "eta_s": (lambda v: is_null(v) or nonneg_number(v), "null or a number >= 0"),
     "speed_bps": (nonneg_int, "an integer >= 0"),

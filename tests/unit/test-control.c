@@ -222,7 +222,8 @@ START_TEST(test_status_fields)
 	    "version",      "state",      "source",      "target",          "bytes_total",
 	    "bytes_copied", "rate_bps",   "eta_s",       "mirrored_writes", "waited_writes",
 	    "max_wait_ms",  "stun_ms",    "error",       "files",           "served",
-	    "speed_bps",    "mountpoint", "guest_share", "rested_ms",       "bytes_cloned"};
+	    "speed_bps",    "mountpoint", "guest_share", "rested_ms",       "bytes_cloned",
+	    "bytes_resumed"};
 	g_autoptr(JsonParser) parser = NULL;
 	g_autofree char *start = g_strdup_printf("{\"command\":\"start\",\"target\":\"%s\"}", dst);
 	JsonObject *r = ask("{\"command\":\"status\"}", 0, &parser);

@@ -1,0 +1,144 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# A restarted migration resumes from its checkpoints (issue 22), through
+# real mounts, with a guest (ackwriter.py, fsync after every write)
+# writing through the mount all along:
+#
+#   half    the daemon kills itself half-way through a mirrored write
+#           (MIRRORFS_TEST_CRASH_AT=mirror-half: on the source, not yet
+#           on the target) while all is mirrored and checkpointed.  The
+#           restart (same command line) must copy that range again, as the
+#           intent log says, and nothing else: source and target are then
+#           identical.  Fails without the intent log's recopy: the target
+#           keeps the older block.
+#   kills   kill -9 at four random points of a speed-limited copy of
+#           ~190 MiB; each restart resumes from the checkpoints, and the
+#           final copy is identical to the source and holds every
+#           acknowledged write, before and after the switch.  Before two
+#           of the kills the copier is paused (the guest writes on), so
+#           that what it had copied is known exactly: the restart must
+#           copy again at most one checkpoint interval and a chunk of it.
+#           Prints what each restart copied again.
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-fault.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-invariant.sh"
+require_cmd cmp
+cd "$TESTDIR"
+
+MiB=$((1024 * 1024))
+
+# progress MNT [KEY]: the bytes below every file's cursor (KEY: their sizes), summed.
+progress() {
+	status_json "$1" | "$PYTHON" -c 'import json, sys
+print(sum(f[sys.argv[1]] for f in json.load(sys.stdin)["files"]))' "${2:-cp_offset}"
+}
+
+# same_trees A B WHAT: every regular file of A is byte for byte in B.
+same_trees() {
+	local f
+	while IFS= read -r -d '' f; do
+		cmp -s -- "$1/$f" "$2/$f" || fail "$3: '$f' differs between '$1' and '$2'"
+	done < <(cd "$1" && find . -type f ! -name '.mirrorfs-journal*' -printf '%P\0')
+}
+
+setup_case() {
+	CASE_DIR="$TESTDIR/$1"
+	SRC="$CASE_DIR/src" DST="$CASE_DIR/dst" MNT="$CASE_DIR/mnt" LOG="$CASE_DIR/img.log"
+	mkdir -p "$SRC" "$DST" "$MNT"
+	: >"$LOG"
+	IMG_BLOCKS="$2" make_tree "$SRC"
+	if (($3)); then
+		head -c $(($3 * MiB)) /dev/urandom >"$SRC/big.raw"
+	fi
+	EXPECTED="$(static_listing "$SRC")"
+}
+
+section_half() {
+	local opts logf copied resumed size
+	setup_case half 4096 0
+	opts="target=$DST,switch=manual,checkpoint=1M"
+	MIRRORFS_TEST_CRASH_AT=mirror-half:40 mount_mfs "$SRC" "$MNT" -o "$opts"
+	wait_status_state "$MNT" mirrored 60
+	writer_start "$MNT/img.raw" "$LOG"
+	logf="$(wait_daemon_gone "$MNT" 60)"
+	writer_stop
+	grep -q "test: crash at mirror-half" "$logf" ||
+		fail "the daemon did not die half-way through a mirrored write:"$'\n'"$(cat "$logf")"
+	# What the kill left: the source has the write, the target not yet.
+	! cmp -s "$SRC/img.raw" "$DST/img.raw" ||
+		fail "source and target are the same after the kill: no write was cut in half"
+
+	mount_mfs "$SRC" "$MNT" -o "$opts"
+	wait_status_state "$MNT" mirrored 60
+	resumed="$(status_field "$MNT" bytes_resumed)"
+	copied="$(status_field "$MNT" bytes_copied)"
+	size="$(($(stat -c %s "$SRC/img.raw") + $(stat -c %s "$SRC/static.raw") + $(stat -c %s "$SRC/conf/vm.conf")))"
+	log "half: resumed ${resumed} of ${size} bytes, copied ${copied} again"
+	assert_eq "$size" "$resumed" "bytes resumed: every file was mirrored and checkpointed"
+	((copied <= 64 * 1024)) || fail "the restart copied $copied bytes again, not just the write in flight"
+	same_trees "$SRC" "$DST" "after the restart, mirrored"
+	verify_data "$DST" "$LOG" "the target after the restart"
+	ctl "$MNT" switch
+	wait_switched "$SRC" "$MNT" 60
+	verify_data "$MNT" "$LOG" "after the switch, through the mount"
+	umount_mfs "$MNT"
+}
+
+section_kills() {
+	local interval=8 chunk=12 opts i p want got before again total report=()
+	setup_case kills 8192 160
+	opts="target=$DST,switch=manual,checkpoint=${interval}M,speed=48M"
+	mount_mfs "$SRC" "$MNT" -o "$opts"
+	writer_start "$MNT/img.raw" "$LOG"
+	total="$(progress "$MNT" size)"
+	for i in 1 2 3 4; do
+		# A point of the copy, at random: 10 % to 40 % of what is left.
+		p=$((10 + RANDOM % 31))
+		want=$(($(progress "$MNT") + (total - $(progress "$MNT")) * p / 100))
+		until (($(progress "$MNT") >= want)); do
+			[[ "$(status_field "$MNT" state)" == copying ]] ||
+				fail "the copy ended before the kill at ${p}%"
+			sleep 0.05
+		done
+		if ((i % 2 == 0)); then
+			# Paused: the copier stands still, what it copied is known.
+			ctl "$MNT" pause
+			before=-1
+			until [[ "$before" == "$(progress "$MNT")" ]]; do
+				before="$(progress "$MNT")"
+				sleep 0.2
+			done
+		fi
+		before="$(progress "$MNT")"
+		kill9 "$MNT"
+		writer_stop
+		mount_mfs "$SRC" "$MNT" -o "$opts"
+		writer_start "$MNT/img.raw" "$LOG"
+		got="$(status_field "$MNT" bytes_resumed)"
+		((got > 0)) || fail "kill $i: the restart resumed nothing"
+		again=$((before > got ? before - got : 0))
+		report+=("kill $i at $((before / MiB)) MiB$( ((i % 2)) || echo ", paused"): resumed $((got / MiB)) MiB, $((again / 1024)) KiB copied again")
+		((again <= (interval + chunk) * MiB)) ||
+			fail "kill $i: the restart copies $again bytes again, more than a checkpoint interval and a chunk"
+	done
+	wait_status_state "$MNT" mirrored 120
+	writer_stop
+	printf '  %s\n' "${report[@]}" >&2
+	same_trees "$SRC" "$DST" "mirrored after three kills"
+	verify_data "$SRC" "$LOG" "the source"
+	verify_data "$DST" "$LOG" "the target"
+	ctl "$MNT" switch
+	wait_switched "$SRC" "$MNT" 60
+	verify_data "$MNT" "$LOG" "after the switch, through the mount"
+	[[ ! -e "$DST/.mirrorfs-journal.checkpoints" && ! -e "$DST/.mirrorfs-journal.intents" ]] ||
+		fail "the switch left the copy's checkpoints in the target"
+	umount_mfs "$MNT"
+}
+
+section_half
+section_kills
+log "ok"

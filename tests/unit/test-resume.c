@@ -1,0 +1,469 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Checkpoints and resuming from them (issue 22): the intent log, the
+ * record, and what a restarted migration trusts of a partial copy: its
+ * checkpoints after a crash (with the changes in flight copied again),
+ * only unchanged files after a reboot, nothing of a replaced source file,
+ * nothing when the mount already serves.
+ */
+#define _GNU_SOURCE
+#include "checkpoint.h"
+#include "intent-log.h"
+#include "journal.h"
+#include "migration-fixture.h"
+#include "mirror-file.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* --- the intent log */
+
+typedef struct {
+	unsigned n;
+	uint32_t id[8];
+	off_t start[8], end[8];
+} Seen;
+
+static void seen_add(uint32_t id, off_t start, off_t end, void *opaque)
+{
+	Seen *s = opaque;
+
+	ck_assert_uint_lt(s->n, 8);
+	s->id[s->n] = id;
+	s->start[s->n] = start;
+	s->end[s->n] = end;
+	s->n++;
+}
+
+static int dir_fd(const char *dir)
+{
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	ck_assert_int_ge(fd, 0);
+	return fd;
+}
+
+START_TEST(test_intent_log_names_what_was_in_flight)
+{
+	int dfd = dir_fd(dst);
+	IntentLog *log = intent_log_create(dfd, 77);
+	Seen seen = {0};
+	int a, b, c;
+
+	ck_assert_ptr_nonnull(log);
+	a = intent_log_begin(log, 3, 4096, 8192);
+	b = intent_log_begin(log, 5, 0, INT64_MAX);
+	c = intent_log_begin(log, 3, 1 << 20, (1 << 20) + 512);
+	ck_assert(a >= 0 && b >= 0 && c >= 0 && a != b && b != c);
+	intent_log_end(log, a);
+	/* "Killed" now: c and b were in flight. */
+	ck_assert_int_eq(intent_log_read(dfd, 77, seen_add, &seen), 0);
+	ck_assert_uint_eq(seen.n, 2);
+	for (unsigned i = 0; i < seen.n; i++) {
+		if (seen.id[i] == 5) {
+			ck_assert_int_eq(seen.start[i], 0);
+			ck_assert_int_eq(seen.end[i], INT64_MAX);
+		} else {
+			ck_assert_uint_eq(seen.id[i], 3);
+			ck_assert_int_eq(seen.start[i], 1 << 20);
+			ck_assert_int_eq(seen.end[i], (1 << 20) + 512);
+		}
+	}
+	/* Another generation's log says nothing of this one. */
+	ck_assert_int_eq(intent_log_read(dfd, 78, seen_add, &seen), -ESTALE);
+	intent_log_free(log);
+	intent_log_remove(dfd);
+	ck_assert_int_eq(intent_log_read(dfd, 77, seen_add, &seen), -ENOENT);
+	close(dfd);
+}
+END_TEST
+
+START_TEST(test_a_full_intent_log_says_nothing)
+{
+	int dfd = dir_fd(dst);
+	IntentLog *log = intent_log_create(dfd, 1);
+	Seen seen = {0};
+	int slot;
+
+	ck_assert_ptr_nonnull(log);
+	do
+		slot = intent_log_begin(log, 0, 0, 1);
+	while (slot >= 0);
+	/* A change went unrecorded: nothing the log says may be trusted. */
+	ck_assert_int_eq(intent_log_read(dfd, 1, seen_add, &seen), -ESTALE);
+	ck_assert_uint_eq(seen.n, 0);
+	intent_log_free(log);
+	close(dfd);
+}
+END_TEST
+
+START_TEST(test_checkpoint_record_round_trip)
+{
+	int dfd = dir_fd(dst);
+	g_auto(Checkpoints) c = {0}, back = {0};
+	CheckpointFile f = {.id = 7, .cursor = 1ULL << 40, .src_ino = 12345, .changed = true};
+
+	checkpoints_init(&c);
+	c.source = g_strdup("/some/src\nwith a newline");
+	c.boot = g_strdup(checkpoints_boot_id());
+	c.gen = 99;
+	f.path = g_strdup("dir/\xff odd=name");
+	g_array_append_val(c.files, f);
+	ck_assert_int_eq(checkpoints_write(dfd, &c, true), 0);
+	ck_assert_int_eq(checkpoints_read(dfd, &back), 0);
+	ck_assert_str_eq(back.source, c.source);
+	ck_assert_str_eq(back.boot, checkpoints_boot_id());
+	ck_assert_uint_eq(back.gen, 99);
+	ck_assert_uint_eq(back.files->len, 1);
+	ck_assert_str_eq(g_array_index(back.files, CheckpointFile, 0).path, "dir/\xff odd=name");
+	ck_assert_uint_eq(g_array_index(back.files, CheckpointFile, 0).cursor, 1ULL << 40);
+	ck_assert_uint_eq(g_array_index(back.files, CheckpointFile, 0).src_ino, 12345);
+	ck_assert(g_array_index(back.files, CheckpointFile, 0).changed);
+	ck_assert(journal_is_reserved_name(MFS_CHECKPOINT_NAME));
+	ck_assert(journal_is_reserved_name(MFS_INTENT_LOG_NAME ".tmp"));
+	ck_assert(!journal_is_reserved_name(".mirrorfs-journal.other"));
+	checkpoints_remove(dfd);
+	ck_assert_int_eq(checkpoints_read(dfd, &back), -ENOENT);
+	close(dfd);
+}
+END_TEST
+
+/* A mirrored write is in the log from before either side changes until both have it. */
+typedef struct {
+	int dfd;
+	uint64_t gen;
+	unsigned seen_admitted;
+} WriteWatch;
+
+static void watch_write(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len, void *opaque)
+{
+	WriteWatch *w = opaque;
+	Seen seen = {0};
+
+	(void)mf;
+	if (point != MIRROR_HOOK_WRITE_ADMITTED)
+		return;
+	ck_assert_int_eq(intent_log_read(w->dfd, w->gen, seen_add, &seen), 0);
+	ck_assert_uint_eq(seen.n, 1);
+	ck_assert_uint_eq(seen.id[0], 4);
+	ck_assert_int_eq(seen.start[0], off);
+	ck_assert_int_eq(seen.end[0], off + len);
+	w->seen_admitted++;
+}
+
+START_TEST(test_mirrored_writes_are_in_the_log_while_in_flight)
+{
+	WriteWatch w = {.dfd = dir_fd(dst), .gen = 5};
+	g_autofree char *sp = g_build_filename(src, "disk.img", NULL);
+	g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+	int s = open(sp, O_RDWR), d = open(dp, O_RDWR | O_CREAT, 0600);
+	int guest = open(sp, O_RDWR);
+	IntentLog *log = intent_log_create(w.dfd, w.gen);
+	MirrorFile *mf;
+	Seen seen = {0};
+	char buf[100] = {1};
+
+	ck_assert(s >= 0 && d >= 0 && guest >= 0 && log);
+	mf = mirror_file_new(s, d, CHUNK, true);
+	mirror_file_set_intent_log(mf, log, 4);
+	mirror_file_set_hook(mf, watch_write, &w);
+	mirror_file_resume_at(mf, 10 * CHUNK, false);
+	/* Below the cursor: mirrored, logged while in flight. */
+	ck_assert_int_eq(mirror_file_write(mf, guest, buf, sizeof(buf), 3 * CHUNK), sizeof(buf));
+	ck_assert_uint_eq(w.seen_admitted, 1);
+	ck_assert_int_eq(intent_log_read(w.dfd, w.gen, seen_add, &seen), 0);
+	ck_assert_uint_eq(seen.n, 0);
+	/* Above it: the source's alone, nothing to log (the copy will get there). */
+	mirror_file_set_hook(mf, NULL, NULL);
+	ck_assert_int_eq(mirror_file_write(mf, guest, buf, sizeof(buf), 20 * CHUNK), sizeof(buf));
+	mirror_file_free(mf);
+	intent_log_free(log);
+	close(guest);
+	close(w.dfd);
+}
+END_TEST
+
+/* --- resuming a migration */
+
+#define DISK_SIZE (40 * CHUNK + 123)
+#define CURSOR    (20 * CHUNK)
+
+/*
+ * What a daemon killed half-way leaves in dst: the copying journal, a
+ * target disk.img equal to the source below CURSOR but for a stale block
+ * at @stale (if >= 0), garbage above, and a checkpoint record for it.
+ * With @intent_at >= 0, the log of the record's generation names a write
+ * at that block as in flight, and that block is stale too.
+ */
+static void plant_crash(const char *boot, bool changed, off_t stale, off_t intent_at, ino_t ino)
+{
+	g_autofree char *jpath = g_build_filename(dst, MFS_JOURNAL_NAME, NULL);
+	g_autofree char *real_src = realpath(src, NULL);
+	g_autofree char *jtext =
+	    g_strdup_printf("[migration]\nstate=copying\nsource=%s\ntarget=%s\n", real_src, dst);
+	g_autofree char *sp = g_build_filename(src, "disk.img", NULL);
+	g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *data = NULL;
+	g_auto(Checkpoints) c = {0};
+	CheckpointFile f = {.path = g_strdup("disk.img"), .cursor = CURSOR, .changed = changed};
+	struct stat st;
+	gsize len;
+	int dfd = dir_fd(dst);
+
+	ck_assert(g_file_set_contents(jpath, jtext, -1, NULL));
+	ck_assert(g_file_get_contents(sp, &data, &len, NULL));
+	ck_assert_uint_eq(len, DISK_SIZE);
+	memset(data + CURSOR, 0xee, len - CURSOR);
+	if (stale >= 0)
+		memset(data + stale, 0xaa, CHUNK);
+	if (intent_at >= 0)
+		memset(data + intent_at, 0xbb, CHUNK);
+	ck_assert(g_file_set_contents(dp, data, len, NULL));
+	ck_assert_int_eq(stat(sp, &st), 0);
+	f.src_ino = ino ? ino : st.st_ino;
+	checkpoints_init(&c);
+	c.source = g_strdup(real_src);
+	c.boot = g_strdup(boot);
+	c.gen = 42;
+	g_array_append_val(c.files, f);
+	ck_assert_int_eq(checkpoints_write(dfd, &c, false), 0);
+	if (intent_at >= 0) {
+		IntentLog *log = intent_log_create(dfd, 42);
+
+		ck_assert_ptr_nonnull(log);
+		ck_assert_int_ge(intent_log_begin(log, 0, intent_at, intent_at + CHUNK), 0);
+		intent_log_free(log); /* never ended: the daemon died with it in flight */
+	}
+	close(dfd);
+}
+
+static void start_resuming(bool resume)
+{
+	start(&(MfsMigOptions){.resume = resume, .manual_switch = true});
+	wait_for(MFS_MIG_MIRRORED);
+}
+
+/* A manual-switch job waits for its switch: cancelled, the fixture can go. */
+static void end_job(void)
+{
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	wait_for(MFS_MIG_CANCELLED);
+}
+
+static uint64_t bytes_resumed(void)
+{
+	MfsMigStatus st;
+	uint64_t n;
+
+	mfs_migration_status(fs, &st);
+	n = st.bytes_resumed;
+	mfs_migration_status_clear(&st);
+	return n;
+}
+
+/* Whether dst's disk.img holds the stale block planted at @off. */
+static bool block_is(off_t off, unsigned char byte)
+{
+	g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+	g_autofree char *data = NULL;
+	gsize len;
+
+	ck_assert(g_file_get_contents(dp, &data, &len, NULL));
+	ck_assert_uint_gt(len, (gsize)off);
+	return (unsigned char)data[off] == byte && (unsigned char)data[off + CHUNK - 1] == byte;
+}
+
+START_TEST(test_a_crash_resumes_from_the_checkpoint)
+{
+	/* Stale at block 2 (no intent names it), and at block 7 (one does). */
+	plant_crash(checkpoints_boot_id(), true, 2 * CHUNK, 7 * CHUNK, 0);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), CURSOR);
+	/* Below the checkpoint the target was trusted: block 2 was not copied again... */
+	ck_assert(block_is(2 * CHUNK, 0xaa));
+	/* ...but the write in flight was, and so was everything above. */
+	ck_assert(!block_is(7 * CHUNK, 0xbb));
+	ck_assert(!block_is(30 * CHUNK, 0xee));
+	/* Only the planted block differs: fix it, and the trees are equal. */
+	{
+		g_autofree char *sp = g_build_filename(src, "disk.img", NULL);
+		g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+		g_autofree char *a = NULL, *b = NULL;
+		gsize la, lb;
+
+		ck_assert(g_file_get_contents(sp, &a, &la, NULL));
+		ck_assert(g_file_get_contents(dp, &b, &lb, NULL));
+		ck_assert_uint_eq(la, lb);
+		ck_assert(memcmp(a, b, 2 * CHUNK) == 0);
+		ck_assert(memcmp(a + 3 * CHUNK, b + 3 * CHUNK, la - 3 * CHUNK) == 0);
+	}
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_reboot_trusts_only_unchanged_files)
+{
+	/* Changed, and the page cache that held the mirrored writes is gone. */
+	plant_crash("another-boot", true, 2 * CHUNK, -1, 0);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), 0);
+	ck_assert(!block_is(2 * CHUNK, 0xaa));
+	assert_trees_equal(src, dst);
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_reboot_keeps_an_unchanged_file_checkpoint)
+{
+	plant_crash("another-boot", false, 2 * CHUNK, -1, 0);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), CURSOR);
+	ck_assert(block_is(2 * CHUNK, 0xaa));
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_lost_intent_log_trusts_only_unchanged_files)
+{
+	int dfd = dir_fd(dst);
+
+	plant_crash(checkpoints_boot_id(), true, 2 * CHUNK, 7 * CHUNK, 0);
+	intent_log_remove(dfd);
+	close(dfd);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), 0);
+	assert_trees_equal(src, dst);
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_replaced_source_file_is_copied_whole)
+{
+	plant_crash(checkpoints_boot_id(), false, 2 * CHUNK, -1, 1);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), 0);
+	assert_trees_equal(src, dst);
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_start_while_serving_copies_whole)
+{
+	plant_crash(checkpoints_boot_id(), false, 2 * CHUNK, -1, 0);
+	start_resuming(false);
+	ck_assert_uint_eq(bytes_resumed(), 0);
+	assert_trees_equal(src, dst);
+	end_job();
+}
+END_TEST
+
+START_TEST(test_a_truncated_target_lowers_the_cursor)
+{
+	g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+
+	plant_crash(checkpoints_boot_id(), false, -1, -1, 0);
+	/* The target ends below the checkpoint: a truncate reached it since. */
+	ck_assert_int_eq(truncate(dp, 5 * CHUNK), 0);
+	start_resuming(true);
+	ck_assert_uint_eq(bytes_resumed(), 5 * CHUNK);
+	assert_trees_equal(src, dst);
+	end_job();
+}
+END_TEST
+
+/* --- recording */
+
+static bool record_of(const char *path, CheckpointFile *out)
+{
+	g_auto(Checkpoints) c = {0};
+	int dfd = dir_fd(dst);
+	bool found = false;
+
+	if (checkpoints_read(dfd, &c) == 0)
+		for (guint i = 0; i < c.files->len; i++) {
+			CheckpointFile *f = &g_array_index(c.files, CheckpointFile, i);
+
+			if (strcmp(f->path, path) == 0) {
+				*out = *f;
+				out->path = NULL;
+				found = true;
+			}
+		}
+	close(dfd);
+	return found;
+}
+
+START_TEST(test_checkpoints_follow_the_copy_and_the_first_change)
+{
+	MfsMigOptions opts = {.manual_switch = true, .checkpoint_bytes = MFS_MIN_CHECKPOINT};
+	CheckpointFile f;
+	MfsEntry e;
+	MfsFile *h;
+
+	write_file(src, "big.img", 3 * MFS_MIN_CHECKPOINT + 5, 3);
+	start(&opts);
+	wait_for(MFS_MIG_MIRRORED);
+	/* Recorded as it went: the big file past its first interval, unchanged. */
+	ck_assert(record_of("big.img", &f));
+	ck_assert_uint_ge(f.cursor, MFS_MIN_CHECKPOINT);
+	ck_assert(!f.changed);
+	/* A first change to it is recorded, durably, before it is made. */
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "big.img", &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &h), 0);
+	ck_assert_int_eq(mfs_file_write(fs, h, "x", 1, 0), 1);
+	ck_assert(record_of("big.img", &f));
+	ck_assert(f.changed);
+	mfs_release(fs, h);
+	mfs_forget(fs, e.inode, 1);
+	/* The switch takes the records away with the copying journal. */
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(!exists(dst, MFS_CHECKPOINT_NAME));
+	ck_assert(!exists(dst, MFS_INTENT_LOG_NAME));
+}
+END_TEST
+
+START_TEST(test_cancel_removes_the_records)
+{
+	start(&(MfsMigOptions){.manual_switch = true});
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert(exists(dst, MFS_INTENT_LOG_NAME));
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	wait_for(MFS_MIG_CANCELLED);
+	ck_assert(!exists(dst, MFS_CHECKPOINT_NAME));
+	ck_assert(!exists(dst, MFS_INTENT_LOG_NAME));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("resume");
+	TCase *tc = tcase_create("resume");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_intent_log_names_what_was_in_flight);
+	tcase_add_test(tc, test_a_full_intent_log_says_nothing);
+	tcase_add_test(tc, test_checkpoint_record_round_trip);
+	tcase_add_test(tc, test_mirrored_writes_are_in_the_log_while_in_flight);
+	tcase_add_test(tc, test_a_crash_resumes_from_the_checkpoint);
+	tcase_add_test(tc, test_a_reboot_trusts_only_unchanged_files);
+	tcase_add_test(tc, test_a_reboot_keeps_an_unchanged_file_checkpoint);
+	tcase_add_test(tc, test_a_lost_intent_log_trusts_only_unchanged_files);
+	tcase_add_test(tc, test_a_replaced_source_file_is_copied_whole);
+	tcase_add_test(tc, test_a_start_while_serving_copies_whole);
+	tcase_add_test(tc, test_a_truncated_target_lowers_the_cursor);
+	tcase_add_test(tc, test_checkpoints_follow_the_copy_and_the_first_change);
+	tcase_add_test(tc, test_cancel_removes_the_records);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
