@@ -32,7 +32,8 @@ void checkpoints_clear(Checkpoints *c);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Checkpoints, checkpoints_clear)
 /* Replace the record in @dir_fd; when @durable, synced with its name. */
 int checkpoints_write(int dir_fd, const Checkpoints *c, bool durable);
-/* Read it into @out (checkpoints_clear() it).  -ENOENT when there is none. */
+/* Read it into @out, which must be empty (checkpoints_clear() it after).
+ * -ENOENT when there is none. */
 int checkpoints_read(int dir_fd, Checkpoints *out);
 void checkpoints_remove(int dir_fd);
 /* This boot's id (a static string), "" when the kernel gives none. */

@@ -127,6 +127,7 @@ START_TEST(test_checkpoint_record_round_trip)
 	ck_assert(journal_is_reserved_name(MFS_INTENT_LOG_NAME ".tmp"));
 	ck_assert(!journal_is_reserved_name(".mirrorfs-journal.other"));
 	checkpoints_remove(dfd);
+	checkpoints_clear(&back);
 	ck_assert_int_eq(checkpoints_read(dfd, &back), -ENOENT);
 	close(dfd);
 }
