@@ -476,6 +476,23 @@ int main(int argc, char *argv[])
 			goto out_fs;
 		}
 	}
+	{
+		g_autofree char *error = NULL;
+		int started = mfs_migration_start_recorded(daemon.fs, opts.target, &error);
+
+		if (started == -EBUSY) {
+			fprintf(stderr, "mirrorfs: cannot migrate: %s\n", error);
+			goto out_fs;
+		}
+		/* The VMs come first: a job that cannot resume does not stop the mount. */
+		if (started < 0)
+			fprintf(stderr,
+			        "mirrorfs: the migration recorded as under way cannot resume: %s; "
+			        "serving '%s' (mirrorfsctl MOUNTPOINT cancel forgets it)\n",
+			        error, served);
+		else if (started)
+			fprintf(stderr, "mirrorfs: resuming the migration recorded as under way\n");
+	}
 	if (opts.target && already_migrated_to(daemon.fs, source, opts.target)) {
 		/* The same command line again after a switch: nothing left to do. */
 		fprintf(stderr, "mirrorfs: already migrated to '%s'; not migrating again\n",

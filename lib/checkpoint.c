@@ -89,30 +89,6 @@ int checkpoints_write(int dir_fd, const Checkpoints *c, bool durable)
 	return ret;
 }
 
-static char *read_all(int dir_fd, gsize *len, int *err)
-{
-	cleanup_close int fd =
-	    openat(dir_fd, MFS_CHECKPOINT_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	GString *s;
-	char buf[65536];
-	ssize_t n;
-
-	if (fd < 0) {
-		*err = -errno;
-		return NULL;
-	}
-	s = g_string_new(NULL);
-	while ((n = read(fd, buf, sizeof(buf))) > 0 && s->len < CHECKPOINTS_MAX_SIZE)
-		g_string_append_len(s, buf, n);
-	if (n != 0) {
-		*err = n < 0 ? -errno : -EFBIG;
-		g_string_free(s, TRUE);
-		return NULL;
-	}
-	*len = s->len;
-	return g_string_free(s, FALSE);
-}
-
 int checkpoints_read(int dir_fd, Checkpoints *out)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -120,11 +96,11 @@ int checkpoints_read(int dir_fd, Checkpoints *out)
 	g_autofree char *source = NULL;
 	g_auto(GStrv) groups = NULL;
 	GError *gerr = NULL;
-	gsize len = 0;
+	size_t len = 0;
 	int ret = 0;
 
 	checkpoints_init(out);
-	data = read_all(dir_fd, &len, &ret);
+	data = journal_read_file(dir_fd, MFS_CHECKPOINT_NAME, CHECKPOINTS_MAX_SIZE, &len, &ret);
 	if (!data)
 		goto fail;
 	ret = -EBADMSG;

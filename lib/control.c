@@ -367,6 +367,17 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 	}
 }
 
+/* A cancel with nothing running: the recorded job that could not resume goes. */
+static bool forget_recorded_job(Mfs *fs)
+{
+	g_autofree char *target = NULL;
+
+	if (mfs_migration_forget_recorded(fs, &target) < 0)
+		return false;
+	g_message("control: cancel: the recorded migration to %s is forgotten", target);
+	return true;
+}
+
 char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer)
 {
 	g_autoptr(JsonParser) parser = json_parser_new();
@@ -460,6 +471,9 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 			if (strcmp(cmd, simple[i].name) != 0)
 				continue;
 			ret = simple[i].fn(fs);
+			if (ret < 0 && !strcmp(cmd, "cancel") && forget_recorded_job(fs))
+				return reply_ok(
+				    "the recorded migration that did not resume is forgotten");
 			if (ret < 0)
 				return reply_refused(fs, cmd, ret);
 			g_message("control: %s", cmd);

@@ -35,6 +35,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* A journal is a few lines and the operator's names (Journal.keep). */
+#define JOURNAL_MAX_SIZE (16u << 20)
+
 static const char *const reserved_names[] = {MFS_JOURNAL_NAME, MFS_CHECKPOINT_NAME,
                                              MFS_INTENT_LOG_NAME};
 
@@ -100,9 +103,46 @@ int journal_write(int dir_fd, const Journal *j, bool durable)
 	g_key_file_set_boolean(kf, "migration", "escaped", TRUE);
 	if (j->home)
 		g_key_file_set_boolean(kf, "migration", "home", TRUE);
+	if (j->keep) {
+		g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+
+		for (char **k = j->keep; *k; k++)
+			g_ptr_array_add(names, mfs_escape_name(*k));
+		g_key_file_set_string_list(kf, "migration", "keep",
+		                           (const char *const *)names->pdata, names->len);
+	}
+	for (char **o = j->job; o && *o; o++) {
+		g_autofree char *key = g_strndup(*o, strcspn(*o, "="));
+		const char *value = *o + strlen(key);
+
+		g_key_file_set_string(kf, "job", key, *value ? value + 1 : "");
+	}
 	g_key_file_set_int64(kf, "migration", "time", g_get_real_time() / G_USEC_PER_SEC);
 	data = g_key_file_to_data(kf, &len, NULL);
 	return journal_replace_file(dir_fd, MFS_JOURNAL_NAME, data, len, durable);
+}
+
+char *journal_read_file(int dir_fd, const char *name, size_t max, size_t *len, int *err)
+{
+	cleanup_close int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	GString *s;
+	char buf[65536];
+	ssize_t n;
+
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	s = g_string_new(NULL);
+	while ((n = read(fd, buf, sizeof(buf))) > 0 && s->len <= max)
+		g_string_append_len(s, buf, n);
+	if (n != 0 || s->len > max) {
+		*err = n < 0 ? -errno : -EFBIG;
+		g_string_free(s, TRUE);
+		return NULL;
+	}
+	*len = s->len;
+	return g_string_free(s, FALSE);
 }
 
 int journal_sync_dir(int dir_fd)
@@ -119,6 +159,8 @@ void journal_clear(Journal *j)
 	g_clear_pointer(&j->state, g_free);
 	g_clear_pointer(&j->source, g_free);
 	g_clear_pointer(&j->target, g_free);
+	g_clear_pointer(&j->job, g_strfreev);
+	g_clear_pointer(&j->keep, g_strfreev);
 	j->home = false;
 }
 
@@ -137,25 +179,40 @@ static int unescape_in_place(char **text)
 int journal_read(int dir_fd, Journal *out)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
-	char buf[8192];
-	ssize_t n;
-	cleanup_close int fd = -1;
+	g_autofree char *data = NULL;
+	size_t len = 0;
+	int ret = 0;
 
 	memset(out, 0, sizeof(*out));
-	fd = openat(dir_fd, MFS_JOURNAL_NAME, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n < 0)
-		return -errno;
-	buf[n] = '\0';
-	if (!g_key_file_load_from_data(kf, buf, n, G_KEY_FILE_NONE, NULL))
+	data = journal_read_file(dir_fd, MFS_JOURNAL_NAME, JOURNAL_MAX_SIZE, &len, &ret);
+	if (!data)
+		return ret;
+	if (!g_key_file_load_from_data(kf, data, len, G_KEY_FILE_NONE, NULL))
 		return -EBADMSG;
 	out->state = g_key_file_get_string(kf, "migration", "state", NULL);
 	out->source = g_key_file_get_string(kf, "migration", "source", NULL);
 	out->target = g_key_file_get_string(kf, "migration", "target", NULL);
 	out->home = g_key_file_get_boolean(kf, "migration", "home", NULL);
-	if (!out->state || !out->source || !out->target ||
+	if (g_key_file_has_group(kf, "job")) {
+		g_auto(GStrv) keys = g_key_file_get_keys(kf, "job", NULL, NULL);
+		GPtrArray *job = g_ptr_array_new();
+
+		for (char **k = keys; k && *k; k++) {
+			g_autofree char *v = g_key_file_get_string(kf, "job", *k, NULL);
+
+			g_ptr_array_add(job, g_strdup_printf("%s=%s", *k, v ? v : ""));
+		}
+		g_ptr_array_add(job, NULL);
+		out->job = (char **)g_ptr_array_free(job, FALSE);
+	}
+	if (g_key_file_has_key(kf, "migration", "keep", NULL)) {
+		out->keep = g_key_file_get_string_list(kf, "migration", "keep", NULL, NULL);
+		if (!out->keep)
+			out->keep = g_new0(char *, 1); /* an empty list */
+		for (char **k = out->keep; ret == 0 && *k; k++)
+			ret = unescape_in_place(k);
+	}
+	if (ret < 0 || !out->state || !out->source || !out->target ||
 	    (g_key_file_get_boolean(kf, "migration", "escaped", NULL) &&
 	     (unescape_in_place(&out->source) < 0 || unescape_in_place(&out->target) < 0))) {
 		journal_clear(out);

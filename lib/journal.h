@@ -19,7 +19,12 @@
 #define MFS_JOURNAL_TMP_SUFFIX ".tmp"
 
 typedef struct {
-	char *state; /* "copying" (in a target) or "switched" (in a source) */
+	/*
+	 * "copying" (in a target), "switched" (in a source), or "migrating"
+	 * (in a source: a migration runs, or ran when the daemon stopped, and
+	 * a restarted daemon resumes it).
+	 */
+	char *state;
 	char *source;
 	char *target;
 	/*
@@ -28,6 +33,15 @@ typedef struct {
 	 * abandoned, that record is written back, not simply removed.
 	 */
 	bool home;
+	/* "migrating": the start options, "name=value" (mig-options.h's names); NULL-ended. */
+	char **job;
+	/*
+	 * "copying": the names the target's root held before the first run
+	 * that are not the source's (the operator's): a restart, which
+	 * removes the other names the source lacks, leaves them.  NULL in a
+	 * journal older than this list: then a restart removes none.
+	 */
+	char **keep;
 } Journal;
 
 /*
@@ -43,6 +57,11 @@ int journal_write(int dir_fd, const Journal *j, bool durable);
  * renamed over it).
  */
 int journal_replace_file(int dir_fd, const char *name, const void *data, size_t len, bool durable);
+/*
+ * All of @name in @dir_fd (not followed if a symlink), NUL-terminated,
+ * its length in *@len; NULL with -errno in *@err, -EFBIG past @max bytes.
+ */
+char *journal_read_file(int dir_fd, const char *name, size_t max, size_t *len, int *err);
 /* Flush @dir_fd itself: the journal's name, after journal_write(). */
 int journal_sync_dir(int dir_fd);
 /* Read it into @out (journal_clear() it).  -ENOENT when there is none. */

@@ -167,6 +167,48 @@ static int check_target_identity(Mfs *fs, Migration *mig, const MfsMigOptions *o
 }
 
 /*
+ * The names in the target's root that are not the source's: the
+ * operator's, which a restart onto the partial copy must leave alone.
+ * None in the old home of a migration back: all of it was the source's.
+ */
+static int operator_names(Mfs *fs, Migration *mig, char ***out)
+{
+	g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+	int fd = -1;
+	DIR *dp = NULL;
+	struct dirent *de;
+	int ret = 0;
+
+	if (!mig->target_home) {
+		fd = openat(mig->dst_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dp = fd >= 0 ? fdopendir(fd) : NULL;
+	}
+	if (!mig->target_home && !dp) {
+		ret = -errno;
+		if (fd >= 0)
+			close(fd);
+		return ret;
+	}
+	while (dp && (errno = 0, de = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    journal_is_reserved_name(de->d_name))
+			continue;
+		if (fstatat(mfs_root_fd(fs), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+		    errno == ENOENT)
+			g_ptr_array_add(names, g_strdup(de->d_name));
+	}
+	if (dp && errno)
+		ret = -errno;
+	if (dp)
+		closedir(dp);
+	g_ptr_array_add(names, NULL);
+	*out = (char **)g_ptr_array_steal(names, NULL);
+	return ret;
+}
+
+/*
  * Check the target before anything is written: *@fresh says whether it is
  * new to us, or holds the partial files of an earlier run of this same
  * migration (its journal says so), which are then reused.
@@ -252,6 +294,16 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 		/* A migration back, into the directory that was switched to our source. */
 		mig->target_home = (!*fresh && j.home) || (strcmp(j.state, "switched") == 0 &&
 		                                           strcmp(j.target, mig->source) == 0);
+		if (!*fresh)
+			mig->target_keep = g_steal_pointer(&j.keep);
+	}
+	if (*fresh) {
+		ret = operator_names(fs, mig, &mig->target_keep);
+		if (ret < 0) {
+			*error = g_strdup_printf("target '%s': reading it: %s", opts->target,
+			                         g_strerror(-ret));
+			return ret;
+		}
 	}
 
 	/* Names the source has at its root must be free in the target. */
@@ -309,8 +361,9 @@ void mig_target_journal_undo(Migration *mig)
 		journal_remove(mig->dst_root_fd);
 		return;
 	}
-	ret = journal_write(mig->dst_root_fd,
-	                    &(Journal){"switched", mig->target, mig->source, false}, true);
+	ret = journal_write(
+	    mig->dst_root_fd,
+	    &(Journal){.state = "switched", .source = mig->target, .target = mig->source}, true);
 	if (ret == 0)
 		ret = journal_sync_dir(mig->dst_root_fd);
 	if (ret < 0)

@@ -20,6 +20,7 @@ static const struct {
     {"paused", MFS_MIG_COPYING, true, 1},       {"mirrored", MFS_MIG_MIRRORED, false, 2},
     {"switching", MFS_MIG_SWITCHING, false, 3}, {"switched", MFS_MIG_SWITCHED, false, 4},
     {"failed", MFS_MIG_FAILED, false, -1},      {"cancelled", MFS_MIG_CANCELLED, false, -1},
+    {"stopped", MFS_MIG_STOPPED, false, -1},
 };
 
 static int find(MfsMigState state, bool paused)
@@ -70,7 +71,8 @@ bool mfs_mig_state_running(MfsMigState state)
 
 bool mfs_mig_state_terminal(MfsMigState state)
 {
-	return state == MFS_MIG_SWITCHED || state == MFS_MIG_FAILED || state == MFS_MIG_CANCELLED;
+	return state == MFS_MIG_SWITCHED || state == MFS_MIG_FAILED || state == MFS_MIG_CANCELLED ||
+	       state == MFS_MIG_STOPPED;
 }
 
 bool mfs_mig_state_mirrored(MfsMigState state)

@@ -153,6 +153,62 @@ int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t val
 	return ret;
 }
 
+static const char *const job_flags[] = {"delete_source", "overwrite", "no_clone"};
+
+static bool *job_flag(MfsMigOptions *opts, size_t i)
+{
+	bool *flags[] = {&opts->delete_source, &opts->overwrite, &opts->no_clone};
+
+	return flags[i];
+}
+
+char **mfs_mig_options_to_job(const MfsMigOptions *opts)
+{
+	GPtrArray *job = g_ptr_array_new();
+
+	g_ptr_array_add(job, g_strdup_printf("speed=%" G_GUINT64_FORMAT, opts->speed_bps));
+	g_ptr_array_add(job, g_strdup_printf("guest_share=%u", opts->guest_share));
+	g_ptr_array_add(job, g_strdup_printf("switch=%s", opts->manual_switch ? "manual" : "auto"));
+	if (opts->chunk_size)
+		g_ptr_array_add(job, g_strdup_printf("chunk=%" G_GUINT64_FORMAT, opts->chunk_size));
+	if (opts->checkpoint_bytes)
+		g_ptr_array_add(
+		    job, g_strdup_printf("checkpoint=%" G_GUINT64_FORMAT, opts->checkpoint_bytes));
+	for (size_t i = 0; i < G_N_ELEMENTS(job_flags); i++)
+		if (*job_flag((MfsMigOptions *)opts, i))
+			g_ptr_array_add(job, g_strdup_printf("%s=1", job_flags[i]));
+	g_ptr_array_add(job, NULL);
+	return (char **)g_ptr_array_free(job, FALSE);
+}
+
+int mfs_mig_options_from_job(MfsMigOptions *opts, char *const *job, char **error)
+{
+	MfsMigOptions parsed;
+
+	mfs_mig_options_init(&parsed);
+	parsed.target = opts->target;
+	for (char *const *o = job; o && *o; o++) {
+		g_autofree char *name = g_strndup(*o, strcspn(*o, "="));
+		const char *value = *o + strlen(name) + (strchr(*o, '=') ? 1 : 0);
+		g_autofree char *why = NULL;
+		size_t i;
+
+		for (i = 0; i < G_N_ELEMENTS(job_flags); i++)
+			if (strcmp(name, job_flags[i]) == 0)
+				break;
+		if (i < G_N_ELEMENTS(job_flags)) {
+			*job_flag(&parsed, i) = strcmp(value, "1") == 0;
+			continue;
+		}
+		if (mfs_mig_option_parse(&parsed, name, value, &why) < 0) {
+			*error = g_strdup_printf("%s=%s: %s", name, value, why);
+			return -EINVAL;
+		}
+	}
+	*opts = parsed;
+	return 0;
+}
+
 int mfs_mig_options_check(const MfsMigOptions *opts, uint64_t *chunk, char **error)
 {
 	g_autofree char *why = NULL;

@@ -59,6 +59,15 @@ int mfs_mig_option_parse(MfsMigOptions *opts, const char *name, const char *text
 int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t value, char **error);
 
 /*
+ * The options as a job's record keeps them (Journal.job: "name=value", the
+ * valued options by their names above, and the flags delete_source,
+ * overwrite and no_clone), and back.  from_job() parses each by its rule
+ * and refuses what is not one of them; @opts keeps its target.
+ */
+char **mfs_mig_options_to_job(const MfsMigOptions *opts);
+int mfs_mig_options_from_job(MfsMigOptions *opts, char *const *job, char **error);
+
+/*
  * What mfs_migration_start() checks of the whole: a target, and each
  * value within its rule; *@chunk is the chunk to use (the default for 0).
  * 0, or -EINVAL / -ERANGE with *@error a sentence, to g_free().

@@ -23,6 +23,12 @@
  *     file whose durable record says "unchanged" records "changed",
  *     durably, before it is made (mirror_file_set_change_handler()).
  *
+ * The job itself is recorded in the source (mig_job_record()): a daemon
+ * that stopped or died with it unfinished starts it again at its next
+ * start, with the same options (mfs_migration_start_recorded()).  A
+ * daemon that stops cleanly (unmount, SIGTERM) first flushes both sides
+ * and records every file as unchanged: then even a reboot keeps it all.
+ *
  * A file is known again by its target path and its source's inode
  * number; a cursor is never trusted beyond either side's size.  Only a
  * start made before the mount serves may resume (MfsMigOptions.resume):
@@ -31,8 +37,10 @@
  */
 #define _GNU_SOURCE
 #include "checkpoint.h"
+#include "mig-options.h"
 #include "migration-int.h"
 
+#include <stdlib.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -251,4 +259,143 @@ void mig_checkpoints_remove(Migration *mig)
 {
 	checkpoints_remove(mig->dst_root_fd);
 	intent_log_remove(mig->dst_root_fd);
+}
+
+void mig_checkpoint_final(Migration *mig)
+{
+	g_autoptr(GPtrArray) files = g_ptr_array_new();
+
+	mfs_mutex_lock(&mig->lock);
+	for (guint i = 0; i < mig->files->len && i < mig->n_walked; i++)
+		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
+	mfs_mutex_unlock(&mig->lock);
+	/* A file that cannot be flushed stays "changed": a reboot copies it whole. */
+	for (guint i = 0; i < files->len; i++)
+		mirror_file_settle(((MigObject *)g_ptr_array_index(files, i))->mf);
+	mig_checkpoint(mig);
+}
+
+/*
+ * The job's record lives in the source's root, in the journal's place:
+ * nothing else is there while a migration runs (a "switched" record
+ * would have the daemon serve its target instead).  Not flushed, for the
+ * reason the target's copying journal is not (journal.c): a job started
+ * less than a writeback period before a power failure may be forgotten;
+ * its copy is then reused by the next start.
+ */
+/* Under job_lock; @update: only over the job's own record, silently. */
+static void job_record_locked(Migration *mig, bool update)
+{
+	int root = mfs_root_fd(mig->fs);
+	g_auto(Journal) old = {0};
+	int ret = journal_read(root, &old);
+	bool ours = ret == 0 && strcmp(old.state, "migrating") == 0;
+
+	if (mig->job_forgotten || (update && !ours))
+		return;
+	if (ret == 0 && !ours)
+		ret = -EEXIST;
+	else
+		ret = journal_write(root,
+		                    &(Journal){.state = "migrating",
+		                               .source = mig->source,
+		                               .target = mig->target,
+		                               .job = mig->job},
+		                    false);
+	if (ret < 0)
+		g_warning(
+		    "migration %s -> %s: cannot record the job in the source (%s): a restarted "
+		    "daemon will not resume it by itself",
+		    mig->source, mig->target, g_strerror(-ret));
+}
+
+void mig_job_record(Migration *mig)
+{
+	mfs_mutex_lock(&mig->job_lock);
+	job_record_locked(mig, false);
+	mfs_mutex_unlock(&mig->job_lock);
+}
+
+void mig_job_set(Migration *mig, const char *name, uint64_t value)
+{
+	size_t len = strlen(name);
+
+	mfs_mutex_lock(&mig->job_lock);
+	for (char **o = mig->job; o && *o; o++)
+		if (strncmp(*o, name, len) == 0 && (*o)[len] == '=') {
+			g_free(*o);
+			*o = g_strdup_printf("%s=%" G_GUINT64_FORMAT, name, value);
+		}
+	job_record_locked(mig, true);
+	mfs_mutex_unlock(&mig->job_lock);
+}
+
+/* Remove the record in @root_fd of a job to @target ("migrating"); -ENOENT when none. */
+static int forget_job(int root_fd, const char *target)
+{
+	g_auto(Journal) j = {0};
+
+	if (journal_read(root_fd, &j) < 0 || strcmp(j.state, "migrating") != 0 ||
+	    (target && strcmp(j.target, target) != 0))
+		return -ENOENT;
+	return journal_remove(root_fd);
+}
+
+void mig_job_forget(Migration *mig)
+{
+	mfs_mutex_lock(&mig->job_lock);
+	mig->job_forgotten = true;
+	forget_job(mfs_root_fd(mig->fs), mig->target);
+	mfs_mutex_unlock(&mig->job_lock);
+}
+
+int mfs_migration_forget_recorded(Mfs *fs, char **target)
+{
+	Migration *live = mfs_job(fs);
+	g_auto(Journal) j = {0};
+
+	/* A running job's record is its own: a cancel removes it. */
+	if (live && mig_state_live(mig_state(live)))
+		return -EBUSY;
+	if (journal_read(mfs_root_fd(fs), &j) < 0 || strcmp(j.state, "migrating") != 0)
+		return -ENOENT;
+	*target = g_strdup(j.target);
+	return forget_job(mfs_root_fd(fs), j.target);
+}
+
+int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
+{
+	g_auto(Journal) j = {0};
+	g_autofree char *source = mfs_served_dir(fs);
+	g_autofree char *why = NULL;
+	MfsMigOptions opts;
+	int ret;
+
+	*error = NULL;
+	if (journal_read(mfs_root_fd(fs), &j) < 0 || strcmp(j.state, "migrating") != 0)
+		return 0;
+	if (target) {
+		g_autofree char *real = realpath(target, NULL);
+
+		if (real && strcmp(real, j.target) == 0)
+			return 0; /* the same job, given again: its options are the ones given */
+		*error = g_strdup_printf(
+		    "%s/%s records a migration to '%s' under way: mount without target= to resume "
+		    "it, or cancel it first (mount, then mirrorfsctl MOUNTPOINT cancel)",
+		    source, MFS_JOURNAL_NAME, j.target);
+		return -EBUSY;
+	}
+	mfs_mig_options_init(&opts);
+	opts.target = j.target;
+	ret = mfs_mig_options_from_job(&opts, j.job, &why);
+	if (ret < 0) {
+		*error = g_strdup_printf("%s/%s records a migration to '%s' with an option that is "
+		                         "not one: %s",
+		                         source, MFS_JOURNAL_NAME, j.target, why);
+		return ret;
+	}
+	opts.defer_thread = true;
+	opts.resume = true;
+	ret = mfs_migration_start(fs, &opts, error);
+	return ret < 0 ? ret : 1;
 }

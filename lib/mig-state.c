@@ -13,6 +13,7 @@ const char *mig_state_name(MigState s)
 	    [MIG_COMMITTED] = "committed", [MIG_SWITCHED] = "switched",
 	    [MIG_STOPPING] = "stopping",   [MIG_UNDOING] = "undoing",
 	    [MIG_CANCELLED] = "cancelled", [MIG_FAILED] = "failed",
+	    [MIG_STOPPED] = "stopped",
 	};
 
 	return (unsigned)s < G_N_ELEMENTS(names) ? names[s] : "unknown";
@@ -57,6 +58,7 @@ static const Cell table[MIG_N_STATES][MIG_N_REQUESTS] = {
     [MIG_UNDOING]   = {NO(ECANCELED),  NO(ECANCELED),   NO(ECANCELED), NO(ECANCELED), NO(ECANCELED),  STAY},
     [MIG_CANCELLED] = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EALREADY)},
     [MIG_FAILED]    = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EINVAL)},
+    [MIG_STOPPED]   = {NO(EINVAL),     NO(EINVAL),      NO(EINVAL),  NO(EINVAL),  NO(EINVAL),         NO(EINVAL)},
 };
 /* clang-format on */
 
@@ -76,7 +78,7 @@ int mig_request_decide(MigState s, MigRequest r, bool manual_switch, MigState *n
 
 bool mig_state_live(MigState s)
 {
-	return s != MIG_SWITCHED && s != MIG_CANCELLED && s != MIG_FAILED;
+	return s != MIG_SWITCHED && s != MIG_CANCELLED && s != MIG_FAILED && s != MIG_STOPPED;
 }
 
 bool mig_state_mirrors(MigState s)
@@ -115,6 +117,8 @@ MfsMigState mig_state_public(MigState s, MigState before)
 		           : mig_state_public(before, MIG_COPYING);
 	case MIG_CANCELLED:
 		return MFS_MIG_CANCELLED;
+	case MIG_STOPPED:
+		return MFS_MIG_STOPPED;
 	case MIG_FAILED:
 	default:
 		return MFS_MIG_FAILED;

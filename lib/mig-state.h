@@ -12,6 +12,7 @@
  *   COPYING, PAUSED, MIRRORED, SWITCHING -> STOPPING   (cancel, or a failure)
  *   STOPPING -> UNDOING           (mirrors detached in a stun)
  *   UNDOING -> CANCELLED | FAILED (the target's copy removed)
+ *   UNDOING -> STOPPED            (the daemon stops: the copy and the job kept)
  *
  * A failure is never left silently: from STOPPING on, the job only ends,
  * and it ends FAILED when it recorded an error.  After COMMITTED nothing
@@ -35,6 +36,7 @@ typedef enum {
 	MIG_UNDOING,
 	MIG_CANCELLED,
 	MIG_FAILED,
+	MIG_STOPPED,
 	MIG_N_STATES,
 } MigState;
 

@@ -384,8 +384,9 @@ int mig_switch(Migration *mig)
 		undo_swaps(inodes, files);
 		goto resume;
 	}
-	ret = journal_write(mfs_root_fd(fs),
-	                    &(Journal){"switched", mig->source, mig->target, false}, true);
+	ret = journal_write(
+	    mfs_root_fd(fs),
+	    &(Journal){.state = "switched", .source = mig->source, .target = mig->target}, true);
 	if (ret < 0) {
 		mig_fail(mig, "writing the source's journal: %s", g_strerror(-ret));
 		undo_swaps(inodes, files);

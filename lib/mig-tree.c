@@ -446,9 +446,9 @@ out:
  * images deleted since an earlier run, or since the target was last the
  * source (a migration back), would reappear after the switch.  Collected
  * first: a directory is not changed while it is read.  At the root the
- * journal stays.
+ * journal and the operator's names (@keep) stay.
  */
-static int prune_dir(int src_dir, int dst_dir, bool at_root)
+static int prune_dir(int src_dir, int dst_dir, bool at_root, char **keep)
 {
 	int fd = openat(dst_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
@@ -467,7 +467,8 @@ static int prune_dir(int src_dir, int dst_dir, bool at_root)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		if (at_root && journal_is_reserved_name(de->d_name))
+		if (at_root && (journal_is_reserved_name(de->d_name) ||
+		                (keep && g_strv_contains((const char *const *)keep, de->d_name))))
 			continue;
 		if (fstatat(src_dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 			g_ptr_array_add(gone, g_strdup(de->d_name));
@@ -507,7 +508,7 @@ int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, cha
 			*error = g_strdup_printf("source: %s", g_strerror(-ret));
 		}
 		if (ret == 0 && (!w.at_root || w.prune_root)) {
-			ret = prune_dir(src, dst, w.at_root);
+			ret = prune_dir(src, dst, w.at_root, mig->target_keep);
 			if (ret < 0)
 				*error =
 				    g_strdup_printf("target: removing names the source lacks: %s",

@@ -62,6 +62,7 @@ struct Migration {
 	bool manual_switch, delete_source;
 	bool no_clone;
 	bool target_home; /* the target is the old home of our source: see Journal.home */
+	char **target_keep; /* the operator's names in the target's root: see Journal.keep */
 	bool keep_source; /* the switch's record may not be durable: never delete the source */
 	bool walking;     /* the start's walk runs: a refused owner or xattr refuses the start */
 	char *walk_error; /* why the walk refused, naming the file; the starting thread's */
@@ -73,6 +74,11 @@ struct Migration {
 	MfsMutex ckpt_lock; /* one checkpoint written at a time */
 	bool ckpt_durable;  /* protected by ckpt_lock: a durable record may exist */
 	bool ckpt_failed;   /* protected by ckpt_lock: said once */
+	MfsMutex job_lock;  /* the source's record of the job: one writer at a time */
+	char **job; /* protected by job_lock: the options, as the source's record keeps them */
+	bool job_forgotten; /* protected by job_lock: the record is gone for good */
+	bool keep_copy; /* protected by lock: the daemon stops: keep the copy, its records, the job
+	                 */
 	GThread *thread;
 	MfsMigHook hook;
 	void *hook_opaque;
@@ -149,6 +155,17 @@ void mig_checkpoints_begin(Migration *mig);
 void mig_checkpoint(Migration *mig);
 /* The copy is over (switched or abandoned): its records go. */
 void mig_checkpoints_remove(Migration *mig);
+/*
+ * The daemon stops with the job unfinished, the mirrors detached: flush
+ * both sides of every file and record them all, durably, as unchanged.
+ */
+void mig_checkpoint_final(Migration *mig);
+/* Record the job in the source, where a restarted daemon finds it (Journal "migrating"). */
+void mig_job_record(Migration *mig);
+/* An option changed (speed, guest_share): the record keeps the new value. */
+void mig_job_set(Migration *mig, const char *name, uint64_t value);
+/* The job ended short of a switch (cancelled, failed): its record goes, for good. */
+void mig_job_forget(Migration *mig);
 
 /* mig-copier.c: copy every file; false when the job stops first. */
 bool mig_copier_run(Migration *mig);

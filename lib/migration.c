@@ -53,6 +53,7 @@ static Migration *migration_new(Mfs *fs)
 	mig->lock_fd = -1;
 	mfs_mutex_init(&mig->lock);
 	mfs_mutex_init(&mig->ckpt_lock);
+	mfs_mutex_init(&mig->job_lock);
 	mfs_cond_init(&mig->cond);
 	mig->objects =
 	    g_hash_table_new_full(mfs_inode_key_hash, mfs_inode_key_equal, NULL, mig_object_free);
@@ -95,8 +96,11 @@ static void migration_free(void *job)
 	g_free(mig->target);
 	g_free(mig->error);
 	g_free(mig->walk_error);
+	g_strfreev(mig->job);
+	g_strfreev(mig->target_keep);
 	mfs_cond_clear(&mig->cond);
 	mfs_mutex_clear(&mig->ckpt_lock);
+	mfs_mutex_clear(&mig->job_lock);
 	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
 }
@@ -127,6 +131,9 @@ static void announce(Migration *mig, MigState s, unsigned lost)
 	if (s == MIG_SWITCHED)
 		g_message("migration %s -> %s: switched (stun %.3f ms)", mig->source, mig->target,
 		          mig->stun_ns / 1e6);
+	else if (s == MIG_STOPPED)
+		g_message("migration %s -> %s: stopped with the daemon; its next start resumes it",
+		          mig->source, mig->target);
 	else if (s == MIG_MIRRORED || s == MIG_SWITCHING || s == MIG_CANCELLED || s == MIG_FAILED)
 		g_message("migration %s -> %s: %s", mig->source, mig->target, mig_state_name(s));
 }
@@ -228,6 +235,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->guest_share = opts->guest_share;
 	mig->checkpoint_bytes =
 	    opts->checkpoint_bytes ? opts->checkpoint_bytes : MFS_DEFAULT_CHECKPOINT;
+	mig->job = mfs_mig_options_to_job(opts);
 
 	mfs_freeze_namespace(fs);
 	old = mfs_job_frozen(fs);
@@ -244,9 +252,13 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		mig_resume_read(mig);
 	else
 		mig->ckpt_gen = (uint64_t)g_get_real_time();
-	ret =
-	    journal_write(mig->dst_root_fd,
-	                  &(Journal){"copying", mig->source, mig->target, mig->target_home}, false);
+	ret = journal_write(mig->dst_root_fd,
+	                    &(Journal){.state = "copying",
+	                               .source = mig->source,
+	                               .target = mig->target,
+	                               .home = mig->target_home,
+	                               .keep = mig->target_keep},
+	                    false);
 	if (ret < 0) {
 		*error = g_strdup_printf("target '%s': cannot write its journal: %s", opts->target,
 		                         g_strerror(-ret));
@@ -261,12 +273,14 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->state = MIG_COPYING;
 	mig->walking = true;
 	/* Our partial copy, or the old home of a migration back: an image of the source. */
-	ret = mig_walk_tree(mig, mfs_root_fd(fs), fresh, !fresh || mig->target_home, error);
+	ret = mig_walk_tree(mig, mfs_root_fd(fs), fresh,
+	                    (!fresh && mig->target_keep) || mig->target_home, error);
 	mig->walking = false;
 	if (ret < 0)
 		goto out_cleanup;
 	mfs_test_crash_point("walked");
 	mig_checkpoints_begin(mig);
+	mig_job_record(mig);
 
 	/* Attach the mirrors in a stun: no write may be half-way when they appear. */
 	mfs_stun(fs);
@@ -443,7 +457,9 @@ void mig_drop_objects(Migration *mig)
 
 /*
  * Detach every mirror and the observer, remove what we made on the
- * target; end CANCELLED, or FAILED when the job recorded an error.
+ * target; end CANCELLED, or FAILED when the job recorded an error.  A
+ * daemon that stops (keep_copy) keeps the copy and the job for its next
+ * start instead.
  */
 static void migration_abort(Migration *mig)
 {
@@ -451,6 +467,7 @@ static void migration_abort(Migration *mig)
 	GHashTableIter it;
 	gpointer name;
 	MigState end;
+	bool keep;
 
 	mfs_freeze_namespace(fs);
 	mfs_stun(fs);
@@ -458,12 +475,20 @@ static void migration_abort(Migration *mig)
 	if (mig_state_mirrors_changes(mig->state))
 		enter_locked(mig, MIG_STOPPING); /* a prepared job never launched */
 	enter_locked(mig, MIG_UNDOING);
+	keep = mig->keep_copy && !mig->error;
 	mfs_mutex_unlock(&mig->lock);
 	mig_attach_mirrors_stunned(fs, mig, false);
 	mfs_observe_stunned(fs, NULL, NULL);
 	mfs_unstun(fs);
 	mfs_thaw_namespace(fs);
 
+	if (keep) {
+		mig_checkpoint_final(mig);
+		mig_drop_objects(mig);
+		goto let_go;
+	}
+	/* First: a cancel that dies half-way is not resumed by the next start. */
+	mig_job_forget(mig);
 	mig_drop_objects(mig);
 	mfs_test_crash_point("abort-detached");
 	g_hash_table_iter_init(&it, mig->root_names);
@@ -476,6 +501,7 @@ static void migration_abort(Migration *mig)
 	}
 	mfs_test_crash_point("abort-removed");
 	mig_target_journal_undo(mig);
+let_go:
 	/* Let go of the target entirely: its file system can be unmounted now. */
 	close(mig->dst_root_fd);
 	mig->dst_root_fd = -1;
@@ -485,7 +511,7 @@ static void migration_abort(Migration *mig)
 	mfs_mutex_lock(&mig->lock);
 	if (mig->error)
 		g_warning("migration %s -> %s failed: %s", mig->source, mig->target, mig->error);
-	end = mig->error ? MIG_FAILED : MIG_CANCELLED;
+	end = mig->error ? MIG_FAILED : keep ? MIG_STOPPED : MIG_CANCELLED;
 	mfs_mutex_unlock(&mig->lock);
 	mig_set_state(mig, MIG_UNDOING, end);
 }
@@ -580,6 +606,9 @@ static int request(Mfs *fs, MigRequest r, uint64_t arg)
 		mfs_cond_broadcast(&mig->cond);
 	}
 	mfs_mutex_unlock(&mig->lock);
+	/* A restart resumes the job with the limits the operator set last. */
+	if (ret == 0 && (r == MIG_REQ_SPEED || r == MIG_REQ_GUEST_SHARE))
+		mig_job_set(mig, r == MIG_REQ_SPEED ? "speed" : "guest_share", arg);
 	return ret;
 }
 
@@ -653,14 +682,18 @@ void mfs_migration_shutdown(Mfs *fs)
 
 	if (!mig)
 		return;
+	/* Not cancelled: stopped, to be resumed by the next start. */
+	mfs_mutex_lock(&mig->lock);
+	mig->keep_copy = true;
+	mfs_mutex_unlock(&mig->lock);
 	if (!mig->thread) {
-		/* Prepared, never launched: undo here what the start made. */
+		/* Prepared, never launched: stop here what the start made. */
 		if (mig_state_live(mig_state(mig)))
 			migration_abort(mig);
 		return;
 	}
 	mfs_migration_cancel(fs);
-	mfs_migration_wait(fs, MFS_MIG_CANCELLED, -1);
+	mfs_migration_wait(fs, MFS_MIG_STOPPED, -1);
 }
 
 void mfs_migration_status_clear(MfsMigStatus *st)

@@ -17,6 +17,7 @@ typedef enum {
 	MFS_MIG_SWITCHED,
 	MFS_MIG_FAILED,
 	MFS_MIG_CANCELLED,
+	MFS_MIG_STOPPED, /* with the daemon: its next start resumes it */
 } MfsMigState;
 
 /* "idle", "copying", ...: lib/mig-names.c, with the rest of the names. */
@@ -98,6 +99,20 @@ typedef struct {
  * and changes nothing when a check fails: then *@error says why.
  */
 int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error);
+/*
+ * Start the migration the served tree's journal records as under way (a
+ * start that ended with the daemon, not in a switch, a cancel or a
+ * failure), with its recorded options, resuming from its checkpoints,
+ * as defer_thread: before the mount serves.  Returns 1 when one was
+ * started, 0 when none is recorded or @target (a target= given on the
+ * command line) names the one recorded, or -errno with *@error.
+ */
+int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error);
+/*
+ * Forget the recorded job that could not start (*@target: its target);
+ * -ENOENT when none, -EBUSY while a migration runs.
+ */
+int mfs_migration_forget_recorded(Mfs *fs, char **target);
 int mfs_migration_pause(Mfs *fs);
 int mfs_migration_resume(Mfs *fs);
 int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps);
@@ -114,7 +129,11 @@ int mfs_migration_cancel(Mfs *fs);
 void mfs_migration_launch(Mfs *fs);
 /* After a fork: the target's claim is the calling process's (mfs_claim() renews the tree's). */
 void mfs_migration_renew_claim(Mfs *fs);
-/* At shutdown: cancel what still runs, let a switch finish, and wait. */
+/*
+ * At shutdown: stop what still runs, keeping its copy and its record in
+ * the source for the next start (mfs_migration_start_recorded()); let a
+ * switch finish; and wait.
+ */
 void mfs_migration_shutdown(Mfs *fs);
 /* Block until the migration leaves the copying/mirrored/switching states. */
 MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms);

@@ -452,6 +452,16 @@ int mirror_file_flush_target(MirrorFile *mf)
 	return 0;
 }
 
+int mirror_file_settle(MirrorFile *mf)
+{
+	if (fdatasync(mf->src_fd) < 0 || fdatasync(mf->dst_fd) < 0)
+		return -errno;
+	mfs_mutex_lock(&mf->lock);
+	mf->change_told = false;
+	mfs_mutex_unlock(&mf->lock);
+	return 0;
+}
+
 void mirror_file_copy_times(MirrorFile *mf)
 {
 	struct stat st;

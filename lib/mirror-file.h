@@ -123,6 +123,13 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync);
  */
 int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
 
+/*
+ * With no change in flight and none to come (the mirrors detached, the
+ * guest gone): flush both sides, which then hold the same bytes below
+ * the cursor, durably; the file counts as unchanged again
+ * (mirror_file_checkpoint()).  0, or the first failure's -errno.
+ */
+int mirror_file_settle(MirrorFile *mf);
 /* Start writing the target's dirty pages back, without waiting. */
 void mirror_file_start_writeback(MirrorFile *mf);
 /* Flush the target (ahead of the switch).  */

@@ -95,7 +95,7 @@ static bool state_is_final(const char *name)
 	return parse_state(name, &state) && !mfs_mig_state_running(state);
 }
 
-/* Ended without a switch: failed or cancelled. */
+/* Ended without a switch: failed, cancelled, or stopped with its daemon. */
 static bool state_is_failure(const char *name)
 {
 	MfsMigState state;

@@ -30,9 +30,10 @@ SWITCHING = "switching"
 SWITCHED = "switched"
 FAILED = "failed"
 CANCELLED = "cancelled"
+STOPPED = "stopped"
 
 # What a migration does not leave by itself: none begun, or ended.
-SETTLED = (FAILED, CANCELLED, IDLE, SWITCHED)
+SETTLED = (FAILED, CANCELLED, STOPPED, IDLE, SWITCHED)
 
 
 def request(mount, command, **args):

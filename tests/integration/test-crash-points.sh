@@ -13,7 +13,10 @@
 #      every acknowledged write and the expected tree are there, and it is
 #      the side the point must leave (below);
 #   3. restart with the same command line: the mount serves that side, the
-#      same data through the mount;
+#      same data through the mount; where the source records the job (a
+#      kill after the walk's record, before the switch: "resumes" below),
+#      the restarted daemon resumes it by itself from its checkpoints and
+#      switches: the target is then the side, whole;
 #   4. the guest changes the tree through the mount: a hard-linked name is
 #      replaced by a file of its own, a directory and a file are removed,
 #      a file is added;
@@ -27,11 +30,11 @@
 # Points and the side each must leave:
 #
 #   walked          after the start's walk, before its reply     source
-#   started         the copier thread's first step               source
-#   chunk-begin:2   before the second chunk                      source
-#   chunk:3         after the third chunk                        source
-#   mirrored        all mirrored, before the switch              source
-#   stunned         the stun closed, before the final flush      source
+#   started         the copier thread's first step               source, resumes
+#   chunk-begin:2   before the second chunk                      source, resumes
+#   chunk:3         after the third chunk                        source, resumes
+#   mirrored        all mirrored, before the switch              source, resumes
+#   stunned         the stun closed, before the final flush      source, resumes
 #   journal-renamed the switched journal renamed, the directory
 #                   not yet synced                               target
 #   journaled       the journal durable, before the swap         target
@@ -39,7 +42,8 @@
 #   resumed-journal-left  resumed, the target's copying journal
 #                   not yet removed                              target
 #   resumed         resumed, the target's journal removed        target
-#   abort-detached  a cancel: mirrors detached, nothing removed  source
+#   abort-detached  a cancel: mirrors detached, nothing removed  source (the
+#                   cancel forgot the job first: it does not resume)
 #   abort-removed   a cancel: the target's names removed, its
 #                   journal not yet                              source
 #   deleting-source delete_source: the first source name gone    target
@@ -70,6 +74,14 @@ cd "$TESTDIR"
 
 ALL_POINTS="walked started chunk-begin:2 chunk:3 mirrored stunned journal-renamed journaled
 swapped resumed-journal-left resumed abort-detached abort-removed deleting-source back-cancel"
+
+# Whether a kill at POINT leaves a job that the restart resumes.
+expected_resume() {
+	case "$1" in
+	started | chunk-begin | chunk | mirrored | stunned) echo yes ;;
+	*) echo no ;;
+	esac
+}
 
 # The side a kill at POINT must leave authoritative.
 expected_side() {
@@ -103,7 +115,7 @@ change_tree() {
 }
 
 point_case() {
-	local point="$1" name="${1%%:*}" side want dir logf
+	local point="$1" name="${1%%:*}" side want dir logf resumes
 	case_setup "$point"
 	MIRRORFS_TEST_CRASH_AT="$point" mount_mfs "$SRC" "$MNT"
 	writer_start "$MNT/img.raw" "$LOG"
@@ -139,8 +151,17 @@ point_case() {
 		verify_data "$dir" "$LOG" "the $side after the kill"
 	fi
 
-	# 3. The same command line again.
+	resumes=no
+	[[ "$(journal_state "$SRC")" != migrating ]] || resumes=yes
+	assert_eq "$(expected_resume "$name")" "$resumes" "killed at $point: a job to resume"
+
+	# 3. The same command line again; a recorded job resumes and switches.
 	mount_mfs "$SRC" "$MNT"
+	if [[ "$resumes" == yes ]]; then
+		wait_status_state "$MNT" switched 60
+		side=target dir="$DST"
+		verify_data "$DST" "$LOG" "the target after the resumed job switched"
+	fi
 	assert_eq "$dir" "$(status_field "$MNT" served)" "served after the restart"
 	verify_data "$MNT" "$LOG" "the mount after the restart"
 

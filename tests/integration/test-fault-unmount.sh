@@ -2,18 +2,23 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
 # The mount goes away in the middle of a migration: a clean stop, nothing
-# lost.
+# lost, nothing thrown away.  A stopped migration is kept (the source
+# records it, the target keeps the partial copy and its checkpoints) and
+# the next mount of the source, without options, resumes it where it was
+# and carries it to the switch.
 #
 #   fusermount     fusermount3 -u during the copy (the guest has closed its
 #                  files): the daemon exits 0 by itself, the migration is
-#                  cancelled, the target holds exactly what it held before,
-#                  the source everything the guest wrote.
+#                  stopped, not cancelled; the source holds everything the
+#                  guest wrote; a remount resumes (bytes_resumed > 0, the
+#                  recorded speed) and switches; the target then holds the
+#                  source's data beside the operator's own names.
 #   lazy           umount -l during the copy while the guest (ackwriter.py,
 #                  fsync after every write) keeps its image open and
 #                  writing: the guest finishes without an error; when it
-#                  closes the image the daemon exits 0, cancelled, the
-#                  target is clean and every acknowledged write is in the
-#                  source.
+#                  closes the image the daemon exits 0, stopped; every
+#                  acknowledged write is in the source, and after the
+#                  resumed switch in the target.
 #   lazy-stunned   umount -l while the switch holds the stun
 #                  (MIRRORFS_TEST_STUN_DELAY_MS): the daemon ends the switch
 #                  it began and exits 0: switched, the target complete,
@@ -26,8 +31,8 @@
 #                  MIRRORFS_TEST_WRITE_HOLD_MS): the daemon does not stop
 #                  with a file open (it says so), the write completes and
 #                  is in the source; once the guest has closed it, a second
-#                  SIGTERM unmounts, the daemon exits 0, cancelled, the
-#                  target as it was.
+#                  SIGTERM unmounts, the daemon exits 0, stopped; the
+#                  resumed migration switches with the write in the target.
 #
 # UNMOUNT_SECTIONS="lazy target-free" runs only those sections.
 
@@ -73,6 +78,39 @@ daemon_exit() {
 	DAEMON_OUT="$(cat "$logf")"
 }
 
+# expect_stopped: the daemon that exited kept its migration for the next
+# start: the source records the job, the target the copy beside its own.
+expect_stopped() {
+	assert_contains "$DAEMON_OUT" "stopped with the daemon; its next start resumes it" "daemon log"
+	! grep -q ': cancelled' <<<"$DAEMON_OUT" || fail "the stop cancelled the migration:"$'\n'"$DAEMON_OUT"
+	assert_eq migrating "$(journal_state "$SRC")" "the source's record of the job"
+	assert_eq copying "$(journal_state "$TGT")" "the target's journal"
+	[[ -e "$TGT/own.txt" && -d "$TGT/own-dir" ]] || fail "the target lost its own names"
+	[[ -f "$TGT/disk.raw" && -f "$TGT/conf/vm.conf" ]] || fail "the stop removed the copy"
+}
+
+# resume_to_switch SPEED: a mount without options resumes the recorded job
+# with its options (its speed SPEED in bytes/s), from what it copied, to the
+# switch; the target then holds the source's data and its own names.
+resume_to_switch() {
+	local resumed
+	mount_mfs "$SRC" "$MNT"
+	assert_contains "$(cat "$(daemon_log "$MNT")")" "resuming the migration recorded" "daemon log"
+	assert_eq "$1" "$(status_field "$MNT" speed_bps)" "the resumed job's speed"
+	resumed="$(status_field "$MNT" bytes_resumed)"
+	((resumed > 0)) || fail "the resumed job copies from 0 (bytes_resumed $resumed)"
+	log "resumed with $resumed bytes already in the target"
+	ctl "$MNT" speed 0
+	wait_status_state "$MNT" switched 120
+	umount_mfs "$MNT"
+	is_switched "$SRC" || fail "the source's journal does not say switched"
+	for f in disk.raw guest.raw conf/vm.conf; do
+		assert_file_eq "$SRC/$f" "$TGT/$f"
+	done
+	[[ "$(cat "$TGT/own.txt")" == own && -d "$TGT/own-dir" ]] ||
+		fail "the resumed migration removed the target's own names"
+}
+
 section_fusermount() {
 	setup fusermount
 	own_target
@@ -82,11 +120,11 @@ section_fusermount() {
 	assert_eq copying "$(status_field "$MNT" state)" "state before the unmount"
 	run fusermount3 -u "$MNT" || fail "fusermount3 -u failed"
 	daemon_exit "$MNT"
-	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
-	expect_names "$TGT" "$BEFORE_TGT" "target after the unmount"
-	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	expect_stopped
 	guest_verify fm "$SRC/guest.raw"
 	md5sum -c --quiet "$TESTDIR/fusermount.md5" || fail "the source changed"
+	resume_to_switch $((8 * MiB))
+	guest_verify fm "$TGT/guest.raw"
 	log "--- done in $((SECONDS - SECTION_T0))s"
 }
 
@@ -116,12 +154,13 @@ section_lazy() {
 		fail "the guest met an error after the lazy unmount: $(cat "$TESTDIR/lazy.out")"
 	log "guest: $(cat "$TESTDIR/lazy.out")"
 	daemon_exit "$MNT"
-	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
-	expect_names "$TGT" "$BEFORE_TGT" "target after the lazy unmount"
-	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	expect_stopped
 	run "$PYTHON" "$ackw" verify "$SRC/guest.raw" "$TESTDIR/lazy.log" >&2 ||
 		fail "the guest's writes are not all in the source"
 	md5sum -c --quiet "$TESTDIR/lazy.md5" || fail "the source changed"
+	resume_to_switch $((4 * MiB))
+	run "$PYTHON" "$ackw" verify "$TGT/guest.raw" "$TESTDIR/lazy.log" >&2 ||
+		fail "the guest's writes are not all in the target after the resumed switch"
 	log "--- done in $((SECONDS - SECTION_T0))s"
 }
 
@@ -206,11 +245,11 @@ section_sigterm() {
 	done
 	daemon_exit "$MNT"
 	! is_mounted "$MNT" || fail "still mounted after SIGTERM"
-	assert_contains "$DAEMON_OUT" ": cancelled" "daemon log"
-	expect_names "$TGT" "$BEFORE_TGT" "target after SIGTERM"
-	[[ -z "$(journal_state "$SRC")" ]] || fail "the source has a journal"
+	expect_stopped
 	run cmp -n 65536 -i 0:65536 "$TESTDIR/sigterm.data" "$SRC/guest.raw"
 	md5sum -c --quiet "$TESTDIR/sigterm.md5" || fail "the source changed"
+	resume_to_switch $((4 * MiB))
+	run cmp -n 65536 -i 0:65536 "$TESTDIR/sigterm.data" "$TGT/guest.raw"
 	log "--- done in $((SECONDS - SECTION_T0))s"
 }
 

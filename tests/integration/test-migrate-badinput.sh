@@ -164,8 +164,17 @@ expect_refused "empty target" "target" -o target= "$SRC" "$MNT"
 mount_mfs "$SRC" "$MNT" -o "target=$DST,switch=manual"
 wait_state "$MNT" mirrored 60
 cmp -s "$SRC/disk.raw" "$DST/disk.raw" || fail "the valid migration after the refused ones"
+# An unmount stops the job and keeps it; the next mount resumes it, and a
+# cancel undoes it, down to the source's record.
+umount_mfs "$MNT"
+assert_eq migrating "$(journal_state "$SRC")" "the source's record of the stopped job"
+mount_mfs "$SRC" "$MNT"
+wait_state "$MNT" mirrored 60
+"$MIRRORFSCTL" "$MNT" cancel >/dev/null || fail "mirrorfsctl cancel after the resume"
+wait_state "$MNT" cancelled 60
 umount_mfs "$MNT"
 assert_eq other-file "$(dir_names "$DST")" "target after the cancelled valid migration"
+[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the cancelled job's record is still in the source"
 
 ! mounts_under "$TESTDIR" || fail "a mirrorfs mount was left under $TESTDIR"
 exit 0

@@ -205,7 +205,7 @@ test_images() {
 
 	# A reader too, while the copy runs: the qcow2 image as it looks now.
 	run qemu-img convert -f qcow2 -O raw "$MNT/vm.qcow2" "$TESTDIR/vm-during.raw"
-	[[ -z "$(journal_state "$SRC")" ]] ||
+	[[ "$(journal_state "$SRC")" == migrating ]] ||
 		fail "switched before the copy could be watched: slow the migration down"
 
 	wait_switched "$SRC" "$MNT" 120
@@ -538,7 +538,7 @@ test_namespace() {
 	ns_ops "$MNT"
 	check_not_failed "$MNT"
 	states="$(migration_states "$MNT")"
-	[[ -z "$states" && -z "$(journal_state "$SRC")" ]] ||
+	[[ -z "$states" && "$(journal_state "$SRC")" == migrating ]] ||
 		fail "the copy ended before the namespace changes did (states: $states)"
 	ns_ops "$REF"
 
@@ -599,7 +599,7 @@ test_manual() {
 	wait_state "$MNT" mirrored 120
 	sleep 3
 	check_not_failed "$MNT"
-	[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "switch=manual: the source has a journal"
+	assert_eq migrating "$(journal_state "$SRC")" "switch=manual: the source's record of the job"
 	assert_eq mirrored "$(migration_states "$MNT")" "switch=manual: states after 3 s"
 
 	# Mirrored: the target has the data, and new writes reach both sides.
@@ -616,9 +616,12 @@ test_manual() {
 	assert_file_eq "$REF/m.raw" "$DST/m.raw"
 	assert_file_eq "$REF/new.txt" "$DST/new.txt"
 
-	# Unmount: cancelled, the target back as it was, the source complete.
+	# Cancel: the target back as it was, the source complete, no record left.
 	logf="$(daemon_log "$MNT")"
+	"$MIRRORFSCTL" "$MNT" cancel >/dev/null || fail "switch=manual: mirrorfsctl cancel"
+	wait_state "$MNT" cancelled 60
 	umount_mfs "$MNT"
+	[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "switch=manual: the cancelled job's record stays"
 	grep -q ': cancelled' "$logf" || fail "switch=manual: no 'cancelled' in the log:"$'\n'"$(cat "$logf")"
 	! grep -q ': switch' "$logf" || fail "switch=manual: switched:"$'\n'"$(cat "$logf")"
 	assert_eq "$before" "$(tree_listing "$DST")" "target after cancel"
@@ -647,8 +650,11 @@ test_cancel() {
 	[[ -z "$(migration_states "$MNT")" ]] || fail "copy of 64 MiB at 8 MiB/s already over"
 	echo during >"$MNT/during.txt"
 	echo during >"$REF/during.txt"
+	"$MIRRORFSCTL" "$MNT" cancel >/dev/null || fail "mirrorfsctl cancel during the copy"
+	wait_state "$MNT" cancelled 60
 	umount_mfs "$MNT"
 	grep -q ': cancelled' "$logf" || fail "no 'cancelled' in the log:"$'\n'"$(cat "$logf")"
+	[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the cancelled job's record stays in the source"
 	assert_eq "$before" "$(tree_listing "$DST")" "target after cancel during the copy"
 	assert_trees_equal "$REF" "$SRC" "source after cancel during the copy"
 	section_done

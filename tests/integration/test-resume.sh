@@ -20,6 +20,14 @@
 #           that what it had copied is known exactly: the restart must
 #           copy again at most one checkpoint interval and a chunk of it.
 #           Prints what each restart copied again.
+#   job     a migration started over the control socket (mirrorfsctl start
+#           --speed --switch manual --checkpoint), its speed changed by
+#           the operator, then kill -9 during the copy: the daemon started
+#           again without any migration option resumes it by itself, from
+#           its checkpoints, with the operator's last speed and the manual
+#           switch (it stays mirrored until asked); a switch then completes
+#           and holds every acknowledged write.  Without the source's
+#           record of the job the restart would serve and copy nothing.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
@@ -139,6 +147,44 @@ section_kills() {
 	umount_mfs "$MNT"
 }
 
+section_job() {
+	local resumed
+	setup_case job 8192 64
+	mount_mfs "$SRC" "$MNT"
+	writer_start "$MNT/img.raw" "$LOG"
+	ctl "$MNT" start "$DST" --speed 16M --switch manual --checkpoint 4M
+	ctl "$MNT" speed 12M
+	until (($(progress "$MNT") >= 24 * MiB)); do
+		[[ "$(status_field "$MNT" state)" == copying ]] || fail "the copy ended before the kill"
+		sleep 0.05
+	done
+	kill9 "$MNT"
+	writer_stop
+	assert_eq migrating "$(journal_state "$SRC")" "the source's record of the job"
+
+	mount_mfs "$SRC" "$MNT"
+	writer_start "$MNT/img.raw" "$LOG"
+	assert_contains "$(cat "$(daemon_log "$MNT")")" "resuming the migration recorded" "daemon log"
+	assert_eq "$DST" "$(status_path "$MNT" target)" "the resumed job's target"
+	assert_eq $((12 * MiB)) "$(status_field "$MNT" speed_bps)" "the resumed job's speed"
+	resumed="$(status_field "$MNT" bytes_resumed)"
+	((resumed >= 16 * MiB)) || fail "the resumed job trusts only $resumed bytes of its copy"
+	log "job: resumed with $((resumed / MiB)) MiB of the copy trusted"
+	ctl "$MNT" speed 0
+	wait_status_state "$MNT" mirrored 120
+	# switch=manual came back with the job: it waits for the operator.
+	sleep 1
+	assert_eq mirrored "$(status_field "$MNT" state)" "the resumed manual-switch job, unasked"
+	writer_stop
+	same_trees "$SRC" "$DST" "the resumed job, mirrored"
+	ctl "$MNT" switch
+	wait_switched "$SRC" "$MNT" 60
+	verify_data "$MNT" "$LOG" "after the resumed job's switch, through the mount"
+	verify_data "$DST" "$LOG" "the target after the resumed job's switch"
+	umount_mfs "$MNT"
+}
+
 section_half
 section_kills
+section_job
 log "ok"

@@ -326,8 +326,13 @@ START_TEST(test_cancelled_restart_back_keeps_the_way_home)
 	/* What a crash in the copy back leaves in src. */
 	src_fd = open(src, O_PATH | O_DIRECTORY);
 	ck_assert_int_ge(src_fd, 0);
-	ck_assert_int_eq(
-	    journal_write(src_fd, &(Journal){"copying", real_dst, real_src, true}, false), 0);
+	ck_assert_int_eq(journal_write(src_fd,
+	                               &(Journal){.state = "copying",
+	                                          .source = real_dst,
+	                                          .target = real_src,
+	                                          .home = true},
+	                               false),
+	                 0);
 	mfs_free(fs);
 	ck_assert_int_eq(mfs_new(src, &fs), 0);
 	served = mfs_served_dir(fs);
@@ -630,7 +635,12 @@ START_TEST(test_a_long_chain_of_journals_is_followed)
 
 		ck_assert_int_eq(mkdir(from, 0755), 0);
 		fd = open(from, O_PATH | O_DIRECTORY);
-		ck_assert_int_eq(journal_write(fd, &(Journal){"switched", from, to, false}, false),
+		ck_assert_int_eq(journal_write(fd,
+		                               &(Journal){.state = "switched",
+		                                          .source = from,
+		                                          .target = to,
+		                                          .home = false},
+		                               false),
 		                 0);
 		close(fd);
 		g_free(last);

@@ -7,9 +7,9 @@
 #include <glib.h>
 #include <string.h>
 
-/* What a status has always said, in this order (mirrorfs-status(1)). */
-static const char *const reported[] = {"idle",      "copying",  "paused", "mirrored",
-                                       "switching", "switched", "failed", "cancelled"};
+/* What a status has always said, in this order (mirrorfs-status(1)); new ones at the end. */
+static const char *const reported[] = {"idle",     "copying", "paused",    "mirrored", "switching",
+                                       "switched", "failed",  "cancelled", "stopped"};
 
 START_TEST(test_the_list)
 {
@@ -55,7 +55,7 @@ START_TEST(test_kinds_of_state)
 	    {MFS_MIG_IDLE, false, false, false, 0},      {MFS_MIG_COPYING, true, false, false, 1},
 	    {MFS_MIG_MIRRORED, true, false, true, 2},    {MFS_MIG_SWITCHING, true, false, true, 3},
 	    {MFS_MIG_SWITCHED, false, true, true, 4},    {MFS_MIG_FAILED, false, true, false, -1},
-	    {MFS_MIG_CANCELLED, false, true, false, -1},
+	    {MFS_MIG_CANCELLED, false, true, false, -1}, {MFS_MIG_STOPPED, false, true, false, -1},
 	};
 
 	for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {

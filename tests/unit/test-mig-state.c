@@ -28,6 +28,7 @@ static const char *const expected[MIG_N_STATES][MIG_N_REQUESTS] = {
     [MIG_STOPPING] = {"ECANCELED", "ECANCELED", "ECANCELED", "ECANCELED", "ECANCELED", "stopping"},
     [MIG_UNDOING] = {"ECANCELED", "ECANCELED", "ECANCELED", "ECANCELED", "ECANCELED", "undoing"},
     [MIG_CANCELLED] = {"EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EALREADY"},
+    [MIG_STOPPED] = {"EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL"},
     [MIG_FAILED] = {"EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL", "EINVAL"},
 };
 
@@ -117,6 +118,7 @@ START_TEST(test_predicates)
 	    {MIG_COMMITTED, true, false, false, false},  {MIG_SWITCHED, false, false, false, false},
 	    {MIG_STOPPING, true, true, false, true},     {MIG_UNDOING, true, false, false, true},
 	    {MIG_CANCELLED, false, false, false, false}, {MIG_FAILED, false, false, false, false},
+	    {MIG_STOPPED, false, false, false, false},
 	};
 
 	ck_assert_uint_eq(G_N_ELEMENTS(cases), MIG_N_STATES);

@@ -733,14 +733,22 @@ static void start_to(const char *target, MfsMigOptions opts)
 }
 
 /* What a crash mid-copy leaves: a "copying" journal naming our source. */
-static void plant_own_journal(void)
+/* An earlier run's journal; @keep: its list of the operator's names ("a;b;"), or none. */
+static void plant_journal_keeping(const char *keep)
 {
 	g_autofree char *jpath = g_build_filename(dst, MFS_JOURNAL_NAME, NULL);
 	g_autofree char *real_src = realpath(src, NULL);
 	g_autofree char *jtext =
-	    g_strdup_printf("[migration]\nstate=copying\nsource=%s\ntarget=%s\n", real_src, dst);
+	    g_strdup_printf("[migration]\nstate=copying\nsource=%s\ntarget=%s\n%s%s\n", real_src,
+	                    dst, keep ? "keep=" : "", keep ? keep : "");
 
 	ck_assert(g_file_set_contents(jpath, jtext, -1, NULL));
+}
+
+/* An earlier run's journal, of a target that held nothing of the operator's. */
+static void plant_own_journal(void)
+{
+	plant_journal_keeping("");
 }
 
 static void mkdir_in(const char *dir, const char *name)
@@ -795,6 +803,36 @@ START_TEST(test_reuse_drops_names_the_source_lost)
 	ck_assert(!exists(dst, "olddir"));
 	ck_assert(!exists(dst, "sub/gone.conf"));
 	assert_trees_equal(src, dst);
+}
+END_TEST
+
+/* Restart: the operator's names beside the copy stay, whatever the source lost. */
+START_TEST(test_reuse_keeps_the_operators_names)
+{
+	plant_journal_keeping("mine.txt;");
+	write_file(dst, "mine.txt", 10, 3);
+	write_file(dst, "deleted.img", 3 * CHUNK, 5);
+	mkdir_in(dst, "sub");
+	write_file(dst, "sub/gone.conf", 10, 5);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(exists(dst, "mine.txt"));
+	ck_assert(!exists(dst, "deleted.img"));
+	ck_assert(!exists(dst, "sub/gone.conf"));
+}
+END_TEST
+
+/* Restart after a journal without that list (older): no root name goes. */
+START_TEST(test_reuse_of_an_older_journal_keeps_root_names)
+{
+	plant_journal_keeping(NULL);
+	write_file(dst, "mine.txt", 10, 3);
+	mkdir_in(dst, "sub");
+	write_file(dst, "sub/gone.conf", 10, 5);
+	start(NULL);
+	wait_for(MFS_MIG_SWITCHED);
+	ck_assert(exists(dst, "mine.txt"));
+	ck_assert(!exists(dst, "sub/gone.conf"));
 }
 END_TEST
 
@@ -1030,6 +1068,8 @@ static Suite *migration_suite(void)
 	tcase_add_test(tc, test_delete_source);
 	tcase_add_test(tc, test_restart_reuses_own_partial_target);
 	tcase_add_test(tc, test_reuse_drops_names_the_source_lost);
+	tcase_add_test(tc, test_reuse_keeps_the_operators_names);
+	tcase_add_test(tc, test_reuse_of_an_older_journal_keeps_root_names);
 	tcase_add_test(tc, test_reuse_fixes_wrong_links);
 	tcase_add_test(tc, test_reuse_replaces_wrong_types);
 	tcase_add_test(tc, test_overwrite_spares_a_linked_backup);

@@ -440,6 +440,119 @@ START_TEST(test_cancel_removes_the_records)
 }
 END_TEST
 
+/* --- the job's record in the source */
+
+static bool source_journal(Journal *j)
+{
+	int fd = dir_fd(src);
+	bool ok = journal_read(fd, j) == 0;
+
+	close(fd);
+	return ok;
+}
+
+START_TEST(test_a_stopped_daemon_resumes_its_job)
+{
+	g_autofree char *real_dst = realpath(dst, NULL);
+	g_autofree char *error = NULL;
+	g_auto(Journal) j = {0};
+	MfsMigStatus st;
+
+	write_file(src, "big.img", 3 * MFS_MIN_CHECKPOINT + 5, 3);
+	start(&(MfsMigOptions){.manual_switch = true, .speed_bps = 3 << 20, .guest_share = 30});
+	/* Recorded in the source, with its options. */
+	ck_assert(source_journal(&j));
+	ck_assert_str_eq(j.state, "migrating");
+	ck_assert_str_eq(j.target, real_dst);
+	ck_assert(g_strv_contains((const char *const *)j.job, "switch=manual"));
+	ck_assert(g_strv_contains((const char *const *)j.job, "speed=3145728"));
+	journal_clear(&j);
+	/* Some of it copied, then the daemon stops (an unmount). */
+	while (mfs_migration_wait(fs, MFS_MIG_MIRRORED, 50) == MFS_MIG_COPYING) {
+		mfs_migration_status(fs, &st);
+		if (st.bytes_copied >= (1 << 20)) {
+			mfs_migration_status_clear(&st);
+			break;
+		}
+		mfs_migration_status_clear(&st);
+	}
+	/* The operator's last limits are the record's. */
+	ck_assert_int_eq(mfs_migration_set_speed(fs, 5 << 20), 0);
+	ck_assert_int_eq(mfs_migration_set_guest_share(fs, 40), 0);
+	mfs_migration_shutdown(fs);
+	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_STOPPED, 0), MFS_MIG_STOPPED);
+	/* The copy and the record stay: not a cancel. */
+	ck_assert(exists(dst, "big.img"));
+	ck_assert(exists(dst, MFS_CHECKPOINT_NAME));
+	ck_assert(source_journal(&j));
+	ck_assert_str_eq(j.state, "migrating");
+	journal_clear(&j);
+
+	/* The next daemon: another target on its command line is refused... */
+	mfs_free(fs);
+	ck_assert_int_eq(mfs_new(src, &fs), 0);
+	ck_assert_int_eq(mfs_migration_start_recorded(fs, top, &error), -EBUSY);
+	ck_assert_ptr_nonnull(strstr(error, "records a migration to"));
+	g_clear_pointer(&error, g_free);
+	/* ...the same one is the command line's own start... */
+	ck_assert_int_eq(mfs_migration_start_recorded(fs, dst, &error), 0);
+	/* ...and none resumes the recorded one, with its options, from its checkpoints. */
+	ck_assert_int_eq(mfs_migration_start_recorded(fs, NULL, &error), 1);
+	mfs_migration_launch(fs);
+	mfs_migration_status(fs, &st);
+	ck_assert_uint_eq(st.speed_bps, 5 << 20);
+	ck_assert_uint_eq(st.guest_share, 40);
+	/* A clean stop flushed both sides: everything copied is trusted. */
+	ck_assert_uint_ge(st.bytes_resumed, 1 << 20);
+	mfs_migration_status_clear(&st);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, 0), 0);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	assert_trees_equal(src, dst);
+	ck_assert(source_journal(&j));
+	ck_assert_str_eq(j.state, "switched");
+}
+END_TEST
+
+START_TEST(test_a_cancel_forgets_the_job)
+{
+	g_autofree char *error = NULL;
+	g_auto(Journal) j = {0};
+
+	start(&(MfsMigOptions){.manual_switch = true});
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	wait_for(MFS_MIG_CANCELLED);
+	ck_assert(!source_journal(&j));
+	ck_assert_int_eq(mfs_migration_start_recorded(fs, NULL, &error), 0);
+}
+END_TEST
+
+START_TEST(test_a_job_that_cannot_resume_can_be_forgotten)
+{
+	g_autofree char *error = NULL, *target = NULL;
+	g_autofree char *gone = g_build_filename(top, "gone", NULL);
+	g_auto(Journal) j = {0};
+	int fd = dir_fd(src);
+	char *job[] = {"speed=0", NULL};
+
+	ck_assert_int_eq(
+	    journal_write(
+	        fd, &(Journal){.state = "migrating", .source = src, .target = gone, .job = job},
+	        false),
+	    0);
+	close(fd);
+	ck_assert_int_lt(mfs_migration_start_recorded(fs, NULL, &error), 0);
+	ck_assert_ptr_nonnull(error);
+	ck_assert(source_journal(&j));
+	journal_clear(&j);
+	ck_assert_int_eq(mfs_migration_forget_recorded(fs, &target), 0);
+	ck_assert_str_eq(target, gone);
+	ck_assert(!source_journal(&j));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("resume");
@@ -461,6 +574,9 @@ int main(void)
 	tcase_add_test(tc, test_a_truncated_target_lowers_the_cursor);
 	tcase_add_test(tc, test_checkpoints_follow_the_copy_and_the_first_change);
 	tcase_add_test(tc, test_cancel_removes_the_records);
+	tcase_add_test(tc, test_a_stopped_daemon_resumes_its_job);
+	tcase_add_test(tc, test_a_cancel_forgets_the_job);
+	tcase_add_test(tc, test_a_job_that_cannot_resume_can_be_forgotten);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
