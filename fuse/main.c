@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "mirrorfs.h"
+#include "sd-notify.h"
 #include "transport.h"
 #include "control.h"
 #include "migration.h"
@@ -578,6 +579,18 @@ int main(int argc, char *argv[])
 	control_server_run(control);
 	mfs_migration_launch(daemon.fs);
 	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
+	{
+		/* Under systemd (Type=notify): units ordered after ours may start now. */
+		g_autofree char *state =
+		    g_strdup_printf("READY=1\nSTATUS=serving %s on %s\nMAINPID=%d", served,
+		                    mountpoint, (int)getpid());
+		int err = sd_notify_send(state);
+
+		if (err < 0)
+			g_warning(
+			    "cannot tell systemd that the mount serves (NOTIFY_SOCKET=%s): %s",
+			    getenv("NOTIFY_SOCKET"), g_strerror(-err));
+	}
 
 	if (!cmd.clone_fd) {
 		ret = mirrorfs_session_loop(&transport);
@@ -594,6 +607,7 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_destroy(loop);
 	}
 	ret = ret == 0 ? 0 : 1;
+	sd_notify_send("STOPPING=1");
 	if (stop_thread_started) {
 		g_atomic_int_set(&stop_quit, 1);
 		sem_post(&stop_sem);
@@ -609,7 +623,7 @@ out_session:
 		transport_destroy(&transport);
 out_fs:
 	control_server_stop(control);
-	/* A migration still running stops cleanly: the target is cleaned up. */
+	/* A migration still running stops, its copy kept for the next start. */
 	mfs_migration_shutdown(daemon.fs);
 	mfs_free(daemon.fs);
 out_args:
