@@ -44,6 +44,7 @@ typedef struct {
 	char *guest_share;
 	char *switch_mode;
 	char *checkpoint;
+	char *on_target_error;
 	int delete_source;
 	int overwrite;
 	int noclone;
@@ -62,6 +63,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("guest_share=%s", guest_share, 0),
 	MIRRORFS_OPT("switch=%s", switch_mode, 0),
 	MIRRORFS_OPT("checkpoint=%s", checkpoint, 0),
+	MIRRORFS_OPT("on_target_error=%s", on_target_error, 0),
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
 	MIRRORFS_OPT("noclone", noclone, 1),
@@ -93,6 +95,9 @@ static void usage(const char *prog)
 	       "                           mirrored until told (manual)\n"
 	       "    -o checkpoint=SIZE     data copied between two checkpoints, the\n"
 	       "                           most a restart copies again (default: 256M)\n"
+	       "    -o on_target_error=abort|stop  when the target fails: end the\n"
+	       "                           migration (abort, default), or pause it\n"
+	       "                           until mirrorfsctl resume (stop)\n"
 	       "    -o delete_source       delete the source files after the switch\n"
 	       "    -o overwrite           replace files of the same names in DIR\n"
 	       "    -o noclone             copy every byte, even where DIR's file\n"
@@ -164,6 +169,7 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	    {"chunk", opts->chunk},
 	    {"switch", opts->switch_mode},
 	    {"checkpoint", opts->checkpoint},
+	    {"on_target_error", opts->on_target_error},
 	};
 
 	mfs_mig_options_init(mo);
@@ -181,11 +187,12 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 			return -1;
 		}
 	}
-	if (!opts->target &&
-	    (opts->speed || opts->chunk || opts->guest_share || opts->switch_mode ||
-	     opts->checkpoint || opts->delete_source || opts->overwrite || opts->noclone)) {
+	if (!opts->target && (opts->speed || opts->chunk || opts->guest_share ||
+	                      opts->switch_mode || opts->checkpoint || opts->on_target_error ||
+	                      opts->delete_source || opts->overwrite || opts->noclone)) {
 		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, checkpoint, "
-		                "delete_source, overwrite and noclone need -o target=DIR\n");
+		                "on_target_error, delete_source, overwrite and noclone need -o "
+		                "target=DIR\n");
 		return -1;
 	}
 	return 0;
@@ -634,6 +641,7 @@ out_args:
 	free(opts.chunk);
 	free(opts.guest_share);
 	free(opts.checkpoint);
+	free(opts.on_target_error);
 	free(opts.switch_mode);
 	free(opts.control);
 	free(opts.timeout_text);

@@ -135,7 +135,7 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	MEMBER("mountpoint");
 	add_name(b, mountpoint);
 	MEMBER("state");
-	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused));
+	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused, st.held));
 	MEMBER("source");
 	add_name(b, st.source);
 	MEMBER("target");
@@ -272,8 +272,8 @@ static const char *member_string(JsonObject *obj, const char *name)
 
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
-	static const char *const valued[] = {"speed", "chunk", "guest_share", "switch",
-	                                     "checkpoint"};
+	static const char *const valued[] = {"speed",  "chunk",      "guest_share",
+	                                     "switch", "checkpoint", "on_target_error"};
 	MfsMigOptions opts;
 	g_autofree char *error = NULL, *target = NULL;
 	const char *text = member_string(req, "target");
@@ -307,11 +307,9 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
 		JsonNode *node = json_object_get_member(req, valued[i]);
 
-		/* A null speed or guest share is not given; a null chunk, switch, checkpoint is
-		 * refused. */
-		if (node && JSON_NODE_HOLDS_NULL(node) &&
-		    (!strcmp(valued[i], "chunk") || !strcmp(valued[i], "switch") ||
-		     !strcmp(valued[i], "checkpoint")))
+		/* A null speed or guest share is not given; a null of the others is refused. */
+		if (node && JSON_NODE_HOLDS_NULL(node) && strcmp(valued[i], "speed") != 0 &&
+		    strcmp(valued[i], "guest_share") != 0)
 			return control_reply_error("start: %s: not %s", valued[i],
 			                           mfs_mig_option_spec(valued[i])->rule);
 		if (member_option(req, valued[i], &opts, &error) < 0)

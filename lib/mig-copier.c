@@ -215,7 +215,23 @@ static int copier_next_chunk(Copier *c, MirrorFile *mf)
 	return ret;
 }
 
-bool mig_copier_run(Migration *mig)
+/*
+ * Under the job's lock: every file at its end, or the first that is not
+ * (a held target error brought its cursor down after the copier passed).
+ */
+static guint first_not_copied_locked(Migration *mig)
+{
+	for (guint i = 0; i < mig->files->len; i++) {
+		MirrorFileStats st;
+
+		mirror_file_stats(((MigObject *)g_ptr_array_index(mig->files, i))->mf, &st);
+		if (!st.mirrored)
+			return i;
+	}
+	return mig->files->len;
+}
+
+bool mig_copier_run(Migration *mig, uint64_t *held_gen)
 {
 	Copier c;
 
@@ -225,7 +241,10 @@ bool mig_copier_run(Migration *mig)
 		int ret;
 
 		mfs_mutex_lock(&mig->lock);
+		if (i >= mig->files->len)
+			i = first_not_copied_locked(mig);
 		obj = i < mig->files->len ? g_ptr_array_index(mig->files, i) : NULL;
+		*held_gen = mig->held_gen;
 		mfs_mutex_unlock(&mig->lock);
 		if (!obj)
 			return true;
@@ -239,4 +258,58 @@ bool mig_copier_run(Migration *mig)
 			return false;
 		}
 	}
+}
+
+/*
+ * on_target_error=stop: the copier and every mirrored write meet the
+ * target's failures here; see migration-int.h.
+ */
+void mig_lower_cursor(Migration *mig, MirrorFile *mf, off_t from)
+{
+	mfs_mutex_lock(&mig->lock);
+	mirror_file_lower_cursor(mf, from);
+	mig->held_gen++;
+	mfs_mutex_unlock(&mig->lock);
+}
+
+bool mig_hold(Migration *mig, MirrorFile *mf, int err, off_t from)
+{
+	g_autofree char *path = NULL;
+	bool holds, first = false;
+
+	if (!mig->stop_on_target_error)
+		return false;
+	path = mig_target_relpath(mig, mirror_file_target_fd(mf));
+	/* No checkpoint computed before the lowering may be written after it. */
+	mfs_mutex_lock(&mig->ckpt_lock);
+	mfs_mutex_lock(&mig->lock);
+	/* Not once the switch began: its flushes are the last word on the target. */
+	holds = mig->state == MIG_COPYING || mig->state == MIG_PAUSED || mig->state == MIG_MIRRORED;
+	if (holds) {
+		/* Under the job's lock: the copier's last look sees the cursor and the count. */
+		mirror_file_lower_cursor(mf, from);
+		mig->held_gen++;
+		first = !mig->held;
+		g_free(mig->held);
+		mig->held =
+		    g_strdup_printf("target: %s: %s", path ? path : "(a file)", g_strerror(-err));
+		if (mig->state != MIG_PAUSED)
+			mig_enter_locked(mig, MIG_PAUSED);
+	}
+	mfs_mutex_unlock(&mig->lock);
+	/*
+	 * Before the guest's operation returns: a crash now must not find a
+	 * record that trusts the target above the cursor.  Durably after a
+	 * failed flush (from 0), which a reboot would otherwise trust.
+	 */
+	if (holds)
+		mig_checkpoint_lowered_locked(mig, from == 0);
+	mfs_mutex_unlock(&mig->ckpt_lock);
+	if (first)
+		g_warning("migration %s -> %s: paused on a target error: %s/%s: %s; the guests "
+		          "go on; free the space or fix the target, then mirrorfsctl MOUNTPOINT "
+		          "resume (or cancel)",
+		          mig->source, mig->target, mig->target, path ? path : "(a file)",
+		          g_strerror(-err));
+	return holds;
 }

@@ -14,19 +14,26 @@ static const struct {
 	const char *name;
 	MfsMigState state;
 	bool paused;
-	int step; /* on the way to a switch; -1 off it */
+	bool held; /* paused by a target error */
+	int step;  /* on the way to a switch; -1 off it */
 } states[] = {
-    {"idle", MFS_MIG_IDLE, false, 0},           {"copying", MFS_MIG_COPYING, false, 1},
-    {"paused", MFS_MIG_COPYING, true, 1},       {"mirrored", MFS_MIG_MIRRORED, false, 2},
-    {"switching", MFS_MIG_SWITCHING, false, 3}, {"switched", MFS_MIG_SWITCHED, false, 4},
-    {"failed", MFS_MIG_FAILED, false, -1},      {"cancelled", MFS_MIG_CANCELLED, false, -1},
-    {"stopped", MFS_MIG_STOPPED, false, -1},
+    {"idle", MFS_MIG_IDLE, false, false, 0},
+    {"copying", MFS_MIG_COPYING, false, false, 1},
+    {"paused", MFS_MIG_COPYING, true, false, 1},
+    {"mirrored", MFS_MIG_MIRRORED, false, false, 2},
+    {"switching", MFS_MIG_SWITCHING, false, false, 3},
+    {"switched", MFS_MIG_SWITCHED, false, false, 4},
+    {"failed", MFS_MIG_FAILED, false, false, -1},
+    {"cancelled", MFS_MIG_CANCELLED, false, false, -1},
+    {"stopped", MFS_MIG_STOPPED, false, false, -1},
+    {"error-paused", MFS_MIG_COPYING, true, true, 1},
 };
 
-static int find(MfsMigState state, bool paused)
+static int find(MfsMigState state, bool paused, bool held)
 {
 	for (int i = 0; i < (int)G_N_ELEMENTS(states); i++)
-		if (states[i].state == state && states[i].paused == paused)
+		if (states[i].state == state && states[i].paused == paused &&
+		    states[i].held == held)
 			return i;
 	return -1;
 }
@@ -38,14 +45,14 @@ const char *mfs_mig_status_name_at(unsigned i)
 
 const char *mfs_mig_state_name(MfsMigState state)
 {
-	int i = find(state, false);
+	int i = find(state, false, false);
 
 	return i < 0 ? "unknown" : states[i].name;
 }
 
-const char *mfs_mig_status_name(MfsMigState state, bool paused)
+const char *mfs_mig_status_name(MfsMigState state, bool paused, bool held)
 {
-	int i = find(state, paused);
+	int i = find(state, paused, held);
 
 	return i < 0 ? mfs_mig_state_name(state) : states[i].name;
 }
@@ -82,7 +89,7 @@ bool mfs_mig_state_mirrored(MfsMigState state)
 
 int mfs_mig_state_step(MfsMigState state)
 {
-	int i = find(state, false);
+	int i = find(state, false, false);
 
 	return i < 0 ? -1 : states[i].step;
 }

@@ -6,7 +6,8 @@
  * I/O, no lock, nothing but the list.
  *
  * A status reports a copying migration whose copier is paused as
- * "paused" (MfsMigStatus.paused): a name, not a state of its own.
+ * "paused" (MfsMigStatus.paused), or "error-paused" when a target error
+ * paused it (MfsMigStatus.held): names, not states of their own.
  */
 #ifndef MFS_MIG_NAMES_H
 #define MFS_MIG_NAMES_H
@@ -18,13 +19,13 @@
 /*
  * Every name a status may report, one by one from @i = 0 (NULL past the
  * last), in the order of a migration that goes well and then its other
- * two ends: idle, copying, paused, mirrored, switching, switched, failed,
- * cancelled.
+ * ends: idle, copying, paused, mirrored, switching, switched, failed,
+ * cancelled, stopped; then error-paused, the newest.
  */
 const char *mfs_mig_status_name_at(unsigned i);
 
-/* The name a status reports: mfs_mig_state_name()'s, or "paused". */
-const char *mfs_mig_status_name(MfsMigState state, bool paused);
+/* The name a status reports: mfs_mig_state_name()'s, "paused" or "error-paused". */
+const char *mfs_mig_status_name(MfsMigState state, bool paused, bool held);
 /*
  * Back from a name a status reports: 0 with *@state and *@paused (either
  * may be NULL), or -EINVAL for a name that is none of the list's (they

@@ -44,6 +44,11 @@ static void on_mirror_error(MirrorFile *mf, int err, bool on_source, void *opaqu
 	mig_fail(mig, "%s: %s", on_source ? "source" : "target", g_strerror(-err));
 }
 
+static bool on_mirror_hold(MirrorFile *mf, int err, off_t from, void *opaque)
+{
+	return mig_hold(opaque, mf, err, from);
+}
+
 /* The observer's mirror_of: at the lookup that makes an inode, under the table's lock. */
 static MirrorFile *find_mirror(void *opaque, const MfsInodeKey *key)
 {
@@ -69,8 +74,10 @@ MigObject *mig_object_add(Migration *mig, const struct stat *st, int tfd, Mirror
 	obj->type = st->st_mode & S_IFMT;
 	obj->tfd = tfd;
 	obj->mf = mf;
-	if (mf)
+	if (mf) {
 		mirror_file_set_error_handler(mf, on_mirror_error, mig);
+		mirror_file_set_hold_handler(mf, on_mirror_hold, mig);
+	}
 	mfs_mutex_lock(&mig->lock);
 	obj->id = mig->files->len;
 	g_hash_table_replace(mig->objects, &obj->key, obj);

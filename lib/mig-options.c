@@ -11,13 +11,14 @@
 #include <glib.h>
 #include <string.h>
 
-enum { OPT_SPEED, OPT_CHUNK, OPT_GUEST_SHARE, OPT_SWITCH, OPT_CHECKPOINT };
+enum { OPT_SPEED, OPT_CHUNK, OPT_GUEST_SHARE, OPT_SWITCH, OPT_CHECKPOINT, OPT_ON_TARGET_ERROR };
 
-/* Each rule, once: the range of a number, and the words that say it. */
+/* Each rule, once: the range of a number, or the two words that say it. */
 static const struct {
 	MfsMigOptSpec spec;
 	uint64_t min, max; /* sizes and percentages */
 	bool power_of_two;
+	const char *words[2]; /* a word option's: the default, then the one that sets its flag */
 } options[] = {
     [OPT_SPEED] = {{"speed", MFS_MIG_OPT_SIZE, "a size in bytes/s, e.g. 50M (0 = unlimited)"},
                    0,
@@ -32,7 +33,10 @@ static const struct {
                          0,
                          MFS_MAX_GUEST_SHARE,
                          false},
-    [OPT_SWITCH] = {{"switch", MFS_MIG_OPT_WORD, "auto or manual"}, 0, 0, false},
+    [OPT_SWITCH] =
+        {{"switch", MFS_MIG_OPT_WORD, "auto or manual"}, 0, 0, false, {"auto", "manual"}},
+    [OPT_ON_TARGET_ERROR] =
+        {{"on_target_error", MFS_MIG_OPT_WORD, "abort or stop"}, 0, 0, false, {"abort", "stop"}},
     [OPT_CHECKPOINT] = {{"checkpoint", MFS_MIG_OPT_SIZE, "a size of at least 1M, e.g. 256M"},
                         MFS_MIN_CHECKPOINT,
                         MFS_MAX_SIZE,
@@ -101,6 +105,21 @@ static void store(MfsMigOptions *opts, int i, uint64_t value)
 	}
 }
 
+/* The flag a word option sets. */
+static bool *word_flag(MfsMigOptions *opts, int i)
+{
+	return i == OPT_SWITCH ? &opts->manual_switch : &opts->stop_on_target_error;
+}
+
+const char *mfs_mig_option_word(const MfsMigOptions *opts, const char *name)
+{
+	int i = find(name);
+
+	if (i < 0 || options[i].spec.kind != MFS_MIG_OPT_WORD)
+		return NULL;
+	return options[i].words[*word_flag((MfsMigOptions *)opts, i)];
+}
+
 int mfs_mig_option_parse(MfsMigOptions *opts, const char *name, const char *text, char **error)
 {
 	int i = find(name), ret;
@@ -124,10 +143,10 @@ int mfs_mig_option_parse(MfsMigOptions *opts, const char *name, const char *text
 		break;
 	case MFS_MIG_OPT_WORD:
 	default:
-		/* The one word option: switch=auto|manual. */
-		if (!text || (strcmp(text, "auto") != 0 && strcmp(text, "manual") != 0))
+		if (!text || (strcmp(text, options[i].words[0]) != 0 &&
+		              strcmp(text, options[i].words[1]) != 0))
 			return refuse(i, -EINVAL, error);
-		opts->manual_switch = strcmp(text, "manual") == 0;
+		*word_flag(opts, i) = strcmp(text, options[i].words[1]) == 0;
 		return 0;
 	}
 	ret = check_number(i, value, error);
@@ -168,7 +187,9 @@ char **mfs_mig_options_to_job(const MfsMigOptions *opts)
 
 	g_ptr_array_add(job, g_strdup_printf("speed=%" G_GUINT64_FORMAT, opts->speed_bps));
 	g_ptr_array_add(job, g_strdup_printf("guest_share=%u", opts->guest_share));
-	g_ptr_array_add(job, g_strdup_printf("switch=%s", opts->manual_switch ? "manual" : "auto"));
+	g_ptr_array_add(job, g_strdup_printf("switch=%s", mfs_mig_option_word(opts, "switch")));
+	g_ptr_array_add(job, g_strdup_printf("on_target_error=%s",
+	                                     mfs_mig_option_word(opts, "on_target_error")));
 	if (opts->chunk_size)
 		g_ptr_array_add(job, g_strdup_printf("chunk=%" G_GUINT64_FORMAT, opts->chunk_size));
 	if (opts->checkpoint_bytes)

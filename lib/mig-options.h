@@ -11,7 +11,8 @@
  * given and the messages they return; no I/O, no lock, no logging.  So a
  * client checks an option with the daemon's own rule before it sends it.
  *
- * The valued options are speed, chunk, guest_share, switch and checkpoint, named as
+ * The valued options are speed, chunk, guest_share, switch, checkpoint and
+ * on_target_error, named as
  * the mount options and the start request name them; each front end
  * spells them its own way to its user (-o guest_share=, --guest-share,
  * "guest_share") and prefixes the messages here with that.  The flags
@@ -48,13 +49,14 @@ void mfs_mig_options_init(MfsMigOptions *opts);
 /*
  * Set the option @name in @opts from its text: "50M" (speed, chunk: see
  * mfs_parse_size()), "50" or "50%" (guest_share), "auto" or "manual"
- * (switch).  Returns 0, or -EINVAL (not a value the rule allows; an
- * unknown @name too) or -ERANGE (a size over MFS_MAX_SIZE), with *@error
- * saying why in a phrase about the value, to g_free(), for the caller to
- * prefix with the option as its user wrote it: "not a power of two from
- * 4K to 64M".  @opts is left as it was on failure.
+ * (switch), "abort" or "stop" (on_target_error).  Returns 0, or -EINVAL (not a value the rule
+ * allows; an unknown @name too) or -ERANGE (a size over MFS_MAX_SIZE), with *@error saying why in a
+ * phrase about the value, to g_free(), for the caller to prefix with the option as its user wrote
+ * it: "not a power of two from 4K to 64M".  @opts is left as it was on failure.
  */
 int mfs_mig_option_parse(MfsMigOptions *opts, const char *name, const char *text, char **error);
+/* The word option @name's value in @opts ("manual"), or NULL if it is none. */
+const char *mfs_mig_option_word(const MfsMigOptions *opts, const char *name);
 /* The same from a number (the protocol's integers): bytes, or a percentage. */
 int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t value, char **error);
 

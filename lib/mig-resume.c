@@ -141,10 +141,13 @@ void mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct st
 }
 
 /*
- * Under ckpt_lock.  Returns 0 or the target's -errno.  Not @durable: no
- * flush, and a record that a reboot may or may not find (either will do).
+ * Under ckpt_lock.  Returns 0 or the target's -errno, with *@failed the
+ * file whose target would not flush, if that was it (the caller reports
+ * it once the lock is let go: mirror_file_target_failed()).  Not
+ * @durable: no flush, and a record that a reboot may or may not find
+ * (either will do).
  */
-static int checkpoint_write_locked(Migration *mig, bool durable)
+static int checkpoint_write_locked(Migration *mig, bool durable, MirrorFile **failed)
 {
 	g_auto(Checkpoints) c = {0};
 	g_autoptr(GPtrArray) files = g_ptr_array_new();
@@ -170,9 +173,11 @@ static int checkpoint_write_locked(Migration *mig, bool durable)
 		 * after a crash, the page cache holds what the cursor says.
 		 */
 		if (durable && !f.changed) {
-			ret = mirror_file_flush_target(obj->mf);
-			if (ret < 0)
+			ret = mirror_file_sync_target(obj->mf);
+			if (ret < 0) {
+				*failed = obj->mf;
 				break;
+			}
 		}
 		f.cursor = (uint64_t)cursor;
 		f.path = mig_target_relpath(mig, mirror_file_target_fd(obj->mf));
@@ -185,23 +190,52 @@ static int checkpoint_write_locked(Migration *mig, bool durable)
 	return ret;
 }
 
-static void checkpoint_locked(Migration *mig, bool durable)
+static int checkpoint_locked(Migration *mig, bool durable, MirrorFile **failed)
 {
-	int ret = checkpoint_write_locked(mig, durable);
+	int ret = checkpoint_write_locked(mig, durable, failed);
 
-	if (ret < 0 && !mig->ckpt_failed) {
+	if (ret < 0 && !*failed && !mig->ckpt_failed) {
 		mig->ckpt_failed = true;
 		g_warning("migration %s -> %s: cannot record a checkpoint in the target: %s (a "
 		          "restart would copy again what was copied since the last one)",
 		          mig->source, mig->target, g_strerror(-ret));
 	}
+	return ret;
+}
+
+/*
+ * A durable checkpoint, and what a target that would not flush means: the
+ * pages that did not make it are not known, so the file fails, or, held
+ * (on_target_error=stop), is copied again from 0.
+ */
+static void checkpoint_durable(Migration *mig)
+{
+	MirrorFile *failed = NULL;
+	int ret;
+
+	mfs_mutex_lock(&mig->ckpt_lock);
+	ret = checkpoint_locked(mig, true, &failed);
+	mfs_mutex_unlock(&mig->ckpt_lock);
+	if (failed)
+		mirror_file_target_failed(failed, ret, 0);
 }
 
 void mig_checkpoint(Migration *mig)
 {
-	mfs_mutex_lock(&mig->ckpt_lock);
-	checkpoint_locked(mig, true);
-	mfs_mutex_unlock(&mig->ckpt_lock);
+	checkpoint_durable(mig);
+}
+
+void mig_checkpoint_lowered_locked(Migration *mig, bool durable)
+{
+	MirrorFile *failed = NULL;
+
+	if (checkpoint_write_locked(mig, durable, &failed) == 0)
+		return;
+	/* No record rather than one that trusts what the target may lack. */
+	checkpoints_remove(mig->dst_root_fd);
+	journal_sync_dir(mig->dst_root_fd);
+	if (failed)
+		mig_lower_cursor(mig, failed, 0);
 }
 
 /*
@@ -213,11 +247,16 @@ static void on_first_change(MirrorFile *mf, void *opaque)
 {
 	Migration *mig = opaque;
 
+	MirrorFile *failed = NULL;
+	int ret = 0;
+
 	(void)mf;
 	mfs_mutex_lock(&mig->ckpt_lock);
 	if (mig->ckpt_durable)
-		checkpoint_locked(mig, true);
+		ret = checkpoint_locked(mig, true, &failed);
 	mfs_mutex_unlock(&mig->ckpt_lock);
+	if (failed)
+		mirror_file_target_failed(failed, ret, 0);
 }
 
 void mig_checkpoints_begin(Migration *mig)
@@ -239,7 +278,7 @@ void mig_checkpoints_begin(Migration *mig)
 	 * stall the guest's writes at every start (see journal.c).
 	 */
 	mfs_mutex_lock(&mig->ckpt_lock);
-	checkpoint_locked(mig, false);
+	checkpoint_locked(mig, false, &(MirrorFile *){NULL});
 	mfs_mutex_unlock(&mig->ckpt_lock);
 	mig->intents = intent_log_create(mig->dst_root_fd, mig->ckpt_gen);
 	if (!mig->intents)
@@ -269,9 +308,13 @@ void mig_checkpoint_final(Migration *mig)
 	for (guint i = 0; i < mig->files->len && i < mig->n_walked; i++)
 		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
 	mfs_mutex_unlock(&mig->lock);
-	/* A file that cannot be flushed stays "changed": a reboot copies it whole. */
-	for (guint i = 0; i < files->len; i++)
-		mirror_file_settle(((MigObject *)g_ptr_array_index(files, i))->mf);
+	/* A file that cannot be flushed is not trusted at all: copied whole. */
+	for (guint i = 0; i < files->len; i++) {
+		MirrorFile *mf = ((MigObject *)g_ptr_array_index(files, i))->mf;
+
+		if (mirror_file_settle(mf) < 0)
+			mirror_file_lower_cursor(mf, 0);
+	}
 	mig_checkpoint(mig);
 }
 

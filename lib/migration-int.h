@@ -93,6 +93,9 @@ struct Migration {
 	unsigned
 	    meta_lost;    /* owners, xattrs the target refused after the start; protected by lock */
 	char *error;      /* why it failed; protected by lock */
+	bool stop_on_target_error; /* on_target_error=stop: mig_hold() pauses the job */
+	char *held;        /* why a target error paused it, until resumed; protected by lock */
+	uint64_t held_gen; /* counts those pauses; protected by lock */
 	uint64_t stun_ns; /* protected by lock */
 	uint64_t bytes_total;    /* protected by lock */
 	GHashTable *objects;     /* MfsInodeKey -> MigObject; protected by lock */
@@ -112,6 +115,8 @@ void mig_hook(Migration *mig, const char *point);
 void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 MigState mig_state(Migration *mig);
 /* Go from @from to @to, announcing it; false (and nothing changes) when not in @from. */
+/* Under lock: go to @to, waking whoever waits for a change. */
+void mig_enter_locked(Migration *mig, MigState to);
 bool mig_set_state(Migration *mig, MigState from, MigState to);
 /* Sum the mirrors' counts; under lock. */
 void mig_totals_locked(Migration *mig, MigTotals *t);
@@ -153,6 +158,11 @@ void mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct st
 void mig_checkpoints_begin(Migration *mig);
 /* Record every walked file's cursor, durably (after flushing their targets). */
 void mig_checkpoint(Migration *mig);
+/*
+ * Under ckpt_lock, after a held error lowered a cursor: the record written
+ * again (durably when @durable), or removed if it cannot be.
+ */
+void mig_checkpoint_lowered_locked(Migration *mig, bool durable);
 /* The copy is over (switched or abandoned): its records go. */
 void mig_checkpoints_remove(Migration *mig);
 /*
@@ -167,8 +177,20 @@ void mig_job_set(Migration *mig, const char *name, uint64_t value);
 /* The job ended short of a switch (cancelled, failed): its record goes, for good. */
 void mig_job_forget(Migration *mig);
 
-/* mig-copier.c: copy every file; false when the job stops first. */
-bool mig_copier_run(Migration *mig);
+/*
+ * mig-copier.c: copy every file, pass after pass until one finds every
+ * cursor at the end; false when the job stops first.  *@held_gen: the
+ * count of held target errors at that last look (mig_hold()).
+ */
+bool mig_copier_run(Migration *mig, uint64_t *held_gen);
+/*
+ * A file's target failed from @from on (a MirrorHoldFn): with
+ * on_target_error=stop, while the job copies or mirrors, its cursor comes
+ * down there and the job pauses saying why: true.  Else false: it fails.
+ */
+bool mig_hold(Migration *mig, MirrorFile *mf, int err, off_t from);
+/* Bring @mf's cursor down to @from as a held error does (under the job's lock). */
+void mig_lower_cursor(Migration *mig, MirrorFile *mf, off_t from);
 
 /* mig-switch.c */
 int mig_switch(Migration *mig);

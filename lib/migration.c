@@ -95,6 +95,7 @@ static void migration_free(void *job)
 	g_free(mig->source);
 	g_free(mig->target);
 	g_free(mig->error);
+	g_free(mig->held);
 	g_free(mig->walk_error);
 	g_strfreev(mig->job);
 	g_strfreev(mig->target_keep);
@@ -138,8 +139,7 @@ static void announce(Migration *mig, MigState s, unsigned lost)
 		g_message("migration %s -> %s: %s", mig->source, mig->target, mig_state_name(s));
 }
 
-/* Under lock: go to @to, waking whoever waits for a change. */
-static void enter_locked(Migration *mig, MigState to)
+void mig_enter_locked(Migration *mig, MigState to)
 {
 	if (to == MIG_STOPPING)
 		mig->before = mig->state;
@@ -156,7 +156,7 @@ bool mig_set_state(Migration *mig, MigState from, MigState to)
 		mfs_mutex_unlock(&mig->lock);
 		return false;
 	}
-	enter_locked(mig, to);
+	mig_enter_locked(mig, to);
 	lost = mig->meta_lost;
 	mfs_mutex_unlock(&mig->lock);
 	announce(mig, to, lost);
@@ -175,7 +175,7 @@ void mig_fail(Migration *mig, const char *fmt, ...)
 	mfs_mutex_lock(&mig->lock);
 	if (mig_state_mirrors_changes(mig->state)) {
 		mig->error = g_steal_pointer(&why);
-		enter_locked(mig, MIG_STOPPING);
+		mig_enter_locked(mig, MIG_STOPPING);
 	} else if (mig_state_stopping(mig->state)) {
 		/* A failure that stops the job was recorded first; a cancel stays one. */
 		late = mig->error ? NULL : "while cancelling";
@@ -197,7 +197,7 @@ void mig_commit(Migration *mig)
 	/* Nothing fails inside the stun but us; should it, the journal has decided. */
 	if (mig->state == MIG_STOPPING && mig->before == MIG_SWITCHING)
 		late = g_steal_pointer(&mig->error);
-	enter_locked(mig, MIG_COMMITTED);
+	mig_enter_locked(mig, MIG_COMMITTED);
 	mfs_mutex_unlock(&mig->lock);
 	if (late)
 		g_warning("migration %s -> %s: switched despite: %s", mig->source, mig->target,
@@ -229,6 +229,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->hook = opts->hook;
 	mig->hook_opaque = opts->hook_opaque;
 	mig->manual_switch = opts->manual_switch;
+	mig->stop_on_target_error = opts->stop_on_target_error;
 	mig->delete_source = opts->delete_source;
 	mig->no_clone = opts->no_clone;
 	mig->speed_bps = opts->speed_bps;
@@ -362,7 +363,8 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 	out->speed_bps = mig->speed_bps;
 	out->guest_share = mig->guest_share;
 	out->rested_ns = mig->rested_us * 1000;
-	out->error = g_strdup(mig->error);
+	out->error = g_strdup(mig->error ? mig->error : out->paused ? mig->held : NULL);
+	out->held = out->paused && mig->held;
 	if (mig->files->len) {
 		out->n_files = mig->files->len;
 		out->files = g_new0(MfsMigFileStatus, out->n_files);
@@ -473,8 +475,8 @@ static void migration_abort(Migration *mig)
 	mfs_stun(fs);
 	mfs_mutex_lock(&mig->lock);
 	if (mig_state_mirrors_changes(mig->state))
-		enter_locked(mig, MIG_STOPPING); /* a prepared job never launched */
-	enter_locked(mig, MIG_UNDOING);
+		mig_enter_locked(mig, MIG_STOPPING); /* a prepared job never launched */
+	mig_enter_locked(mig, MIG_UNDOING);
 	keep = mig->keep_copy && !mig->error;
 	mfs_mutex_unlock(&mig->lock);
 	mig_attach_mirrors_stunned(fs, mig, false);
@@ -516,52 +518,76 @@ let_go:
 	mig_set_state(mig, MIG_UNDOING, end);
 }
 
-/* All is copied: COPYING (or PAUSED after the last chunk) to MIRRORED. */
-static bool all_copied(Migration *mig)
+typedef enum { STEP_ON, STEP_AGAIN, STEP_STOP } Step;
+
+/*
+ * All is copied: COPYING (or PAUSED after the last chunk) to MIRRORED;
+ * again when a held target error came after the copier's last look
+ * (@held_gen), stop when the job stopped.
+ */
+static Step all_copied(Migration *mig, uint64_t held_gen)
 {
-	bool ok;
+	Step step;
 
 	mfs_mutex_lock(&mig->lock);
-	ok = mig->state == MIG_COPYING || mig->state == MIG_PAUSED;
-	if (ok)
-		enter_locked(mig, MIG_MIRRORED);
+	if (mig->state != MIG_COPYING && mig->state != MIG_PAUSED)
+		step = STEP_STOP;
+	else if (mig->held_gen != held_gen)
+		step = STEP_AGAIN;
+	else
+		step = STEP_ON;
+	if (step == STEP_ON)
+		mig_enter_locked(mig, MIG_MIRRORED);
 	mfs_mutex_unlock(&mig->lock);
-	if (ok)
+	if (step == STEP_ON)
 		announce(mig, MIG_MIRRORED, 0);
-	return ok;
+	return step;
 }
 
-/* MIRRORED to SWITCHING: at once, or when a switch is requested (manual). */
-static bool switch_due(Migration *mig)
+/*
+ * MIRRORED to SWITCHING: at once, or when a switch is requested (manual);
+ * again when a held target error paused the job meanwhile.
+ */
+static Step switch_due(Migration *mig)
 {
-	bool ok;
+	Step step;
 
 	mfs_mutex_lock(&mig->lock);
 	if (!mig->manual_switch && mig->state == MIG_MIRRORED)
-		enter_locked(mig, MIG_SWITCHING);
+		mig_enter_locked(mig, MIG_SWITCHING);
 	while (mig->state == MIG_MIRRORED)
 		mfs_cond_wait(&mig->cond, &mig->lock);
-	ok = mig->state == MIG_SWITCHING;
+	step = mig->state == MIG_SWITCHING ? STEP_ON
+	       : mig->state == MIG_PAUSED  ? STEP_AGAIN
+	                                   : STEP_STOP;
 	mfs_mutex_unlock(&mig->lock);
-	if (ok)
+	if (step == STEP_ON)
 		announce(mig, MIG_SWITCHING, 0);
-	return ok;
+	return step;
 }
 
 static gpointer migration_thread(gpointer data)
 {
 	Migration *mig = data;
 
+	Step step = STEP_AGAIN;
+	uint64_t held_gen;
+
 	mig_hook(mig, "started");
-	if (!mig_copier_run(mig))
-		goto stop;
-	/* A manual switch may be hours away: a restart meanwhile copies nothing again. */
-	if (mig->manual_switch)
-		mig_checkpoint(mig);
-	if (!all_copied(mig))
-		goto stop;
-	mig_hook(mig, "mirrored");
-	if (!switch_due(mig) || mig_switch(mig) < 0)
+	/* Again and again only after held target errors (on_target_error=stop). */
+	while (step == STEP_AGAIN) {
+		if (!mig_copier_run(mig, &held_gen))
+			goto stop;
+		/* A manual switch may be hours away: a restart meanwhile copies nothing again. */
+		if (mig->manual_switch)
+			mig_checkpoint(mig);
+		step = all_copied(mig, held_gen);
+		if (step != STEP_ON)
+			continue;
+		mig_hook(mig, "mirrored");
+		step = switch_due(mig);
+	}
+	if (step == STEP_STOP || mig_switch(mig) < 0)
 		goto stop;
 	mig_drop_objects(mig);
 	/* Before "switched" is announced, so that whoever waits for it finds it done. */
@@ -596,12 +622,14 @@ static int request(Mfs *fs, MigRequest r, uint64_t arg)
 	mfs_mutex_lock(&mig->lock);
 	ret = mig_request_decide(mig->state, r, mig->manual_switch, &next);
 	if (ret == 0) {
+		if (r == MIG_REQ_RESUME)
+			g_clear_pointer(&mig->held, g_free); /* the operator says it is fixed */
 		if (r == MIG_REQ_SPEED)
 			mig->speed_bps = arg;
 		else if (r == MIG_REQ_GUEST_SHARE)
 			mig->guest_share = (unsigned)arg;
 		if (next != mig->state)
-			enter_locked(mig, next);
+			mig_enter_locked(mig, next);
 		/* A new limit or share counts at once: the copier waits on cond. */
 		mfs_cond_broadcast(&mig->cond);
 	}

@@ -49,6 +49,11 @@ typedef struct {
 	uint64_t speed_bps;   /* copier limit in bytes/s; 0: unlimited */
 	unsigned guest_share; /* percent of the time a busy guest keeps to itself */
 	bool manual_switch;   /* stay mirrored until mfs_migration_switch() */
+	/*
+	 * on_target_error=stop: a failure to write the target pauses the job
+	 * (mfs_migration_resume() carries on) instead of ending it.
+	 */
+	bool stop_on_target_error;
 	bool delete_source;   /* remove the source files after the switch */
 	bool overwrite;       /* allow names that already exist in the target */
 	bool no_clone;        /* copy every byte, even where blocks could be shared */
@@ -73,6 +78,7 @@ typedef struct {
 typedef struct {
 	MfsMigState state;
 	bool paused;
+	bool held; /* paused by a target error (on_target_error=stop): error says which */
 	char *source, *target;
 	uint64_t bytes_total; /* data (not holes) to copy, as counted at the start */
 	uint64_t bytes_copied;
@@ -87,7 +93,7 @@ typedef struct {
 	uint64_t speed_bps;
 	unsigned guest_share; /* percent */
 	uint64_t rested_ns;   /* the copier's rests for the guest, in all */
-	char *error;          /* when failed */
+	char *error;          /* when failed, or why a target error paused it (held) */
 	MfsMigFileStatus *files;
 	unsigned n_files;
 } MfsMigStatus;

@@ -42,6 +42,7 @@ void mirror_copy_resources_free(MirrorFile *mf)
 {
 	direct_close(&mf->copy_src_direct);
 	direct_close(&mf->copy_dst_direct);
+	mf->copy_direct_tried = false; /* a cursor lowered later copies again */
 	copy_buf_release(mf);
 }
 
@@ -250,8 +251,12 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
                              uint64_t *cloned)
 {
 	off_t pos = start;
+	bool fresh;
 	int ret;
 
+	mfs_mutex_lock(&mf->lock);
+	fresh = mf->dst_fresh;
+	mfs_mutex_unlock(&mf->lock);
 	while (pos < end) {
 		off_t data = lseek(mf->src_fd, pos, SEEK_DATA);
 		off_t hole;
@@ -264,7 +269,7 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 			data = end; /* nothing but hole up to the end of file */
 		}
 		data = MIN(data, end);
-		if (data > pos && !mf->dst_fresh &&
+		if (data > pos && !fresh &&
 		    fallocate(mf->dst_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos,
 		              data - pos) < 0 &&
 		    errno != EOPNOTSUPP)
@@ -346,8 +351,11 @@ static int recopy_next(MirrorFile *mf, uint64_t *copied)
 	if (ret == 0 && start < end)
 		ret = copy_range_sparse(mf, start, end, copied, &cloned);
 	mirror_chunk_release(mf, -1, *copied, cloned);
+	if (ret < 0 && !mf->copy_error_on_source && mirror_file_target_failed(mf, ret, start))
+		return 1; /* held: the copier waits, then copies the range again */
 	if (ret < 0) {
-		mirror_fail(mf, ret, mf->copy_error_on_source);
+		if (mf->copy_error_on_source)
+			mirror_fail(mf, ret, true);
 		return ret;
 	}
 	return 1;
@@ -431,7 +439,10 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
 
 fail:
 	mirror_chunk_release(mf, -1, 0, 0);
-	mirror_fail(mf, ret, mf->copy_error_on_source);
+	if (mf->copy_error_on_source)
+		mirror_fail(mf, ret, true);
+	else if (mirror_file_target_failed(mf, ret, start))
+		return 1; /* held: the copier waits, then copies from here again */
 	return ret;
 }
 
@@ -441,12 +452,18 @@ void mirror_file_start_writeback(MirrorFile *mf)
 	sync_file_range(mf->dst_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+int mirror_file_sync_target(MirrorFile *mf)
+{
+	return fdatasync(mf->dst_fd) < 0 ? -errno : 0;
+}
+
 int mirror_file_flush_target(MirrorFile *mf)
 {
 	if (fdatasync(mf->dst_fd) < 0) {
 		int ret = -errno;
 
-		mirror_fail(mf, ret, false);
+		/* The pages that did not make it are not known: all of it again. */
+		mirror_file_target_failed(mf, ret, 0);
 		return ret;
 	}
 	return 0;

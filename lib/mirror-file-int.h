@@ -32,11 +32,13 @@ struct MirrorFile {
 	size_t max_chunk;  /* set before use */
 	size_t next_chunk; /* the copier's */
 	uint64_t ops_seen; /* the copier's: guest_ops when it claimed its last chunk */
-	bool dst_fresh;    /* immutable */
+	bool dst_fresh;    /* protected by lock: the target holds nothing above the cursor */
 	MirrorHook hook;   /* set before use */
 	void *hook_opaque;
 	MirrorErrorFn on_error; /* set before use */
 	void *error_opaque;
+	MirrorHoldFn on_hold; /* set before use, or NULL */
+	void *hold_opaque;
 	IntentLog *intents;       /* set before use, or NULL */
 	uint32_t intent_id;       /* set before use */
 	MirrorChangeFn on_change; /* set before use */

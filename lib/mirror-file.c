@@ -162,6 +162,23 @@ void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaqu
 	mf->error_opaque = opaque;
 }
 
+void mirror_file_set_hold_handler(MirrorFile *mf, MirrorHoldFn fn, void *opaque)
+{
+	mf->on_hold = fn;
+	mf->hold_opaque = opaque;
+}
+
+void mirror_file_lower_cursor(MirrorFile *mf, off_t from)
+{
+	mfs_mutex_lock(&mf->lock);
+	if (from < mf->cp_offset) {
+		mf->cp_offset = from;
+		mf->bytes_resumed = MIN(mf->bytes_resumed, (uint64_t)from);
+		mf->dst_fresh = false;
+	}
+	mfs_mutex_unlock(&mf->lock);
+}
+
 void mirror_file_set_intent_log(MirrorFile *mf, IntentLog *log, uint32_t id)
 {
 	mf->intents = log;
@@ -374,6 +391,14 @@ void mirror_fail(MirrorFile *mf, int err, bool on_source)
 		mf->on_error(mf, err, on_source, mf->error_opaque);
 }
 
+bool mirror_file_target_failed(MirrorFile *mf, int err, off_t from)
+{
+	if (mf->on_hold && mf->on_hold(mf, err, from, mf->hold_opaque))
+		return true;
+	mirror_fail(mf, err, false);
+	return false;
+}
+
 void mirror_file_detach(MirrorFile *mf)
 {
 	mfs_mutex_lock(&mf->lock);
@@ -416,7 +441,7 @@ ssize_t mirror_file_write(MirrorFile *mf, int src_fd, const void *buf, size_t le
 		mfs_test_crash_point("mirror-half");
 		err = mirror_pwrite_all(mf->dst_fd, buf, MIN((off_t)n, mirror_end - off), off);
 		if (err < 0)
-			mirror_fail(mf, err, false);
+			mirror_file_target_failed(mf, err, off);
 	}
 	range_release(mf, &r);
 	return ret;
@@ -433,7 +458,7 @@ int mirror_file_fallocate(MirrorFile *mf, int src_fd, int mode, off_t off, off_t
 		off_t tlen = mirror_end == MIRROR_OFF_MAX ? len : mirror_end - off;
 
 		if (fallocate(mf->dst_fd, mode, off, tlen) < 0)
-			mirror_fail(mf, -errno, false);
+			mirror_file_target_failed(mf, -errno, off);
 	}
 	range_release(mf, &r);
 	return ret;
@@ -482,8 +507,9 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
 	detached = mf->detached;
 	mfs_mutex_unlock(&mf->lock);
 	if (ret == 0 && !detached) {
+		/* The pages that did not make it are not known: all of it again. */
 		if ((datasync ? fdatasync(mf->dst_fd) : fsync(mf->dst_fd)) < 0)
-			mirror_fail(mf, -errno, false);
+			mirror_file_target_failed(mf, -errno, 0);
 	}
 	return ret;
 }
@@ -517,11 +543,14 @@ bool mirror_chunk_claim(MirrorFile *mf, off_t start, off_t end)
 	return chunk_drain(mf, start, end);
 }
 
-/* Release the chunk, moving the cursor to @new_cp when the copy succeeded. */
+/*
+ * Release the chunk, moving the cursor to @new_cp when the copy succeeded,
+ * unless a held target failure brought it down meanwhile, below the chunk.
+ */
 void mirror_chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied, uint64_t cloned)
 {
 	mfs_mutex_lock(&mf->lock);
-	if (new_cp >= 0)
+	if (new_cp >= 0 && mf->cp_offset >= mf->chunk_start)
 		mf->cp_offset = new_cp;
 	mf->bytes_copied += copied + cloned;
 	mf->bytes_cloned += cloned;

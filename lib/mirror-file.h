@@ -31,6 +31,7 @@ typedef void (*MirrorHook)(MirrorFile *mf, MirrorHookPoint point, off_t off, off
                            void *opaque);
 /* The file's first mirrored change is about to be made (see mirror_file_set_change_handler()). */
 typedef void (*MirrorChangeFn)(MirrorFile *mf, void *opaque);
+typedef bool (*MirrorHoldFn)(MirrorFile *mf, int err, off_t from, void *opaque);
 
 typedef struct {
 	off_t size;            /* of the source, as last seen */
@@ -71,6 +72,28 @@ void mirror_file_set_hook(MirrorFile *mf, MirrorHook hook, void *opaque);
  * it, a guest's inside the gate or the copier's.
  */
 void mirror_file_set_error_handler(MirrorFile *mf, MirrorErrorFn fn, void *opaque);
+/*
+ * Asked first when writing the target fails (a mirrored write or
+ * fallocate, a guest's fsync, the copier's chunk), with the errno and the
+ * offset from which the target may now be wrong: returning true, the
+ * owner holds the file instead of failing it, and has brought its cursor
+ * down there (mirror_file_lower_cursor()); the guest's operation
+ * succeeds on the source, and the file goes on mirroring.  Without the
+ * MirrorFile's lock, by the thread that met the failure.
+ */
+void mirror_file_set_hold_handler(MirrorFile *mf, MirrorHoldFn fn, void *opaque);
+/*
+ * Copy again from @from: the cursor comes down there, never up, and the
+ * copier's chunk in flight above it does not lift it back.  The target
+ * above may hold old bytes: holes are punched there as the copy goes.
+ */
+void mirror_file_lower_cursor(MirrorFile *mf, off_t from);
+/*
+ * Writing the target failed from @from on (here or in the owner's own
+ * flush): true when the owner holds the file (the hold handler), false
+ * when the file failed (the error handler, once).
+ */
+bool mirror_file_target_failed(MirrorFile *mf, int err, off_t from);
 
 /*
  * Record every mirrored change in @log as file @id while it is in flight
@@ -132,6 +155,8 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
 int mirror_file_settle(MirrorFile *mf);
 /* Start writing the target's dirty pages back, without waiting. */
 void mirror_file_start_writeback(MirrorFile *mf);
+/* Flush the target, and only that: -errno, nothing else done about a failure. */
+int mirror_file_sync_target(MirrorFile *mf);
 /* Flush the target (ahead of the switch).  */
 int mirror_file_flush_target(MirrorFile *mf);
 int mirror_file_target_fd(MirrorFile *mf);

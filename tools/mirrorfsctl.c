@@ -20,7 +20,8 @@
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint, *opt_socket;
+static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint,
+    *opt_on_target_error, *opt_socket;
 static gboolean opt_delete_source, opt_overwrite, opt_no_clone;
 
 static const GOptionEntry entries[] = {
@@ -36,6 +37,10 @@ static const GOptionEntry entries[] = {
      "start: data copied between two checkpoints, the most a restart copies again (default "
      "256M)",
      "SIZE"},
+    {"on-target-error", 0, 0, G_OPTION_ARG_STRING, &opt_on_target_error,
+     "start: when the target fails, end the migration (abort, default) or pause it until "
+     "resume (stop)",
+     "abort|stop"},
     {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
      "start: delete the source files after the switch", NULL},
     {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
@@ -125,9 +130,9 @@ int main(int argc, char *argv[])
 	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
 	if (strcmp(cmd, "start") &&
 	    (opt_speed || opt_chunk || opt_guest_share || opt_switch || opt_checkpoint ||
-	     opt_delete_source || opt_overwrite || opt_no_clone))
+	     opt_on_target_error || opt_delete_source || opt_overwrite || opt_no_clone))
 		return usage_error(
-		    "--speed, --chunk, --guest-share, --switch, --checkpoint, "
+		    "--speed, --chunk, --guest-share, --switch, --checkpoint, --on-target-error, "
 		    "--delete-source, --overwrite and --no-clone go with start, not %s",
 		    cmd);
 	if (!strcmp(cmd, "start")) {
@@ -146,7 +151,9 @@ int main(int argc, char *argv[])
 		     check_option(&opts, "guest_share", "--guest-share", opt_guest_share)) ||
 		    (opt_switch && check_option(&opts, "switch", "--switch", opt_switch)) ||
 		    (opt_checkpoint &&
-		     check_option(&opts, "checkpoint", "--checkpoint", opt_checkpoint)))
+		     check_option(&opts, "checkpoint", "--checkpoint", opt_checkpoint)) ||
+		    (opt_on_target_error && check_option(&opts, "on_target_error",
+		                                         "--on-target-error", opt_on_target_error)))
 			return EXIT_USAGE;
 		/* Sizes and shares go as numbers, as the daemon reads them. */
 		if (opt_speed) {
@@ -167,7 +174,12 @@ int main(int argc, char *argv[])
 		}
 		if (opt_switch) {
 			json_builder_set_member_name(b, "switch");
-			json_builder_add_string_value(b, opts.manual_switch ? "manual" : "auto");
+			json_builder_add_string_value(b, mfs_mig_option_word(&opts, "switch"));
+		}
+		if (opt_on_target_error) {
+			json_builder_set_member_name(b, "on_target_error");
+			json_builder_add_string_value(
+			    b, mfs_mig_option_word(&opts, "on_target_error"));
 		}
 		json_builder_set_member_name(b, "delete_source");
 		json_builder_add_boolean_value(b, opt_delete_source);

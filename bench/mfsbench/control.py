@@ -31,6 +31,7 @@ SWITCHED = "switched"
 FAILED = "failed"
 CANCELLED = "cancelled"
 STOPPED = "stopped"
+ERROR_PAUSED = "error-paused"
 
 # What a migration does not leave by itself: none begun, or ended.
 SETTLED = (FAILED, CANCELLED, STOPPED, IDLE, SWITCHED)

@@ -44,7 +44,7 @@ import os
 import sys
 
 STATES = ("idle", "copying", "paused", "mirrored", "switching", "switched",
-          "failed", "cancelled", "stopped")
+          "failed", "cancelled", "stopped", "error-paused")
 FILE_STATES = ("pending", "copying", "mirrored")
 MIRRORED_STATES = ("mirrored", "switching", "switched")
 

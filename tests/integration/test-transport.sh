@@ -54,6 +54,9 @@ refused() {
 transport_is() {
 	local name="$1" logf
 	logf="$(daemon_log "$MNT")"
+	# The rings start after the kernel's INIT, a moment after the mount
+	# appears; until then requests come through /dev/fuse, and say so.
+	[[ "$name" != io_uring ]] || wait_log "$MNT" "transport: FUSE over io_uring" 10
 	assert_eq "$name" "$(status_field "$MNT" transport)" "mirrorfs-status transport"
 	if [[ "$name" == io_uring ]]; then
 		grep -q "transport: FUSE over io_uring" "$logf" || fail "the log does not name io_uring"

@@ -8,8 +8,8 @@
 # Usage: check-state-names.sh SRCDIR
 set -uo pipefail
 src="${1:?usage: check-state-names.sh SRCDIR}"
-lib="$(grep -o '{"[a-z]*", MFS_MIG_' "$src/lib/mig-names.c" | cut -d'"' -f2 | sort -u)"
-bench="$(grep -E '^[A-Z]+ = "[a-z]+"$' "$src/bench/mfsbench/control.py" | cut -d'"' -f2 | sort -u)"
+lib="$(grep -o '{"[a-z-]*", MFS_MIG_' "$src/lib/mig-names.c" | cut -d'"' -f2 | sort -u)"
+bench="$(grep -E '^[A-Z_]+ = "[a-z-]+"$' "$src/bench/mfsbench/control.py" | cut -d'"' -f2 | sort -u)"
 if [[ -z "$lib" || "$lib" != "$bench" ]]; then
 	echo "state names: lib/mig-names.c and bench/mfsbench/control.py differ:" >&2
 	diff <(echo "$lib") <(echo "$bench") >&2

@@ -8,8 +8,9 @@
 #include <string.h>
 
 /* What a status has always said, in this order (mirrorfs-status(1)); new ones at the end. */
-static const char *const reported[] = {"idle",     "copying", "paused",    "mirrored", "switching",
-                                       "switched", "failed",  "cancelled", "stopped"};
+static const char *const reported[] = {"idle",      "copying",     "paused", "mirrored",
+                                       "switching", "switched",    "failed", "cancelled",
+                                       "stopped",   "error-paused"};
 
 START_TEST(test_the_list)
 {
@@ -31,12 +32,14 @@ START_TEST(test_there_and_back)
 		bool paused;
 
 		ck_assert_int_eq(mfs_mig_state_from_name(name, &state, &paused), 0);
-		ck_assert_str_eq(mfs_mig_status_name(state, paused), name);
-		ck_assert(paused == !strcmp(name, "paused"));
+		ck_assert_str_eq(mfs_mig_status_name(state, paused, !strcmp(name, "error-paused")),
+		                 name);
+		ck_assert(paused == (!strcmp(name, "paused") || !strcmp(name, "error-paused")));
 		if (!paused)
 			ck_assert_str_eq(mfs_mig_state_name(state), name);
 	}
-	ck_assert_str_eq(mfs_mig_status_name(MFS_MIG_COPYING, true), "paused");
+	ck_assert_str_eq(mfs_mig_status_name(MFS_MIG_COPYING, true, false), "paused");
+	ck_assert_str_eq(mfs_mig_status_name(MFS_MIG_COPYING, true, true), "error-paused");
 	ck_assert_str_eq(mfs_mig_state_name(MFS_MIG_COPYING), "copying");
 	ck_assert_str_eq(mfs_mig_state_name((MfsMigState)99), "unknown");
 	ck_assert_int_eq(mfs_mig_state_from_name("Switched", NULL, NULL), -EINVAL);

@@ -711,6 +711,43 @@ START_TEST(test_truncate_in_flight_at_the_claim)
 }
 END_TEST
 
+/*
+ * A held target failure (on_target_error=stop) lowers the cursor while the
+ * copier's chunk is in flight above it: the chunk's release must not lift
+ * the cursor back, or what the guest wrote below (on the source only, the
+ * target having refused it) would never be copied.  Forced: at CHUNK_READ
+ * (chunk claimed and read, not yet written) the source changes below and
+ * the cursor comes down there, as mig_hold() brings it.
+ */
+static void lower_under_the_chunk(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len,
+                                  void *opaque)
+{
+	unsigned char block[CHUNK];
+	bool *done = opaque;
+
+	(void)off, (void)len;
+	if (point != MIRROR_HOOK_CHUNK_READ || *done)
+		return;
+	*done = true;
+	memset(block, 0x77, sizeof(block));
+	ck_assert_int_eq(pwrite(fx.guest_fd, block, CHUNK, CHUNK), CHUNK);
+	mirror_file_lower_cursor(mf, CHUNK);
+}
+
+START_TEST(test_a_lowered_cursor_stays_down_under_the_chunk_in_flight)
+{
+	bool done = false;
+
+	fixture_open(8 * CHUNK, true);
+	copy_chunks(4);
+	mirror_file_set_hook(fx.mf, lower_under_the_chunk, &done);
+	copy_all();
+	ck_assert(done);
+	assert_files_equal();
+	fixture_close();
+}
+END_TEST
+
 START_TEST(test_odd_sizes)
 {
 	static const off_t sizes[] = {0, 1, 4095, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK};
@@ -959,6 +996,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_between_chunk_choice_and_claim);
 	tcase_add_test(ops, test_truncate_in_flight_at_the_claim);
+	tcase_add_test(ops, test_a_lowered_cursor_stays_down_under_the_chunk_in_flight);
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
