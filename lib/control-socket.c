@@ -4,14 +4,19 @@
  * What a request means is control.c's.
  *
  * The server is one thread polling the listening socket and every client.
- * Every command is quick (none waits for the migration: clients poll the
- * status to wait), so one thread serves all, and a client that connects
+ * Every command is quick (none waits for the migration: clients follow
+ * its events, or poll its status), so one thread serves all, and a client that connects
  * and says nothing, or sends half a line, only holds its own slot until
  * its idle time runs out.  Requests longer than CONTROL_MAX_REQUEST get
  * an error reply.  Replies are written with a send timeout of 1 s: a
  * client that sends requests and never reads the replies delays the
  * others by that much for each reply that does not fit its socket buffer,
  * and is then dropped.
+ *
+ * A client that asked for "events" follows the migration: the job wakes
+ * the server (mfs_job_notify(), an eventfd) as it queues each event, and
+ * the server sends the new ones to every follower, one line each.  A
+ * follower is never dropped for being idle.
  */
 #define _GNU_SOURCE
 #include "control.h"
@@ -40,12 +45,15 @@ typedef struct {
 	uid_t uid;
 	GString *in;
 	gint64 last;
+	bool follows;   /* asked for "events" */
+	uint64_t after; /* a follower's: the last event it has */
 } Client;
 
 struct ControlServer {
 	Mfs *fs;
 	char *path, *mountpoint;
 	int listen_fd, wake_fd;
+	int event_fd; /* the job has news for the followers */
 	GThread *thread;
 	Client clients[MAX_CLIENTS]; /* the server thread's only */
 	unsigned n_clients;
@@ -98,8 +106,37 @@ static void server_accept(ControlServer *srv)
 		close(fd);
 		return;
 	}
-	srv->clients[srv->n_clients++] =
-	    (Client){fd, cred.uid, g_string_new(NULL), g_get_monotonic_time()};
+	srv->clients[srv->n_clients++] = (Client){
+	    .fd = fd, .uid = cred.uid, .in = g_string_new(NULL), .last = g_get_monotonic_time()};
+}
+
+/* The events a follower has not had yet; false when it must be closed. */
+static bool send_events(ControlServer *srv, Client *c)
+{
+	MfsMigEvent *events = NULL;
+	uint64_t last;
+	unsigned n = mfs_migration_events(srv->fs, c->after, &events, &last);
+	bool ok = true;
+
+	for (unsigned i = 0; i < n && ok; i++) {
+		g_autofree char *line = control_event_line(&events[i]);
+
+		ok = send_line(c->fd, line) == 0;
+		c->after = events[i].seq;
+	}
+	mfs_migration_events_free(events, n);
+	return ok;
+}
+
+/* The job's news (mfs_migration_set_event_notify()): wake the server thread. */
+static void event_notify(void *opaque)
+{
+	ControlServer *srv = opaque;
+	uint64_t one = 1;
+
+	/* Nonblocking: a counter already high enough to wake it is as good. */
+	if (write(srv->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		g_warning("control: cannot wake the server for an event: %s", g_strerror(errno));
 }
 
 /* Serve the complete lines a client sent; false when it must be closed. */
@@ -123,15 +160,24 @@ static bool client_serve(ControlServer *srv, Client *c)
 			text_len--;
 		if (len > CONTROL_MAX_REQUEST)
 			break;
+		int64_t follow_from = -1;
+
 		c->in->str[text_len] = '\0';
 		if (memchr(c->in->str, '\0', text_len))
 			reply = control_reply_error("malformed request: NUL byte");
 		else
-			reply =
-			    control_handle_request(srv->fs, srv->mountpoint, c->in->str, c->uid);
+			reply = control_handle_request_follow(srv->fs, srv->mountpoint, c->in->str,
+			                                      c->uid, &follow_from);
 		g_string_erase(c->in, 0, len + 1);
 		if (send_line(c->fd, reply) < 0)
 			return false;
+		if (follow_from >= 0) {
+			c->follows = true;
+			c->after = (uint64_t)follow_from;
+			/* Any that came between the reply's seq and now. */
+			if (!send_events(srv, c))
+				return false;
+		}
 	}
 	/* A line is too long once it passes the limit, ended or not. */
 	nl = memchr(c->in->str, '\n', c->in->len);
@@ -148,35 +194,43 @@ static bool client_serve(ControlServer *srv, Client *c)
 static gpointer server_thread(gpointer data)
 {
 	ControlServer *srv = data;
-	struct pollfd pfd[MAX_CLIENTS + 2];
+	struct pollfd pfd[MAX_CLIENTS + 3];
+	enum { LISTEN, WAKE, EVENT, CLIENTS };
 
 	for (;;) {
+		bool news = false;
+		uint64_t count;
 		gint64 now;
 		int n;
 
-		pfd[0] = (struct pollfd){srv->listen_fd, POLLIN, 0};
-		pfd[1] = (struct pollfd){srv->wake_fd, POLLIN, 0};
+		pfd[LISTEN] = (struct pollfd){srv->listen_fd, POLLIN, 0};
+		pfd[WAKE] = (struct pollfd){srv->wake_fd, POLLIN, 0};
+		pfd[EVENT] = (struct pollfd){srv->event_fd, POLLIN, 0};
 		for (unsigned i = 0; i < srv->n_clients; i++)
-			pfd[i + 2] = (struct pollfd){srv->clients[i].fd, POLLIN, 0};
-		n = poll(pfd, srv->n_clients + 2, 1000);
+			pfd[i + CLIENTS] = (struct pollfd){srv->clients[i].fd, POLLIN, 0};
+		n = poll(pfd, srv->n_clients + CLIENTS, 1000);
 		if (n < 0 && errno != EINTR)
 			break;
-		if (pfd[1].revents)
+		if (pfd[WAKE].revents)
 			break;
+		if (pfd[EVENT].revents & POLLIN)
+			news = read(srv->event_fd, &count, sizeof(count)) == sizeof(count);
 		now = g_get_monotonic_time();
 		/* Clients first, from the end, so that closing one moves no unseen one. */
 		for (unsigned i = srv->n_clients; i-- > 0;) {
 			Client *c = &srv->clients[i];
 			bool keep = true;
 
-			if (pfd[i + 2].revents & (POLLIN | POLLHUP | POLLERR))
+			if (pfd[i + CLIENTS].revents & (POLLIN | POLLHUP | POLLERR))
 				keep = client_serve(srv, c);
-			else if (now - c->last > CLIENT_IDLE_US)
+			else if (now - c->last > CLIENT_IDLE_US && !c->follows)
 				keep = false;
+			if (keep && news && c->follows)
+				keep = send_events(srv, c);
 			if (!keep)
 				client_close(srv, i);
 		}
-		if (pfd[0].revents & POLLIN)
+		if (pfd[LISTEN].revents & POLLIN)
 			server_accept(srv);
 	}
 	while (srv->n_clients)
@@ -233,12 +287,14 @@ int control_server_start(Mfs *fs, const char *socket_path, const char *mountpoin
 	srv->mountpoint = g_strdup(mountpoint);
 	srv->listen_fd = fd;
 	srv->wake_fd = eventfd(0, EFD_CLOEXEC);
+	srv->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	*out = srv;
 	return 0;
 }
 
 void control_server_run(ControlServer *srv)
 {
+	mfs_migration_set_event_notify(srv->fs, event_notify, srv);
 	/* Not "mirrorfs-control": a thread's name has 15 bytes at most (lock.h). */
 	srv->thread = mfs_thread_new("mirrorfs-ctl", server_thread, srv);
 }
@@ -250,12 +306,14 @@ void control_server_stop(ControlServer *srv)
 	if (!srv)
 		return;
 	if (srv->thread) {
+		mfs_migration_set_event_notify(srv->fs, NULL, NULL);
 		if (write(srv->wake_fd, &one, sizeof(one)) < 0)
 			g_warning("control: cannot stop the server thread: %s", g_strerror(errno));
 		g_thread_join(srv->thread);
 	}
 	close(srv->listen_fd);
 	close(srv->wake_fd);
+	close(srv->event_fd);
 	unlink(srv->path);
 	g_free(srv->path);
 	g_free(srv->mountpoint);
@@ -264,66 +322,129 @@ void control_server_stop(ControlServer *srv)
 
 /* --- client -------------------------------------------------------------- */
 
-int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
-                    char **error)
+/* Connect to @socket_path; on failure *@error says why. */
+static int client_connect(const char *socket_path, int timeout_ms, int *out, char **error)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	GString *in = g_string_new(NULL);
-	int fd, ret = 0;
-	char buf[4096];
-	char *nl = NULL;
+	int fd;
 
 	if (strlen(socket_path) >= sizeof(addr.sun_path)) {
 		*error = g_strdup_printf("control socket path '%s' is too long", socket_path);
-		ret = -ENAMETOOLONG;
-		goto out;
+		return -ENAMETOOLONG;
 	}
 	strcpy(addr.sun_path, socket_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		ret = -errno;
+		int ret = -errno;
+
 		*error = g_strdup_printf("cannot reach the control socket '%s': %s%s", socket_path,
 		                         g_strerror(errno),
 		                         errno == ENOENT ? " (is a mirrorfs mounted there?)" : "");
 		if (fd >= 0)
 			close(fd);
-		goto out;
+		return ret;
 	}
 	{
 		/* A daemon that accepts and never answers must not hang its clients. */
 		struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
 
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	}
-	/* A daemon that refuses us says why before it closes: read that anyway. */
-	ret = send_line(fd, request);
-	if (ret == -EPIPE || ret == -ECONNRESET)
-		ret = 0;
-	while (ret == 0 && !(nl = memchr(in->str, '\n', in->len))) {
-		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	*out = fd;
+	return 0;
+}
 
+/*
+ * The next line from @fd, buffered in @in, within @timeout_ms (-1: no
+ * limit): 1 with *@line (no newline), 0 on timeout, or -errno
+ * (-ECONNRESET when the daemon closed the connection).
+ */
+static int read_line(int fd, GString *in, int timeout_ms, char **line)
+{
+	gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+	char buf[4096];
+	char *nl;
+
+	while (!(nl = memchr(in->str, '\n', in->len))) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int wait_ms = -1;
+		ssize_t n;
+
+		if (timeout_ms >= 0) {
+			wait_ms = (int)MAX(0, (deadline - g_get_monotonic_time()) / 1000);
+			if (wait_ms == 0)
+				return 0;
+		}
+		n = poll(&pfd, 1, wait_ms);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		n = recv(fd, buf, sizeof(buf), 0);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			ret = n < 0 ? -errno : -ECONNRESET;
-		else
-			g_string_append_len(in, buf, n);
+			return n < 0 ? -errno : -ECONNRESET;
+		g_string_append_len(in, buf, n);
 	}
-	close(fd);
-	if (ret == -EAGAIN) {
+	*line = g_strndup(in->str, nl - in->str);
+	g_string_erase(in, 0, nl - in->str + 1);
+	return 1;
+}
+
+int control_follow_open(const char *socket_path, const char *request, int timeout_ms,
+                        ControlFollow *out, char **reply, char **error)
+{
+	int ret = client_connect(socket_path, timeout_ms, &out->fd, error);
+
+	if (ret < 0)
+		return ret;
+	out->in = g_string_new(NULL);
+	/* A daemon that refuses us says why before it closes: read that anyway. */
+	ret = send_line(out->fd, request);
+	if (ret == -EPIPE || ret == -ECONNRESET)
+		ret = 0;
+	if (ret == 0)
+		ret = read_line(out->fd, out->in, timeout_ms, reply);
+	if (ret == 0) {
 		*error = g_strdup_printf("control socket '%s': no answer within %.1f s (is the "
 		                         "daemon stopped?)",
 		                         socket_path, timeout_ms / 1000.0);
-		goto out;
+		ret = -ETIMEDOUT;
+	} else if (ret < 0) {
+		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(-ret));
 	}
 	if (ret < 0) {
-		*error = g_strdup_printf("control socket '%s': %s", socket_path, g_strerror(-ret));
-		goto out;
+		control_follow_close(out);
+		return ret;
 	}
-	*nl = '\0';
-	*reply = g_strdup(in->str);
-out:
-	g_string_free(in, TRUE);
+	return 0;
+}
+
+int control_follow_next(ControlFollow *f, int timeout_ms, char **line)
+{
+	return read_line(f->fd, f->in, timeout_ms, line);
+}
+
+void control_follow_close(ControlFollow *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	if (f->in)
+		g_string_free(f->in, TRUE);
+	f->in = NULL;
+}
+
+int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
+                    char **error)
+{
+	ControlFollow f;
+	int ret = control_follow_open(socket_path, request, timeout_ms, &f, reply, error);
+
+	if (ret == 0)
+		control_follow_close(&f);
 	return ret;
 }

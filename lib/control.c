@@ -376,7 +376,80 @@ static bool forget_recorded_job(Mfs *fs)
 	return true;
 }
 
+char *control_event_line(const MfsMigEvent *ev)
+{
+	g_autoptr(JsonBuilder) b = json_builder_new();
+	g_autoptr(JsonGenerator) gen = json_generator_new();
+	g_autoptr(JsonNode) root = NULL;
+
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "event");
+	json_builder_add_string_value(b, ev->kind == MFS_MIG_EVENT_FILE ? "file" : "state");
+	json_builder_set_member_name(b, "seq");
+	json_builder_add_int_value(b, (gint64)ev->seq);
+	json_builder_set_member_name(b, "time");
+	json_builder_add_double_value(b, ev->time_us / 1e6);
+	if (ev->state) {
+		json_builder_set_member_name(b, "state");
+		json_builder_add_string_value(b, ev->state);
+	}
+	if (ev->path) {
+		json_builder_set_member_name(b, "path");
+		add_name(b, ev->path);
+	}
+	if (ev->error) {
+		json_builder_set_member_name(b, "error");
+		add_name(b, ev->error);
+	}
+	if (ev->stun_ms >= 0) {
+		json_builder_set_member_name(b, "stun_ms");
+		json_builder_add_double_value(b, ev->stun_ms);
+	}
+	json_builder_end_object(b);
+	root = json_builder_get_root(b);
+	json_generator_set_root(gen, root);
+	return json_generator_to_data(gen, NULL);
+}
+
+/*
+ * "events": where the migration stands now, as a state event with the
+ * newest seq; control-socket.c then sends every event after it.
+ */
+static char *reply_events(Mfs *fs, int64_t *follow_from)
+{
+	JsonBuilder *b = reply_begin(true);
+	MfsMigEvent *none = NULL;
+	MfsMigStatus st;
+	uint64_t last;
+
+	mfs_migration_events_free(none, mfs_migration_events(fs, UINT64_MAX, &none, &last));
+	mfs_migration_status(fs, &st);
+	json_builder_set_member_name(b, "event");
+	json_builder_add_string_value(b, "state");
+	json_builder_set_member_name(b, "seq");
+	json_builder_add_int_value(b, (gint64)last);
+	json_builder_set_member_name(b, "time");
+	json_builder_add_double_value(b, g_get_real_time() / 1e6);
+	json_builder_set_member_name(b, "state");
+	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused, st.held));
+	if (st.error) {
+		json_builder_set_member_name(b, "error");
+		add_name(b, st.error);
+	}
+	mfs_migration_status_clear(&st);
+	*follow_from = (int64_t)last;
+	return reply_end(b);
+}
+
 char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer)
+{
+	int64_t follow_from;
+
+	return control_handle_request_follow(fs, mountpoint, line, peer, &follow_from);
+}
+
+char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char *line, uid_t peer,
+                                    int64_t *follow_from)
 {
 	g_autoptr(JsonParser) parser = json_parser_new();
 	g_autoptr(GError) gerr = NULL;
@@ -386,6 +459,7 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 	const char *cmd;
 	int ret;
 
+	*follow_from = -1;
 	if (peer != 0 && peer != geteuid())
 		return control_reply_error("permission denied: uid %u may not control this mount",
 		                           (unsigned)peer);
@@ -411,6 +485,8 @@ char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, 
 		return control_reply_error("malformed request: no \"command\"");
 	if (!strcmp(cmd, "status"))
 		return reply_status(fs, mountpoint);
+	if (!strcmp(cmd, "events"))
+		return reply_events(fs, follow_from);
 	if (!strcmp(cmd, "start"))
 		return do_start(fs, mountpoint, req);
 	if (!strcmp(cmd, "speed")) {

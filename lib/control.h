@@ -25,6 +25,7 @@
 #define MFS_CONTROL_H
 
 #include "mfs.h"
+#include "migration.h"
 
 #include <glib.h>
 
@@ -59,6 +60,15 @@ void control_server_stop(ControlServer *srv);
 
 /* One request line from a peer with uid @peer; returns the reply (no newline). */
 char *control_handle_request(Mfs *fs, const char *mountpoint, const char *line, uid_t peer);
+/*
+ * The same; after an "events" request *@follow_from is the seq the peer
+ * follows from (its connection then gets every later event, one line
+ * each: control_event_line()), else -1.
+ */
+char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char *line, uid_t peer,
+                                    int64_t *follow_from);
+/* An event as a line of the "events" stream (no newline; see mirrorfs-status(1)). */
+char *control_event_line(const MfsMigEvent *ev);
 /* An error reply (no newline) saying what the format says, names escaped. */
 char *control_reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
@@ -70,5 +80,23 @@ char *control_reply_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
  */
 int control_request(const char *socket_path, const char *request, int timeout_ms, char **reply,
                     char **error);
+
+/*
+ * Client side, following ("events"): send @request and read its reply as
+ * control_request() does, then keep the connection for the lines that
+ * follow.
+ */
+typedef struct {
+	int fd;
+	GString *in;
+} ControlFollow;
+int control_follow_open(const char *socket_path, const char *request, int timeout_ms,
+                        ControlFollow *out, char **reply, char **error);
+/*
+ * The next line within @timeout_ms (-1: no limit): 1 with *@line, 0 on
+ * timeout, -errno (-ECONNRESET: the daemon closed the connection).
+ */
+int control_follow_next(ControlFollow *f, int timeout_ms, char **line);
+void control_follow_close(ControlFollow *f);
 
 #endif

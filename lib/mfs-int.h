@@ -41,6 +41,10 @@ struct Mfs {
 	/* The job last started, kept for its status; changes stunned. */
 	void *job;
 	void (*job_free)(void *job);
+	/* Who hears of the job's news (mfs_job_notify()). */
+	MfsMutex job_notify_lock;            /* held while one is told: a leaf */
+	void (*job_notify_fn)(void *opaque); /* protected by job_notify_lock */
+	void *job_notify_opaque;             /* protected by job_notify_lock */
 
 	MfsMutex inodes_lock;
 	GHashTable *inodes; /* MfsInodeKey -> MfsInode; protected by inodes_lock */

@@ -27,6 +27,23 @@ void mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque)
 	fs->observer_opaque = obs ? opaque : NULL;
 }
 
+void mfs_set_job_notify(Mfs *fs, void (*fn)(void *opaque), void *opaque)
+{
+	mfs_mutex_lock(&fs->job_notify_lock);
+	fs->job_notify_fn = fn;
+	fs->job_notify_opaque = opaque;
+	mfs_mutex_unlock(&fs->job_notify_lock);
+}
+
+/* Under the lock: once the listener is unset, none is being told any more. */
+void mfs_job_notify(Mfs *fs)
+{
+	mfs_mutex_lock(&fs->job_notify_lock);
+	if (fs->job_notify_fn)
+		fs->job_notify_fn(fs->job_notify_opaque);
+	mfs_mutex_unlock(&fs->job_notify_lock);
+}
+
 void *mfs_job(Mfs *fs)
 {
 	void *job;

@@ -61,6 +61,15 @@ void *mfs_job_frozen(Mfs *fs);
 /* Keep @job instead of the one kept (returned, for the caller to free). */
 void *mfs_set_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job));
 
+/*
+ * Who to tell when the job has news (an event: mig-events.c), e.g. the
+ * control server: @fn(@opaque), from the job's threads, under a lock of
+ * its own (once unset, @fn is not running): it must only wake its own,
+ * at once.  NULL: none.
+ */
+void mfs_set_job_notify(Mfs *fs, void (*fn)(void *opaque), void *opaque);
+void mfs_job_notify(Mfs *fs);
+
 /* Hold off (and let go) every namespace change: the tree walk, the stuns. */
 void mfs_freeze_namespace(Mfs *fs);
 void mfs_thaw_namespace(Mfs *fs);

@@ -170,6 +170,7 @@ int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
 	fs->inodes = g_hash_table_new(mfs_inode_key_hash, mfs_inode_key_equal);
 	g_hash_table_add(fs->inodes, &fs->root);
 	mfs_mutex_init(&fs->files_lock);
+	mfs_mutex_init(&fs->job_notify_lock);
 	fs->files = g_hash_table_new(NULL, NULL);
 	*out = fs;
 	return 0;
@@ -217,6 +218,7 @@ void mfs_free(Mfs *fs)
 	g_hash_table_destroy(fs->files);
 	mfs_mutex_clear(&fs->inodes_lock);
 	mfs_mutex_clear(&fs->files_lock);
+	mfs_mutex_clear(&fs->job_notify_lock);
 	mfs_rwlock_clear(&fs->ns_lock);
 	gate_clear(&fs->gate);
 	close(fs->root.fd);

@@ -237,6 +237,7 @@ bool mig_copier_run(Migration *mig, uint64_t *held_gen)
 
 	copier_init(&c, mig);
 	for (guint i = 0;; i++) {
+		MirrorFileStats st;
 		MigObject *obj;
 		int ret;
 
@@ -248,9 +249,16 @@ bool mig_copier_run(Migration *mig, uint64_t *held_gen)
 		mfs_mutex_unlock(&mig->lock);
 		if (!obj)
 			return true;
+		mirror_file_stats(obj->mf, &st);
 		do
 			ret = copier_next_chunk(&c, obj->mf);
 		while (ret == 1);
+		if (ret == 0 && !st.mirrored) {
+			g_autofree char *path =
+			    mig_target_relpath(mig, mirror_file_target_fd(obj->mf));
+
+			mig_event(mig, MFS_MIG_EVENT_FILE, "mirrored", NULL, -1, path);
+		}
 		if (c.stopped)
 			return false;
 		if (ret < 0) {
@@ -274,12 +282,13 @@ void mig_lower_cursor(Migration *mig, MirrorFile *mf, off_t from)
 
 bool mig_hold(Migration *mig, MirrorFile *mf, int err, off_t from)
 {
-	g_autofree char *path = NULL;
+	g_autofree char *path = NULL, *why = NULL;
 	bool holds, first = false;
 
 	if (!mig->stop_on_target_error)
 		return false;
 	path = mig_target_relpath(mig, mirror_file_target_fd(mf));
+	why = g_strdup_printf("target: %s: %s", path ? path : "(a file)", g_strerror(-err));
 	/* No checkpoint computed before the lowering may be written after it. */
 	mfs_mutex_lock(&mig->ckpt_lock);
 	mfs_mutex_lock(&mig->lock);
@@ -291,12 +300,13 @@ bool mig_hold(Migration *mig, MirrorFile *mf, int err, off_t from)
 		mig->held_gen++;
 		first = !mig->held;
 		g_free(mig->held);
-		mig->held =
-		    g_strdup_printf("target: %s: %s", path ? path : "(a file)", g_strerror(-err));
+		mig->held = g_strdup(why);
 		if (mig->state != MIG_PAUSED)
 			mig_enter_locked(mig, MIG_PAUSED);
 	}
 	mfs_mutex_unlock(&mig->lock);
+	if (first)
+		mig_event(mig, MFS_MIG_EVENT_STATE, "error-paused", why, -1, NULL);
 	/*
 	 * Before the guest's operation returns: a crash now must not find a
 	 * record that trusts the target above the cursor.  Durably after a

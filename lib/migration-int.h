@@ -96,6 +96,7 @@ struct Migration {
 	bool stop_on_target_error; /* on_target_error=stop: mig_hold() pauses the job */
 	char *held;        /* why a target error paused it, until resumed; protected by lock */
 	uint64_t held_gen; /* counts those pauses; protected by lock */
+	GQueue events;     /* MfsMigEvent, the newest MFS_MIG_EVENTS_KEPT; protected by lock */
 	uint64_t stun_ns; /* protected by lock */
 	uint64_t bytes_total;    /* protected by lock */
 	GHashTable *objects;     /* MfsInodeKey -> MigObject; protected by lock */
@@ -115,6 +116,13 @@ void mig_hook(Migration *mig, const char *point);
 void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 MigState mig_state(Migration *mig);
 /* Go from @from to @to, announcing it; false (and nothing changes) when not in @from. */
+/* mig-events.c: queue an event (no lock held), and tell the followers. */
+void mig_event(Migration *mig, MfsMigEventKind kind, const char *state, const char *error,
+               double stun_ms, const char *path);
+/* The event of entering @s (its status name; failed: the error, switched: the stun). */
+void mig_state_event(Migration *mig, MigState s);
+void mig_events_clear(Migration *mig);
+
 /* Under lock: go to @to, waking whoever waits for a change. */
 void mig_enter_locked(Migration *mig, MigState to);
 bool mig_set_state(Migration *mig, MigState from, MigState to);

@@ -59,6 +59,7 @@ static Migration *migration_new(Mfs *fs)
 	    g_hash_table_new_full(mfs_inode_key_hash, mfs_inode_key_equal, NULL, mig_object_free);
 	mig->files = g_ptr_array_new();
 	mig->root_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+	g_queue_init(&mig->events);
 	return mig;
 }
 
@@ -98,6 +99,7 @@ static void migration_free(void *job)
 	g_free(mig->held);
 	g_free(mig->walk_error);
 	g_strfreev(mig->job);
+	mig_events_clear(mig);
 	g_strfreev(mig->target_keep);
 	mfs_cond_clear(&mig->cond);
 	mfs_mutex_clear(&mig->ckpt_lock);
@@ -137,6 +139,9 @@ static void announce(Migration *mig, MigState s, unsigned lost)
 		          mig->source, mig->target);
 	else if (s == MIG_MIRRORED || s == MIG_SWITCHING || s == MIG_CANCELLED || s == MIG_FAILED)
 		g_message("migration %s -> %s: %s", mig->source, mig->target, mig_state_name(s));
+	if (s == MIG_MIRRORED || s == MIG_SWITCHING || s == MIG_SWITCHED || s == MIG_STOPPED ||
+	    s == MIG_CANCELLED || s == MIG_FAILED)
+		mig_state_event(mig, s);
 }
 
 void mig_enter_locked(Migration *mig, MigState to)
@@ -292,6 +297,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mfs_thaw_namespace(fs);
 	migration_free(old);
 
+	mig_state_event(mig, MIG_COPYING);
 	if (!opts->defer_thread)
 		mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
 	return 0;
@@ -634,6 +640,9 @@ static int request(Mfs *fs, MigRequest r, uint64_t arg)
 		mfs_cond_broadcast(&mig->cond);
 	}
 	mfs_mutex_unlock(&mig->lock);
+	if (ret == 0 && (r == MIG_REQ_PAUSE || r == MIG_REQ_RESUME))
+		mig_event(mig, MFS_MIG_EVENT_STATE, r == MIG_REQ_PAUSE ? "paused" : "copying", NULL,
+		          -1, NULL);
 	/* A restart resumes the job with the limits the operator set last. */
 	if (ret == 0 && (r == MIG_REQ_SPEED || r == MIG_REQ_GUEST_SHARE))
 		mig_job_set(mig, r == MIG_REQ_SPEED ? "speed" : "guest_share", arg);

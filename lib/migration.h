@@ -20,6 +20,44 @@ typedef enum {
 	MFS_MIG_STOPPED, /* with the daemon: its next start resumes it */
 } MfsMigState;
 
+/*
+ * What a migration did, as it did it, for those who follow it instead of
+ * asking for its status (mirrorfs-status --follow): every state it enters
+ * (by its status name: "paused", "error-paused" too), and every file whose
+ * copy is done.
+ */
+typedef enum {
+	MFS_MIG_EVENT_STATE,
+	MFS_MIG_EVENT_FILE,
+} MfsMigEventKind;
+
+typedef struct {
+	uint64_t seq;    /* from 1, rising over every migration of the process */
+	int64_t time_us; /* wall clock */
+	MfsMigEventKind kind;
+	char *state;    /* STATE: the state entered */
+	char *error;    /* STATE failed or error-paused: why; else NULL */
+	double stun_ms; /* STATE switched: the stun; else -1 */
+	char *path;     /* FILE: the file now mirrored, relative to the target */
+} MfsMigEvent;
+
+/* How many events a migration keeps for its followers: the newest. */
+#define MFS_MIG_EVENTS_KEPT 1024
+
+/*
+ * The current migration's events after @after (seq), oldest first, into
+ * *@out (mfs_migration_events_free()); their number.  *@last: the newest
+ * seq of any migration so far, from which to follow (0 when none).
+ */
+unsigned mfs_migration_events(Mfs *fs, uint64_t after, MfsMigEvent **out, uint64_t *last);
+void mfs_migration_events_free(MfsMigEvent *events, unsigned n);
+/*
+ * Call @fn(@opaque) as each event is queued, from the job's threads (it
+ * must only wake its own thread); NULL: stop.  Once this returns with
+ * NULL, @fn is not running.
+ */
+void mfs_migration_set_event_notify(Mfs *fs, void (*fn)(void *opaque), void *opaque);
+
 /* "idle", "copying", ...: lib/mig-names.c, with the rest of the names. */
 const char *mfs_mig_state_name(MfsMigState state);
 

@@ -17,10 +17,11 @@
 
 #define PROG           "mirrorfs-status"
 #define STATUS_REQUEST "{\"version\":1,\"command\":\"status\"}"
+#define EVENTS_REQUEST "{\"version\":1,\"command\":\"events\"}"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-static gboolean opt_json;
+static gboolean opt_json, opt_follow;
 static double opt_watch = -1;
 static char *opt_wait;
 static char *opt_socket;
@@ -48,6 +49,10 @@ static const GOptionEntry entries[] = {
      "Redraw the progress every SECONDS (default 1) until the migration ends", "SECONDS"},
     {"wait", 0, 0, G_OPTION_ARG_STRING, &opt_wait,
      "Wait until the migration reaches STATE; fail at once if it fails or is cancelled", "STATE"},
+    {"follow", 'f', 0, G_OPTION_ARG_NONE, &opt_follow,
+     "Print every event (state change, file done, switch) as one JSON object a line, until "
+     "the migration ends",
+     NULL},
     {"timeout", 't', 0, G_OPTION_ARG_DOUBLE, &opt_timeout, "Give up waiting after SECONDS",
      "SECONDS"},
     {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
@@ -210,12 +215,135 @@ static char *state_list(void)
 	return g_string_free(s, FALSE);
 }
 
+/* Milliseconds left until @deadline (-1: none), at most @cap. */
+static int time_left_ms(gint64 deadline, int cap)
+{
+	if (deadline < 0)
+		return cap;
+	return (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 0, cap);
+}
+
+/* A line of the event stream: its object, or NULL (said why) if it is none. */
+static JsonObject *parse_event(const char *line, JsonParser **parser)
+{
+	JsonNode *root;
+
+	*parser = json_parser_new();
+	if (!json_parser_load_from_data(*parser, line, -1, NULL) ||
+	    !(root = json_parser_get_root(*parser)) || !JSON_NODE_HOLDS_OBJECT(root)) {
+		fprintf(stderr, "%s: the daemon sent an event that is not JSON\n", PROG);
+		return NULL;
+	}
+	return json_node_get_object(root);
+}
+
+/*
+ * --follow: the daemon's events, one JSON object a line, as they come;
+ * the first is where the migration stands.  Ends when a migration ends
+ * while followed (one that ended before goes on to the next): 0 when it
+ * switched, 1 when it failed, was cancelled or stopped.
+ */
+static int follow(const char *socket_path, gint64 deadline)
+{
+	g_autofree char *error = NULL;
+	ControlFollow f;
+	char *line = NULL;
+	int ret;
+
+	if (control_follow_open(socket_path, EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
+	                        &error) < 0) {
+		fprintf(stderr, "%s: %s\n", PROG, error);
+		return EXIT_FAILED;
+	}
+	for (bool first = true;; first = false) {
+		g_autoptr(JsonParser) parser = NULL;
+		g_autofree char *text = line;
+		JsonObject *ev = parse_event(text, &parser);
+		const char *state;
+
+		if (!ev)
+			break;
+		if (first && !json_object_get_boolean_member_with_default(ev, "ok", FALSE)) {
+			fprintf(stderr, "%s: %s\n", PROG,
+			        str(ev, "error") ? str(ev, "error") : "refused");
+			break;
+		}
+		if (first) {
+			g_autoptr(JsonGenerator) gen = json_generator_new();
+			g_autofree char *out = NULL;
+
+			json_object_remove_member(ev, "ok");
+			json_generator_set_root(gen, json_parser_get_root(parser));
+			out = json_generator_to_data(gen, NULL);
+			printf("%s\n", out);
+		} else {
+			printf("%s\n", text);
+		}
+		fflush(stdout);
+		state = str(ev, "state");
+		/* Ended while followed; one that had ended before is where it starts. */
+		if (!first && !g_strcmp0(str(ev, "event"), "state") && state &&
+		    state_is_final(state) && strcmp(state, "idle") != 0) {
+			control_follow_close(&f);
+			return state_is_failure(state) ? EXIT_FAILED : EXIT_OK;
+		}
+		line = NULL;
+		ret = control_follow_next(&f, deadline >= 0 ? time_left_ms(deadline, INT_MAX) : -1,
+		                          &line);
+		if (ret == 0) {
+			fprintf(stderr, "%s: timed out\n", PROG);
+			break;
+		}
+		if (ret < 0) {
+			fprintf(stderr, "%s: the daemon closed the event stream: %s\n", PROG,
+			        g_strerror(-ret));
+			break;
+		}
+	}
+	control_follow_close(&f);
+	return EXIT_FAILED;
+}
+
+/*
+ * --wait: the events, opened before the first look at the status, wake
+ * the next look; a daemon that has none (older) leaves *@f closed, and
+ * the status is asked for five times a second instead.
+ */
+static void wait_events_open(const char *socket_path, ControlFollow *f)
+{
+	g_autofree char *reply = NULL, *error = NULL;
+
+	f->fd = -1;
+	f->in = NULL;
+	if (control_follow_open(socket_path, EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, f, &reply,
+	                        &error) < 0)
+		return;
+	if (!strstr(reply, "\"ok\":true"))
+		control_follow_close(f);
+}
+
+/* Until the next event, or a while (a look at the status then costs little). */
+static void wait_next_event(ControlFollow *f, gint64 deadline)
+{
+	g_autofree char *line = NULL;
+
+	if (f->fd < 0) {
+		g_usleep(200 * 1000);
+		return;
+	}
+	if (control_follow_next(f, time_left_ms(deadline, 5000), &line) < 0) {
+		control_follow_close(f);
+		g_usleep(200 * 1000);
+	}
+}
+
 int main(int argc, char *argv[])
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("MOUNTPOINT");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *socket_path = NULL;
 	gint64 deadline;
+	ControlFollow events = {.fd = -1};
 	bool tty = isatty(STDOUT_FILENO);
 	int ret = EXIT_FAILED;
 
@@ -254,10 +382,20 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "%s: --wait and --watch do not go together\n", PROG);
 		return EXIT_USAGE;
 	}
+	if (opt_follow && (opt_wait || opt_watch >= 0 || opt_json)) {
+		fprintf(stderr, "%s: --follow goes with none of --wait, --watch and --json\n",
+		        PROG);
+		return EXIT_USAGE;
+	}
 	socket_path = client_socket_path(PROG, argv[1], opt_socket);
 	if (!socket_path)
 		return EXIT_FAILED;
 	deadline = opt_timeout >= 0 ? g_get_monotonic_time() + (gint64)(opt_timeout * 1e6) : -1;
+	if (opt_follow)
+		return follow(socket_path, deadline);
+	events.fd = -1;
+	if (opt_wait)
+		wait_events_open(socket_path, &events);
 
 	for (;;) {
 		g_autoptr(JsonParser) parser = NULL;
@@ -318,7 +456,11 @@ int main(int argc, char *argv[])
 			fprintf(stderr, "%s: timed out; the migration is %s\n", PROG, state);
 			return EXIT_FAILED;
 		}
-		g_usleep((gulong)((opt_watch >= 0 ? opt_watch : 0.2) * G_USEC_PER_SEC));
+		if (opt_wait)
+			wait_next_event(&events, deadline);
+		else
+			g_usleep((gulong)((opt_watch >= 0 ? opt_watch : 0.2) * G_USEC_PER_SEC));
 	}
+	control_follow_close(&events);
 	return ret;
 }

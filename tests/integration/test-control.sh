@@ -255,6 +255,7 @@ section_migration1() {
 
 WATCH_PID=
 TTY_PID=
+FOLLOW_PID=
 
 start_watchers() {
 	"$ST" --watch 0.2 "$MNT" >"$TESTDIR/watch.out" 2>"$TESTDIR/watch.err" </dev/null &
@@ -328,9 +329,48 @@ check_watchers() {
 	EOF
 }
 
+# check_follower: mirrorfs-status --follow printed every event of migration
+# 2 in order, one JSON object a line, and ended with the switch.
+check_follower() {
+	local rc=0
+	log "--- --follow output"
+	wait_pid_exit "$FOLLOW_PID" 10 || fail "--follow still running 10 s after the switch"
+	wait "$FOLLOW_PID" || rc=$?
+	((rc == 0)) || check_fail "--follow exited with status $rc: $(cat "$TESTDIR/follow.err")"
+	"$PYTHON" - "$TESTDIR/follow.out" <<-'EOF' || check_fail "--follow output"
+	import json, sys
+	lines = open(sys.argv[1]).read().splitlines()
+	events = [json.loads(l) for l in lines]
+	problems = []
+	if events[0].get("state") != "cancelled":
+	    problems.append("the first line is not where it stood (cancelled): %r" % events[0])
+	seqs = [e["seq"] for e in events]
+	if seqs != sorted(set(seqs)):
+	    problems.append("seq does not rise: %r" % seqs)
+	states = [e["state"] for e in events[1:] if e["event"] == "state"]
+	if states != ["copying", "paused", "copying", "mirrored", "switching", "switched"]:
+	    problems.append("states %r" % states)
+	files = sorted(e["path"] for e in events if e["event"] == "file")
+	for want in ("big.raw", "sub/nested.bin"):
+	    if want not in files:
+	        problems.append("no file event for %s: %r" % (want, files))
+	last = events[-1]
+	if not (last.get("state") == "switched" and last.get("stun_ms", -1) >= 0):
+	    problems.append("the last event is not the switch with its stun: %r" % last)
+	if problems:
+	    print("\n".join(problems) + "\n" + "\n".join(lines))
+	    sys.exit(1)
+	EOF
+}
+
 section_migration2() {
 	local g a b deadline
 	log "--- migration 2: after a cancel, pause/resume, speed, manual switch"
+	"$ST" --follow "$MNT" >"$TESTDIR/follow.out" 2>"$TESTDIR/follow.err" </dev/null &
+	FOLLOW_PID=$!
+	track_bg "$FOLLOW_PID"
+	# Followed from here: the event stream answers with where it stands.
+	for _ in $(seq 100); do [[ -s "$TESTDIR/follow.out" ]] && break; sleep 0.05; done
 	expect_cli "start after a cancel" 0 "$MNT: migration started" "$CTL" "$MNT" start "$DST" --speed 1M --switch manual
 	assert_eq copying "$(status_field "$MNT" state)" "state after the second start"
 	sleep 0.5
@@ -408,6 +448,7 @@ section_migration2() {
 	check_cli "--wait mirrored when switched" 0 "" "$ST" --wait mirrored "$MNT"
 
 	check_watchers
+	check_follower
 
 	assert_file_eq "$SRC/big.raw" "$DST/big.raw"
 	assert_file_eq "$SRC/sub/nested.bin" "$DST/sub/nested.bin"

@@ -83,10 +83,13 @@ setup_case() {
 }
 
 section_copier() {
-	local err copied_at_hold copied total left
+	local err copied_at_hold copied total left follower
 	log "--- copier: the file system fills during the copy"
 	setup_case copier
 	mount_mfs "$SRC" "$MNT" -o "target=$TGT,speed=32M,on_target_error=stop"
+	"$MIRRORFS_STATUS" --follow "$MNT" >"$TESTDIR/follow.out" 2>&1 </dev/null &
+	follower=$!
+	track_bg "$follower"
 	writer_start "$MNT/img.raw" "$LOG"
 	sleep 1
 	fill_target
@@ -105,6 +108,15 @@ print(sum(min(f["cp_offset"], f["size"]) for f in json.load(sys.stdin)["files"])
 	ctl "$MNT" resume
 	wait_status_state "$MNT" switched 120
 	writer_stop
+	# The events said it as it went: paused on ENOSPC, twice, then on.
+	wait_pid_exit "$follower" 10 || fail "--follow still runs after the switch"
+	"$PYTHON" - "$TESTDIR/follow.out" <<-'EOF' || fail "--follow: $(cat "$TESTDIR/follow.out")"
+	import json, sys
+	ev = [json.loads(l) for l in open(sys.argv[1])]
+	held = [e for e in ev if e.get("state") == "error-paused"]
+	assert len(held) == 2 and all("No space left on device" in e["error"] for e in held), held
+	assert [e["state"] for e in ev if e["event"] == "state"][-1] == "switched"
+	EOF
 	copied="$(status_field "$MNT" bytes_copied)"
 	log "copied $((copied_at_hold / MiB)) MiB before the pause, $(((copied - copied_at_hold) / MiB)) MiB after it; $((left / MiB)) MiB were left"
 	((copied - copied_at_hold <= left + 16 * MiB)) ||

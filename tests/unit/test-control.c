@@ -400,6 +400,46 @@ START_TEST(test_server_survives_silent_and_greedy_clients)
 }
 END_TEST
 
+/* "events": where it stands, the seq to follow from; each event one escaped line. */
+START_TEST(test_events)
+{
+	g_autoptr(JsonParser) parser = NULL, p2 = NULL;
+	g_autofree char *reply = NULL, *line = NULL;
+	MfsMigEvent ev = {.seq = 7,
+	                  .time_us = 1500000,
+	                  .kind = MFS_MIG_EVENT_FILE,
+	                  .state = "mirrored",
+	                  .stun_ms = -1,
+	                  .path = "dir/disk\xff.img"};
+	JsonObject *o;
+	int64_t from = -2;
+
+	reply = control_handle_request_follow(fs, "/mnt", "{\"command\":\"events\"}", 0, &from);
+	ck_assert_int_ge(from, 0);
+	parser = json_parser_new();
+	ck_assert(json_parser_load_from_data(parser, reply, -1, NULL));
+	o = json_node_get_object(json_parser_get_root(parser));
+	ck_assert(json_object_get_boolean_member(o, "ok"));
+	ck_assert_str_eq(json_object_get_string_member(o, "event"), "state");
+	ck_assert_str_eq(json_object_get_string_member(o, "state"), "idle");
+	ck_assert_int_eq(json_object_get_int_member(o, "seq"), from);
+	/* Any other request follows nothing. */
+	g_free(control_handle_request_follow(fs, "/mnt", "{\"command\":\"status\"}", 0, &from));
+	ck_assert_int_eq(from, -1);
+
+	line = control_event_line(&ev);
+	ck_assert_ptr_null(strchr(line, '\n'));
+	p2 = json_parser_new();
+	ck_assert(json_parser_load_from_data(p2, line, -1, NULL));
+	o = json_node_get_object(json_parser_get_root(p2));
+	ck_assert_str_eq(json_object_get_string_member(o, "event"), "file");
+	ck_assert_int_eq(json_object_get_int_member(o, "seq"), 7);
+	ck_assert_str_eq(json_object_get_string_member(o, "path"), "dir/disk\\xff.img");
+	ck_assert(!json_object_has_member(o, "stun_ms"));
+	ck_assert(!json_object_has_member(o, "error"));
+}
+END_TEST
+
 static Suite *control_suite(void)
 {
 	Suite *s = suite_create("control");
@@ -410,6 +450,7 @@ static Suite *control_suite(void)
 	tcase_add_test(tc, test_malformed_requests);
 	tcase_add_test(tc, test_refused_in_the_wrong_state);
 	tcase_add_test(tc, test_status_fields);
+	tcase_add_test(tc, test_events);
 	tcase_add_test(tc, test_status_during_the_switch);
 	tcase_add_test(tc, test_permission_by_peer_uid);
 	tcase_add_test(tc, test_socket_path);
