@@ -48,6 +48,7 @@ typedef struct {
 	int delete_source;
 	int overwrite;
 	int noclone;
+	int verify;
 	char *control;
 	int noxattr;
 	char *io_uring;
@@ -67,6 +68,7 @@ static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("delete_source", delete_source, 1),
 	MIRRORFS_OPT("overwrite", overwrite, 1),
 	MIRRORFS_OPT("noclone", noclone, 1),
+	MIRRORFS_OPT("verify", verify, 1),
 	MIRRORFS_OPT("control=%s", control, 0),
 	MIRRORFS_OPT("noxattr", noxattr, 1),
 	MIRRORFS_OPT("io_uring=%s", io_uring, 0),
@@ -102,6 +104,8 @@ static void usage(const char *prog)
 	       "    -o overwrite           replace files of the same names in DIR\n"
 	       "    -o noclone             copy every byte, even where DIR's file\n"
 	       "                           system could share SOURCE's blocks\n"
+	       "    -o verify              compare both sides before the switch;\n"
+	       "                           a difference refuses it\n"
 	       "    -o control=PATH        the control socket (default: derived from\n"
 	       "                           MOUNTPOINT under /run/mirrorfs)\n"
 	       "    -o noxattr             no extended attributes through the mount:\n"
@@ -177,6 +181,7 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	mo->delete_source = opts->delete_source;
 	mo->overwrite = opts->overwrite;
 	mo->no_clone = opts->noclone;
+	mo->verify = opts->verify;
 	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
 		g_autofree char *why = NULL;
 
@@ -187,11 +192,13 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 			return -1;
 		}
 	}
-	if (!opts->target && (opts->speed || opts->chunk || opts->guest_share ||
-	                      opts->switch_mode || opts->checkpoint || opts->on_target_error ||
-	                      opts->delete_source || opts->overwrite || opts->noclone)) {
+	if (!opts->target &&
+	    (opts->speed || opts->chunk || opts->guest_share || opts->switch_mode ||
+	     opts->checkpoint || opts->on_target_error || opts->delete_source || opts->overwrite ||
+	     opts->noclone || opts->verify)) {
 		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, checkpoint, "
-		                "on_target_error, delete_source, overwrite and noclone need -o "
+		                "on_target_error, delete_source, overwrite, noclone and verify "
+		                "need -o "
 		                "target=DIR\n");
 		return -1;
 	}

@@ -125,6 +125,35 @@ static void add_name(JsonBuilder *b, const char *name)
 	json_builder_add_string_value(b, escaped);
 }
 
+/* The verify pass: null when not asked for (mirrorfs-status(1)). */
+static void add_verify(JsonBuilder *b, const MfsMigStatus *st)
+{
+	static const char *const states[] = {
+	    [MFS_MIG_VERIFY_PENDING] = "pending",
+	    [MFS_MIG_VERIFY_RUNNING] = "running",
+	    [MFS_MIG_VERIFY_PASSED] = "passed",
+	    [MFS_MIG_VERIFY_FAILED] = "failed",
+	};
+
+	if (st->verify == MFS_MIG_VERIFY_NONE) {
+		json_builder_add_null_value(b);
+		return;
+	}
+	json_builder_begin_object(b);
+	json_builder_set_member_name(b, "state");
+	json_builder_add_string_value(b, states[st->verify]);
+	json_builder_set_member_name(b, "bytes_compared");
+	json_builder_add_int_value(b, (gint64)st->verify_bytes);
+	json_builder_set_member_name(b, "differences");
+	json_builder_add_int_value(b, st->mismatches);
+	json_builder_set_member_name(b, "first");
+	if (st->mismatch)
+		add_name(b, st->mismatch);
+	else
+		json_builder_add_null_value(b);
+	json_builder_end_object(b);
+}
+
 static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 {
 	g_autofree char *served = mfs_served_dir(fs);
@@ -155,6 +184,8 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 	json_builder_add_int_value(b, (gint64)st.bytes_cloned);
 	MEMBER("bytes_resumed");
 	json_builder_add_int_value(b, (gint64)st.bytes_resumed);
+	MEMBER("verify");
+	add_verify(b, &st);
 	MEMBER("rate_bps");
 	json_builder_add_int_value(b, (gint64)st.rate_bps);
 	MEMBER("eta_s");
@@ -317,6 +348,7 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	}
 	if (member_bool(req, "delete_source", &opts.delete_source, &error) < 0 ||
 	    member_bool(req, "overwrite", &opts.overwrite, &error) < 0 ||
+	    member_bool(req, "verify", &opts.verify, &error) < 0 ||
 	    member_bool(req, "clone", &clone, &error) < 0)
 		return control_reply_error("start: %s", error);
 	opts.no_clone = !clone;
@@ -354,6 +386,14 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 		                           what);
 	case -ERANGE:
 		return control_reply_error("%s: out of range", what);
+	case -EINPROGRESS:
+		return control_reply_error("%s: the verify pass is under way (see the status)",
+		                           what);
+	case -EBADMSG:
+		return control_reply_error(
+		    "%s: the verify pass found differences (see the status): "
+		    "cancel, then start again",
+		    what);
 	case -ECANCELED:
 		return control_reply_error(
 		    "%s: the migration is stopping (cancelled, or it failed: "
@@ -384,7 +424,9 @@ char *control_event_line(const MfsMigEvent *ev)
 
 	json_builder_begin_object(b);
 	json_builder_set_member_name(b, "event");
-	json_builder_add_string_value(b, ev->kind == MFS_MIG_EVENT_FILE ? "file" : "state");
+	json_builder_add_string_value(b, ev->kind == MFS_MIG_EVENT_FILE     ? "file"
+	                                 : ev->kind == MFS_MIG_EVENT_VERIFY ? "verify"
+	                                                                    : "state");
 	json_builder_set_member_name(b, "seq");
 	json_builder_add_int_value(b, (gint64)ev->seq);
 	json_builder_set_member_name(b, "time");

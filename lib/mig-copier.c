@@ -58,10 +58,11 @@ static gint64 copier_rest_us(gint64 chunk_us, unsigned guest_share)
  * rest owed to a busy guest for a chunk of @rest_chunk_us that ended at
  * @rest_from (0: none owed).  The share and the limit are read afresh at
  * every wake-up, so that a new one counts at once.  Returns false when
- * the copy must stop.
+ * the pass must stop: the job left @run (COPYING for the copy, MIRRORED
+ * for the verify pass) other than for a pause.
  */
-static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t window_bytes,
-                             gint64 rest_from, gint64 rest_chunk_us)
+static bool copier_may_go_on(Migration *mig, MigState run, gint64 window_start,
+                             uint64_t window_bytes, gint64 rest_from, gint64 rest_chunk_us)
 {
 	gint64 now, rest_due = 0;
 	bool go_on;
@@ -71,7 +72,7 @@ static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t windo
 		gint64 due;
 
 		now = g_get_monotonic_time();
-		if (mig->state != MIG_COPYING && mig->state != MIG_PAUSED)
+		if (mig->state != run && mig->state != MIG_PAUSED)
 			break;
 		if (mig->state == MIG_PAUSED) {
 			mfs_cond_wait(&mig->cond, &mig->lock);
@@ -89,7 +90,7 @@ static bool copier_may_go_on(Migration *mig, gint64 window_start, uint64_t windo
 	}
 	if (rest_from)
 		mig->rested_us += MAX(0, MIN(now, rest_due) - rest_from);
-	go_on = mig->state == MIG_COPYING;
+	go_on = mig->state == run;
 	mfs_mutex_unlock(&mig->lock);
 	return go_on;
 }
@@ -159,14 +160,48 @@ static void copier_init(Copier *c, Migration *mig)
  * its end, or the copy's -errno; -ECANCELED and c->stopped when the job
  * stopped meanwhile.
  */
+/*
+ * After a chunk of @moved bytes begun at @chunk_start: the speed window,
+ * the rest owed to the guest if it used the mount meanwhile, and the
+ * copier's rate (@copying).
+ */
+static void copier_account(Copier *c, uint64_t moved, gint64 chunk_start, bool copying)
+{
+	Migration *mig = c->mig;
+	uint64_t copied_total, guest_ops, guest_use;
+
+	c->window_bytes += moved;
+	guest_use = mfs_reads_served(mig->fs);
+	mfs_mutex_lock(&mig->lock);
+	count_files_locked(mig, &copied_total, &guest_ops);
+	if (copying)
+		rate_sample_locked(mig, copied_total);
+	/* Owe the guest a rest if it used a file during this chunk. */
+	c->rest_from = 0;
+	guest_use += guest_ops;
+	c->guest_busy = guest_use != c->guest_use;
+	c->guest_use = guest_use;
+	if (c->guest_busy && moved) {
+		c->rest_from = g_get_monotonic_time();
+		c->rest_chunk_us = c->rest_from - chunk_start;
+	}
+	if (mig->speed_bps != c->speed_bps) {
+		/* A new limit counts from now. */
+		c->speed_bps = mig->speed_bps;
+		c->window_start = g_get_monotonic_time();
+		c->window_bytes = 0;
+	}
+	mfs_mutex_unlock(&mig->lock);
+}
+
 static int copier_next_chunk(Copier *c, MirrorFile *mf)
 {
 	Migration *mig = c->mig;
-	uint64_t copied, copied_total, guest_ops, guest_use;
+	uint64_t copied;
 	gint64 chunk_start;
 	int ret;
 
-	if (!copier_may_go_on(mig, c->window_start, c->window_bytes, c->rest_from,
+	if (!copier_may_go_on(mig, MIG_COPYING, c->window_start, c->window_bytes, c->rest_from,
 	                      c->rest_chunk_us)) {
 		c->stopped = true;
 		return -ECANCELED;
@@ -180,28 +215,8 @@ static int copier_next_chunk(Copier *c, MirrorFile *mf)
 	chunk_start = g_get_monotonic_time();
 	mig_hook(mig, "chunk-begin");
 	ret = mirror_file_copy_next(mf, &copied);
-	c->window_bytes += copied;
 	c->since_checkpoint += copied;
-	guest_use = mfs_reads_served(mig->fs);
-	mfs_mutex_lock(&mig->lock);
-	count_files_locked(mig, &copied_total, &guest_ops);
-	rate_sample_locked(mig, copied_total);
-	/* Owe the guest a rest if it used a file during this chunk. */
-	c->rest_from = 0;
-	guest_use += guest_ops;
-	c->guest_busy = guest_use != c->guest_use;
-	c->guest_use = guest_use;
-	if (c->guest_busy && copied) {
-		c->rest_from = g_get_monotonic_time();
-		c->rest_chunk_us = c->rest_from - chunk_start;
-	}
-	if (mig->speed_bps != c->speed_bps) {
-		/* A new limit counts from now. */
-		c->speed_bps = mig->speed_bps;
-		c->window_start = g_get_monotonic_time();
-		c->window_bytes = 0;
-	}
-	mfs_mutex_unlock(&mig->lock);
+	copier_account(c, copied, chunk_start, true);
 	if (g_get_monotonic_time() >= c->writeback_due) {
 		start_target_writeback(mig);
 		c->writeback_due = g_get_monotonic_time() + WRITEBACK_PERIOD_US;
@@ -272,6 +287,111 @@ bool mig_copier_run(Migration *mig, uint64_t *held_gen)
  * on_target_error=stop: the copier and every mirrored write meet the
  * target's failures here; see migration-int.h.
  */
+/* The verify pass compares this much at a time. */
+#define VERIFY_CHUNK (1u << 20)
+
+/* A difference: counted, the first kept for the status, each logged. */
+static void verify_mismatch(Migration *mig, MirrorFile *mf, off_t at)
+{
+	g_autofree char *path = mig_target_relpath(mig, mirror_file_target_fd(mf));
+	g_autofree char *where =
+	    g_strdup_printf("%s at offset %lld", path ? path : "(a file)", (long long)at);
+
+	g_warning("migration %s -> %s: verify: %s differs between source and target", mig->source,
+	          mig->target, where);
+	mfs_mutex_lock(&mig->lock);
+	mig->mismatches++;
+	if (!mig->mismatch)
+		mig->mismatch = g_steal_pointer(&where);
+	mfs_mutex_unlock(&mig->lock);
+}
+
+/* Compare one file whole; false when the pass must stop (c->stopped) or failed. */
+static bool verify_file(Copier *c, MirrorFile *mf, void *a, void *b)
+{
+	Migration *mig = c->mig;
+	off_t pos = 0;
+
+	for (;;) {
+		gint64 chunk_start;
+		off_t mismatch;
+		int64_t n;
+
+		if (!copier_may_go_on(mig, MIG_MIRRORED, c->window_start, c->window_bytes,
+		                      c->rest_from, c->rest_chunk_us)) {
+			c->stopped = true;
+			return false;
+		}
+		chunk_start = g_get_monotonic_time();
+		n = mirror_file_verify(mf, pos, VERIFY_CHUNK, a, b, &mismatch);
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			g_autofree char *path = mig_target_relpath(mig, mirror_file_target_fd(mf));
+
+			mig_fail(mig, "verify: %s: %s", path ? path : "(a file)",
+			         g_strerror((int)-n));
+			return false;
+		}
+		if (mismatch >= 0)
+			verify_mismatch(mig, mf, mismatch);
+		if (n == 0)
+			return true;
+		pos += n;
+		mfs_mutex_lock(&mig->lock);
+		mig->verify_bytes += (uint64_t)n;
+		mfs_mutex_unlock(&mig->lock);
+		copier_account(c, (uint64_t)n, chunk_start, false);
+		mig_hook(mig, "verify-chunk");
+	}
+}
+
+int mig_verify_run(Migration *mig)
+{
+	g_autofree void *a = g_malloc(VERIFY_CHUNK), *b = g_malloc(VERIFY_CHUNK);
+	g_autofree char *first = NULL;
+	MfsMigVerify end;
+	unsigned mismatches;
+	Copier c;
+
+	copier_init(&c, mig);
+	mfs_mutex_lock(&mig->lock);
+	mig->verify = MFS_MIG_VERIFY_RUNNING;
+	mig->verify_bytes = 0;
+	mig->mismatches = 0;
+	g_clear_pointer(&mig->mismatch, g_free);
+	mfs_mutex_unlock(&mig->lock);
+	g_message("migration %s -> %s: verifying", mig->source, mig->target);
+	for (guint i = 0;; i++) {
+		MigObject *obj;
+
+		mfs_mutex_lock(&mig->lock);
+		obj = i < mig->files->len ? g_ptr_array_index(mig->files, i) : NULL;
+		mfs_mutex_unlock(&mig->lock);
+		if (!obj)
+			break;
+		if (!verify_file(&c, obj->mf, a, b))
+			return -1;
+	}
+	mfs_mutex_lock(&mig->lock);
+	mismatches = mig->mismatches;
+	first = g_strdup(mig->mismatch);
+	end = mismatches ? MFS_MIG_VERIFY_FAILED : MFS_MIG_VERIFY_PASSED;
+	mig->verify = end;
+	mfs_cond_broadcast(&mig->cond);
+	mfs_mutex_unlock(&mig->lock);
+	if (end == MFS_MIG_VERIFY_PASSED)
+		g_message("migration %s -> %s: verified: source and target are the same",
+		          mig->source, mig->target);
+	else
+		g_warning("migration %s -> %s: verify found %u difference(s), the first %s: not "
+		          "switching; mirrorfsctl MOUNTPOINT cancel, then start again",
+		          mig->source, mig->target, mismatches, first);
+	mig_event(mig, MFS_MIG_EVENT_VERIFY, end == MFS_MIG_VERIFY_PASSED ? "passed" : "failed",
+	          first, -1, NULL);
+	return end == MFS_MIG_VERIFY_PASSED;
+}
+
 void mig_lower_cursor(Migration *mig, MirrorFile *mf, off_t from)
 {
 	mfs_mutex_lock(&mig->lock);

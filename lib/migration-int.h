@@ -96,6 +96,10 @@ struct Migration {
 	bool stop_on_target_error; /* on_target_error=stop: mig_hold() pauses the job */
 	char *held;        /* why a target error paused it, until resumed; protected by lock */
 	uint64_t held_gen; /* counts those pauses; protected by lock */
+	MfsMigVerify verify;   /* protected by lock */
+	uint64_t verify_bytes; /* protected by lock */
+	unsigned mismatches;   /* protected by lock */
+	char *mismatch;        /* the first; protected by lock */
 	GQueue events;     /* MfsMigEvent, the newest MFS_MIG_EVENTS_KEPT; protected by lock */
 	uint64_t stun_ns; /* protected by lock */
 	uint64_t bytes_total;    /* protected by lock */
@@ -116,6 +120,10 @@ void mig_hook(Migration *mig, const char *point);
 void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 MigState mig_state(Migration *mig);
 /* Go from @from to @to, announcing it; false (and nothing changes) when not in @from. */
+/* mig-status.c: the per-file figures kept once the MirrorFiles go, and freed. */
+void mig_keep_final_status(Migration *mig);
+void mig_final_status_free(Migration *mig);
+
 /* mig-events.c: queue an event (no lock held), and tell the followers. */
 void mig_event(Migration *mig, MfsMigEventKind kind, const char *state, const char *error,
                double stun_ms, const char *path);
@@ -191,6 +199,13 @@ void mig_job_forget(Migration *mig);
  * count of held target errors at that last look (mig_hold()).
  */
 bool mig_copier_run(Migration *mig, uint64_t *held_gen);
+/*
+ * The verify pass (start --verify), once MIRRORED: compare both sides of
+ * every file, paced as the copier is.  1: all the same; 0: differences
+ * (recorded, the switch refused); -1: the job left MIRRORED meanwhile (a
+ * cancel, a held target error).
+ */
+int mig_verify_run(Migration *mig);
 /*
  * A file's target failed from @from on (a MirrorHoldFn): with
  * on_target_error=stop, while the job copies or mirrors, its cursor comes

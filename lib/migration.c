@@ -63,14 +63,6 @@ static Migration *migration_new(Mfs *fs)
 	return mig;
 }
 
-static void final_status_free(Migration *mig)
-{
-	for (unsigned i = 0; i < mig->n_final; i++)
-		g_free(mig->final[i].path);
-	g_clear_pointer(&mig->final, g_free);
-	mig->n_final = 0;
-}
-
 static void migration_free(void *job)
 {
 	Migration *mig = job;
@@ -86,7 +78,7 @@ static void migration_free(void *job)
 	if (mig->resume)
 		g_hash_table_destroy(mig->resume);
 	g_hash_table_destroy(mig->root_names);
-	final_status_free(mig);
+	mig_final_status_free(mig);
 	if (mig->dst_root_fd >= 0)
 		close(mig->dst_root_fd);
 	if (mig->old_root_fd >= 0)
@@ -97,6 +89,7 @@ static void migration_free(void *job)
 	g_free(mig->target);
 	g_free(mig->error);
 	g_free(mig->held);
+	g_free(mig->mismatch);
 	g_free(mig->walk_error);
 	g_strfreev(mig->job);
 	mig_events_clear(mig);
@@ -235,6 +228,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->hook_opaque = opts->hook_opaque;
 	mig->manual_switch = opts->manual_switch;
 	mig->stop_on_target_error = opts->stop_on_target_error;
+	mig->verify = opts->verify ? MFS_MIG_VERIFY_PENDING : MFS_MIG_VERIFY_NONE;
 	mig->delete_source = opts->delete_source;
 	mig->no_clone = opts->no_clone;
 	mig->speed_bps = opts->speed_bps;
@@ -321,140 +315,9 @@ out_free:
 	return ret;
 }
 
-/* The copier's rate over the last samples, and the time left; under lock. */
-static void rate_locked(Migration *mig, MfsMigStatus *out)
-{
-	unsigned newest = (mig->rate_n - 1) % RATE_SAMPLES;
-	unsigned oldest = mig->rate_n >= RATE_SAMPLES ? mig->rate_n % RATE_SAMPLES : 0;
-	gint64 dt = mig->rate_t[newest] - mig->rate_t[oldest];
-
-	if (mig->rate_n < 2 || !mig_state_live(mig->state))
-		return;
-	/* A copier that has not moved for a while (paused, limited) has no rate. */
-	if (g_get_monotonic_time() - mig->rate_t[newest] > 2 * G_USEC_PER_SEC)
-		dt = 0;
-	if (dt > 0)
-		out->rate_bps =
-		    (mig->rate_b[newest] - mig->rate_b[oldest]) * G_USEC_PER_SEC / (uint64_t)dt;
-	if (out->rate_bps)
-		out->eta_s = (double)(out->bytes_total > out->bytes_copied
-		                          ? out->bytes_total - out->bytes_copied
-		                          : 0) /
-		             (double)out->rate_bps;
-}
-
-/*
- * The files' figures are read under the job's lock; their paths, one
- * readlink each, after it, from descriptors duplicated under it (the
- * MirrorFiles may be freed meanwhile, the duplicates stay).  That is one
- * descriptor per file for the length of a status: the daemon raised its
- * limit to the hard one at start (fuse/main.c).
- */
-static void status_of(Migration *mig, MfsMigStatus *out)
-{
-	g_autofree int *fds = NULL;
-	MigTotals t = {0};
-
-	memset(out, 0, sizeof(*out));
-	out->eta_s = -1;
-	mfs_mutex_lock(&mig->lock);
-	out->state = mig_state_public(mig->state, mig->before);
-	/* A paused job being cancelled still shows paused, as its state shows copying. */
-	out->paused = mig->state == MIG_PAUSED ||
-	              (mig_state_stopping(mig->state) && mig->before == MIG_PAUSED);
-	out->source = g_strdup(mig->source);
-	out->target = g_strdup(mig->target);
-	out->bytes_total = mig->bytes_total;
-	out->stun_ns = mig->stun_ns;
-	out->speed_bps = mig->speed_bps;
-	out->guest_share = mig->guest_share;
-	out->rested_ns = mig->rested_us * 1000;
-	out->error = g_strdup(mig->error ? mig->error : out->paused ? mig->held : NULL);
-	out->held = out->paused && mig->held;
-	if (mig->files->len) {
-		out->n_files = mig->files->len;
-		out->files = g_new0(MfsMigFileStatus, out->n_files);
-		fds = g_new(int, out->n_files);
-		for (guint i = 0; i < mig->files->len; i++) {
-			MigObject *obj = g_ptr_array_index(mig->files, i);
-			MirrorFileStats st;
-
-			mirror_file_stats(obj->mf, &st);
-			fds[i] = fcntl(mirror_file_target_fd(obj->mf), F_DUPFD_CLOEXEC, 0);
-			out->files[i].size = st.size;
-			out->files[i].cp_offset = st.cp_offset;
-			out->files[i].mirrored = st.mirrored;
-			t.bytes_copied += st.bytes_copied;
-			t.bytes_cloned += st.bytes_cloned;
-			t.bytes_resumed += st.bytes_resumed;
-			t.mirrored_writes += st.mirrored_writes;
-			t.waited_writes += st.waited_writes;
-			t.max_wait_ns = MAX(t.max_wait_ns, st.max_wait_ns);
-		}
-	} else {
-		out->n_files = mig->n_final;
-		out->files = g_new0(MfsMigFileStatus, MAX(mig->n_final, 1));
-		for (unsigned i = 0; i < mig->n_final; i++) {
-			out->files[i] = mig->final[i];
-			out->files[i].path = g_strdup(mig->final[i].path);
-		}
-		t = mig->final_totals;
-	}
-	out->bytes_copied = t.bytes_copied;
-	out->bytes_cloned = t.bytes_cloned;
-	out->bytes_resumed = t.bytes_resumed;
-	out->mirrored_writes = t.mirrored_writes;
-	out->waited_writes = t.waited_writes;
-	out->max_wait_ns = t.max_wait_ns;
-	rate_locked(mig, out);
-	mfs_mutex_unlock(&mig->lock);
-	for (unsigned i = 0; fds && i < out->n_files; i++) {
-		out->files[i].path = fds[i] >= 0 ? mig_target_relpath(mig, fds[i]) : g_strdup("?");
-		if (fds[i] >= 0)
-			close(fds[i]);
-	}
-}
-
-void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
-{
-	Migration *mig = current(fs);
-
-	if (!mig) {
-		memset(out, 0, sizeof(*out));
-		out->eta_s = -1;
-		out->state = MFS_MIG_IDLE;
-		out->source = mfs_served_dir(fs);
-		return;
-	}
-	status_of(mig, out);
-}
-
-/* Keep the per-file figures once the MirrorFiles are gone. */
-static void keep_final_status(Migration *mig)
-{
-	MfsMigStatus st = {0};
-
-	status_of(mig, &st);
-	mfs_mutex_lock(&mig->lock);
-	final_status_free(mig);
-	mig->final = g_steal_pointer(&st.files);
-	mig->n_final = st.n_files;
-	mig->final_totals = (MigTotals){
-	    .bytes_copied = st.bytes_copied,
-	    .bytes_cloned = st.bytes_cloned,
-	    .bytes_resumed = st.bytes_resumed,
-	    .mirrored_writes = st.mirrored_writes,
-	    .waited_writes = st.waited_writes,
-	    .max_wait_ns = st.max_wait_ns,
-	};
-	st.n_files = 0;
-	mfs_mutex_unlock(&mig->lock);
-	mfs_migration_status_clear(&st);
-}
-
 void mig_drop_objects(Migration *mig)
 {
-	keep_final_status(mig);
+	mig_keep_final_status(mig);
 	mfs_mutex_lock(&mig->lock);
 	g_ptr_array_set_size(mig->files, 0);
 	g_hash_table_remove_all(mig->objects);
@@ -550,6 +413,17 @@ static Step all_copied(Migration *mig, uint64_t held_gen)
 	return step;
 }
 
+/* Whether a verify pass is asked for and not yet passed or failed. */
+static bool verify_due(Migration *mig)
+{
+	bool due;
+
+	mfs_mutex_lock(&mig->lock);
+	due = mig->verify == MFS_MIG_VERIFY_PENDING || mig->verify == MFS_MIG_VERIFY_RUNNING;
+	mfs_mutex_unlock(&mig->lock);
+	return due;
+}
+
 /*
  * MIRRORED to SWITCHING: at once, or when a switch is requested (manual);
  * again when a held target error paused the job meanwhile.
@@ -559,7 +433,9 @@ static Step switch_due(Migration *mig)
 	Step step;
 
 	mfs_mutex_lock(&mig->lock);
-	if (!mig->manual_switch && mig->state == MIG_MIRRORED)
+	/* After differences, only a cancel ends it (request() refuses a switch). */
+	if (!mig->manual_switch && mig->state == MIG_MIRRORED &&
+	    mig->verify != MFS_MIG_VERIFY_FAILED)
 		mig_enter_locked(mig, MIG_SWITCHING);
 	while (mig->state == MIG_MIRRORED)
 		mfs_cond_wait(&mig->cond, &mig->lock);
@@ -591,6 +467,14 @@ static gpointer migration_thread(gpointer data)
 		if (step != STEP_ON)
 			continue;
 		mig_hook(mig, "mirrored");
+		if (verify_due(mig)) {
+			int verified = mig_verify_run(mig);
+
+			if (verified < 0) {
+				step = mig_state(mig) == MIG_PAUSED ? STEP_AGAIN : STEP_STOP;
+				continue;
+			}
+		}
 		step = switch_due(mig);
 	}
 	if (step == STEP_STOP || mig_switch(mig) < 0)
@@ -627,6 +511,13 @@ static int request(Mfs *fs, MigRequest r, uint64_t arg)
 		return -ERANGE;
 	mfs_mutex_lock(&mig->lock);
 	ret = mig_request_decide(mig->state, r, mig->manual_switch, &next);
+	/* Not before the verify pass has passed, and never after it failed. */
+	if ((ret == 0 || ret == -EALREADY) && r == MIG_REQ_SWITCH &&
+	    mig->verify == MFS_MIG_VERIFY_FAILED)
+		ret = -EBADMSG;
+	else if (ret == 0 && r == MIG_REQ_SWITCH && mig->verify != MFS_MIG_VERIFY_NONE &&
+	         mig->verify != MFS_MIG_VERIFY_PASSED)
+		ret = -EINPROGRESS;
 	if (ret == 0) {
 		if (r == MIG_REQ_RESUME)
 			g_clear_pointer(&mig->held, g_free); /* the operator says it is fixed */
@@ -731,15 +622,4 @@ void mfs_migration_shutdown(Mfs *fs)
 	}
 	mfs_migration_cancel(fs);
 	mfs_migration_wait(fs, MFS_MIG_STOPPED, -1);
-}
-
-void mfs_migration_status_clear(MfsMigStatus *st)
-{
-	for (unsigned i = 0; i < st->n_files; i++)
-		g_free(st->files[i].path);
-	g_free(st->files);
-	g_free(st->source);
-	g_free(st->target);
-	g_free(st->error);
-	memset(st, 0, sizeof(*st));
 }

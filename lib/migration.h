@@ -29,6 +29,7 @@ typedef enum {
 typedef enum {
 	MFS_MIG_EVENT_STATE,
 	MFS_MIG_EVENT_FILE,
+	MFS_MIG_EVENT_VERIFY, /* the verify pass ended: state "passed" or "failed" */
 } MfsMigEventKind;
 
 typedef struct {
@@ -36,7 +37,7 @@ typedef struct {
 	int64_t time_us; /* wall clock */
 	MfsMigEventKind kind;
 	char *state;    /* STATE: the state entered */
-	char *error;    /* STATE failed or error-paused: why; else NULL */
+	char *error;    /* STATE failed, error-paused: why; VERIFY failed: the first difference */
 	double stun_ms; /* STATE switched: the stun; else -1 */
 	char *path;     /* FILE: the file now mirrored, relative to the target */
 } MfsMigEvent;
@@ -95,6 +96,11 @@ typedef struct {
 	bool delete_source;   /* remove the source files after the switch */
 	bool overwrite;       /* allow names that already exist in the target */
 	bool no_clone;        /* copy every byte, even where blocks could be shared */
+	/*
+	 * Once mirrored, before the switch, compare both sides of every file
+	 * (paced as the copier is); a difference refuses the switch.
+	 */
+	bool verify;
 	bool defer_thread;    /* start copying at mfs_migration_launch() */
 	/*
 	 * Trust the checkpoints of an earlier run found in the target: only
@@ -113,6 +119,14 @@ typedef struct {
 	bool mirrored;
 } MfsMigFileStatus;
 
+typedef enum {
+	MFS_MIG_VERIFY_NONE,    /* not asked for */
+	MFS_MIG_VERIFY_PENDING, /* not yet mirrored */
+	MFS_MIG_VERIFY_RUNNING,
+	MFS_MIG_VERIFY_PASSED,
+	MFS_MIG_VERIFY_FAILED, /* a difference: no switch */
+} MfsMigVerify;
+
 typedef struct {
 	MfsMigState state;
 	bool paused;
@@ -122,6 +136,10 @@ typedef struct {
 	uint64_t bytes_copied;
 	uint64_t bytes_cloned; /* of bytes_copied, shared with the source (reflinks) */
 	uint64_t bytes_resumed; /* not copied again: below the checkpoints a restart resumed at */
+	MfsMigVerify verify;    /* MFS_MIG_VERIFY_NONE unless started with verify */
+	uint64_t verify_bytes;  /* compared so far */
+	unsigned mismatches;    /* chunks that differ */
+	char *mismatch;         /* the first: "FILE at offset N", or NULL */
 	uint64_t rate_bps;     /* over the last few seconds */
 	double eta_s;          /* < 0 when unknown */
 	uint64_t mirrored_writes;

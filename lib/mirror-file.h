@@ -153,6 +153,16 @@ int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
  * (mirror_file_checkpoint()).  0, or the first failure's -errno.
  */
 int mirror_file_settle(MirrorFile *mf);
+/*
+ * Compare [@pos, @pos + @len) of both sides, by the chunk protocol: the
+ * guest's changes there wait for it, so a mirrored file's two sides hold
+ * the same bytes unless the copy went wrong.  Returns the bytes compared,
+ * 0 at the source's end (where the sizes are compared too), -EAGAIN when
+ * the file grew meanwhile (compare on from @pos), or -errno; *@mismatch:
+ * the first offset that differs, or -1.  @a and @b hold @len bytes each.
+ */
+int64_t mirror_file_verify(MirrorFile *mf, off_t pos, size_t len, void *a, void *b,
+                           off_t *mismatch);
 /* Start writing the target's dirty pages back, without waiting. */
 void mirror_file_start_writeback(MirrorFile *mf);
 /* Flush the target, and only that: -errno, nothing else done about a failure. */

@@ -151,6 +151,15 @@ static void print_summary(JsonObject *st)
 		printf("\n  resumed  %s not copied again: below the checkpoints of an earlier run",
 		       resumed);
 	}
+	if (json_object_has_member(st, "verify") && !json_object_get_null_member(st, "verify")) {
+		JsonObject *v = json_object_get_object_member(st, "verify");
+		g_autofree char *compared = client_format_bytes(num(v, "bytes_compared"));
+
+		printf("\n  verify   %s, %s compared", str(v, "state"), compared);
+		if (num(v, "differences") > 0)
+			printf("; %.0f difference(s), the first %s", num(v, "differences"),
+			       str(v, "first"));
+	}
 	printf("\n  writes   %.0f mirrored, %.0f waited on the copier (longest %.1f ms)\n",
 	       num(st, "mirrored_writes"), num(st, "waited_writes"), num(st, "max_wait_ms"));
 	if (num(st, "guest_share") > 0)

@@ -22,7 +22,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint,
     *opt_on_target_error, *opt_socket;
-static gboolean opt_delete_source, opt_overwrite, opt_no_clone;
+static gboolean opt_delete_source, opt_overwrite, opt_no_clone, opt_verify;
 
 static const GOptionEntry entries[] = {
     {"speed", 0, 0, G_OPTION_ARG_STRING, &opt_speed,
@@ -45,6 +45,8 @@ static const GOptionEntry entries[] = {
      "start: delete the source files after the switch", NULL},
     {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
      "start: replace files of the same names in TARGET", NULL},
+    {"verify", 0, 0, G_OPTION_ARG_NONE, &opt_verify,
+     "start: compare both sides before the switch; a difference refuses it", NULL},
     {"no-clone", 0, 0, G_OPTION_ARG_NONE, &opt_no_clone,
      "start: copy every byte, even where TARGET's file system could share the source's "
      "blocks",
@@ -128,12 +130,12 @@ int main(int argc, char *argv[])
 	json_builder_set_member_name(b, "command");
 	/* The protocol spells it as the start request's member. */
 	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
-	if (strcmp(cmd, "start") &&
-	    (opt_speed || opt_chunk || opt_guest_share || opt_switch || opt_checkpoint ||
-	     opt_on_target_error || opt_delete_source || opt_overwrite || opt_no_clone))
+	if (strcmp(cmd, "start") && (opt_speed || opt_chunk || opt_guest_share || opt_switch ||
+	                             opt_checkpoint || opt_on_target_error || opt_delete_source ||
+	                             opt_overwrite || opt_no_clone || opt_verify))
 		return usage_error(
 		    "--speed, --chunk, --guest-share, --switch, --checkpoint, --on-target-error, "
-		    "--delete-source, --overwrite and --no-clone go with start, not %s",
+		    "--delete-source, --overwrite, --no-clone and --verify go with start, not %s",
 		    cmd);
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
@@ -187,6 +189,8 @@ int main(int argc, char *argv[])
 		json_builder_add_boolean_value(b, opt_overwrite);
 		json_builder_set_member_name(b, "clone");
 		json_builder_add_boolean_value(b, !opt_no_clone);
+		json_builder_set_member_name(b, "verify");
+		json_builder_add_boolean_value(b, opt_verify);
 	} else if (!strcmp(cmd, "speed")) {
 		if (nargs != 1)
 			return usage_error("%s", "speed needs one RATE (e.g. 50M; 0 = unlimited)");

@@ -90,6 +90,11 @@ TOP = {
     "bytes_copied": (nonneg_int, "an integer >= 0"),
     "bytes_cloned": (nonneg_int, "an integer >= 0"),
     "bytes_resumed": (nonneg_int, "an integer >= 0"),
+    "verify": (lambda v: is_null(v) or (isinstance(v, dict)
+               and v.get("state") in ("pending", "running", "passed", "failed")
+               and nonneg_int(v.get("bytes_compared")) and nonneg_int(v.get("differences"))
+               and (is_null(v.get("first")) or is_str(v.get("first")))),
+               "null or {state, bytes_compared, differences, first}"),
     "rate_bps": (nonneg_int, "an integer >= 0"),
     "eta_s": (lambda v: is_null(v) or nonneg_number(v), "null or a number >= 0"),
     "speed_bps": (nonneg_int, "an integer >= 0"),
@@ -157,8 +162,8 @@ def check(st, args):
         err(f"state {state} but no target")
     if (st["stun_ms"] is not None) != (state == "switched"):
         err(f"stun_ms is {st['stun_ms']!r} in state {state} (a number exactly when switched)")
-    if (st["error"] is not None) != (state == "failed"):
-        err(f"error is {st['error']!r} in state {state} (a string exactly when failed)")
+    if (st["error"] is not None) != (state in ("failed", "error-paused")):
+        err(f"error is {st['error']!r} in state {state} (a string exactly when failed or error-paused)")
     if state == "switched":
         if st["served"] != st["target"]:
             err(f"switched but serving {st['served']!r}, not the target {st['target']!r}")
