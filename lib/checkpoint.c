@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -44,19 +45,23 @@ void checkpoints_clear(Checkpoints *c)
 	memset(c, 0, sizeof(*c));
 }
 
+static char boot_id[64];
+
+static void read_boot_id(void)
+{
+	g_autofree char *text = NULL;
+
+	if (g_file_get_contents("/proc/sys/kernel/random/boot_id", &text, NULL, NULL))
+		g_strlcpy(boot_id, g_strstrip(text), sizeof(boot_id));
+}
+
+/* pthread_once, not g_once: ThreadSanitizer sees the former's ordering. */
 const char *checkpoints_boot_id(void)
 {
-	static char id[64];
-	static gsize done;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-	if (g_once_init_enter(&done)) {
-		g_autofree char *text = NULL;
-
-		if (g_file_get_contents("/proc/sys/kernel/random/boot_id", &text, NULL, NULL))
-			g_strlcpy(id, g_strstrip(text), sizeof(id));
-		g_once_init_leave(&done, 1);
-	}
-	return id;
+	pthread_once(&once, read_boot_id);
+	return boot_id;
 }
 
 int checkpoints_write(int dir_fd, const Checkpoints *c, bool durable)
