@@ -471,7 +471,11 @@ static gpointer migration_thread(gpointer data)
 			int verified = mig_verify_run(mig);
 
 			if (verified < 0) {
-				step = mig_state(mig) == MIG_PAUSED ? STEP_AGAIN : STEP_STOP;
+				/* Held (and maybe resumed already): copy again, then verify. */
+				MigState now = mig_state(mig);
+
+				step = now == MIG_PAUSED || now == MIG_COPYING ? STEP_AGAIN
+				                                               : STEP_STOP;
 				continue;
 			}
 		}

@@ -11,6 +11,9 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -118,6 +121,82 @@ START_TEST(test_no_verify_by_default)
 }
 END_TEST
 
+/* Make dst/@name (im)mutable; false where the file system cannot. */
+static bool set_immutable(const char *name, bool on)
+{
+	g_autofree char *path = g_build_filename(dst, name, NULL);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int flags = 0;
+	bool ok;
+
+	ck_assert_int_ge(fd, 0);
+	ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+	flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+	ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+	close(fd);
+	return ok;
+}
+
+/*
+ * During the pass, a guest's write the target refuses (on_target_error=
+ * stop): the job goes back to copying, held; resumed after the fix, it
+ * copies again, verifies again from the start, and switches.
+ */
+static void refuse_a_write_during_the_pass(Mfs *hfs, const char *point, void *opaque)
+{
+	int *seen = opaque;
+	char block[CHUNK];
+	MfsEntry e;
+	MfsFile *h;
+
+	if (strcmp(point, "verify-chunk") != 0 || (*seen)++ != 0)
+		return;
+	if (!set_immutable("disk.img", true))
+		return;
+	memset(block, 'v', sizeof(block));
+	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "disk.img", &e), 0);
+	ck_assert_int_eq(mfs_open(hfs, e.inode, O_RDWR, &h), 0);
+	ck_assert_int_eq(mfs_file_write(hfs, h, block, sizeof(block), 2 * CHUNK), CHUNK);
+	mfs_release(hfs, h);
+	mfs_forget(hfs, e.inode, 1);
+}
+
+START_TEST(test_a_held_error_during_the_pass_verifies_again)
+{
+	MfsMigStatus st;
+	int seen = 0;
+
+	start(&(MfsMigOptions){.verify = true,
+	                       .stop_on_target_error = true,
+	                       .hook = refuse_a_write_during_the_pass,
+	                       .hook_opaque = &seen});
+	for (int i = 0; i < 3000; i++) {
+		bool held;
+
+		mfs_migration_status(fs, &st);
+		held = st.held;
+		mfs_migration_status_clear(&st);
+		if (held || mfs_migration_wait(fs, MFS_MIG_SWITCHED, 0) == MFS_MIG_SWITCHED)
+			break;
+		g_usleep(10 * 1000);
+	}
+	mfs_migration_status(fs, &st);
+	if (!st.held) {
+		mfs_migration_status_clear(&st);
+		fprintf(stderr, "test-verify: the target cannot be made immutable here: skipped\n");
+		return;
+	}
+	mfs_migration_status_clear(&st);
+	ck_assert(set_immutable("disk.img", false));
+	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	mfs_migration_status(fs, &st);
+	ck_assert_int_eq(st.verify, MFS_MIG_VERIFY_PASSED);
+	mfs_migration_status_clear(&st);
+	assert_trees_equal(src, dst);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("verify");
@@ -129,6 +208,7 @@ int main(void)
 	tcase_add_test(tc, test_a_clean_copy_verifies_and_switches);
 	tcase_add_test(tc, test_a_difference_refuses_the_switch);
 	tcase_add_test(tc, test_no_verify_by_default);
+	tcase_add_test(tc, test_a_held_error_during_the_pass_verifies_again);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
