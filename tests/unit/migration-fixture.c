@@ -6,9 +6,12 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 char *top, *src, *dst;
@@ -144,4 +147,20 @@ bool exists(const char *dir, const char *name)
 	struct stat st;
 
 	return lstat(path, &st) == 0;
+}
+
+/* Make dst/@name (im)mutable, which fails every write to it; false where the file system cannot. */
+bool set_target_immutable(const char *name, bool on)
+{
+	g_autofree char *path = g_build_filename(dst, name, NULL);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int flags = 0;
+	bool ok;
+
+	ck_assert_int_ge(fd, 0);
+	ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+	flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+	ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+	close(fd);
+	return ok;
 }

@@ -28,5 +28,7 @@ void wait_for(MfsMigState want);
 void assert_trees_equal(const char *a, const char *b);
 bool journal_says_switched(const char *dir);
 bool exists(const char *dir, const char *name);
+/* dst/@name (im)mutable: every write to it then fails (EPERM); false where it cannot be. */
+bool set_target_immutable(const char *name, bool on);
 
 #endif

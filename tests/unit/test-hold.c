@@ -15,27 +15,9 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <unistd.h>
-
-/* Make dst/@name (im)mutable; false where the file system cannot. */
-static bool set_immutable(const char *name, bool on)
-{
-	g_autofree char *path = g_build_filename(dst, name, NULL);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int flags = 0;
-	bool ok;
-
-	ck_assert_int_ge(fd, 0);
-	ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
-	flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
-	ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
-	close(fd);
-	return ok;
-}
 
 /* Whether the target's file system takes the immutable flag at all. */
 static bool flags_work(void)
@@ -43,9 +25,9 @@ static bool flags_work(void)
 	bool ok;
 
 	write_file(dst, "probe", 1, 1);
-	ok = set_immutable("probe", true);
+	ok = set_target_immutable("probe", true);
 	if (ok)
-		ck_assert(set_immutable("probe", false));
+		ck_assert(set_target_immutable("probe", false));
 	ck_assert(exists(dst, "probe"));
 	{
 		g_autofree char *path = g_build_filename(dst, "probe", NULL);
@@ -125,7 +107,7 @@ START_TEST(test_a_refused_mirrored_write_holds_the_job)
 		return;
 	start(&(MfsMigOptions){.manual_switch = true, .stop_on_target_error = true});
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert(set_immutable("disk.img", true));
+	ck_assert(set_target_immutable("disk.img", true));
 	h = open_disk(&e);
 	memset(block, 'a', sizeof(block));
 	/* The guest's write succeeds: on the source. */
@@ -147,7 +129,7 @@ START_TEST(test_a_refused_mirrored_write_holds_the_job)
 	ck_assert_int_eq(mfs_file_write(fs, h, block, sizeof(block), 20 * CHUNK), CHUNK);
 	/* A switch is refused while it waits; the fix, then a resume, carry on. */
 	ck_assert_int_eq(mfs_migration_switch(fs), -EBUSY);
-	ck_assert(set_immutable("disk.img", false));
+	ck_assert(set_target_immutable("disk.img", false));
 	ck_assert_int_eq(mfs_migration_resume(fs), 0);
 	wait_for(MFS_MIG_MIRRORED);
 	status(&st);
@@ -171,7 +153,7 @@ static void refuse_after_two_chunks(Mfs *hfs, const char *point, void *opaque)
 
 	(void)hfs;
 	if (strcmp(point, "chunk") == 0 && ++*chunks == 2)
-		ck_assert(set_immutable("disk.img", true));
+		ck_assert(set_target_immutable("disk.img", true));
 }
 
 START_TEST(test_a_refused_copy_holds_the_job)
@@ -198,7 +180,7 @@ START_TEST(test_a_refused_copy_holds_the_job)
 	status(&st);
 	ck_assert_int_eq(cursor_of(&st, "disk.img"), cursor);
 	mfs_migration_status_clear(&st);
-	ck_assert(set_immutable("disk.img", false));
+	ck_assert(set_target_immutable("disk.img", false));
 	ck_assert_int_eq(mfs_migration_resume(fs), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
@@ -216,10 +198,10 @@ START_TEST(test_abort_is_the_default)
 		return;
 	start(&(MfsMigOptions){.manual_switch = true});
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert(set_immutable("disk.img", true));
+	ck_assert(set_target_immutable("disk.img", true));
 	h = open_disk(&e);
 	ck_assert_int_eq(mfs_file_write(fs, h, block, sizeof(block), 0), CHUNK);
-	ck_assert(set_immutable("disk.img", false));
+	ck_assert(set_target_immutable("disk.img", false));
 	wait_for(MFS_MIG_FAILED);
 	mfs_release(fs, h);
 	mfs_forget(fs, e.inode, 1);

@@ -11,9 +11,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <stdio.h>
-#include <sys/ioctl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -121,22 +119,6 @@ START_TEST(test_no_verify_by_default)
 }
 END_TEST
 
-/* Make dst/@name (im)mutable; false where the file system cannot. */
-static bool set_immutable(const char *name, bool on)
-{
-	g_autofree char *path = g_build_filename(dst, name, NULL);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int flags = 0;
-	bool ok;
-
-	ck_assert_int_ge(fd, 0);
-	ok = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
-	flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
-	ok = ok && ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
-	close(fd);
-	return ok;
-}
-
 /*
  * During the pass, a guest's write the target refuses (on_target_error=
  * stop): the job goes back to copying, held; resumed after the fix, it
@@ -151,7 +133,7 @@ static void refuse_a_write_during_the_pass(Mfs *hfs, const char *point, void *op
 
 	if (strcmp(point, "verify-chunk") != 0 || (*seen)++ != 0)
 		return;
-	if (!set_immutable("disk.img", true))
+	if (!set_target_immutable("disk.img", true))
 		return;
 	memset(block, 'v', sizeof(block));
 	ck_assert_int_eq(mfs_lookup(hfs, mfs_root(hfs), "disk.img", &e), 0);
@@ -187,7 +169,7 @@ START_TEST(test_a_held_error_during_the_pass_verifies_again)
 		return;
 	}
 	mfs_migration_status_clear(&st);
-	ck_assert(set_immutable("disk.img", false));
+	ck_assert(set_target_immutable("disk.img", false));
 	ck_assert_int_eq(mfs_migration_resume(fs), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	mfs_migration_status(fs, &st);
