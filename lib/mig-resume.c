@@ -329,12 +329,17 @@ void mig_checkpoint_final(Migration *mig)
 /* Under job_lock; @update: only over the job's own record, silently. */
 static void job_record_locked(Migration *mig, bool update)
 {
-	int root = mfs_root_fd(mig->fs);
 	g_auto(Journal) old = {0};
-	int ret = journal_read(root, &old);
-	bool ours = ret == 0 && strcmp(old.state, "migrating") == 0;
+	bool ours;
+	int root, ret;
 
-	if (mig->job_forgotten || (update && !ours))
+	/* First: once the switch has written its record, the root may be swapped. */
+	if (mig->job_forgotten)
+		return;
+	root = mfs_root_fd(mig->fs);
+	ret = journal_read(root, &old);
+	ours = ret == 0 && strcmp(old.state, "migrating") == 0;
+	if (update && !ours)
 		return;
 	if (ret == 0 && !ours)
 		ret = -EEXIST;

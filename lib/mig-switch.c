@@ -384,9 +384,18 @@ int mig_switch(Migration *mig)
 		undo_swaps(inodes, files);
 		goto resume;
 	}
+	/*
+	 * In the job record's place, under its lock: a speed change that read
+	 * the record just before must not write "migrating" over "switched",
+	 * and none may look at the source's root once the swaps begin.
+	 */
+	mfs_mutex_lock(&mig->job_lock);
 	ret = journal_write(
 	    mfs_root_fd(fs),
 	    &(Journal){.state = "switched", .source = mig->source, .target = mig->target}, true);
+	if (ret == 0)
+		mig->job_forgotten = true;
+	mfs_mutex_unlock(&mig->job_lock);
 	if (ret < 0) {
 		mig_fail(mig, "writing the source's journal: %s", g_strerror(-ret));
 		undo_swaps(inodes, files);
