@@ -171,7 +171,7 @@ mounts_under() {
 check_sanitizer_log() {
 	local logf="$1"
 	[[ -f "$logf" ]] || return 0
-	if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$logf"; then
+	if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:' "$logf"; then
 		printf '%s: FAIL: sanitizer report in %s:\n' "$TEST_NAME" "$logf" >&2
 		cat "$logf" >&2
 		SANITIZER_FAILED=1
