@@ -208,7 +208,7 @@ static int checkpoint_locked(Migration *mig, bool durable, MirrorFile **failed)
  * pages that did not make it are not known, so the file fails, or, held
  * (on_target_error=stop), is copied again from 0.
  */
-static void checkpoint_durable(Migration *mig)
+void mig_checkpoint(Migration *mig)
 {
 	MirrorFile *failed = NULL;
 	int ret;
@@ -218,11 +218,6 @@ static void checkpoint_durable(Migration *mig)
 	mfs_mutex_unlock(&mig->ckpt_lock);
 	if (failed)
 		mirror_file_target_failed(failed, ret, 0);
-}
-
-void mig_checkpoint(Migration *mig)
-{
-	checkpoint_durable(mig);
 }
 
 void mig_checkpoint_lowered_locked(Migration *mig, bool durable)
