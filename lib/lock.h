@@ -28,6 +28,9 @@
  *   5. MirrorFile.lock: a leaf.  Held across no I/O; a MirrorFile's hooks
  *      and error handler are called without it.
  *
+ * CopyQueue.lock (copy-queue.c) is a leaf too: taken with none of 1-5
+ * held, held across no job, and no lock is taken under it.
+ *
  * Mfs.files_lock, the table of open files, is taken with none of 3-5
  * held, and no lock is taken under it.
  *
@@ -44,7 +47,9 @@
  *                    control_server_stop();
  *   mirrorfs-copier  a migration's: ended by mfs_migration_shutdown() (or
  *                    by itself), joined by migration_free(), at the next
- *                    start or in mfs_free().
+ *                    start or in mfs_free();
+ *   mirrorfs-copyio  the copier's queue (copy-queue.c): started and
+ *                    joined by the copier thread, around each copy pass.
  *
  * (libfuse's own loop, kept for -o clone_fd, starts and joins its
  * workers itself, with SIGTERM, SIGINT and SIGHUP blocked.)

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * The copier: the job's thread copies the files one after another, chunk
- * by chunk (mirror-file.c copies a chunk and keeps the guest's writes in
- * step with it), and paces itself between chunks: pause, the speed limit,
- * and rests that leave a busy guest its share of the disk.  Mirroring
- * never iterates, so the copy ends however hard the guest writes.
+ * The copier: the job's thread copies the files one after another, a
+ * few chunks of a file in flight at once on its queue's threads
+ * (mirror-copy.c claims and retires them, by the chunk protocol of
+ * mirror-file.c), and paces itself: pause, the speed limit, and bursts
+ * and rests sized by the pacer (pacer.c) so that a busy guest keeps its
+ * share of its own rate.  Mirroring never iterates, so the copy ends
+ * however hard the guest writes.
  */
 #define _GNU_SOURCE
 #include "migration-int.h"
+#include "pacer.h"
 
 #include <errno.h>
 
@@ -33,66 +36,15 @@ static void count_files_locked(Migration *mig, uint64_t *copied, uint64_t *guest
 	}
 }
 
-/*
- * How long the copier rests after a chunk that took @chunk_us while the
- * guest changed a file: long enough that the guest has @guest_share
- * percent of the time to itself.  The copier and the guest share a disk
- * that knows no priority, and while a copier request is in flight the
- * guest's requests wait behind it: measured under 4K random writes at
- * iodepth 16, a copier going flat out left the guest 0.25x of its IOPS,
- * where the double writes of a mirrored file alone left it 0.8x.
- * Resting in proportion to the chunk's own time follows the disk: a
- * chunk slowed by the guest buys the guest a longer rest.  An idle guest
- * costs nothing.  The guest's reads count as much as its changes: the
- * copier's requests hold them up just the same.
- */
-static gint64 copier_rest_us(gint64 chunk_us, unsigned guest_share)
+/* Every operation the guests made through the mount: reads served, changes admitted. */
+static uint64_t guest_use(Migration *mig)
 {
-	if (guest_share == 0 || guest_share >= 100 || chunk_us <= 0)
-		return 0;
-	return chunk_us * guest_share / (100 - guest_share);
-}
-
-/*
- * Between chunks: honour pause, cancel, errors, the speed limit, and the
- * rest owed to a busy guest for a chunk of @rest_chunk_us that ended at
- * @rest_from (0: none owed).  The share and the limit are read afresh at
- * every wake-up, so that a new one counts at once.  Returns false when
- * the pass must stop: the job left @run (COPYING for the copy, MIRRORED
- * for the verify pass) other than for a pause.
- */
-static bool copier_may_go_on(Migration *mig, MigState run, gint64 window_start,
-                             uint64_t window_bytes, gint64 rest_from, gint64 rest_chunk_us)
-{
-	gint64 now, rest_due = 0;
-	bool go_on;
+	uint64_t copied, guest_ops, reads = mfs_reads_served(mig->fs);
 
 	mfs_mutex_lock(&mig->lock);
-	for (;;) {
-		gint64 due;
-
-		now = g_get_monotonic_time();
-		if (mig->state != run && mig->state != MIG_PAUSED)
-			break;
-		if (mig->state == MIG_PAUSED) {
-			mfs_cond_wait(&mig->cond, &mig->lock);
-			continue;
-		}
-		if (rest_from)
-			rest_due = rest_from + copier_rest_us(rest_chunk_us, mig->guest_share);
-		due = rest_due;
-		if (mig->speed_bps)
-			due = MAX(due, window_start + (gint64)(window_bytes * G_USEC_PER_SEC /
-			                                       mig->speed_bps));
-		if (now >= due)
-			break;
-		mfs_cond_wait_until(&mig->cond, &mig->lock, due);
-	}
-	if (rest_from)
-		mig->rested_us += MAX(0, MIN(now, rest_due) - rest_from);
-	go_on = mig->state == run;
+	count_files_locked(mig, &copied, &guest_ops);
 	mfs_mutex_unlock(&mig->lock);
-	return go_on;
+	return reads + guest_ops;
 }
 
 /*
@@ -125,34 +77,175 @@ static size_t grown_chunk_limit(uint64_t speed_bps)
 	return speed_bps ? MIN(MFS_MAX_GROWN_CHUNK, speed_bps / 4) : MFS_MAX_GROWN_CHUNK;
 }
 
-/* The copier's pacing, carried from one chunk to the next. */
+/*
+ * The copier's state from one chunk to the next: its queue and the
+ * chunks in flight, the pacer's bursts and rests (pacer.c), the speed
+ * limit's window.
+ */
 typedef struct {
 	Migration *mig;
+	CopyQueue *q;   /* NULL: one chunk at a time, copied by the job's thread */
+	MirrorFile *mf; /* whose chunks may be in flight, or NULL */
+	bool in_flight; /* chunks of mf may be in flight */
+	int drain_err;  /* a chunk in flight failed the file */
+	Pacer pacer;
+	gint64 burst_start;    /* the burst under way began; 0: none */
+	uint64_t burst_bytes;  /* moved in it */
+	uint64_t burst_use;    /* guest_use() as it began */
+	gint64 rest_from;      /* the rest owed to the guest began; 0: none owed */
+	gint64 rest_us;        /* its length */
+	unsigned rest_share;   /* the guest share it was owed under */
+	uint64_t rest_use;     /* guest_use() as it began */
+	uint64_t last_use;     /* guest_use() after the last chunk */
+	bool guest_busy;       /* during the last chunk: no growing chunks */
 	gint64 window_start;   /* the speed limit's window, since the limit last changed */
 	uint64_t window_bytes; /* copied in the window */
 	uint64_t speed_bps;    /* the limit the window counts under */
-	gint64 rest_from;      /* the rest owed to the guest for the last chunk: 0, none */
-	gint64 rest_chunk_us;
-	/* The guest's reads and admitted operations, summed: it used the mount when they move. */
-	uint64_t guest_use;
-	bool guest_busy; /* during the last chunk */
 	gint64 writeback_due;
 	uint64_t since_checkpoint; /* data copied since the last checkpoint */
 	bool stopped;              /* the job stopped while the copier paced */
 } Copier;
 
-static void copier_init(Copier *c, Migration *mig)
-{
-	uint64_t copied, guest_ops;
+/* Chunks in flight on a queue of this many threads, at most; the pacer picks how many. */
+#define COPIER_THREADS 4
 
+static void copier_init(Copier *c, Migration *mig, bool queued)
+{
 	*c = (Copier){.mig = mig, .window_start = g_get_monotonic_time()};
 	c->writeback_due = c->window_start;
-	c->guest_use = mfs_reads_served(mig->fs);
+	/* Without threads, one chunk at a time: slower under a guest, never wrong. */
+	if (queued && !(c->q = copy_queue_new(COPIER_THREADS)))
+		g_warning("migration %s -> %s: the copier's threads: %s: one chunk at a time",
+		          mig->source, mig->target, g_strerror(errno));
+	pacer_init(&c->pacer, c->q ? copy_queue_threads(c->q) : 1);
 	mfs_mutex_lock(&mig->lock);
 	c->speed_bps = mig->speed_bps;
-	count_files_locked(mig, &copied, &guest_ops);
-	c->guest_use += guest_ops;
 	mfs_mutex_unlock(&mig->lock);
+	c->last_use = guest_use(mig);
+}
+
+static void copier_fini(Copier *c)
+{
+	copy_queue_free(c->q);
+	c->q = NULL;
+}
+
+/* Retire the chunks in flight: nothing claimed while the copier waits. */
+static void copier_drain(Copier *c)
+{
+	uint64_t copied = 0;
+	int ret;
+
+	if (!c->in_flight)
+		return;
+	c->in_flight = false;
+	ret = mirror_file_copy_drain(c->mf, c->q, &copied);
+	if (ret < 0 && !c->drain_err)
+		c->drain_err = ret;
+	c->burst_bytes += copied;
+	c->window_bytes += copied;
+	c->since_checkpoint += copied;
+}
+
+/*
+ * Between chunks: honour pause, cancel, errors, the speed limit, and the
+ * rest owed to the guest.  Before any wait, the chunks in flight are
+ * retired: a claimed chunk holds the guest's writes there.  The share
+ * and the limit are read afresh at every wake-up, so that a new one
+ * counts at once.  Returns false when the pass must stop: the job left
+ * @run (COPYING for the copy, MIRRORED for the verify pass) other than
+ * for a pause.
+ */
+static bool copier_may_go_on(Copier *c, MigState run)
+{
+	Migration *mig = c->mig;
+	bool go_on, paused = false;
+	gint64 now;
+
+	mfs_mutex_lock(&mig->lock);
+	for (;;) {
+		gint64 due = c->rest_from ? c->rest_from + c->rest_us : 0;
+		bool go;
+
+		/* A new share counts at once: the next burst's rest follows it. */
+		if (mig->guest_share != c->rest_share)
+			due = 0;
+		now = g_get_monotonic_time();
+		if (mig->speed_bps)
+			due = MAX(due, c->window_start + (gint64)(c->window_bytes * G_USEC_PER_SEC /
+			                                          mig->speed_bps));
+		paused |= mig->state == MIG_PAUSED;
+		go = mig->state == run && now >= due;
+		if (!go && c->in_flight) {
+			mfs_mutex_unlock(&mig->lock);
+			copier_drain(c);
+			mfs_mutex_lock(&mig->lock);
+			continue;
+		}
+		if (go || (mig->state != run && mig->state != MIG_PAUSED))
+			break;
+		if (mig->state == MIG_PAUSED)
+			mfs_cond_wait(&mig->cond, &mig->lock);
+		else
+			mfs_cond_wait_until(&mig->cond, &mig->lock, due);
+	}
+	if (c->rest_from) {
+		gint64 rested = MAX(0, MIN(now, c->rest_from + c->rest_us) - c->rest_from);
+
+		mig->rested_us += rested;
+	}
+	go_on = mig->state == run;
+	mfs_mutex_unlock(&mig->lock);
+	if (c->rest_from && go_on && !paused) {
+		/* The guest's rate alone, from a rest that nothing cut short. */
+		pacer_rest_end(&c->pacer, now - c->rest_from, guest_use(mig) - c->rest_use);
+	}
+	c->rest_from = 0;
+	return go_on;
+}
+
+/*
+ * A burst ended: tell the pacer what it moved and what the guest did
+ * meanwhile; it says how long to rest and how many chunks the next
+ * burst keeps in flight.
+ */
+static void copier_burst_end(Copier *c, bool copying)
+{
+	Migration *mig = c->mig;
+	uint64_t use = guest_use(mig), copied_total, guest_ops;
+	gint64 now = g_get_monotonic_time();
+	unsigned share;
+
+	mfs_mutex_lock(&mig->lock);
+	share = mig->guest_share;
+	if (copying) {
+		count_files_locked(mig, &copied_total, &guest_ops);
+		rate_sample_locked(mig, copied_total);
+	}
+	if (mig->speed_bps != c->speed_bps) {
+		/* A new limit counts from now. */
+		c->speed_bps = mig->speed_bps;
+		c->window_start = now;
+		c->window_bytes = 0;
+	}
+	mfs_mutex_unlock(&mig->lock);
+	c->rest_share = share;
+	c->rest_us = pacer_burst_end(&c->pacer, c->burst_bytes, now - c->burst_start,
+	                             use - c->burst_use, share);
+	if (c->rest_us > 0) {
+		c->rest_from = now;
+		c->rest_use = use;
+	}
+	c->burst_start = 0;
+}
+
+static void copier_burst_begin(Copier *c)
+{
+	if (c->burst_start)
+		return;
+	c->burst_start = g_get_monotonic_time();
+	c->burst_bytes = 0;
+	c->burst_use = guest_use(c->mig);
 }
 
 /*
@@ -160,63 +253,45 @@ static void copier_init(Copier *c, Migration *mig)
  * its end, or the copy's -errno; -ECANCELED and c->stopped when the job
  * stopped meanwhile.
  */
-/*
- * After a chunk of @moved bytes begun at @chunk_start: the speed window,
- * the rest owed to the guest if it used the mount meanwhile, and the
- * copier's rate (@copying).
- */
-static void copier_account(Copier *c, uint64_t moved, gint64 chunk_start, bool copying)
-{
-	Migration *mig = c->mig;
-	uint64_t copied_total, guest_ops, guest_use;
-
-	c->window_bytes += moved;
-	guest_use = mfs_reads_served(mig->fs);
-	mfs_mutex_lock(&mig->lock);
-	count_files_locked(mig, &copied_total, &guest_ops);
-	if (copying)
-		rate_sample_locked(mig, copied_total);
-	/* Owe the guest a rest if it used a file during this chunk. */
-	c->rest_from = 0;
-	guest_use += guest_ops;
-	c->guest_busy = guest_use != c->guest_use;
-	c->guest_use = guest_use;
-	if (c->guest_busy && moved) {
-		c->rest_from = g_get_monotonic_time();
-		c->rest_chunk_us = c->rest_from - chunk_start;
-	}
-	if (mig->speed_bps != c->speed_bps) {
-		/* A new limit counts from now. */
-		c->speed_bps = mig->speed_bps;
-		c->window_start = g_get_monotonic_time();
-		c->window_bytes = 0;
-	}
-	mfs_mutex_unlock(&mig->lock);
-}
-
 static int copier_next_chunk(Copier *c, MirrorFile *mf)
 {
 	Migration *mig = c->mig;
-	uint64_t copied;
-	gint64 chunk_start;
+	uint64_t copied, use;
 	int ret;
 
-	if (!copier_may_go_on(mig, MIG_COPYING, c->window_start, c->window_bytes, c->rest_from,
-	                      c->rest_chunk_us)) {
+	c->mf = mf;
+	if (!copier_may_go_on(c, MIG_COPYING)) {
 		c->stopped = true;
-		return -ECANCELED;
+		return c->drain_err ? c->drain_err : -ECANCELED;
 	}
+	if (c->drain_err) {
+		ret = c->drain_err;
+		c->drain_err = 0;
+		return ret;
+	}
+	copier_burst_begin(c);
 	/*
 	 * The MirrorFile grows its chunk while the guest leaves that file
 	 * alone; the guest's reads, and its writes to the other files, hold
 	 * up its requests just as much: no growth either.
 	 */
 	mirror_file_set_max_chunk(mf, c->guest_busy ? 0 : grown_chunk_limit(c->speed_bps));
-	chunk_start = g_get_monotonic_time();
 	mig_hook(mig, "chunk-begin");
-	ret = mirror_file_copy_next(mf, &copied);
+	/*
+	 * A test's hook stops the copier between two chunks, and may act as
+	 * a guest from this thread: one chunk in flight at a time then (the
+	 * chunk protocol's own tests keep several in flight).
+	 */
+	ret = mirror_file_copy_next(mf, c->q, mig->hook ? 1 : c->pacer.depth, &copied);
+	c->in_flight = ret == 1 && c->q;
+	use = guest_use(mig);
+	c->guest_busy = use != c->last_use;
+	c->last_use = use;
+	c->burst_bytes += copied;
+	c->window_bytes += copied;
 	c->since_checkpoint += copied;
-	copier_account(c, copied, chunk_start, true);
+	if (ret != 1 || g_get_monotonic_time() - c->burst_start >= PACER_BURST_US)
+		copier_burst_end(c, true);
 	if (g_get_monotonic_time() >= c->writeback_due) {
 		start_target_writeback(mig);
 		c->writeback_due = g_get_monotonic_time() + WRITEBACK_PERIOD_US;
@@ -246,15 +321,40 @@ static guint first_not_copied_locked(Migration *mig)
 	return mig->files->len;
 }
 
+/* Copy one file to its end; false when the pass must stop (c->stopped) or failed. */
+static bool copier_copy_file(Copier *c, MigObject *obj)
+{
+	Migration *mig = c->mig;
+	MirrorFileStats st;
+	int ret;
+
+	mirror_file_stats(obj->mf, &st);
+	do
+		ret = copier_next_chunk(c, obj->mf);
+	while (ret == 1);
+	/* Nothing in flight past here: 0 and errors come with none, a stop drained. */
+	if (ret == 0 && !st.mirrored) {
+		g_autofree char *path = mig_target_relpath(mig, mirror_file_target_fd(obj->mf));
+
+		mig_event(mig, MFS_MIG_EVENT_FILE, "mirrored", NULL, -1, path);
+	}
+	if (c->stopped)
+		return false;
+	if (ret < 0) {
+		mig_fail(mig, "copying: %s", g_strerror(-ret));
+		return false;
+	}
+	return true;
+}
+
 bool mig_copier_run(Migration *mig, uint64_t *held_gen)
 {
+	bool done = false;
 	Copier c;
 
-	copier_init(&c, mig);
+	copier_init(&c, mig, true);
 	for (guint i = 0;; i++) {
-		MirrorFileStats st;
 		MigObject *obj;
-		int ret;
 
 		mfs_mutex_lock(&mig->lock);
 		if (i >= mig->files->len)
@@ -262,25 +362,15 @@ bool mig_copier_run(Migration *mig, uint64_t *held_gen)
 		obj = i < mig->files->len ? g_ptr_array_index(mig->files, i) : NULL;
 		*held_gen = mig->held_gen;
 		mfs_mutex_unlock(&mig->lock);
-		if (!obj)
-			return true;
-		mirror_file_stats(obj->mf, &st);
-		do
-			ret = copier_next_chunk(&c, obj->mf);
-		while (ret == 1);
-		if (ret == 0 && !st.mirrored) {
-			g_autofree char *path =
-			    mig_target_relpath(mig, mirror_file_target_fd(obj->mf));
-
-			mig_event(mig, MFS_MIG_EVENT_FILE, "mirrored", NULL, -1, path);
+		if (!obj) {
+			done = true;
+			break;
 		}
-		if (c.stopped)
-			return false;
-		if (ret < 0) {
-			mig_fail(mig, "copying: %s", g_strerror(-ret));
-			return false;
-		}
+		if (!copier_copy_file(&c, obj))
+			break;
 	}
+	copier_fini(&c);
+	return done;
 }
 
 /*
@@ -313,16 +403,14 @@ static bool verify_file(Copier *c, MirrorFile *mf, void *a, void *b)
 	off_t pos = 0;
 
 	for (;;) {
-		gint64 chunk_start;
 		off_t mismatch;
 		int64_t n;
 
-		if (!copier_may_go_on(mig, MIG_MIRRORED, c->window_start, c->window_bytes,
-		                      c->rest_from, c->rest_chunk_us)) {
+		if (!copier_may_go_on(c, MIG_MIRRORED)) {
 			c->stopped = true;
 			return false;
 		}
-		chunk_start = g_get_monotonic_time();
+		copier_burst_begin(c);
 		n = mirror_file_verify(mf, pos, VERIFY_CHUNK, a, b, &mismatch);
 		if (n == -EAGAIN)
 			continue;
@@ -341,7 +429,10 @@ static bool verify_file(Copier *c, MirrorFile *mf, void *a, void *b)
 		mfs_mutex_lock(&mig->lock);
 		mig->verify_bytes += (uint64_t)n;
 		mfs_mutex_unlock(&mig->lock);
-		copier_account(c, (uint64_t)n, chunk_start, false);
+		c->burst_bytes += (uint64_t)n;
+		c->window_bytes += (uint64_t)n;
+		if (g_get_monotonic_time() - c->burst_start >= PACER_BURST_US)
+			copier_burst_end(c, false);
 		mig_hook(mig, "verify-chunk");
 	}
 }
@@ -354,7 +445,8 @@ int mig_verify_run(Migration *mig)
 	unsigned mismatches;
 	Copier c;
 
-	copier_init(&c, mig);
+	/* One chunk at a time: comparing reads both sides, and holds the guest's changes. */
+	copier_init(&c, mig, false);
 	mfs_mutex_lock(&mig->lock);
 	mig->verify = MFS_MIG_VERIFY_RUNNING;
 	mig->verify_bytes = 0;

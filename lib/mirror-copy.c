@@ -5,8 +5,8 @@
  * Read the source and write the target through O_DIRECT twins where the
  * file systems allow, clone extents where they share blocks, keep holes
  * and preallocated ranges, grow the chunk while the guest leaves the file
- * alone; and the file's flush, times and figures.  Takes no lock but the
- * file's own, and no I/O under it.
+ * alone, keep several chunks in flight; and the file's flush, times and
+ * figures.  Takes no lock but the file's own, and no I/O under it.
  */
 #define _GNU_SOURCE
 #include "mirror-file-int.h"
@@ -21,6 +21,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* What one chunk's copy works with: the file, a buffer, and where it failed. */
+typedef struct {
+	MirrorFile *mf;
+	void *buf;
+	size_t buf_len;
+	bool on_source; /* the last error was the source's */
+} CopyCtx;
 
 static void direct_close(int *fd)
 {
@@ -37,9 +45,10 @@ static void copy_buf_release(MirrorFile *mf)
 	mf->copy_buf_size = 0;
 }
 
-/* The copier is done with the file: give back what it held for it. */
+/* The copier is done with the file, nothing in flight: give back what it held for it. */
 void mirror_copy_resources_free(MirrorFile *mf)
 {
+	g_assert(mf->job_n == 0);
 	direct_close(&mf->copy_src_direct);
 	direct_close(&mf->copy_dst_direct);
 	mf->copy_direct_tried = false; /* a cursor lowered later copies again */
@@ -54,6 +63,7 @@ static int direct_reopen(int fd, int flags)
 	return open(path, flags | O_DIRECT | O_CLOEXEC);
 }
 
+/* By the copier's thread, with no chunk in flight. */
 static void copy_direct_open(MirrorFile *mf)
 {
 	if (mf->copy_direct_tried)
@@ -62,30 +72,44 @@ static void copy_direct_open(MirrorFile *mf)
 	/* Failing (EINVAL from tmpfs, for one) leaves the buffered path. */
 	mf->copy_src_direct = direct_reopen(mf->src_fd, O_RDONLY);
 	mf->copy_dst_direct = direct_reopen(mf->dst_fd, O_WRONLY);
-}
-
-static bool direct_ok(int fd, off_t pos)
-{
-	return fd >= 0 && pos % MFS_DIRECT_ALIGN == 0;
+	mf->copy_src_direct_off = mf->copy_dst_direct_off = false;
 }
 
 /*
- * Read up to @len bytes at @pos into the copy buffer.  A direct read asks
- * for whole blocks (the file's end may lie inside the last one); what it
+ * The O_DIRECT twin to use at @pos, or -1.  Several chunks may be in
+ * flight: a twin that refused an alignment is turned off, not closed
+ * under another chunk's I/O (mirror_copy_resources_free() closes it).
+ */
+static int direct_fd(int fd, bool *off, off_t pos)
+{
+	if (fd < 0 || pos % MFS_DIRECT_ALIGN || __atomic_load_n(off, __ATOMIC_RELAXED))
+		return -1;
+	return fd;
+}
+
+static void direct_turn_off(bool *off)
+{
+	__atomic_store_n(off, true, __ATOMIC_RELAXED);
+}
+
+/*
+ * Read up to @len bytes at @pos into the buffer.  A direct read asks for
+ * whole blocks (the file's end may lie inside the last one); what it
  * returns past @len, of a file that grew, is left for the next chunk.
  */
-static ssize_t copy_read(MirrorFile *mf, off_t pos, size_t len)
+static ssize_t copy_read(CopyCtx *cx, off_t pos, size_t len)
 {
+	MirrorFile *mf = cx->mf;
+
 	for (;;) {
-		bool direct = direct_ok(mf->copy_src_direct, pos);
-		size_t want = direct ? ROUND_UP(len, MFS_DIRECT_ALIGN) : len;
-		ssize_t n =
-		    pread(direct ? mf->copy_src_direct : mf->src_fd, mf->copy_buf, want, pos);
+		int dfd = direct_fd(mf->copy_src_direct, &mf->copy_src_direct_off, pos);
+		size_t want = dfd >= 0 ? ROUND_UP(len, MFS_DIRECT_ALIGN) : len;
+		ssize_t n = pread(dfd >= 0 ? dfd : mf->src_fd, cx->buf, want, pos);
 
 		if (n >= 0)
 			return MIN((size_t)n, len);
-		if (errno == EINVAL && direct) {
-			direct_close(&mf->copy_src_direct); /* odd alignment: go buffered */
+		if (errno == EINVAL && dfd >= 0) {
+			direct_turn_off(&mf->copy_src_direct_off); /* odd alignment: go buffered */
 			continue;
 		}
 		if (errno != EINTR)
@@ -93,23 +117,24 @@ static ssize_t copy_read(MirrorFile *mf, off_t pos, size_t len)
 	}
 }
 
-/* Write the copy buffer's first @len bytes at @pos: whole blocks direct. */
-static int copy_write(MirrorFile *mf, size_t len, off_t pos)
+/* Write the buffer's first @len bytes at @pos: whole blocks direct. */
+static int copy_write(CopyCtx *cx, size_t len, off_t pos)
 {
-	size_t head = direct_ok(mf->copy_dst_direct, pos) ? ROUND_DOWN(len, MFS_DIRECT_ALIGN) : 0;
+	MirrorFile *mf = cx->mf;
+	int dfd = direct_fd(mf->copy_dst_direct, &mf->copy_dst_direct_off, pos);
+	size_t head = dfd >= 0 ? ROUND_DOWN(len, MFS_DIRECT_ALIGN) : 0;
 	int ret;
 
 	if (head) {
-		ret = mirror_pwrite_all(mf->copy_dst_direct, mf->copy_buf, head, pos);
+		ret = mirror_pwrite_all(dfd, cx->buf, head, pos);
 		if (ret == -EINVAL) {
-			direct_close(&mf->copy_dst_direct);
+			direct_turn_off(&mf->copy_dst_direct_off);
 			head = 0;
 		} else if (ret < 0) {
 			return ret;
 		}
 	}
-	return mirror_pwrite_all(mf->dst_fd, (char *)mf->copy_buf + head, len - head,
-	                         pos + (off_t)head);
+	return mirror_pwrite_all(mf->dst_fd, (char *)cx->buf + head, len - head, pos + (off_t)head);
 }
 
 /*
@@ -133,29 +158,33 @@ static int copy_clone(MirrorFile *mf, off_t pos, off_t end)
 		ret = ioctl(mf->dst_fd, FICLONERANGE, &range) < 0 ? -errno : 0;
 	while (ret == -EINTR);
 	if (ret < 0 && ret != -EINVAL)
-		mf->copy_clone = false;
+		__atomic_store_n(&mf->copy_clone, false, __ATOMIC_RELAXED);
 	return ret;
 }
 
-static int copy_data(MirrorFile *mf, off_t pos, off_t end, uint64_t *copied, uint64_t *cloned)
+static int copy_data(CopyCtx *cx, off_t pos, off_t end, uint64_t *copied, uint64_t *cloned)
 {
-	if (mf->copy_clone && copy_clone(mf, pos, end) == 0) {
+	MirrorFile *mf = cx->mf;
+
+	if (__atomic_load_n(&mf->copy_clone, __ATOMIC_RELAXED) && copy_clone(mf, pos, end) == 0) {
 		mirror_run_hook(mf, MIRROR_HOOK_CHUNK_READ, pos, end);
 		*cloned += end - pos;
 		return 0;
 	}
+	if (!cx->buf)
+		return -ENOMEM;
 	while (pos < end) {
-		ssize_t n = copy_read(mf, pos, MIN((off_t)mf->copy_buf_size, end - pos));
+		ssize_t n = copy_read(cx, pos, MIN((off_t)cx->buf_len, end - pos));
 		int ret;
 
 		if (n < 0) {
-			mf->copy_error_on_source = true;
+			cx->on_source = true;
 			return (int)n;
 		}
 		if (n == 0)
 			break; /* shorter than fstat said: nothing more to copy */
 		mirror_run_hook(mf, MIRROR_HOOK_CHUNK_READ, pos, pos + n);
-		ret = copy_write(mf, n, pos);
+		ret = copy_write(cx, n, pos);
 		if (ret < 0)
 			return ret;
 		*copied += n;
@@ -174,7 +203,8 @@ static void prealloc_unsupported(MirrorFile *mf)
 	char path[MFS_PROC_FD_LEN], name[PATH_MAX];
 	ssize_t n;
 
-	mf->copy_prealloc = false;
+	if (!__atomic_exchange_n(&mf->copy_prealloc, false, __ATOMIC_RELAXED))
+		return; /* another chunk said it */
 	mfs_proc_fd_path(mf->dst_fd, path);
 	n = readlink(path, name, sizeof(name) - 1);
 	name[n < 0 ? 0 : n] = '\0';
@@ -196,15 +226,16 @@ static void prealloc_unsupported(MirrorFile *mf)
  * per hole met in a chunk.  A source without FIEMAP (tmpfs) has nothing
  * found here.
  */
-static int copy_prealloc(MirrorFile *mf, off_t start, off_t end)
+static int copy_prealloc(CopyCtx *cx, off_t start, off_t end)
 {
+	MirrorFile *mf = cx->mf;
 	union {
 		struct fiemap fm;
 		char buf[sizeof(struct fiemap) + 32 * sizeof(struct fiemap_extent)];
 	} u;
 	off_t pos = start;
 
-	while (mf->copy_prealloc && pos < end) {
+	while (__atomic_load_n(&mf->copy_prealloc, __ATOMIC_RELAXED) && pos < end) {
 		off_t next = pos;
 
 		memset(&u.fm, 0, sizeof(u.fm));
@@ -213,10 +244,11 @@ static int copy_prealloc(MirrorFile *mf, off_t start, off_t end)
 		u.fm.fm_extent_count = 32;
 		if (ioctl(mf->src_fd, FS_IOC_FIEMAP, &u.fm) < 0) {
 			if (errno == EOPNOTSUPP || errno == ENOTTY) {
-				mf->copy_prealloc = false; /* not this file system's */
+				/* Not this file system's. */
+				__atomic_store_n(&mf->copy_prealloc, false, __ATOMIC_RELAXED);
 				return 0;
 			}
-			mf->copy_error_on_source = true;
+			cx->on_source = true;
 			return -errno;
 		}
 		for (unsigned i = 0; i < u.fm.fm_mapped_extents; i++) {
@@ -247,9 +279,10 @@ static int copy_prealloc(MirrorFile *mf, off_t start, off_t end)
  * preallocated where the source's are.  A target that may hold old bytes
  * (reused after a crash) gets them punched out.
  */
-static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *copied,
+static int copy_range_sparse(CopyCtx *cx, off_t start, off_t end, uint64_t *copied,
                              uint64_t *cloned)
 {
+	MirrorFile *mf = cx->mf;
 	off_t pos = start;
 	bool fresh;
 	int ret;
@@ -263,7 +296,7 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 
 		if (data < 0) {
 			if (errno != ENXIO) {
-				mf->copy_error_on_source = true;
+				cx->on_source = true;
 				return -errno;
 			}
 			data = end; /* nothing but hole up to the end of file */
@@ -275,7 +308,7 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 		    errno != EOPNOTSUPP)
 			return -errno;
 		if (data > pos) {
-			ret = copy_prealloc(mf, pos, data);
+			ret = copy_prealloc(cx, pos, data);
 			if (ret < 0)
 				return ret;
 		}
@@ -283,11 +316,11 @@ static int copy_range_sparse(MirrorFile *mf, off_t start, off_t end, uint64_t *c
 			break;
 		hole = lseek(mf->src_fd, data, SEEK_HOLE);
 		if (hole < 0) {
-			mf->copy_error_on_source = true;
+			cx->on_source = true;
 			return -errno;
 		}
 		hole = MIN(hole, end);
-		ret = copy_data(mf, data, hole, copied, cloned);
+		ret = copy_data(cx, data, hole, copied, cloned);
 		if (ret < 0)
 			return ret;
 		pos = hole;
@@ -307,11 +340,13 @@ static size_t next_chunk_size(MirrorFile *mf, uint64_t guest_ops)
 }
 
 /*
- * The buffer is mapped, not malloc'ed: it grows to 16 MiB as the chunk does
- * and is given back when the file is mirrored.  From malloc, a freed buffer
- * that size raises glibc's mmap threshold, the next one comes from an arena,
- * and the arena's holes keep the daemon's resident size growing migration
- * after migration.  A mapping is page aligned, as O_DIRECT wants.
+ * The buffer of the chunks the copier's own thread copies (no queue, or
+ * a range copied again).  Mapped, not malloc'ed: it grows to 16 MiB as
+ * the chunk does and is given back when the file is mirrored.  From
+ * malloc, a freed buffer that size raises glibc's mmap threshold, the
+ * next one comes from an arena, and the arena's holes keep the daemon's
+ * resident size growing migration after migration.  A mapping is page
+ * aligned, as O_DIRECT wants.
  */
 static int copy_buf_reserve(MirrorFile *mf, size_t size)
 {
@@ -328,6 +363,15 @@ static int copy_buf_reserve(MirrorFile *mf, size_t size)
 	return 0;
 }
 
+/* The copier's own thread's context, its buffer able to hold @len. */
+static int copy_ctx_own(MirrorFile *mf, size_t len, CopyCtx *cx)
+{
+	int ret = copy_buf_reserve(mf, len);
+
+	*cx = (CopyCtx){.mf = mf, .buf = mf->copy_buf, .buf_len = mf->copy_buf_size};
+	return ret;
+}
+
 /*
  * Copy a range below the cursor again (one a restart found in the intent
  * log), by the chunk protocol: claimed, drained, copied, released.  The
@@ -337,6 +381,7 @@ static int copy_buf_reserve(MirrorFile *mf, size_t size)
 static int recopy_next(MirrorFile *mf, uint64_t *copied)
 {
 	uint64_t cloned = 0;
+	CopyCtx cx = {.mf = mf};
 	off_t start, end;
 	int ret;
 
@@ -348,98 +393,262 @@ static int recopy_next(MirrorFile *mf, uint64_t *copied)
 	end = MIN(end, mf->cp_offset);
 	ret = mf->error ? mf->error : mf->detached ? -ECANCELED : 0;
 	mfs_mutex_unlock(&mf->lock);
+	if (ret == 0)
+		ret = copy_ctx_own(mf, mf->next_chunk, &cx);
 	if (ret == 0 && start < end)
-		ret = copy_range_sparse(mf, start, end, copied, &cloned);
+		ret = copy_range_sparse(&cx, start, end, copied, &cloned);
 	mirror_chunk_release(mf, -1, *copied, cloned);
-	if (ret < 0 && !mf->copy_error_on_source && mirror_file_target_failed(mf, ret, start))
+	if (ret < 0 && !cx.on_source && mirror_file_target_failed(mf, ret, start))
 		return 1; /* held: the copier waits, then copies the range again */
 	if (ret < 0) {
-		if (mf->copy_error_on_source)
+		if (cx.on_source)
 			mirror_fail(mf, ret, true);
 		return ret;
 	}
 	return 1;
 }
 
-int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied)
+/*
+ * Several chunks in flight.  The copier claims chunk after chunk above
+ * the cursor, each by rule 2 (claimed, then drained), and hands each to
+ * a queue thread; the claimed chunks are one window, [chunk_start,
+ * chunk_end), from the cursor up, and no guest change enters it (rule
+ * 1).  Chunks are retired oldest first: the cursor moves past a chunk
+ * only once it and every chunk below it are on the target (rule 3).  A
+ * chunk done above one still in flight stays in the window meanwhile:
+ * a write there, above the cursor, would go to the source only, after
+ * the copier had read it.  A failed chunk, or a cursor brought down
+ * under the window (a held target error), stops the window: what is in
+ * flight ends, nothing moves the cursor, and the copier starts again
+ * where the cursor is.
+ */
+static void copy_job_run(CopyJob *base, void *buf, size_t len)
 {
-	uint64_t guest_ops, cloned = 0;
-	off_t start, end;
+	MirrorCopyJob *job = (MirrorCopyJob *)base;
+	CopyCtx cx = {.mf = job->mf, .buf = buf, .buf_len = len};
+
+	job->copied = job->cloned = 0;
+	job->ret = copy_range_sparse(&cx, job->start, job->end, &job->copied, &job->cloned);
+	job->on_source = cx.on_source;
+}
+
+static MirrorCopyJob *job_oldest(MirrorFile *mf)
+{
+	return &mf->jobs[mf->job_head];
+}
+
+/* Copy [start, end), claimed, on @q, or here without one. */
+static void job_start(MirrorFile *mf, CopyQueue *q, off_t start, off_t end)
+{
+	MirrorCopyJob *job = &mf->jobs[(mf->job_head + mf->job_n) % COPY_QUEUE_MAX];
+	CopyCtx cx;
+
+	*job = (MirrorCopyJob){.base = {.run = copy_job_run, .buf_len = (size_t)(end - start)},
+	                       .mf = mf,
+	                       .start = start,
+	                       .end = end};
+	mf->job_n++;
+	if (q) {
+		copy_queue_submit(q, &job->base);
+		return;
+	}
+	job->ret = copy_ctx_own(mf, (size_t)(end - start), &cx);
+	if (job->ret == 0)
+		copy_job_run(&job->base, cx.buf, cx.buf_len);
+	job->base.done = true;
+}
+
+/*
+ * Claim the chunk above the newest in flight and start it, unless the
+ * file ends there or the cursor came down: false then, nothing claimed.
+ */
+static bool job_add(MirrorFile *mf, CopyQueue *q, size_t chunk)
+{
+	MirrorCopyJob *newest = &mf->jobs[(mf->job_head + mf->job_n - 1) % COPY_QUEUE_MAX];
+	off_t start = newest->end, end = start + (off_t)chunk;
+	struct stat st;
+
+	if (newest->end < newest->claim_end)
+		return false; /* the source ended there: the window drains first */
+	if (!mirror_chunk_extend(mf, start, end, job_oldest(mf)->start)) {
+		mf->jobs_broken = true;
+		return false;
+	}
+	/* After the claim, as for the first chunk: a truncate in flight has drained. */
+	if (fstat(mf->src_fd, &st) < 0 || st.st_size <= start) {
+		mirror_chunk_extend(mf, start, start, job_oldest(mf)->start);
+		return false; /* the end (or an error the first chunk's fstat will meet) */
+	}
+	mfs_mutex_lock(&mf->lock);
+	mf->size = st.st_size;
+	mfs_mutex_unlock(&mf->lock);
+	job_start(mf, q, start, MIN(st.st_size, end));
+	mf->jobs[(mf->job_head + mf->job_n - 1) % COPY_QUEUE_MAX].claim_end = end;
+	return true;
+}
+
+/*
+ * Wait for the oldest chunk and retire it: the cursor moves past it if
+ * it was copied and nothing broke the window.  @copied gets its bytes.
+ */
+static void job_retire(MirrorFile *mf, CopyQueue *q, uint64_t *copied)
+{
+	MirrorCopyJob *job = job_oldest(mf);
+	bool last = mf->job_n == 1;
+
+	if (q)
+		copy_queue_wait(q, &job->base);
+	if (job->ret < 0 && !mf->jobs_broken) {
+		mf->jobs_broken = true;
+		mf->jobs_err = job->ret;
+		mf->jobs_err_at = job->start;
+		mf->jobs_err_on_source = job->on_source;
+	}
+	*copied += job->copied;
+	mfs_mutex_lock(&mf->lock);
+	if (mf->cp_offset != job->start)
+		mf->jobs_broken = true; /* brought down under the window */
+	if (!mf->jobs_broken)
+		mf->cp_offset = job->end;
+	mf->bytes_copied += job->copied + job->cloned;
+	mf->bytes_cloned += job->cloned;
+	if (last)
+		mf->chunk_start = mf->chunk_end = 0;
+	else
+		mf->chunk_start = mf->jobs[(mf->job_head + 1) % COPY_QUEUE_MAX].start;
+	mfs_cond_broadcast(&mf->cond);
+	mfs_mutex_unlock(&mf->lock);
+	mf->job_head = (mf->job_head + 1) % COPY_QUEUE_MAX;
+	mf->job_n--;
+}
+
+/*
+ * The window drained after a failed chunk: fail or hold the file as
+ * for a chunk copied alone.  Returns 1 when held, else the error.
+ */
+static int jobs_failed(MirrorFile *mf)
+{
+	int ret = mf->jobs_err;
+
+	mf->jobs_broken = false;
+	mf->jobs_err = 0;
+	if (mf->jobs_err_on_source)
+		mirror_fail(mf, ret, true);
+	else if (mirror_file_target_failed(mf, ret, mf->jobs_err_at))
+		return 1; /* held: the copier waits, then copies from here again */
+	return ret;
+}
+
+/*
+ * No chunk in flight but the one claimed at the cursor, which is at the
+ * source's end: claim the rest of the file to pin its size, set the
+ * target's, and the file is mirrored.  1 when it grew meanwhile, or the
+ * cursor came down: copy on.  On an error, the claim is still held.
+ */
+static int copy_finish(MirrorFile *mf, off_t start, CopyCtx *cx)
+{
+	struct stat st;
+
+	if (!mirror_chunk_claim(mf, start, MIRROR_OFF_MAX)) {
+		mirror_chunk_release(mf, -1, 0, 0); /* the cursor came down: copy from there */
+		return 1;
+	}
+	if (fstat(mf->src_fd, &st) < 0) {
+		cx->on_source = true;
+		return -errno;
+	}
+	if (st.st_size > start) {
+		mirror_chunk_release(mf, -1, 0, 0); /* it grew meanwhile: go on copying */
+		return 1;
+	}
+	if (ftruncate(mf->dst_fd, st.st_size) < 0)
+		return -errno;
+	mfs_mutex_lock(&mf->lock);
+	mf->size = st.st_size;
+	mfs_mutex_unlock(&mf->lock);
+	mirror_chunk_release(mf, MIRROR_OFF_MAX, 0, 0);
+	mirror_copy_resources_free(mf);
+	return 0;
+}
+
+int mirror_file_copy_drain(MirrorFile *mf, CopyQueue *q, uint64_t *copied)
+{
+	while (mf->job_n)
+		job_retire(mf, q, copied);
+	mf->jobs_broken = false;
+	if (mf->jobs_err) {
+		int ret = jobs_failed(mf);
+
+		return ret < 0 ? ret : 0; /* held: copied again from there */
+	}
+	return 0;
+}
+
+int mirror_file_copy_next(MirrorFile *mf, CopyQueue *q, unsigned depth, uint64_t *copied)
+{
+	CopyCtx cx = {.mf = mf};
+	uint64_t guest_ops;
+	off_t start;
 	struct stat st;
 	size_t chunk;
 	int ret;
 
 	*copied = 0;
+	depth = CLAMP(depth, 1, q ? MIN(copy_queue_threads(q), COPY_QUEUE_MAX) : 1);
 	mfs_mutex_lock(&mf->lock);
 	start = mf->cp_offset;
 	guest_ops = mf->guest_ops;
 	mfs_mutex_unlock(&mf->lock);
-	if (start == MIRROR_OFF_MAX)
+	if (start == MIRROR_OFF_MAX && mf->job_n == 0)
 		return 0;
 	mirror_run_hook(mf, MIRROR_HOOK_CHUNK_NEXT, start, start);
 	chunk = next_chunk_size(mf, guest_ops);
-	if (copy_buf_reserve(mf, chunk) < 0)
-		return -ENOMEM;
 	copy_direct_open(mf);
 
-	mf->copy_error_on_source = false;
-	ret = recopy_next(mf, copied);
-	if (ret != 0)
-		return ret;
-	/*
-	 * The cursor is read again as the chunk is claimed, under one hold of
-	 * the lock: a truncate may have lowered it since, and writes below
-	 * the old cursor then went to the source only.  Starting at a stale
-	 * cursor would move it past them.
-	 */
-	ret = mirror_chunk_claim_at_cursor(mf, chunk, &start);
-	if (ret <= 0)
-		return ret;
-	if (fstat(mf->src_fd, &st) < 0) {
-		ret = -errno;
-		mf->copy_error_on_source = true;
-		goto fail;
-	}
-	if (st.st_size <= start) {
-		/* At the end: claim the rest of the file to pin its size, then finish. */
-		if (!mirror_chunk_claim(mf, start, MIRROR_OFF_MAX)) {
-			mirror_chunk_release(mf, -1, 0,
-			                     0); /* the cursor came down: copy from there */
-			return 1;
-		}
+	if (mf->job_n == 0) {
+		ret = recopy_next(mf, copied);
+		if (ret != 0)
+			return ret;
+		/*
+		 * The cursor is read again as the chunk is claimed, under one
+		 * hold of the lock: a truncate may have lowered it since, and
+		 * writes below the old cursor then went to the source only.
+		 * Starting at a stale cursor would move it past them.
+		 */
+		ret = mirror_chunk_claim_at_cursor(mf, chunk, &start);
+		if (ret <= 0)
+			return ret;
 		if (fstat(mf->src_fd, &st) < 0) {
 			ret = -errno;
-			mf->copy_error_on_source = true;
+			cx.on_source = true;
 			goto fail;
 		}
-		if (st.st_size > start) {
-			mirror_chunk_release(mf, -1, 0, 0); /* it grew meanwhile: go on copying */
-			return 1;
-		}
-		if (ftruncate(mf->dst_fd, st.st_size) < 0) {
-			ret = -errno;
-			goto fail;
+		if (st.st_size <= start) {
+			ret = copy_finish(mf, start, &cx);
+			if (ret < 0)
+				goto fail;
+			return ret;
 		}
 		mfs_mutex_lock(&mf->lock);
 		mf->size = st.st_size;
 		mfs_mutex_unlock(&mf->lock);
-		mirror_chunk_release(mf, MIRROR_OFF_MAX, 0, 0);
-		mirror_copy_resources_free(mf);
-		return 0;
+		job_start(mf, q, start, MIN(st.st_size, start + (off_t)chunk));
+		job_oldest(mf)->claim_end = start + (off_t)chunk;
 	}
-	end = MIN(st.st_size, start + (off_t)chunk);
-	ret = copy_range_sparse(mf, start, end, copied, &cloned);
-	if (ret < 0)
-		goto fail;
-	mfs_mutex_lock(&mf->lock);
-	mf->size = st.st_size;
-	mfs_mutex_unlock(&mf->lock);
-	mirror_chunk_release(mf, end, *copied, cloned);
+	while (mf->job_n < depth && !mf->jobs_broken && job_add(mf, q, chunk))
+		;
+	job_retire(mf, q, copied);
+	if (mf->jobs_broken) {
+		/* Nothing moves the cursor now: end what is in flight. */
+		ret = mirror_file_copy_drain(mf, q, copied);
+		if (ret < 0)
+			return ret;
+	}
 	return 1;
 
 fail:
 	mirror_chunk_release(mf, -1, 0, 0);
-	if (mf->copy_error_on_source)
+	if (cx.on_source)
 		mirror_fail(mf, ret, true);
 	else if (mirror_file_target_failed(mf, ret, start))
 		return 1; /* held: the copier waits, then copies from here again */
@@ -507,79 +716,4 @@ void mirror_file_stats(MirrorFile *mf, MirrorFileStats *out)
 	out->guest_ops = mf->guest_ops;
 	out->error = mf->error;
 	mfs_mutex_unlock(&mf->lock);
-}
-
-/* Read @len bytes at @pos, fewer only at the end of file. */
-static ssize_t pread_full(int fd, void *buf, size_t len, off_t pos)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (char *)buf + done, len - done, pos + (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		done += n;
-	}
-	return (ssize_t)done;
-}
-
-/* Whether [pos, end) is a hole in @fd: no data there to read. */
-static bool all_hole(int fd, off_t pos, off_t end)
-{
-	off_t data = lseek(fd, pos, SEEK_DATA);
-
-	return (data < 0 && errno == ENXIO) || data >= end;
-}
-
-int64_t mirror_file_verify(MirrorFile *mf, off_t pos, size_t len, void *a, void *b, off_t *mismatch)
-{
-	struct stat ss, ds;
-	ssize_t na = 0, nb = 0;
-	off_t end;
-	int64_t ret;
-
-	*mismatch = -1;
-	mirror_chunk_claim(mf, pos, pos + (off_t)len);
-	if (fstat(mf->src_fd, &ss) < 0) {
-		ret = -errno;
-		goto out;
-	}
-	if (pos >= ss.st_size) {
-		/* The end: the sizes, with every change above held off. */
-		mirror_chunk_release(mf, -1, 0, 0);
-		mirror_chunk_claim(mf, pos, MIRROR_OFF_MAX);
-		ret = 0;
-		if (fstat(mf->src_fd, &ss) < 0 || fstat(mf->dst_fd, &ds) < 0)
-			ret = -errno;
-		else if (ss.st_size != ds.st_size)
-			*mismatch = MIN(ss.st_size, ds.st_size);
-		else if (ss.st_size > pos)
-			ret = -EAGAIN; /* it grew meanwhile: compare on */
-		goto out;
-	}
-	end = MIN(ss.st_size, pos + (off_t)len);
-	ret = end - pos;
-	if (all_hole(mf->src_fd, pos, end) && all_hole(mf->dst_fd, pos, end))
-		goto out;
-	na = pread_full(mf->src_fd, a, end - pos, pos);
-	nb = pread_full(mf->dst_fd, b, end - pos, pos);
-	if (na < 0 || nb < 0) {
-		ret = na < 0 ? na : nb;
-		goto out;
-	}
-	if (na != nb || memcmp(a, b, na) != 0) {
-		ssize_t i = 0;
-
-		while (i < MIN(na, nb) && ((char *)a)[i] == ((char *)b)[i])
-			i++;
-		*mismatch = pos + i;
-	}
-out:
-	mirror_chunk_release(mf, -1, 0, 0);
-	return ret;
 }

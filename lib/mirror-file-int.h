@@ -7,6 +7,7 @@
 #ifndef MFS_MIRROR_FILE_INT_H
 #define MFS_MIRROR_FILE_INT_H
 
+#include "copy-queue.h"
 #include "intent-log.h"
 #include "lock.h"
 #include "mirror-file.h"
@@ -17,6 +18,17 @@
 #define MIRROR_OFF_MAX   INT64_MAX
 #define ROUND_UP(n, a)   (((n) + (a)-1) / (a) * (a))
 #define ROUND_DOWN(n, a) ((n) / (a) * (a))
+
+/* A chunk in the copier's window (mirror-copy.c). */
+typedef struct {
+	CopyJob base;
+	MirrorFile *mf;
+	off_t start, end; /* copied: [start, end), end at the source's end or start + chunk */
+	off_t claim_end;  /* claimed: [start, claim_end) */
+	int ret;          /* when done: 0, or the copy's -errno */
+	bool on_source;   /* the error was reading the source */
+	uint64_t copied, cloned;
+} MirrorCopyJob;
 
 typedef struct Range Range;
 struct Range {
@@ -43,19 +55,27 @@ struct MirrorFile {
 	uint32_t intent_id;       /* set before use */
 	MirrorChangeFn on_change; /* set before use */
 	void *change_opaque;
-	void *copy_buf;            /* the copier's, aligned */
+	void *copy_buf;            /* the copier's thread's, aligned */
 	size_t copy_buf_size;      /* the copier's */
 	int copy_src_direct;       /* the copier's O_DIRECT twins of src_fd, dst_fd, */
 	int copy_dst_direct;       /* or -1: not open, or no O_DIRECT there */
+	bool copy_src_direct_off;  /* atomic: the twin refused, use src_fd */
+	bool copy_dst_direct_off;  /* atomic: the twin refused, use dst_fd */
 	bool copy_direct_tried;    /* the copier's: the twins were opened */
-	bool copy_error_on_source; /* the copier's: its last error was the source's */
-	bool copy_clone;           /* the copier's: try FICLONERANGE first */
-	bool copy_prealloc;        /* the copier's: look for preallocated ranges in holes */
+	bool copy_clone;           /* atomic: try FICLONERANGE first */
+	bool copy_prealloc;        /* atomic: look for preallocated ranges in holes */
+	/* The copier's window: chunks in flight, oldest at jobs[job_head]. */
+	MirrorCopyJob jobs[COPY_QUEUE_MAX];
+	unsigned job_head, job_n;
+	bool jobs_broken;        /* a chunk failed, or the cursor came down: none moves it */
+	int jobs_err;            /* the first failed chunk's -errno, */
+	off_t jobs_err_at;       /* its start, */
+	bool jobs_err_on_source; /* and whose it was */
 
 	MfsMutex lock;
 	MfsCond cond;                 /* a range was released, or the file detached */
 	off_t cp_offset;              /* protected by lock */
-	off_t chunk_start, chunk_end; /* protected by lock; equal when none */
+	off_t chunk_start, chunk_end; /* protected by lock: the copier's window; equal when none */
 	Range *inflight;              /* protected by lock */
 	bool detached;                /* protected by lock */
 	bool change_telling;          /* protected by lock: on_change is running */
@@ -77,6 +97,12 @@ void mirror_run_hook(MirrorFile *mf, MirrorHookPoint point, off_t start, off_t e
 void mirror_fail(MirrorFile *mf, int err, bool on_source);
 int mirror_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 bool mirror_chunk_claim(MirrorFile *mf, off_t start, off_t end);
+/*
+ * Grow the window claimed above the cursor up to @end (or shrink it back
+ * to @end), draining [@start, @end); false when the cursor is no longer
+ * at @cursor, the window's bottom.
+ */
+bool mirror_chunk_extend(MirrorFile *mf, off_t start, off_t end, off_t cursor);
 /* Take the first range to copy again off the list; false when there is none. */
 bool mirror_recopy_take(MirrorFile *mf, off_t *start, off_t *end);
 void mirror_chunk_release(MirrorFile *mf, off_t new_cp, uint64_t copied, uint64_t cloned);

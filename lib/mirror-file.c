@@ -520,7 +520,7 @@ int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync)
  * was in flight when the chunk was claimed may have lowered it, and then
  * writes below @start went to the source only.
  */
-static bool chunk_drain(MirrorFile *mf, off_t start, off_t end)
+static bool chunk_drain(MirrorFile *mf, off_t start, off_t end, off_t cursor)
 {
 	bool held;
 
@@ -528,7 +528,7 @@ static bool chunk_drain(MirrorFile *mf, off_t start, off_t end)
 	mfs_mutex_lock(&mf->lock);
 	while (!mf->detached && overlaps_inflight_locked(mf, start, end))
 		mfs_cond_wait(&mf->cond, &mf->lock);
-	held = mf->cp_offset == start;
+	held = mf->cp_offset == cursor;
 	mfs_mutex_unlock(&mf->lock);
 	return held;
 }
@@ -540,7 +540,17 @@ bool mirror_chunk_claim(MirrorFile *mf, off_t start, off_t end)
 	mf->chunk_start = start;
 	mf->chunk_end = end;
 	mfs_mutex_unlock(&mf->lock);
-	return chunk_drain(mf, start, end);
+	return chunk_drain(mf, start, end, start);
+}
+
+bool mirror_chunk_extend(MirrorFile *mf, off_t start, off_t end, off_t cursor)
+{
+	mfs_mutex_lock(&mf->lock);
+	mf->chunk_end = end;
+	if (end <= start)
+		mfs_cond_broadcast(&mf->cond); /* given back: writes there go on */
+	mfs_mutex_unlock(&mf->lock);
+	return end <= start || chunk_drain(mf, start, end, cursor);
 }
 
 /*
@@ -582,7 +592,7 @@ int mirror_chunk_claim_at_cursor(MirrorFile *mf, size_t chunk, off_t *start)
 			mf->chunk_end = *start + (off_t)chunk;
 		}
 		mfs_mutex_unlock(&mf->lock);
-		if (ret != 1 || chunk_drain(mf, *start, *start + (off_t)chunk))
+		if (ret != 1 || chunk_drain(mf, *start, *start + (off_t)chunk, *start))
 			return ret;
 		/* The cursor came down under the drain: claim again where it is. */
 		mirror_chunk_release(mf, -1, 0, 0);

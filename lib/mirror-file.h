@@ -7,6 +7,7 @@
 #ifndef MIRROR_FILE_H
 #define MIRROR_FILE_H
 
+#include "copy-queue.h"
 #include "intent-log.h"
 
 #include <stdbool.h>
@@ -138,13 +139,19 @@ int mirror_file_truncate(MirrorFile *mf, int src_fd, off_t size);
 int mirror_file_fsync(MirrorFile *mf, int src_fd, bool datasync);
 
 /*
- * Copier: copy the next chunk.  Returns 1 when there is more to copy, 0
- * when the file is mirrored, -errno when the copy failed (the error is
- * recorded as for a target failure).  @copied gets the data bytes read and
- * written; cloned ones cost the disk next to nothing and only show in the
- * stats.
+ * Copier: copy the next chunk, keeping up to @depth chunks in flight on
+ * @q (at most one without a queue: copied by the calling thread), and
+ * retire the oldest.  Returns 1 when there is more to copy, 0 when the
+ * file is mirrored, -errno when the copy failed (the error is recorded
+ * as for a target failure).  @copied gets the data bytes read and
+ * written of the chunk retired; cloned ones cost the disk next to
+ * nothing and only show in the stats.  The chunks still in flight keep
+ * the guest's writes out of their ranges until they are retired: before
+ * the copier rests, pauses or leaves the file, mirror_file_copy_drain().
  */
-int mirror_file_copy_next(MirrorFile *mf, uint64_t *copied);
+int mirror_file_copy_next(MirrorFile *mf, CopyQueue *q, unsigned depth, uint64_t *copied);
+/* Retire every chunk in flight (adding to @copied): 0, or -errno as above. */
+int mirror_file_copy_drain(MirrorFile *mf, CopyQueue *q, uint64_t *copied);
 
 /*
  * With no change in flight and none to come (the mirrors detached, the

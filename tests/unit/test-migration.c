@@ -285,109 +285,124 @@ START_TEST(test_times_follow_mirrored_changes)
 END_TEST
 
 /*
- * The copier's rest for a busy guest, forced: the guest writes at the end
- * of the first chunk, the second chunk is made to take REST_CHUNK_MS, and
- * the third must then begin no sooner than the rest the share asks for.
+ * The copier's rests for a busy guest, forced: a guest thread does
+ * operations steadily, except while a chunk is being copied (from the
+ * "chunk-begin" hook to the "chunk" hook), so copying leaves it nothing
+ * of its rate; every chunk takes REST_CHUNK_MS.  At a share of 50 % the
+ * pacer must then rest about as long as it copies; at 0 never; for a
+ * guest that reads, as for one that writes; and not at all for an idle
+ * guest.  A share cut from 90 % to 0 ends the long rest at once.
  */
-#define REST_CHUNK_MS 150
+#define REST_CHUNK_MS 5
 
 typedef enum { GUEST_IDLE, GUEST_WRITES, GUEST_READS } GuestDoes;
 
 typedef struct {
 	GuestDoes guest;
-	MfsFile *disk;
-	MfsFile *reader;  /* idle guest: a file read before the copy, closed during it */
+	MfsFile *disk, *other;
+	Mfs *fs;
+	int copying;      /* atomic: a chunk is being copied */
 	int chunks_ended; /* atomic */
-	gint64 second_began, third_began;
+	int stop;         /* atomic */
+	int ops;          /* atomic */
 } RestJob;
 
 static void rest_hook(Mfs *hfs, const char *point, void *opaque)
 {
 	RestJob *job = opaque;
-	char block[CHUNK];
+
+	if (!strcmp(point, "chunk-begin")) {
+		g_atomic_int_set(&job->copying, 1);
+		g_usleep(REST_CHUNK_MS * 1000);
+	} else if (!strcmp(point, "chunk")) {
+		const void *data;
+
+		/* One operation at each chunk's end too: the chunk does not grow. */
+		if (job->guest == GUEST_WRITES)
+			ck_assert_int_eq(mfs_file_write(hfs, job->other, "x", 1, 0), 1);
+		else if (job->guest == GUEST_READS)
+			ck_assert_int_eq(mfs_file_read(job->disk, 512, 0, &data), 512);
+		g_atomic_int_set(&job->copying, 0);
+		g_atomic_int_inc(&job->chunks_ended);
+	}
+}
+
+static gpointer rest_guest(gpointer opaque)
+{
+	RestJob *job = opaque;
 	const void *data;
 
-	if (!strcmp(point, "chunk")) {
-		if (g_atomic_int_add(&job->chunks_ended, 1) != 0)
-			return;
-		if (job->guest == GUEST_WRITES) {
-			memset(block, 0x6b, sizeof(block));
-			/* Above the cursor: admitted at once, counted as the guest's. */
-			ck_assert_int_eq(mfs_file_write(hfs, job->disk, block, CHUNK, 30 * CHUNK),
-			                 CHUNK);
-		} else if (job->guest == GUEST_READS) {
-			ck_assert_int_eq(mfs_file_read(job->disk, CHUNK, 30 * CHUNK, &data), CHUNK);
-		} else {
-			/* Its reads were before the copy: closing it is no new use. */
-			mfs_release(hfs, job->reader);
-			job->reader = NULL;
+	while (!g_atomic_int_get(&job->stop)) {
+		if (g_atomic_int_get(&job->copying)) {
+			g_usleep(100);
+			continue;
 		}
-	} else if (!strcmp(point, "chunk-begin")) {
-		if (job->chunks_ended == 1) {
-			job->second_began = g_get_monotonic_time();
-			g_usleep(REST_CHUNK_MS * 1000);
-		} else if (job->chunks_ended == 2) {
-			job->third_began = g_get_monotonic_time();
-		}
+		if (job->guest == GUEST_WRITES)
+			ck_assert_int_eq(mfs_file_write(job->fs, job->other, "x", 1, 0), 1);
+		else
+			ck_assert_int_eq(mfs_file_read(job->disk, 512, 0, &data), 512);
+		g_atomic_int_inc(&job->ops);
+		g_usleep(100);
 	}
+	return NULL;
 }
 
 START_TEST(test_copier_rests_for_a_busy_guest)
 {
-	/*
-	 * _i: 0 guest writes, share 50%; 1 guest writes, share 0; 2 idle
-	 * guest, 50%; 3 guest writes, share 90% cut to 0 during the rest;
-	 * 4 guest reads, share 50%.
-	 */
+	/* _i: 0 guest writes, 50 %; 1 writes, 0; 2 idle, 50 %; 3 writes, 90 % cut to 0; 4 reads, 50
+	 * %. */
 	static const unsigned share[] = {50, 0, 50, 90, 50};
 	static const GuestDoes guest[] = {GUEST_WRITES, GUEST_WRITES, GUEST_IDLE, GUEST_WRITES,
 	                                  GUEST_READS};
-	RestJob job = {.guest = guest[_i]};
+	RestJob job = {.guest = guest[_i], .fs = fs};
 	MfsMigOptions opts = {.hook = rest_hook,
 	                      .hook_opaque = &job,
 	                      .manual_switch = true,
 	                      .guest_share = share[_i]};
-	g_autofree char *empty = g_build_filename(src, "empty", NULL);
 	g_autofree char *conf = g_build_filename(src, "sub", "vm.conf", NULL);
+	GThread *guest_thread = NULL;
+	gint64 copy_us, t0;
 	MfsMigStatus st;
-	MfsEntry e;
+	MfsEntry e, o;
 
-	/* disk.img alone, so that the first chunks are its and all hold data. */
-	ck_assert_int_eq(unlink(empty), 0);
 	ck_assert_int_eq(unlink(conf), 0);
 	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "disk.img", &e), 0);
-	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &job.disk), 0);
-	if (job.guest == GUEST_IDLE) {
-		const void *data;
-
-		ck_assert_int_eq(mfs_open(fs, e.inode, O_RDONLY, &job.reader), 0);
-		ck_assert_int_eq(mfs_file_read(job.reader, CHUNK, 0, &data), CHUNK);
-	}
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), "empty", &o), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDONLY, &job.disk), 0);
+	ck_assert_int_eq(mfs_open(fs, o.inode, O_RDWR, &job.other), 0);
+	t0 = g_get_monotonic_time();
 	start(&opts);
+	if (job.guest != GUEST_IDLE)
+		guest_thread = g_thread_new("guest", rest_guest, &job);
 	if (_i == 3) {
-		/* A new share counts at once: no waiting out the 9x rest. */
-		while (g_atomic_int_get(&job.chunks_ended) < 2)
+		/* Well into a rest 9 times as long as a burst: a new share counts at once. */
+		while (g_atomic_int_get(&job.chunks_ended) < 12)
 			g_usleep(1000);
+		g_usleep(200 * 1000);
 		ck_assert_int_eq(mfs_migration_set_guest_share(fs, 0), 0);
+		t0 = g_get_monotonic_time();
+		wait_for(MFS_MIG_MIRRORED);
+		ck_assert_int_lt(g_get_monotonic_time() - t0, 2 * G_USEC_PER_SEC);
+		opts.guest_share = 0;
 	}
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert_int_ge(job.chunks_ended, 3);
+	copy_us = g_get_monotonic_time() - t0;
+	g_atomic_int_set(&job.stop, 1);
+	if (guest_thread)
+		g_thread_join(guest_thread);
 	mfs_migration_status(fs, &st);
-	if (_i == 3) {
-		ck_assert_int_lt(job.third_began - job.second_began, 10 * REST_CHUNK_MS * 1000);
-		ck_assert_uint_lt(st.rested_ns, 9 * REST_CHUNK_MS * 1000000ull);
-		opts.guest_share = 0;
-	} else if (share[_i] == 50 && job.guest != GUEST_IDLE) {
+	if (share[_i] == 50 && job.guest != GUEST_IDLE) {
 		/*
-		 * The second chunk took REST_CHUNK_MS and more; at a share of
-		 * 50% the rest is as long again, so the third chunk began at
-		 * least twice that after the second.
+		 * Copying at least REST_CHUNK_MS a chunk, and leaving the
+		 * guest nothing meanwhile: at 50 % it rested about as long as
+		 * it copied, so a third of the time at the very least.
 		 */
-		ck_assert_int_ge(job.third_began - job.second_began, 2 * REST_CHUNK_MS * 1000);
-		ck_assert_uint_ge(st.rested_ns, REST_CHUNK_MS * 1000000ull);
-	} else {
+		ck_assert_int_gt(g_atomic_int_get(&job.ops), 0);
+		ck_assert_uint_ge(st.rested_ns / 1000, (uint64_t)copy_us / 3);
+	} else if (share[_i] == 0) {
 		ck_assert_uint_eq(st.rested_ns, 0);
-		ck_assert_ptr_null(job.reader);
+	} else if (job.guest == GUEST_IDLE) {
+		ck_assert_uint_eq(st.rested_ns, 0);
 	}
 	ck_assert_uint_eq(st.guest_share, opts.guest_share);
 	mfs_migration_status_clear(&st);
@@ -395,7 +410,9 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 	ck_assert_int_eq(mfs_migration_switch(fs), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	mfs_release(fs, job.disk);
+	mfs_release(fs, job.other);
 	mfs_forget(fs, e.inode, 1);
+	mfs_forget(fs, o.inode, 1);
 }
 END_TEST
 

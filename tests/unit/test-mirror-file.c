@@ -77,14 +77,20 @@ static void fixture_close(void)
 	memset(&fx, 0, sizeof(fx));
 }
 
-static void copy_all(void)
+/* Copy to the end, @depth chunks in flight on @q (NULL: one, by this thread). */
+static void copy_all_on(CopyQueue *q, unsigned depth)
 {
 	uint64_t copied;
 	int ret;
 
-	while ((ret = mirror_file_copy_next(fx.mf, &copied)) == 1)
+	while ((ret = mirror_file_copy_next(fx.mf, q, depth, &copied)) == 1)
 		;
 	ck_assert_int_eq(ret, 0);
+}
+
+static void copy_all(void)
+{
+	copy_all_on(NULL, 1);
 }
 
 static void copy_chunks(int n)
@@ -92,7 +98,7 @@ static void copy_chunks(int n)
 	uint64_t copied;
 
 	for (int i = 0; i < n; i++)
-		ck_assert_int_eq(mirror_file_copy_next(fx.mf, &copied), 1);
+		ck_assert_int_eq(mirror_file_copy_next(fx.mf, NULL, 1, &copied), 1);
 }
 
 /* Read @len bytes at @off from @fd; bytes past the end read as 0xee. */
@@ -215,6 +221,7 @@ typedef struct {
 	bool open;     /* let it go */
 	int waits;     /* writers that reached MIRROR_HOOK_WRITE_WAITING */
 	GThread *only; /* stop only this thread (NULL: any) */
+	off_t only_off; /* stop only at this offset (-1: any) */
 } Gate;
 
 static Gate gate;
@@ -228,6 +235,7 @@ static void hook_gate_init(MirrorHookPoint point, GThread *only)
 	gate.reached = gate.open = false;
 	gate.waits = 0;
 	gate.only = only;
+	gate.only_off = -1;
 }
 
 static void gate_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t len, void *opaque)
@@ -237,7 +245,8 @@ static void gate_hook(MirrorFile *mf, MirrorHookPoint point, off_t off, off_t le
 		gate.waits++;
 		mfs_cond_broadcast(&gate.cond);
 	}
-	if (point == gate.point && gate.armed && (!gate.only || gate.only == g_thread_self())) {
+	if (point == gate.point && gate.armed && (!gate.only || gate.only == g_thread_self()) &&
+	    (gate.only_off < 0 || gate.only_off == off)) {
 		gate.armed = false;
 		gate.reached = true;
 		mfs_cond_broadcast(&gate.cond);
@@ -275,7 +284,15 @@ static gpointer copier_one_chunk(gpointer data)
 {
 	uint64_t copied;
 
-	return GINT_TO_POINTER(mirror_file_copy_next(fx.mf, &copied));
+	return GINT_TO_POINTER(mirror_file_copy_next(fx.mf, NULL, 1, &copied));
+}
+
+/* Two chunks in flight on the queue @data; the oldest retired. */
+static gpointer copier_window(gpointer data)
+{
+	uint64_t copied;
+
+	return GINT_TO_POINTER(mirror_file_copy_next(fx.mf, data, 2, &copied));
 }
 
 typedef struct {
@@ -428,7 +445,7 @@ START_TEST(test_copier_not_starved_by_writes_into_its_chunk)
 	/* The hammers are at it before the copier starts, however busy the machine. */
 	while (g_atomic_int_get(&h.writes) < 10)
 		g_usleep(1000);
-	while ((ret = mirror_file_copy_next(fx.mf, &copied)) == 1)
+	while ((ret = mirror_file_copy_next(fx.mf, NULL, 1, &copied)) == 1)
 		calls++;
 	ck_assert_int_eq(ret, 0);
 	/* One call a chunk, and one to finish: no retry, no iteration. */
@@ -726,25 +743,86 @@ static void lower_under_the_chunk(MirrorFile *mf, MirrorHookPoint point, off_t o
 	bool *done = opaque;
 
 	(void)off, (void)len;
-	if (point != MIRROR_HOOK_CHUNK_READ || *done)
+	if (point != MIRROR_HOOK_CHUNK_READ || g_atomic_int_get((gint *)done))
 		return;
-	*done = true;
+	g_atomic_int_set((gint *)done, 1);
 	memset(block, 0x77, sizeof(block));
 	ck_assert_int_eq(pwrite(fx.guest_fd, block, CHUNK, CHUNK), CHUNK);
 	mirror_file_lower_cursor(mf, CHUNK);
 }
 
+/* _i: one chunk at a time; four in flight, on a queue (a window of chunks above the cursor). */
 START_TEST(test_a_lowered_cursor_stays_down_under_the_chunk_in_flight)
 {
-	bool done = false;
+	CopyQueue *q = _i ? copy_queue_new(4) : NULL;
+	gint done = 0;
 
-	fixture_open(8 * CHUNK, true);
+	fixture_open(12 * CHUNK, true);
 	copy_chunks(4);
 	mirror_file_set_hook(fx.mf, lower_under_the_chunk, &done);
-	copy_all();
-	ck_assert(done);
+	copy_all_on(q, _i ? 4 : 1);
+	ck_assert(g_atomic_int_get(&done));
 	assert_files_equal();
 	fixture_close();
+	copy_queue_free(q);
+}
+END_TEST
+
+/*
+ * Several chunks in flight: a chunk copied while one below it is still
+ * in flight lies above the cursor, and a guest write there must wait
+ * until the cursor has passed it, then reach both sides.  Were the
+ * chunk let go when it was done, the write would go to the source only,
+ * after the copier had read it, and the target would miss it for good.
+ * Forced: the chunk at 0 is held after its read (its thread stopped at
+ * the hook), the one at CHUNK is copied meanwhile.
+ */
+START_TEST(test_write_into_a_copied_chunk_above_the_cursor_waits)
+{
+	WriteJob job = {CHUNK + 4096, 4096, 0xc5};
+	CopyQueue *q = copy_queue_new(2);
+	g_autofree unsigned char *d = NULL, *want = NULL;
+	gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+	GThread *copier, *writer;
+	MirrorFileStats st;
+	uint64_t copied = 0;
+
+	fixture_open(8 * CHUNK, true);
+	hook_gate_init(MIRROR_HOOK_CHUNK_READ, NULL);
+	gate.only_off = 0;
+	mirror_file_set_hook(fx.mf, gate_hook, NULL);
+	copier = g_thread_new("copier", copier_window, q);
+	gate_wait_reached();
+	/* The chunk at CHUNK reaches the target while the one at 0 is held. */
+	want = read_at(fx.guest_fd, CHUNK, CHUNK);
+	for (;;) {
+		g_free(d);
+		d = read_at(fx.dst_check_fd, CHUNK, CHUNK);
+		if (!memcmp(d, want, CHUNK))
+			break;
+		ck_assert_int_lt(g_get_monotonic_time(), deadline);
+		g_usleep(1000);
+	}
+	writer = g_thread_new("writer", writer_thread, &job);
+	gate_wait_waits(1);
+	hook_gate_open();
+	ck_assert_int_eq(GPOINTER_TO_INT(g_thread_join(copier)), 1);
+	/* The chunk at 0 retired: the one at CHUNK still holds the write off, until retired too. */
+	ck_assert_int_eq(mirror_file_copy_drain(fx.mf, q, &copied), 0);
+	g_thread_join(writer);
+	g_free(d);
+	d = read_at(fx.dst_check_fd, job.off, job.len);
+	ck_assert_uint_eq(d[0], 0xc5);
+	ck_assert_uint_eq(d[job.len - 1], 0xc5);
+	mirror_file_stats(fx.mf, &st);
+	ck_assert_uint_eq(st.waited_writes, 1);
+	ck_assert_uint_eq(st.mirrored_writes, 1);
+	ck_assert_int_eq(st.cp_offset, 2 * CHUNK);
+	mirror_file_set_hook(fx.mf, NULL, NULL);
+	copy_all_on(q, 2);
+	assert_files_equal();
+	fixture_close();
+	copy_queue_free(q);
 }
 END_TEST
 
@@ -870,14 +948,15 @@ START_TEST(test_target_failure_does_not_fail_the_guest)
 	mf = mirror_file_new(open(src, O_RDONLY), dst_ro, CHUNK, true);
 	errors_seen = 0;
 	mirror_file_set_error_handler(mf, count_error, NULL);
-	ck_assert_int_eq(mirror_file_copy_next(mf, &copied), 1); /* a hole: nothing written */
+	ck_assert_int_eq(mirror_file_copy_next(mf, NULL, 1, &copied),
+	                 1); /* a hole: nothing written */
 	ck_assert_int_eq(mirror_file_write(mf, guest, "abc", 3, 0), 3);
 	ck_assert_int_eq(errors_seen, 1);
 	mirror_file_stats(mf, &st);
 	ck_assert_int_eq(st.error, -EBADF);
 	/* Detached: the guest goes on, the copier stops, nobody is told twice. */
 	ck_assert_int_eq(mirror_file_write(mf, guest, "def", 3, 3), 3);
-	ck_assert_int_eq(mirror_file_copy_next(mf, &copied), -EBADF);
+	ck_assert_int_eq(mirror_file_copy_next(mf, NULL, 1, &copied), -EBADF);
 	ck_assert_int_eq(errors_seen, 1);
 	mirror_file_free(mf);
 	close(guest);
@@ -941,6 +1020,9 @@ START_TEST(test_stress_against_model)
 	GThread *threads[STRESS_THREADS];
 	volatile gint stop = 0;
 
+	/* Runs 2, 3, 6, 7...: a window of four chunks in flight on a queue. */
+	CopyQueue *q = _i % 4 >= 2 ? copy_queue_new(4) : NULL;
+
 	printf("stress seed %u (MFS_SEED=%u reruns it)\n", seed, seed - (guint32)_i * 7919u);
 	fixture_open(STRESS_SIZE, false);
 	/* Every other run lets the chunk grow whenever the writers pause. */
@@ -958,7 +1040,7 @@ START_TEST(test_stress_against_model)
 	}
 	for (int t = 0; t < STRESS_THREADS; t++)
 		threads[t] = g_thread_new("stress", stress_thread, &jobs[t]);
-	copy_all();
+	copy_all_on(q, q ? 4 : 1);
 	g_atomic_int_set(&stop, 1);
 	for (int t = 0; t < STRESS_THREADS; t++)
 		g_thread_join(threads[t]);
@@ -966,6 +1048,7 @@ START_TEST(test_stress_against_model)
 	for (int t = 0; t < STRESS_THREADS; t++)
 		g_free(jobs[t].model);
 	fixture_close();
+	copy_queue_free(q);
 }
 END_TEST
 
@@ -987,6 +1070,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(races, test_copier_waits_for_write_in_flight);
 	tcase_add_test(races, test_overlapping_writes_are_serialized);
 	tcase_add_test(races, test_copier_not_starved_by_writes_into_its_chunk);
+	tcase_add_test(races, test_write_into_a_copied_chunk_above_the_cursor_waits);
 	suite_add_tcase(s, races);
 
 	tcase_add_test(ops, test_growth_during_copy);
@@ -996,7 +1080,7 @@ static Suite *mirror_suite(void)
 	tcase_add_test(ops, test_truncate_below_and_above_cursor);
 	tcase_add_test(ops, test_truncate_between_chunk_choice_and_claim);
 	tcase_add_test(ops, test_truncate_in_flight_at_the_claim);
-	tcase_add_test(ops, test_a_lowered_cursor_stays_down_under_the_chunk_in_flight);
+	tcase_add_loop_test(ops, test_a_lowered_cursor_stays_down_under_the_chunk_in_flight, 0, 2);
 	tcase_add_test(ops, test_odd_sizes);
 	tcase_add_test(ops, test_copy_bypasses_page_cache);
 	tcase_add_test(ops, test_chunk_grows_while_guest_idle);
