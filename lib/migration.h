@@ -73,8 +73,8 @@ const char *mfs_mig_state_name(MfsMigState state);
 #define MFS_MAX_GROWN_CHUNK (16u << 20)
 
 /*
- * The share of the time, in percent, that the copier leaves to a guest
- * writing meanwhile (migration.c, copier_rest_us()).
+ * The share of its own rate, in percent, that a busy guest keeps while
+ * the copier copies (pacer.c).
  */
 #define MFS_DEFAULT_GUEST_SHARE 50
 #define MFS_MAX_GUEST_SHARE     90

@@ -4,6 +4,7 @@ image, and its QMP monitor (blockdev-mirror)."""
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -69,16 +70,29 @@ class Qmp:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        self.f = self.sock.makefile("rw")
+        self.buf = b""
         self.events = []
-        json.loads(self.f.readline())  # greeting
+        json.loads(self._line())  # greeting
         self.cmd("qmp_capabilities")
 
+    def _line(self, deadline=None):
+        """The next line QEMU sends; None if none came by @deadline (monotonic)."""
+        while b"\n" not in self.buf:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                    return None
+            data = self.sock.recv(65536)
+            if not data:
+                raise RuntimeError("QMP: connection closed")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
     def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.f.flush()
+        self.sock.sendall((json.dumps({"execute": name, "arguments": args}) + "\n").encode())
         while True:
-            msg = json.loads(self.f.readline())
+            msg = json.loads(self._line())
             if "event" in msg:
                 self.events.append((time.time(), msg))
             elif "error" in msg:
@@ -95,10 +109,9 @@ class Qmp:
                     return t, msg
             if time.monotonic() > deadline:
                 raise RuntimeError(f"QMP: no {name} after {timeout}s")
-            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
-            line = self.f.readline()
-            if not line:
-                raise RuntimeError("QMP: connection closed")
+            line = self._line(deadline)
+            if line is None:
+                continue  # the deadline decides
             msg = json.loads(line)
             if "event" in msg:
                 self.events.append((time.time(), msg))
