@@ -3,8 +3,10 @@
 #define _GNU_SOURCE
 #include "client.h"
 #include "control.h"
+#include "mig-names.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +57,109 @@ JsonObject *client_call(const char *prog, const char *socket_path, const char *r
 		return NULL;
 	}
 	return obj;
+}
+
+/* How far along a migration that goes well (paused is copying); -1 off that way. */
+static int state_rank(const char *name)
+{
+	MfsMigState state;
+
+	return name && mfs_mig_state_from_name(name, &state, NULL) == 0 ? mfs_mig_state_step(state)
+	                                                                : -1;
+}
+
+/* Milliseconds left until @deadline (-1: none), at most @cap. */
+int client_time_left_ms(gint64 deadline, int cap)
+{
+	if (deadline < 0)
+		return cap;
+	return (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 0, cap);
+}
+
+/*
+ * The events, opened before the first look at the status, wake
+ * the next look; a daemon that has none (older) leaves *@f closed, and
+ * the status is asked for five times a second instead.
+ */
+static void wait_events_open(const char *socket_path, ControlFollow *f)
+{
+	g_autofree char *reply = NULL, *error = NULL;
+
+	f->fd = -1;
+	f->in = NULL;
+	if (control_follow_open(socket_path, CLIENT_EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, f,
+	                        &reply, &error) < 0)
+		return;
+	if (!strstr(reply, "\"ok\":true"))
+		control_follow_close(f);
+}
+
+/* Until the next event, or a while (a look at the status then costs little). */
+static void wait_next_event(ControlFollow *f, gint64 deadline)
+{
+	g_autofree char *line = NULL;
+
+	if (f->fd < 0) {
+		g_usleep(200 * 1000);
+		return;
+	}
+	if (control_follow_next(f, client_time_left_ms(deadline, 5000), &line) < 0) {
+		control_follow_close(f);
+		g_usleep(200 * 1000);
+	}
+}
+
+/* Nothing more will happen by itself: not begun (idle), or ended. */
+static bool state_is_final(const char *name)
+{
+	MfsMigState state;
+
+	return name && mfs_mig_state_from_name(name, &state, NULL) == 0 &&
+	       !mfs_mig_state_running(state);
+}
+
+int client_wait_state(const char *prog, const char *socket_path, const char *want, gint64 deadline)
+{
+	ControlFollow events;
+	int ret = -1;
+
+	wait_events_open(socket_path, &events);
+	for (;;) {
+		g_autoptr(JsonParser) parser = NULL;
+		/* Never wait on the daemon past the deadline. */
+		int wait_ms = deadline >= 0 ? CLAMP(client_time_left_ms(deadline, INT_MAX), 100,
+		                                    CONTROL_CLIENT_TIMEOUT_MS)
+		                            : CONTROL_CLIENT_TIMEOUT_MS;
+		JsonObject *st =
+		    client_call(prog, socket_path, CLIENT_STATUS_REQUEST, wait_ms, &parser);
+		const char *state, *error;
+
+		if (!st)
+			break;
+		state = json_object_get_string_member_with_default(st, "state", "?");
+		if (!strcmp(state, want) ||
+		    (state_rank(want) >= 0 && state_rank(state) > state_rank(want))) {
+			ret = 0;
+			break;
+		}
+		/* Ended, or idle, without the state waited for: it will not come. */
+		if (state_is_final(state)) {
+			error = json_object_has_member(st, "error") &&
+			                JSON_NODE_HOLDS_VALUE(json_object_get_member(st, "error"))
+			            ? json_object_get_string_member(st, "error")
+			            : NULL;
+			fprintf(stderr, "%s: the migration is %s%s%s\n", prog, state,
+			        error ? ": " : "", error ? error : "");
+			break;
+		}
+		if (deadline >= 0 && g_get_monotonic_time() > deadline) {
+			fprintf(stderr, "%s: timed out; the migration is %s\n", prog, state);
+			break;
+		}
+		wait_next_event(&events, deadline);
+	}
+	control_follow_close(&events);
+	return ret;
 }
 
 char *client_format_bytes(double bytes)

@@ -6,6 +6,9 @@
 #include <json-glib/json-glib.h>
 #include <stdbool.h>
 
+#define CLIENT_STATUS_REQUEST "{\"version\":1,\"command\":\"status\"}"
+#define CLIENT_EVENTS_REQUEST "{\"version\":1,\"command\":\"events\"}"
+
 /* The socket of the mount at @mountpoint, or @explicit_path when given; NULL after saying why. */
 char *client_socket_path(const char *prog, const char *mountpoint, const char *explicit_path);
 
@@ -16,6 +19,20 @@ char *client_socket_path(const char *prog, const char *mountpoint, const char *e
  */
 JsonObject *client_call(const char *prog, const char *socket_path, const char *request,
                         int timeout_ms, JsonParser **parser);
+
+/* Milliseconds left until @deadline (monotonic µs; -1: none), at most @cap. */
+int client_time_left_ms(gint64 deadline, int cap);
+
+/*
+ * Wait until the migration reaches @state or a later one on the way to a
+ * switch, or @deadline (monotonic µs; -1: none) passes: woken by the
+ * daemon's events, or asking five times a second a daemon that has none.
+ * Returns 0, or -1 after saying why on stderr ("PROG: the migration is
+ * cancelled", "PROG: timed out; ...") when it ended otherwise or the
+ * daemon could not be asked.
+ */
+int client_wait_state(const char *prog, const char *socket_path, const char *state,
+                      gint64 deadline);
 
 /* "1.5 GiB" */
 char *client_format_bytes(double bytes);

@@ -5,6 +5,7 @@
  * the daemon decides what makes sense in its current state.
  */
 #define _GNU_SOURCE
+#include "adopt.h"
 #include "client.h"
 #include "control.h"
 #include "mfs.h"
@@ -22,7 +23,8 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint,
     *opt_on_target_error, *opt_socket;
-static gboolean opt_delete_source, opt_overwrite, opt_no_clone, opt_verify;
+static char **opt_qmp, **opt_release_qmp;
+static gboolean opt_delete_source, opt_overwrite, opt_no_clone, opt_verify, opt_dry_run;
 
 static const GOptionEntry entries[] = {
     {"speed", 0, 0, G_OPTION_ARG_STRING, &opt_speed,
@@ -51,6 +53,12 @@ static const GOptionEntry entries[] = {
      "start: copy every byte, even where TARGET's file system could share the source's "
      "blocks",
      NULL},
+    {"release-qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_release_qmp,
+     "start: wait for the switch, then release the QEMU at PATH (as release --qmp PATH)", "PATH"},
+    {"qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_qmp,
+     "adopt, release: a QEMU's QMP socket (-qmp unix:PATH,server); repeat for several", "PATH"},
+    {"dry-run", 0, 0, G_OPTION_ARG_NONE, &opt_dry_run,
+     "adopt, release: say which disks would move, change nothing", NULL},
     {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
      "The control socket (default: found from MOUNTPOINT)", "PATH"},
     {NULL},
@@ -65,7 +73,15 @@ static const char description[] =
     "  guest-share PCT  set the share of the time the copier leaves to a\n"
     "                 busy guest, 0 to 90 (0 = copy flat out)\n"
     "  switch         switch a manual-switch migration that is mirrored\n"
-    "  cancel         stop, remove what was written to the target, stay on the source\n";
+    "  cancel         stop, remove what was written to the target, stay on the source\n"
+    "  adopt --qmp SOCKET\n"
+    "                 reopen a running QEMU's disks in the source directory\n"
+    "                 through the mount (before start)\n"
+    "  release --qmp SOCKET\n"
+    "                 after the switch, reopen them on the target's own files,\n"
+    "                 so that the mount can go\n"
+    "  start --release-qmp SOCKET TARGET\n"
+    "                 start, wait for the switch, then release\n";
 
 static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static int usage_error(const char *fmt, ...)
@@ -130,13 +146,27 @@ int main(int argc, char *argv[])
 	json_builder_set_member_name(b, "command");
 	/* The protocol spells it as the start request's member. */
 	json_builder_add_string_value(b, strcmp(cmd, "guest-share") ? cmd : "guest_share");
-	if (strcmp(cmd, "start") && (opt_speed || opt_chunk || opt_guest_share || opt_switch ||
-	                             opt_checkpoint || opt_on_target_error || opt_delete_source ||
-	                             opt_overwrite || opt_no_clone || opt_verify))
+	if (strcmp(cmd, "start") &&
+	    (opt_speed || opt_chunk || opt_guest_share || opt_switch || opt_checkpoint ||
+	     opt_on_target_error || opt_delete_source || opt_overwrite || opt_no_clone ||
+	     opt_verify || opt_release_qmp))
 		return usage_error(
 		    "--speed, --chunk, --guest-share, --switch, --checkpoint, --on-target-error, "
-		    "--delete-source, --overwrite, --no-clone and --verify go with start, not %s",
+		    "--delete-source, --overwrite, --no-clone, --verify and --release-qmp go with "
+		    "start, not %s",
 		    cmd);
+	if (!strcmp(cmd, "adopt") || !strcmp(cmd, "release")) {
+		if (nargs != 0)
+			return usage_error("%s takes no argument but --qmp SOCKET", cmd);
+		if (!opt_qmp || !opt_qmp[0])
+			return usage_error("%s needs --qmp SOCKET, QEMU's QMP socket", cmd);
+		socket_path = client_socket_path(PROG, argv[1], opt_socket);
+		if (!socket_path)
+			return EXIT_FAILED;
+		return adopt_run(PROG, socket_path, opt_qmp, !strcmp(cmd, "release"), opt_dry_run);
+	}
+	if (opt_qmp || opt_dry_run)
+		return usage_error("--qmp and --dry-run go with adopt and release, not %s", cmd);
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
 			return usage_error("%s", "start needs one TARGET directory");
@@ -226,5 +256,11 @@ int main(int argc, char *argv[])
 		return EXIT_FAILED;
 	printf("%s: %s\n", argv[1],
 	       json_object_get_string_member_with_default(reply, "message", "ok"));
-	return EXIT_OK;
+	if (!opt_release_qmp)
+		return EXIT_OK;
+	/* start --release-qmp: one command moves the disks and takes them off the mount. */
+	fflush(stdout);
+	if (client_wait_state(PROG, socket_path, "switched", -1) < 0)
+		return EXIT_FAILED;
+	return adopt_run(PROG, socket_path, opt_release_qmp, true, false);
 }

@@ -20,6 +20,15 @@
 #                  both sides a while, then "mirrorfsctl switch"
 #   cancel         qcow2 image, cache=writeback; "mirrorfsctl cancel" halfway
 #                  through the copy: the guest goes on on the source
+#   adopt          qcow2 image, cache=writeback, and no mirrorfs when QEMU
+#                  starts: the mount is made over the directory under the
+#                  running VM, "mirrorfsctl adopt --qmp" moves its disk onto
+#                  the mount, the migration switches by itself, "mirrorfsctl
+#                  release --qmp" moves the disk onto the target's file, and
+#                  the mount unmounts while the guest writes on; QEMU holds
+#                  no file beside the mount after the adopt and none through
+#                  it after the release (/proc/PID/fd); the two reopens'
+#                  pauses are reported
 #
 # Every variant:
 #   1. makes the image on the host (256 MiB, qcow2 1 GiB): its first
@@ -83,7 +92,7 @@ BOOT_TIMEOUT=180
 MIGRATION_TIMEOUT=300
 GUEST_MEM=256M
 
-FMT=raw CACHE=none DISCARD=0 MODE=auto
+FMT=raw CACHE=none DISCARD=0 MODE=auto ADOPT=0
 case "$VARIANT" in
 raw-none) ;;
 raw-writeback) CACHE=writeback ;;
@@ -94,7 +103,8 @@ qcow2-writeback) FMT=qcow2 DISK_MIB=1024 SPEED=64M CACHE=writeback ;;
 discard) DISCARD=1 ;;
 manual-switch) MODE=manual ;;
 cancel) FMT=qcow2 DISK_MIB=1024 CACHE=writeback MODE=cancel SPEED=16M ;;
-*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel)" ;;
+adopt) FMT=qcow2 DISK_MIB=1024 SPEED=64M CACHE=writeback ADOPT=1 ;;
+*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel, adopt)" ;;
 esac
 TEST_NAME="guest-$VARIANT"
 
@@ -155,11 +165,16 @@ else
 fi
 log "image: $IMAGE ($DISK_MIB MiB, the first $PREFILL_MIB MiB of generation 0, seed $SEED)"
 
-mount_mfs "$IMAGES" "$IMAGES"
-# Which transport the guest's I/O takes (after a first request, which
-# waits for INIT; the rings start as INIT is answered).
-stat "$IMAGE" >/dev/null
-log "transport: $(status_field "$IMAGES" transport)"
+# mount_images: mount over the image directory, saying which transport the
+# guest's I/O takes (after a first request, which waits for INIT; the rings
+# start as INIT is answered).
+mount_images() {
+	mount_mfs "$IMAGES" "$IMAGES"
+	stat "$IMAGE" >/dev/null
+	log "transport: $(status_field "$IMAGES" transport)"
+}
+# adopt: QEMU starts with no mirrorfs under it; the mount comes later.
+((ADOPT)) || mount_images
 
 # --- boot ------------------------------------------------------------------------
 
@@ -186,6 +201,12 @@ esac
 wl_args="--seed,$SEED,--prefill,$blocks_prefill,--ctl,/dev/ttyS1,--seconds,$((BOOT_TIMEOUT + MIGRATION_TIMEOUT))"
 ((DISCARD == 0)) || wl_args+=",--discard"
 drive="file=$IMAGE,format=$FMT,if=none,id=disk0,cache=$CACHE,aio=$aio,discard=unmap"
+# adopt: QEMU reopens only nodes with a name of their own; QMP to ask it.
+qmp=()
+if ((ADOPT)); then
+	drive+=",node-name=vda"
+	qmp=(-qmp "unix:$TESTDIR/qmp.sock,server=on,wait=off")
+fi
 # shellcheck disable=SC2054 # the commas are QEMU's
 qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -machine pc,accel=tcg
 	-m "$GUEST_MEM" -smp 1 -display none -no-reboot
@@ -193,7 +214,7 @@ qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -machine pc,accel=tcg
 	-append "console=ttyS0 quiet panic=-1 mfs_args=$wl_args"
 	-serial stdio
 	-chardev "pipe,id=ctl,path=$TESTDIR/ctl" -serial chardev:ctl
-	-drive "$drive" -device virtio-blk-pci,drive=disk0)
+	-drive "$drive" -device virtio-blk-pci,drive=disk0 "${qmp[@]}")
 log "qemu: ${qemu_cmd[*]}"
 T_QEMU="$(now)"
 timeout -k 5 $((BOOT_TIMEOUT + MIGRATION_TIMEOUT + 120)) "${qemu_cmd[@]}" \
@@ -264,8 +285,41 @@ daemon_log() {
 	printf '%s\n' "${MFS_LOG[$(realpath "$IMAGES")]}"
 }
 
+# held_by_qemu beside|through: the regular files QEMU holds beside the
+# mount (by a name in the image directory, on its own file system) or
+# through it; one per line.
+held_by_qemu() {
+	local mdev fd path dev
+	mdev="$(stat -c %d "$IMAGES")"
+	for fd in /proc/"$QEMU_PID"/fd/*; do
+		path="$(readlink "$fd")" || continue
+		[[ -f "$fd" ]] || continue
+		dev="$(stat -L -c %d "$fd")"
+		case "$1" in
+		through) [[ "$dev" == "$mdev" ]] && echo "$path" ;;
+		beside) [[ "$dev" != "$mdev" && "$path" == "$IMAGES"/* ]] && echo "$path" ;;
+		esac
+	done
+	return 0
+}
+
+# reopen_ms: the pause of the last adopt or release, from its output.
+reopen_ms() {
+	sed -n 's/.* in one reopen of \([0-9.]*\) ms$/\1/p' <<<"$CLI_OUT"
+}
+
 sleep_until "$(awk -v t="$T_START" -v d="$BEFORE_S" 'BEGIN { printf "%.6f", t + d }')"
 check_guest
+if ((ADOPT)); then
+	[[ -n "$(held_by_qemu beside)" ]] || fail "QEMU holds no image before the mount"
+	mount_images
+	ctl "$IMAGES" adopt --qmp "$TESTDIR/qmp.sock"
+	log "adopt: $CLI_OUT"
+	left="$(held_by_qemu beside)"
+	[[ -z "$left" ]] || fail "QEMU still holds beside the mount after adopt: $left"
+	[[ -n "$(held_by_qemu through)" ]] || fail "QEMU holds nothing through the mount after adopt"
+	report "adopt: the guest's disk reopened through the mount in one pause of $(reopen_ms) ms"
+fi
 SIZE_MIG="$(stat -c %s "$IMAGE")"
 T_MIG="$(now)"
 T_MIRRORED='' T_SWITCH_CMD=''
@@ -340,6 +394,18 @@ report "guest writes during the migration: $mirrored_writes mirrored, $waited_wr
 # The guest wrote all along: some of its writes fell below the copy cursor.
 ((mirrored_writes > 0)) || fail "no guest write was mirrored during the migration"
 
+if ((ADOPT)); then
+	ctl "$IMAGES" release --qmp "$TESTDIR/qmp.sock"
+	log "release: $CLI_OUT"
+	left="$(held_by_qemu through)"
+	[[ -z "$left" ]] || fail "QEMU still holds through the mount after release: $left"
+	readlink /proc/"$QEMU_PID"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
+		fail "QEMU does not hold the target's image after release"
+	report "release: the guest's disk reopened on the target's file in one pause of $(reopen_ms) ms"
+	# Nothing holds the mount now: it goes while the guest writes on.
+	umount_mfs "$IMAGES"
+fi
+
 # --- after: the guest writes on, then checks everything -----------------------
 
 sleep_until "$(awk -v t="$T_END" -v d="$AFTER_S" 'BEGIN { printf "%.6f", t + d }')"
@@ -371,7 +437,7 @@ fi
 
 # --- the host's view ---------------------------------------------------------------
 
-umount_mfs "$IMAGES"
+((ADOPT)) || umount_mfs "$IMAGES"
 if [[ "$MODE" == cancel ]]; then
 	final="$IMAGE" # the source: the migration never switched
 	[[ "$(journal_state "$IMAGES")" != switched ]] || fail "the source's journal says switched after a cancel"

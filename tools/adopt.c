@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * mirrorfsctl adopt and release.  The mount says where things are (its
+ * status: source, target, state); QEMU is told over QMP to reopen its disks
+ * (qemu-disks.c); /proc/PID/fd of the QEMU process proves the result: after
+ * adopt it holds no descriptor beside the mount, after release none through
+ * it.
+ */
+#define _GNU_SOURCE
+#include "adopt.h"
+#include "client.h"
+#include "control.h"
+#include "mfs.h"
+#include "qemu-disks.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A reopen drains the disk's I/O first: allow for a slow one. */
+#define QMP_TIMEOUT_MS 120000
+
+typedef struct {
+	char *mountpoint, *source, *target, *state;
+	dev_t mount_dev;
+} MountView;
+
+static void mount_view_clear(MountView *v)
+{
+	g_free(v->mountpoint);
+	g_free(v->source);
+	g_free(v->target);
+	g_free(v->state);
+}
+
+static char *status_path(JsonObject *st, const char *member)
+{
+	const char *text = json_object_get_string_member_with_default(st, member, NULL);
+	char *path = NULL;
+
+	if (text && mfs_unescape_name(text, &path) < 0)
+		return NULL;
+	return path;
+}
+
+static int mount_view(const char *prog, const char *socket_path, MountView *v)
+{
+	g_autoptr(JsonParser) parser = NULL;
+	JsonObject *st;
+	struct stat sb;
+
+	st = client_call(prog, socket_path, CLIENT_STATUS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS,
+	                 &parser);
+	if (!st)
+		return -EIO;
+	v->mountpoint = status_path(st, "mountpoint");
+	v->source = status_path(st, "source");
+	v->target = status_path(st, "target");
+	v->state = g_strdup(json_object_get_string_member_with_default(st, "state", "?"));
+	if (!v->mountpoint || !v->source) {
+		fprintf(stderr, "%s: the daemon's status names no mountpoint or source\n", prog);
+		return -EPROTO;
+	}
+	if (stat(v->mountpoint, &sb) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, v->mountpoint, g_strerror(errno));
+		return -errno;
+	}
+	v->mount_dev = sb.st_dev;
+	return 0;
+}
+
+/*
+ * The files process @pid holds open through the mount (@through) or, not
+ * @through, beside it: by a name in the source or the mount but on another
+ * device, the source's own file beneath the mount.  Appended to @out.
+ */
+static void held_files(pid_t pid, const MountView *v, bool through, GPtrArray *out)
+{
+	g_autofree char *dir_path = g_strdup_printf("/proc/%d/fd", (int)pid);
+	DIR *dir = opendir(dir_path);
+	struct dirent *de;
+
+	if (!dir)
+		return;
+	while ((de = readdir(dir))) {
+		g_autofree char *link = g_build_filename(dir_path, de->d_name, NULL);
+		g_autofree char *target = g_file_read_link(link, NULL);
+		struct stat sb;
+
+		if (de->d_name[0] == '.' || !target || stat(link, &sb) < 0 || !S_ISREG(sb.st_mode))
+			continue;
+		if (through ? sb.st_dev == v->mount_dev
+		            : sb.st_dev != v->mount_dev && (mfs_path_within(target, v->source) ||
+		                                            mfs_path_within(target, v->mountpoint)))
+			g_ptr_array_add(out, g_steal_pointer(&target));
+	}
+	closedir(dir);
+}
+
+static void print_files(const char *prog, const char *what, GPtrArray *files)
+{
+	fprintf(stderr, "%s: %s:\n", prog, what);
+	for (guint i = 0; i < files->len; i++)
+		fprintf(stderr, "  %s\n", (char *)files->pdata[i]);
+}
+
+/* Why @v's migration state forbids the command, or NULL. */
+static char *refusal(const MountView *v, bool release)
+{
+	if (release) {
+		if (strcmp(v->state, "switched"))
+			return g_strdup_printf(
+			    "the migration is %s: release moves QEMU onto the target once it has "
+			    "switched (mirrorfs-status --wait switched)",
+			    v->state);
+		if (!v->target)
+			return g_strdup("the status names no target");
+		return NULL;
+	}
+	if (!strcmp(v->state, "idle") || !strcmp(v->state, "cancelled") ||
+	    !strcmp(v->state, "failed"))
+		return NULL;
+	if (!strcmp(v->state, "switched"))
+		return g_strdup("the migration has switched: the source is no longer served; "
+		                "use release");
+	return g_strdup_printf("a migration is under way (%s): what QEMU wrote beside the mount "
+	                       "since it started is not on the target.  Adopt before start: "
+	                       "cancel it, adopt, start again",
+	                       v->state);
+}
+
+static int adopt_one(const char *prog, const MountView *v, const char *qmp_path, bool release,
+                     bool dry_run)
+{
+	g_autoptr(GString) report = g_string_new(NULL);
+	g_autoptr(GPtrArray) left = g_ptr_array_new_with_free_func(g_free);
+	g_autofree char *error = NULL;
+	const char *from = release ? v->mountpoint : v->source;
+	const char *to = release ? v->target : v->mountpoint;
+	double pause_ms = 0;
+	Qmp *q;
+	pid_t pid;
+	int moved;
+
+	q = qmp_connect(qmp_path, QMP_TIMEOUT_MS, &error);
+	if (!q) {
+		fprintf(stderr, "%s: %s\n", prog, error);
+		return 1;
+	}
+	pid = qmp_peer_pid(q);
+	/* Done already (a second adopt, or a QEMU started on the mount): leave it be. */
+	if (pid > 0) {
+		held_files(pid, v, release, left);
+		if (!left->len) {
+			qmp_close(q);
+			printf("%s: QEMU (pid %d) holds no file %s the mount: nothing to %s\n",
+			       qmp_path, (int)pid, release ? "through" : "beside",
+			       release ? "release" : "adopt");
+			return 0;
+		}
+		g_ptr_array_set_size(left, 0);
+	}
+	moved = qemu_disks_move(q, from, to, dry_run, report, &pause_ms, &error);
+	qmp_close(q);
+	fputs(report->str, stdout);
+	if (moved < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, qmp_path, error);
+		return 1;
+	}
+	if (dry_run)
+		return 0;
+	if (pid > 0)
+		held_files(pid, v, release, left);
+	if (left->len) {
+		print_files(prog,
+		            release ? "QEMU still holds files through the mount"
+		                    : "QEMU still holds files beside the mount (their writes would "
+		                      "not be mirrored)",
+		            left);
+		return 1;
+	}
+	if (!moved)
+		printf("%s: QEMU (pid %d) has no disk file in %s: nothing to %s\n", qmp_path,
+		       (int)pid, from, release ? "release" : "adopt");
+	else
+		printf("%s: %s %d file%s of QEMU (pid %d) in one reopen of %.1f ms\n", qmp_path,
+		       release ? "released" : "adopted", moved, moved == 1 ? "" : "s", (int)pid,
+		       pause_ms);
+	return 0;
+}
+
+int adopt_run(const char *prog, const char *socket_path, char **qmp_paths, bool release,
+              bool dry_run)
+{
+	g_autofree char *why = NULL;
+	MountView v = {0};
+	int rc = 0;
+
+	if (mount_view(prog, socket_path, &v) < 0) {
+		rc = 1;
+		goto out;
+	}
+	why = refusal(&v, release);
+	if (why) {
+		fprintf(stderr, "%s: %s: %s\n", prog, v.mountpoint, why);
+		rc = 1;
+		goto out;
+	}
+	for (char **p = qmp_paths; *p; p++)
+		if (adopt_one(prog, &v, *p, release, dry_run))
+			rc = 1;
+out:
+	mount_view_clear(&v);
+	return rc;
+}
