@@ -120,7 +120,7 @@ static int read_edges(Qmp *q, GHashTable *nodes, char **error)
 	g_autoptr(JsonNode) ret = NULL;
 	g_autoptr(GHashTable) by_id = g_hash_table_new(g_int64_hash, g_int64_equal);
 	g_autoptr(GHashTable) other =
-	    g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
+	    g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
 	JsonArray *gn, *ge;
 	JsonObject *o;
 	int r;
@@ -137,7 +137,7 @@ static int read_edges(Qmp *q, GHashTable *nodes, char **error)
 		*error = g_strdup("x-debug-query-block-graph: QEMU's reply is not a graph");
 		return -EPROTO;
 	}
-	/* Ids are only unique per reply: kept as keys into the reply itself. */
+	/* Every id is a key of @other, which owns it; @by_id shares those of driver nodes. */
 	for (guint i = 0; i < json_array_get_length(gn); i++) {
 		JsonObject *e = json_array_get_object_element(gn, i);
 		const char *type = json_object_get_string_member_with_default(e, "type", "");

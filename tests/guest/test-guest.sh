@@ -291,7 +291,7 @@ daemon_log() {
 held_by_qemu() {
 	local mdev fd path dev
 	mdev="$(stat -c %d "$IMAGES")"
-	for fd in /proc/"$QEMU_PID"/fd/*; do
+	for fd in /proc/"$QEMU_PROC"/fd/*; do
 		path="$(readlink "$fd")" || continue
 		[[ -f "$fd" ]] || continue
 		dev="$(stat -L -c %d "$fd")"
@@ -311,7 +311,10 @@ reopen_ms() {
 sleep_until "$(awk -v t="$T_START" -v d="$BEFORE_S" 'BEGIN { printf "%.6f", t + d }')"
 check_guest
 if ((ADOPT)); then
-	[[ -n "$(held_by_qemu beside)" ]] || fail "QEMU holds no image before the mount"
+	# QEMU itself, under timeout(1).
+	QEMU_PROC="$(pgrep -P "$QEMU_PID" | head -n 1)"
+	[[ -n "$QEMU_PROC" ]] || fail "no QEMU process under timeout (pid $QEMU_PID)"
+	readlink /proc/"$QEMU_PROC"/fd/* | grep -qxF "$IMAGE" || fail "QEMU holds no $IMAGE before the mount"
 	mount_images
 	ctl "$IMAGES" adopt --qmp "$TESTDIR/qmp.sock"
 	log "adopt: $CLI_OUT"
@@ -399,7 +402,7 @@ if ((ADOPT)); then
 	log "release: $CLI_OUT"
 	left="$(held_by_qemu through)"
 	[[ -z "$left" ]] || fail "QEMU still holds through the mount after release: $left"
-	readlink /proc/"$QEMU_PID"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
+	readlink /proc/"$QEMU_PROC"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
 		fail "QEMU does not hold the target's image after release"
 	report "release: the guest's disk reopened on the target's file in one pause of $(reopen_ms) ms"
 	# Nothing holds the mount now: it goes while the guest writes on.
