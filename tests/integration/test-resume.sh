@@ -99,7 +99,7 @@ section_half() {
 section_kills() {
 	local interval=8 chunk=12 opts i p want got before again total report=()
 	setup_case kills 8192 160
-	opts="target=$DST,switch=manual,checkpoint=${interval}M,speed=48M"
+	opts="target=$DST,switch=manual,checkpoint=${interval}M,speed=24M"
 	mount_mfs "$SRC" "$MNT" -o "$opts"
 	writer_start "$MNT/img.raw" "$LOG"
 	total="$(progress "$MNT" size)"
@@ -107,14 +107,26 @@ section_kills() {
 		# A point of the copy, at random: 10 % to 40 % of what is left.
 		p=$((10 + RANDOM % 31))
 		want=$(($(progress "$MNT") + (total - $(progress "$MNT")) * p / 100))
+		# The copy may end between a look and the pause (the copier keeps
+		# several chunks in flight): later kills then have nothing to
+		# resume, and are skipped; the first one never is.
 		until (($(progress "$MNT") >= want)); do
-			[[ "$(status_field "$MNT" state)" == copying ]] ||
-				fail "the copy ended before the kill at ${p}%"
+			[[ "$(status_field "$MNT" state)" == copying ]] || break
 			sleep 0.05
 		done
+		if [[ "$(status_field "$MNT" state)" != copying ]]; then
+			((i > 1)) || fail "the copy ended before the first kill at ${p}%"
+			log "the copy ended before kill $i; kills $i to 4 skipped"
+			break
+		fi
 		if ((i % 2 == 0)); then
 			# Paused: the copier stands still, what it copied is known.
-			ctl "$MNT" pause
+			cli "$MIRRORFSCTL" "$MNT" pause
+			if ((CLI_RC != 0)) && [[ "$CLI_ERR" == *"while the migration is mirrored"* ]]; then
+				log "the copy ended before the pause of kill $i; kills $i to 4 skipped"
+				break
+			fi
+			((CLI_RC == 0)) || fail "mirrorfsctl pause: exit $CLI_RC: $CLI_ERR"
 			before=-1
 			until [[ "$before" == "$(progress "$MNT")" ]]; do
 				before="$(progress "$MNT")"
@@ -136,7 +148,7 @@ section_kills() {
 	wait_status_state "$MNT" mirrored 120
 	writer_stop
 	printf '  %s\n' "${report[@]}" >&2
-	same_trees "$SRC" "$DST" "mirrored after three kills"
+	same_trees "$SRC" "$DST" "mirrored after the kills"
 	verify_data "$SRC" "$LOG" "the source"
 	verify_data "$DST" "$LOG" "the target"
 	ctl "$MNT" switch
