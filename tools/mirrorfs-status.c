@@ -16,8 +16,6 @@
 #include <unistd.h>
 
 #define PROG           "mirrorfs-status"
-#define STATUS_REQUEST "{\"version\":1,\"command\":\"status\"}"
-#define EVENTS_REQUEST "{\"version\":1,\"command\":\"events\"}"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -205,14 +203,6 @@ static void print_progress_line(JsonObject *st, bool tty)
 	fflush(stdout);
 }
 
-/* How far along a migration that goes well (paused is copying); -1 off that way. */
-static int state_rank(const char *name)
-{
-	MfsMigState state;
-
-	return parse_state(name, &state) ? mfs_mig_state_step(state) : -1;
-}
-
 /* "idle, copying, ...": every name a status may report. */
 static char *state_list(void)
 {
@@ -222,14 +212,6 @@ static char *state_list(void)
 	for (unsigned i = 0; (name = mfs_mig_status_name_at(i)); i++)
 		g_string_append_printf(s, "%s%s", i ? ", " : "", name);
 	return g_string_free(s, FALSE);
-}
-
-/* Milliseconds left until @deadline (-1: none), at most @cap. */
-static int time_left_ms(gint64 deadline, int cap)
-{
-	if (deadline < 0)
-		return cap;
-	return (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 0, cap);
 }
 
 /* A line of the event stream: its object, or NULL (said why) if it is none. */
@@ -259,7 +241,7 @@ static int follow(const char *socket_path, gint64 deadline)
 	char *line = NULL;
 	int ret;
 
-	if (control_follow_open(socket_path, EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
+	if (control_follow_open(socket_path, CLIENT_EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
 	                        &error) < 0) {
 		fprintf(stderr, "%s: %s\n", PROG, error);
 		return EXIT_FAILED;
@@ -297,7 +279,7 @@ static int follow(const char *socket_path, gint64 deadline)
 			return state_is_failure(state) ? EXIT_FAILED : EXIT_OK;
 		}
 		line = NULL;
-		ret = control_follow_next(&f, deadline >= 0 ? time_left_ms(deadline, INT_MAX) : -1,
+		ret = control_follow_next(&f, deadline >= 0 ? client_time_left_ms(deadline, INT_MAX) : -1,
 		                          &line);
 		if (ret == 0) {
 			fprintf(stderr, "%s: timed out\n", PROG);
@@ -313,48 +295,13 @@ static int follow(const char *socket_path, gint64 deadline)
 	return EXIT_FAILED;
 }
 
-/*
- * --wait: the events, opened before the first look at the status, wake
- * the next look; a daemon that has none (older) leaves *@f closed, and
- * the status is asked for five times a second instead.
- */
-static void wait_events_open(const char *socket_path, ControlFollow *f)
-{
-	g_autofree char *reply = NULL, *error = NULL;
-
-	f->fd = -1;
-	f->in = NULL;
-	if (control_follow_open(socket_path, EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, f, &reply,
-	                        &error) < 0)
-		return;
-	if (!strstr(reply, "\"ok\":true"))
-		control_follow_close(f);
-}
-
-/* Until the next event, or a while (a look at the status then costs little). */
-static void wait_next_event(ControlFollow *f, gint64 deadline)
-{
-	g_autofree char *line = NULL;
-
-	if (f->fd < 0) {
-		g_usleep(200 * 1000);
-		return;
-	}
-	if (control_follow_next(f, time_left_ms(deadline, 5000), &line) < 0) {
-		control_follow_close(f);
-		g_usleep(200 * 1000);
-	}
-}
-
 int main(int argc, char *argv[])
 {
 	g_autoptr(GOptionContext) ctx = g_option_context_new("MOUNTPOINT");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *socket_path = NULL;
 	gint64 deadline;
-	ControlFollow events = {.fd = -1};
 	bool tty = isatty(STDOUT_FILENO);
-	int ret = EXIT_FAILED;
 
 	/*
 	 * GOption would take the word after a bare --watch as its value, even
@@ -402,9 +349,9 @@ int main(int argc, char *argv[])
 	deadline = opt_timeout >= 0 ? g_get_monotonic_time() + (gint64)(opt_timeout * 1e6) : -1;
 	if (opt_follow)
 		return follow(socket_path, deadline);
-	events.fd = -1;
 	if (opt_wait)
-		wait_events_open(socket_path, &events);
+		return client_wait_state(PROG, socket_path, opt_wait, deadline) == 0 ? EXIT_OK
+		                                                                      : EXIT_FAILED;
 
 	for (;;) {
 		g_autoptr(JsonParser) parser = NULL;
@@ -415,27 +362,13 @@ int main(int argc, char *argv[])
 		if (deadline >= 0)
 			wait_ms = (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 100,
 			                     CONTROL_CLIENT_TIMEOUT_MS);
-		st = client_call(PROG, socket_path, STATUS_REQUEST, wait_ms, &parser);
+		st = client_call(PROG, socket_path, CLIENT_STATUS_REQUEST, wait_ms, &parser);
 		const char *state;
 
 		if (!st)
 			return EXIT_FAILED;
 		state = str(st, "state");
-		if (opt_wait) {
-			if (!strcmp(state, opt_wait) ||
-			    (state_rank(opt_wait) >= 0 &&
-			     state_rank(state) > state_rank(opt_wait))) {
-				ret = EXIT_OK;
-				break;
-			}
-			/* Ended, or idle, without the state waited for: it will not come. */
-			if (state_is_final(state)) {
-				fprintf(stderr, "%s: the migration is %s%s%s\n", PROG, state,
-				        str(st, "error") ? ": " : "",
-				        str(st, "error") ? str(st, "error") : "");
-				return EXIT_FAILED;
-			}
-		} else if (opt_watch < 0) {
+		if (opt_watch < 0) {
 			if (opt_json) {
 				g_autoptr(JsonGenerator) gen = json_generator_new();
 				g_autofree char *text = NULL;
@@ -465,11 +398,6 @@ int main(int argc, char *argv[])
 			fprintf(stderr, "%s: timed out; the migration is %s\n", PROG, state);
 			return EXIT_FAILED;
 		}
-		if (opt_wait)
-			wait_next_event(&events, deadline);
-		else
-			g_usleep((gulong)((opt_watch >= 0 ? opt_watch : 0.2) * G_USEC_PER_SEC));
+		g_usleep((gulong)((opt_watch >= 0 ? opt_watch : 0.2) * G_USEC_PER_SEC));
 	}
-	control_follow_close(&events);
-	return ret;
 }
