@@ -29,7 +29,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct Node Node;
 struct Node {
@@ -61,14 +60,6 @@ static void node_free(Node *n)
 static bool node_named(const Node *n)
 {
 	return n->name[0] != '#';
-}
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* The nodes by name, from query-named-block-nodes. */
@@ -356,9 +347,9 @@ static int reopen(Qmp *q, GPtrArray *tops, double *pause_ms, char **error)
 	json_builder_end_array(b);
 	json_builder_end_object(b);
 	args = json_builder_get_root(b);
-	t0 = now_ms();
+	t0 = g_get_monotonic_time() / 1e3;
 	r = qmp_execute(q, "blockdev-reopen", args, NULL, error);
-	*pause_ms += now_ms() - t0;
+	*pause_ms += g_get_monotonic_time() / 1e3 - t0;
 	return r;
 }
 

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #define QMP_GREETING_TIMEOUT_MS 5000
@@ -26,25 +25,17 @@ struct Qmp {
 	GString *in;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The next line QEMU sends, parsed: 0 and a new object node in *@msg, or -errno. */
 static int qmp_read_message(Qmp *q, JsonNode **msg, char **error)
 {
-	int64_t deadline = now_ms() + q->timeout_ms;
+	int64_t deadline = g_get_monotonic_time() / 1000 + q->timeout_ms;
 	g_autoptr(JsonParser) parser = json_parser_new();
 	g_autofree char *line = NULL;
 	char *nl;
 
 	while (!(nl = memchr(q->in->str, '\n', q->in->len))) {
 		struct pollfd pfd = {.fd = q->fd, .events = POLLIN};
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - g_get_monotonic_time() / 1000;
 		char buf[65536];
 		ssize_t n;
 
