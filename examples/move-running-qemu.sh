@@ -10,7 +10,8 @@
 # (the quickest QEMU to start; a qemu-system-x86_64 with -qmp does the
 # same) and qemu-io writing to its disk over NBD as the guest would:
 #   1. QEMU opens vm.qcow2 (over a backing file) with no mirrorfs;
-#   2. mirrorfs is mounted over the directory (QEMU still writes beside it);
+#   2. mirrorfs is mounted over the directory (QEMU still writes beside it,
+#      so a start is refused);
 #   3. mirrorfsctl adopt --qmp: QEMU reopens its disk through the mount;
 #   4. mirrorfsctl start: the migration copies, mirrors and switches;
 #   5. mirrorfsctl release --qmp: QEMU reopens its disk on the target's
@@ -80,6 +81,8 @@ ls -l "/proc/$qsd_pid/fd" | grep -o "$vms/.*"
 
 say "2. mirrorfs mounted over the running VM's directory"
 "$mirrorfs" "$vms" "$vms"
+# QEMU still writes beside the mount: a start now would lose those writes.
+! "$ctl" "$vms" start "$new"
 
 say "3. adopt: QEMU reopens its disk through the mount"
 "$ctl" "$vms" adopt --qmp "$work/qmp.sock"

@@ -144,6 +144,9 @@ void mig_commit(Migration *mig);
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
 void mig_target_journal_undo(Migration *mig);
 
+/* mig-writers.c: -EBUSY and a message if a process writes beneath the mount. */
+int mig_check_writers(const char *source, int root_fd, char **error);
+
 /* mig-tree.c */
 int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, char **error);
 int mig_remove_tree_at(int dir_fd, const char *name);

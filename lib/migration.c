@@ -245,6 +245,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		goto out_unlock;
 	}
 	mig->source = mfs_served_dir_frozen(fs);
+	ret = mig_check_writers(mig->source, mfs_root_fd(fs), error);
+	if (ret < 0)
+		goto out_unlock;
 	ret = mig_check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;

@@ -12,6 +12,9 @@
 #   vm2  one raw disk.
 # Then:
 #   - the mount is made over the directory;
+#   - a start is refused while the QEMUs write beside the mount, naming the
+#     first and counting the others, and changes nothing (a read-only
+#     descriptor beside the mount, held by this shell, is no refusal);
 #   - adopt --dry-run changes nothing; adopt moves every file node onto the
 #     mount while vm1's client writes, and vm1's client sees no error; the
 #     QEMUs then hold no descriptor beside the mount (/proc/PID/fd); a
@@ -117,8 +120,18 @@ write_batch vm1 vm1-data 0 16 0x31
 write_batch vm2 vm2 0 16 0x41
 
 log "--- mount over the directory"
+# A reader beside the mount (this shell, read-only): it does not stop a start.
+exec 8<"$DIR/vm2.raw"
 mount_mfs "$DIR" "$DIR"
 [[ -n "$(held "${QSD_PID[vm1]}" beside)" ]] || fail "vm1's QEMU holds nothing beside the mount before adopt"
+
+log "--- start refused while the QEMUs write beside the mount, changing nothing"
+expect_cli "start with writers beside the mount" 1 \
+	"qemu-storage-daemon (pid ${QSD_PID[vm1]}) holds $DIR/vm1.qcow2 open for writing beside the mount (and 2 more such files)" \
+	"$MIRRORFSCTL" "$DIR" start "$TGT"
+assert_contains "$CLI_ERR" "mirrorfsctl MOUNTPOINT adopt --qmp SOCKET" "the refusal's advice"
+assert_eq idle "$(status_field "$DIR" state)" "state after the refused start"
+assert_eq "" "$(ls -A "$TGT")" "the target after the refused start"
 
 log "--- adopt: refused without --qmp, or on a socket that is not QEMU's; dry run changes nothing"
 expect_cli "adopt without --qmp" 2 "adopt needs --qmp SOCKET" "$MIRRORFSCTL" "$DIR" adopt
@@ -162,6 +175,7 @@ until [[ "$(status_field "$DIR" state)" == copying ]]; do
 	((SECONDS < deadline)) || fail "the migration is not copying 30 s after its start"
 	sleep 0.05
 done
+exec 8<&-
 write_batch vm1 vm1 10 64 0x23
 write_batch vm1 vm1-data 1 64 0x32
 write_batch vm2 vm2 1 64 0x42

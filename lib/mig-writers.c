@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Writers beside the mount.  mirrorfs is mounted over the source, so a
+ * process that opened an image before the mount still reaches the file
+ * beneath it, and nothing it writes there is mirrored: a migration
+ * started under it would switch to a target without those writes.  The
+ * start refuses while one exists (adopt moves a QEMU's disks onto the
+ * mount first).
+ *
+ * Only /proc is read: each descriptor's link (its path) and its fdinfo
+ * (the mount it was opened on and its open flags).  Nothing of another
+ * process's file is ever stat()ed or opened: that file may be on this
+ * very mount, whose namespace is frozen while we look.  A descriptor
+ * opened through the mount has the mount's mnt_id, one opened beneath it
+ * the mnt_id of the source's own root descriptor, which this daemon
+ * opened before mounting.
+ */
+#define _GNU_SOURCE
+#include "migration-int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The mnt_id and open flags of descriptor @fd of /proc/@pid; 0 or -errno. */
+static int fd_mount_and_flags(const char *pid, const char *fd, int *mnt_id, unsigned *flags)
+{
+	g_autofree char *path = g_strdup_printf("/proc/%s/fdinfo/%s", pid, fd);
+	g_autofree char *text = NULL;
+	bool have_mnt = false, have_flags = false;
+
+	if (!g_file_get_contents(path, &text, NULL, NULL))
+		return -ENOENT;
+	for (char *line = text; line && *line;
+	     line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+		if (sscanf(line, "mnt_id: %d", mnt_id) == 1)
+			have_mnt = true;
+		else if (sscanf(line, "flags: %o", flags) == 1)
+			have_flags = true;
+	}
+	return have_mnt && have_flags ? 0 : -ENODATA;
+}
+
+/* The name a process runs as: its argv[0]'s last component, else its comm. */
+static char *process_name(const char *pid)
+{
+	g_autofree char *path = g_strdup_printf("/proc/%s/cmdline", pid);
+	g_autofree char *args = NULL;
+	gsize len = 0;
+
+	if (g_file_get_contents(path, &args, &len, NULL) && len > 0 && args[0])
+		return g_path_get_basename(args);
+	g_free(path);
+	path = g_strdup_printf("/proc/%s/comm", pid);
+	if (g_file_get_contents(path, &args, NULL, NULL))
+		return g_strdup(g_strchomp(args));
+	return g_strdup("a process");
+}
+
+typedef struct {
+	const char *source; /* canonical, no trailing slash */
+	int mnt_id;         /* of the source beneath the mount */
+	unsigned found;
+	char *first; /* "NAME (pid P) holds PATH" */
+} WriterScan;
+
+static void scan_process(WriterScan *w, const char *pid)
+{
+	g_autofree char *dir = g_strdup_printf("/proc/%s/fd", pid);
+	DIR *dp = opendir(dir);
+	struct dirent *de;
+
+	if (!dp)
+		return; /* gone, or not ours to look at */
+	while ((de = readdir(dp))) {
+		char link[PATH_MAX];
+		const char *rel;
+		unsigned flags;
+		ssize_t n;
+		int mnt_id;
+
+		if (de->d_name[0] == '.')
+			continue;
+		n = readlinkat(dirfd(dp), de->d_name, link, sizeof(link) - 1);
+		if (n <= 0)
+			continue;
+		link[n] = '\0';
+		/* A path (not a socket or pipe) under the source, still in the tree. */
+		rel = link[0] == '/' ? mfs_path_within(link, w->source) : NULL;
+		if (!rel || !*rel || g_str_has_suffix(link, " (deleted)"))
+			continue;
+		if (fd_mount_and_flags(pid, de->d_name, &mnt_id, &flags) < 0 ||
+		    mnt_id != w->mnt_id || (flags & O_ACCMODE) == O_RDONLY)
+			continue;
+		if (w->found++ == 0) {
+			g_autofree char *name = process_name(pid);
+
+			w->first = g_strdup_printf("%s (pid %s) holds %s", name, pid, link);
+		}
+	}
+	closedir(dp);
+}
+
+int mig_check_writers(const char *source, int root_fd, char **error)
+{
+	g_autofree char *self = g_strdup_printf("%d", (int)getpid());
+	g_autofree char *fdstr = g_strdup_printf("%d", root_fd);
+	WriterScan w = {.source = source};
+	unsigned flags;
+	struct dirent *de;
+	DIR *proc;
+
+	/* No /proc, no fdinfo mnt_id (before Linux 3.15): nothing to look with. */
+	if (fd_mount_and_flags("self", fdstr, &w.mnt_id, &flags) < 0)
+		return 0;
+	proc = opendir("/proc");
+	if (!proc)
+		return 0;
+	while ((de = readdir(proc))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9' || !strcmp(de->d_name, self))
+			continue;
+		scan_process(&w, de->d_name);
+	}
+	closedir(proc);
+	if (!w.found)
+		return 0;
+	if (w.found > 1)
+		*error =
+		    g_strdup_printf("%s open for writing beside the mount (and %u more such "
+		                    "files): their writes would never reach the target.  Adopt "
+		                    "its disks first (mirrorfsctl MOUNTPOINT adopt --qmp SOCKET) "
+		                    "or stop it",
+		                    w.first, w.found - 1);
+	else
+		*error =
+		    g_strdup_printf("%s open for writing beside the mount: its writes would never "
+		                    "reach the target.  Adopt its disks first (mirrorfsctl "
+		                    "MOUNTPOINT adopt --qmp SOCKET) or stop it",
+		                    w.first);
+	g_free(w.first);
+	return -EBUSY;
+}
