@@ -336,6 +336,7 @@ static void mirror_link(void *opaque, MfsInode *inode, MfsInode *newparent, cons
 	MigObject *obj = mig_object_find(mig, &key);
 	char path[MFS_PROC_FD_LEN];
 	int dir = target_dir(mig, newparent);
+	struct stat st;
 
 	if (dir < 0)
 		return;
@@ -346,6 +347,13 @@ static void mirror_link(void *opaque, MfsInode *inode, MfsInode *newparent, cons
 	mfs_proc_fd_path(mig_object_fd(obj), path);
 	if (linkat(AT_FDCWD, path, dir, newname, AT_SYMLINK_FOLLOW) < 0) {
 		mig_fail(mig, "target: link '%s': %s", newname, g_strerror(errno));
+		return;
+	}
+	/* Two files where the source has one would part at the first write. */
+	if (fstat(mig_object_fd(obj), &st) < 0 || mig_check_link(dir, newname, &st) < 0) {
+		unlinkat(dir, newname, 0);
+		mig_fail(mig, "target: link '%s': the target cannot hold %s", newname,
+		         MIG_LINK_LOST);
 		return;
 	}
 	root_name_changed(mig, newparent, newname, true);

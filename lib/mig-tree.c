@@ -354,7 +354,21 @@ static int walk_link(Walk *w, MigObject *obj, int dst_dir, const char *name)
 	mfs_proc_fd_path(fd, path);
 	if (linkat(AT_FDCWD, path, dst_dir, name, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
+	ret = mig_check_link(dst_dir, name, &ost);
+	if (ret < 0) {
+		unlinkat(dst_dir, name, 0);
+		return mig_metadata_lost(w->mig, fd, MIG_LINK_LOST, -ret);
+	}
 	return 0;
+}
+
+int mig_check_link(int dir_fd, const char *name, const struct stat *object)
+{
+	struct stat st;
+
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return st.st_dev == object->st_dev && st.st_ino == object->st_ino ? 0 : -EOPNOTSUPP;
 }
 
 /*

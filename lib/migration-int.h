@@ -155,6 +155,14 @@ int mig_copy_times(Migration *mig, int dst_fd, mode_t type, const struct stat *s
 bool mig_metadata_refused(int err);
 int mig_metadata_lost(Migration *mig, int dst_fd, const char *what, int err);
 int mig_open_path(int dir_fd, const char *name);
+/*
+ * After a link(2) on the target: is @name in @dir_fd the @object linked
+ * (0), or a file of its own (-EOPNOTSUPP: sshfs gives each name its own
+ * inode, and caches each apart, so a write through one name leaves the
+ * other's size stale)?
+ */
+int mig_check_link(int dir_fd, const char *name, const struct stat *object);
+#define MIG_LINK_LOST "a hard link (the target makes each name a file of its own)"
 /* Path of a target object relative to the target root, from its descriptor. */
 char *mig_target_relpath(Migration *mig, int fd);
 

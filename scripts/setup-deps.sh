@@ -20,6 +20,9 @@ packages=(
 	check fio qemu-utils qemu-system-x86 attr strace
 	# test-reflink: a loop XFS, whose files share blocks
 	xfsprogs
+	# test-gluster, test-sshfs: a GlusterFS volume on this machine, and
+	# sshfs from a private sshd on loopback, as the target
+	glusterfs-server glusterfs-client sshfs openssh-server
 	# the QEMU guest tests (tests/guest/): the guest's kernel and busybox,
 	# and cpio for its initramfs
 	linux-image-cloud-amd64 busybox-static cpio

@@ -12,7 +12,8 @@
 # io_uring; then "meson test --setup classic" runs the integration and
 # guest suites again on /dev/fuse (in build-asan/ without the minutes-long
 # engine stress of the suite "long").  On a kernel without it, both passes
-# run on /dev/fuse.
+# run on /dev/fuse.  The suite "network" (a GlusterFS volume as the target)
+# runs in build/ and build-asan/ on the default transport only.
 # Both are built with -Dwerror=true.  Stops at the first failure and exits
 # non-zero.  This is what CI runs (.ci/run).
 #
