@@ -29,6 +29,15 @@
 #                  no file beside the mount after the adopt and none through
 #                  it after the release (/proc/PID/fd); the two reopens'
 #                  pauses are reported
+#   evacuate       the operator's "empty this host" (issue 23): as adopt,
+#                  raw, but the target is a replica-2 GlusterFS volume
+#                  made on this machine (lib-gluster.sh); after the release
+#                  QEMU's own live migration moves the VM to a second QEMU
+#                  (standing for another host: -incoming on loopback) that
+#                  opens the same image on the volume's mount; the first
+#                  QEMU quits, the guest writes on and verifies on the
+#                  second, and each brick's own copy of the image holds
+#                  what the guest wrote
 #
 # Every variant:
 #   1. makes the image on the host (256 MiB, qcow2 1 GiB): its first
@@ -92,7 +101,7 @@ BOOT_TIMEOUT=180
 MIGRATION_TIMEOUT=300
 GUEST_MEM=256M
 
-FMT=raw CACHE=none DISCARD=0 MODE=auto ADOPT=0
+FMT=raw CACHE=none DISCARD=0 MODE=auto ADOPT=0 EVACUATE=0
 case "$VARIANT" in
 raw-none) ;;
 raw-writeback) CACHE=writeback ;;
@@ -104,12 +113,22 @@ discard) DISCARD=1 ;;
 manual-switch) MODE=manual ;;
 cancel) FMT=qcow2 DISK_MIB=1024 CACHE=writeback MODE=cancel SPEED=16M ;;
 adopt) FMT=qcow2 DISK_MIB=1024 SPEED=64M CACHE=writeback ADOPT=1 ;;
-*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel, adopt)" ;;
+# Raw: the copy onto the volume need not also chase a growing qcow2.
+evacuate) SPEED=64M CACHE=writeback ADOPT=1 EVACUATE=1 ;;
+*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel, adopt, evacuate)" ;;
 esac
 TEST_NAME="guest-$VARIANT"
 
 IMAGES="$TESTDIR/images"   # the image directory: source and mount point
 TARGET="$TESTDIR/new-disk" # where the migration moves the images
+if ((EVACUATE)); then
+	# The shared storage: a replica-2 Gluster volume on this machine.
+	# shellcheck source=../integration/lib-gluster.sh
+	. "$HERE/../integration/lib-gluster.sh"
+	gluster_setup
+	volume_up evacuate "$TESTDIR/gv" replica 2 "$TESTDIR/b1" "$TESTDIR/b2"
+	TARGET="$TESTDIR/gv/vms"
+fi
 IMAGE="$IMAGES/disk.$FMT"
 CONSOLE="$TESTDIR/console.log" # the guest's console, each line stamped "HOSTTIME line"
 REPORT=()
@@ -187,6 +206,7 @@ stamp_lines() {
 }
 
 mkfifo "$TESTDIR/console.fifo" "$TESTDIR/ctl.in" "$TESTDIR/ctl.out"
+CTL=ctl # the chardev pipe the guest is told to stop through
 # The stamper opens the console only once QEMU opens the fifo, and the
 # first checks may come sooner: the file must be there for them.
 : >"$CONSOLE"
@@ -200,21 +220,27 @@ none) aio=native ;;
 esac
 wl_args="--seed,$SEED,--prefill,$blocks_prefill,--ctl,/dev/ttyS1,--seconds,$((BOOT_TIMEOUT + MIGRATION_TIMEOUT))"
 ((DISCARD == 0)) || wl_args+=",--discard"
-drive="file=$IMAGE,format=$FMT,if=none,id=disk0,cache=$CACHE,aio=$aio,discard=unmap"
-# adopt: QEMU reopens only nodes with a name of their own; QMP to ask it.
-qmp=()
-if ((ADOPT)); then
-	drive+=",node-name=vda"
-	qmp=(-qmp "unix:$TESTDIR/qmp.sock,server=on,wait=off")
-fi
-# shellcheck disable=SC2054 # the commas are QEMU's
-qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -machine pc,accel=tcg
-	-m "$GUEST_MEM" -smp 1 -display none -no-reboot
-	-kernel "$KERNEL" -initrd "$INITRD"
-	-append "console=ttyS0 quiet panic=-1 mfs_args=$wl_args"
-	-serial stdio
-	-chardev "pipe,id=ctl,path=$TESTDIR/ctl" -serial chardev:ctl
-	-drive "$drive" -device virtio-blk-pci,drive=disk0 "${qmp[@]}")
+# qemu_args IMAGE CTL QMP: the VM's command line in qemu_cmd, its disk on
+# IMAGE, its control port the pipe TESTDIR/CTL, its monitor at TESTDIR/QMP
+# (adopt only: QEMU reopens only nodes with a name of their own).  The
+# evacuation's second QEMU is the same VM on another image path.
+qemu_args() {
+	local drive="file=$1,format=$FMT,if=none,id=disk0,cache=$CACHE,aio=$aio,discard=unmap"
+	local qmp=()
+	if ((ADOPT)); then
+		drive+=",node-name=vda"
+		qmp=(-qmp "unix:$TESTDIR/$3,server=on,wait=off")
+	fi
+	# shellcheck disable=SC2054 # the commas are QEMU's
+	qemu_cmd=(qemu-system-x86_64 -nodefaults -no-user-config -machine pc,accel=tcg
+		-m "$GUEST_MEM" -smp 1 -display none -no-reboot
+		-kernel "$KERNEL" -initrd "$INITRD"
+		-append "console=ttyS0 quiet panic=-1 mfs_args=$wl_args"
+		-serial stdio
+		-chardev "pipe,id=ctl,path=$TESTDIR/$2" -serial chardev:ctl
+		-drive "$drive" -device virtio-blk-pci,drive=disk0 "${qmp[@]}")
+}
+qemu_args "$IMAGE" ctl qmp.sock
 log "qemu: ${qemu_cmd[*]}"
 T_QEMU="$(now)"
 timeout -k 5 $((BOOT_TIMEOUT + MIGRATION_TIMEOUT + 120)) "${qemu_cmd[@]}" \
@@ -306,6 +332,76 @@ held_by_qemu() {
 # reopen_ms: the pause of the last adopt or release, from its output.
 reopen_ms() {
 	sed -n 's/.* in one reopen of \([0-9.]*\) ms$/\1/p' <<<"$CLI_OUT"
+}
+
+# qmp SOCKET JSON: one QMP command to the monitor at SOCKET; prints its
+# "return" as JSON, fails on an "error".
+qmp() {
+	timeout -k 5 30 python3 - "$1" "$2" <<-'EOF' || fail "QMP $2 on $1 failed"
+	import json, socket, sys
+	s = socket.socket(socket.AF_UNIX)
+	s.connect(sys.argv[1])
+	f = s.makefile("rw")
+	def call(cmd):
+	    f.write(json.dumps(cmd) + "\n")
+	    f.flush()
+	    while True:
+	        r = json.loads(f.readline())
+	        if "return" in r:
+	            return r["return"]
+	        if "error" in r:
+	            sys.exit(f"QMP error: {r['error']}")
+	json.loads(f.readline())  # the greeting
+	call({"execute": "qmp_capabilities"})
+	print(json.dumps(call(json.loads(sys.argv[2]))))
+	EOF
+}
+
+# evacuate: the guest, now on the shared volume, moves to a second QEMU
+# (standing for another host, on the same volume's mount) by QEMU's own
+# live migration, with the guest writing all along.  The second QEMU's
+# console goes to the same log; from now on QEMU_PID is it.
+evacuate() {
+	local port dest_pid stamp2 status mig deadline
+	port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+	mkfifo "$TESTDIR/console2.fifo" "$TESTDIR/ctl2.in" "$TESTDIR/ctl2.out"
+	stamp_lines <"$TESTDIR/console2.fifo" >>"$CONSOLE" &
+	stamp2=$!
+	track_bg "$stamp2"
+	qemu_args "$TARGET/disk.$FMT" ctl2 qmp2.sock
+	timeout -k 5 $((MIGRATION_TIMEOUT + 120)) "${qemu_cmd[@]}" -incoming "tcp:127.0.0.1:$port" \
+		</dev/null >"$TESTDIR/console2.fifo" 2>"$TESTDIR/qemu2.err" &
+	dest_pid=$!
+	track_bg "$dest_pid"
+	deadline=$((SECONDS + 30))
+	until [[ -S "$TESTDIR/qmp2.sock" ]]; do
+		pid_alive "$dest_pid" || fail "the second QEMU exited: $(cat "$TESTDIR/qemu2.err")"
+		((SECONDS < deadline)) || fail "the second QEMU has no monitor after 30 s"
+		sleep 0.1
+	done
+	T_EVAC="$(now)"
+	qmp "$TESTDIR/qmp.sock" '{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.1:'"$port"'"}}' >/dev/null
+	deadline=$((SECONDS + MIGRATION_TIMEOUT))
+	while :; do
+		mig="$(qmp "$TESTDIR/qmp.sock" '{"execute": "query-migrate"}')"
+		status="$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["status"])' "$mig")"
+		[[ "$status" != completed ]] || break
+		[[ "$status" != failed && "$status" != cancelled ]] || fail "QEMU's migration $status: $mig"
+		((SECONDS < deadline)) || fail "QEMU's migration still $status after $MIGRATION_TIMEOUT s"
+		sleep 0.2
+	done
+	report "evacuate: QEMU's live migration to a second QEMU on the Gluster volume in" \
+		"$(python3 -c 'import json, sys; m = json.loads(sys.argv[1]); print("%s ms, downtime %s ms" % (m["total-time"], m["downtime"]))' "$mig")"
+	# The first QEMU, paused after the migration, goes; the guest runs on.
+	qmp "$TESTDIR/qmp.sock" '{"execute": "quit"}' >/dev/null
+	wait_pid_exit "$QEMU_PID" 30 || fail "the first QEMU still runs 30 s after quit"
+	wait "$QEMU_PID" || fail "the first QEMU exited with status $?"
+	wait_pid_exit "$STAMP_PID" 10 || true
+	QEMU_PID=$dest_pid STAMP_PID=$stamp2 CTL=ctl2
+	QEMU_PROC="$(pgrep -P "$QEMU_PID" | head -n 1)"
+	readlink /proc/"$QEMU_PROC"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
+		fail "the second QEMU does not hold the volume's image"
+	check_guest
 }
 
 sleep_until "$(awk -v t="$T_START" -v d="$BEFORE_S" 'BEGIN { printf "%.6f", t + d }')"
@@ -408,13 +504,14 @@ if ((ADOPT)); then
 	# Nothing holds the mount now: it goes while the guest writes on.
 	umount_mfs "$IMAGES"
 fi
+((EVACUATE == 0)) || evacuate
 
 # --- after: the guest writes on, then checks everything -----------------------
 
 sleep_until "$(awk -v t="$T_END" -v d="$AFTER_S" 'BEGIN { printf "%.6f", t + d }')"
 check_guest
 T_STOP="$(now)"
-run bash -c 'printf q >"$1"' _ "$TESTDIR/ctl.in"
+run bash -c 'printf q >"$1"' _ "$TESTDIR/$CTL.in"
 # The guest checks every block, prints its verdict and powers off: QEMU
 # exits, then the stamper has the last line.
 wait_pid_exit "$QEMU_PID" 300 || fail "QEMU still running 300 s after the guest was told to stop:"$'\n'"$(guest_output)"
@@ -459,6 +556,16 @@ fi
 out="$("$GUEST_WORKLOAD" verify "$check_img" --seed "$SEED" --digest "$digest" 2>&1)" ||
 	fail "the image the guest ended on does not hold what it wrote: $final:"$'\n'"$out"
 log "host: $final: $out"
+if ((EVACUATE)); then
+	# What the servers hold: each brick's own copy of the image.
+	for b in "$TESTDIR/b1" "$TESTDIR/b2"; do
+		run qemu-img convert -f "$FMT" -O raw "$b/vms/disk.$FMT" "$TESTDIR/brick.raw"
+		out="$("$GUEST_WORKLOAD" verify "$TESTDIR/brick.raw" --seed "$SEED" --digest "$digest" 2>&1)" ||
+			fail "the brick's copy $b/vms/disk.$FMT does not hold what the guest wrote:"$'\n'"$out"
+		rm "$TESTDIR/brick.raw"
+	done
+	log "host: both bricks' copies hold what the guest wrote"
+fi
 assert_eq "${summary}" "$(grep '^MIRRORFS-GUEST-SUMMARY' <<<"$out")" "the guest's summary against the image's"
 
 # --- the report ---------------------------------------------------------------------
