@@ -17,10 +17,12 @@
 #                                   mid-copy: the migration fails with an
 #                                   error matching PATTERN, the source
 #                                   serves, the guest sees nothing
-#   net_enospc TGT [PATTERN]        TGT (on a file system of about 40 MiB)
-#                                   is filled mid-copy: the migration
-#                                   fails (ENOSPC, or PATTERN: what the
-#                                   client makes of it), the source serves
+#   net_enospc TGT [PATTERN [FILLER]]  TGT (on a file system of about
+#                                   40 MiB) is filled mid-copy by a file
+#                                   FILLER (default beside TGT): the
+#                                   migration fails (ENOSPC, or PATTERN:
+#                                   what the client makes of it), the
+#                                   source serves
 #
 # Each begins with net_sources NAME, which makes SRC and MNT.
 
@@ -156,14 +158,14 @@ net_server_down() {
 }
 
 net_enospc() {
-	local tgt="$1" pattern="${2:-No space left on device}" err
+	local tgt="$1" pattern="${2:-No space left on device}" filler="${3:-$1/../filler}" err
 	net_sources enospc
 	mount_mfs "$SRC" "$MNT"
 	guest_start enospc "$MNT/guest.raw" 1
 	ctl "$MNT" start "$tgt" --speed 8M
 	wait_status_state "$MNT" copying 30
 	# Another tenant takes the room the copy counted on.
-	head -c $((40 * MiB)) /dev/zero >"$tgt/../filler" 2>/dev/null || true
+	head -c $((40 * MiB)) /dev/zero >"$filler" 2>/dev/null || true
 	err="$(expect_failed "$MNT" "$pattern" 90)"
 	log "failed: $err"
 	expect_serves_source "$MNT" "$SRC"
