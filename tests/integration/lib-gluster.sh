@@ -73,10 +73,11 @@ gluster_setup() {
 	log "glusterd $(glusterd --version | head -n 1 | awk '{ print $2 }') (started by the test), bricks on $HOST"
 }
 
-# volume_up NAME MOUNTPOINT [replica N] BRICKDIR...: a started volume,
-# mounted.  Sets VOL to its full name.
+# volume_up NAME MOUNTPOINT [replica N] BRICKDIR... [--group-virt]: a
+# started volume, mounted; --group-virt gives it gluster's "virt" group of
+# options first.  Sets VOL to its full name.
 volume_up() {
-	local name="$VOL_PREFIX-$1" mnt="$2" bricks=() b
+	local name="$VOL_PREFIX-$1" mnt="$2" bricks=() b virt=
 	shift 2
 	local layout=()
 	if [[ "$1" == replica ]]; then
@@ -84,12 +85,18 @@ volume_up() {
 		shift 2
 	fi
 	for b in "$@"; do
+		if [[ "$b" == --group-virt ]]; then
+			virt=1
+			continue
+		fi
 		mkdir -p "$b"
 		bricks+=("$HOST:$b")
 	done
 	VOLUMES+=("$name")
 	gl volume create "$name" "${layout[@]}" "${bricks[@]}" force >/dev/null ||
 		fail "gluster volume create $name failed"
+	[[ -z "$virt" ]] || gl volume set "$name" group virt >/dev/null ||
+		fail "gluster volume set $name group virt failed"
 	gl volume start "$name" >/dev/null || fail "gluster volume start $name failed"
 	mkdir -p "$mnt"
 	timeout -k 5 60 mount -t glusterfs "$HOST:/$name" "$mnt" || fail "cannot mount $name"

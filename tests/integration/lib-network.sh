@@ -7,7 +7,7 @@
 # target directory TGT whose files a server keeps in one or more backing
 # directories (Gluster's bricks, the sftp server's directory); then:
 #
-#   net_switch TGT BACKING...       migrate under a guest; switch; verify
+#   net_switch NAME TGT BACKING...  migrate under a guest; switch; verify
 #                                   through the mount, in TGT, in each
 #                                   BACKING; kill -9 and restart
 #   net_flushes TGT PIDS BACKING... the switch's flush reaches the
@@ -69,29 +69,29 @@ net_stun_ms() {
 }
 
 net_switch() {
-	local tgt="$1" b
-	shift
-	net_sources switch
+	local name="$1" tgt="$2" b
+	shift 2
+	net_sources "$name"
 	mount_mfs "$SRC" "$MNT"
-	guest_start switch "$MNT/guest.raw" 1
+	guest_start "$name" "$MNT/guest.raw" 1
 	ctl "$MNT" start "$tgt" --speed 16M
 	wait_status_state "$MNT" switched 120
 	log "switched: stun $(net_stun_ms "$MNT") ms"
 	assert_eq "$tgt" "$(status_field "$MNT" served)" "served after the switch"
-	guest_finish switch
+	guest_finish "$name"
 	net_static_verify "$MNT" "through the mount"
 	net_static_verify "$tgt" "in the target"
-	guest_verify switch "$tgt/guest.raw"
+	guest_verify "$name" "$tgt/guest.raw"
 	for b in "$@"; do
 		net_static_verify "$b" "in the server's directory $b"
-		guest_verify switch "$b/guest.raw"
+		guest_verify "$name" "$b/guest.raw"
 	done
 
 	kill9 "$MNT"
 	mount_mfs "$SRC" "$MNT"
 	assert_eq "$tgt" "$(status_field "$MNT" served)" "served after kill -9 and a restart"
 	net_static_verify "$MNT" "through the mount after kill -9 and a restart"
-	guest_verify switch "$MNT/guest.raw"
+	guest_verify "$name" "$MNT/guest.raw"
 	umount_mfs "$MNT"
 	net_done
 }

@@ -11,6 +11,9 @@
 #               volume and in each brick's own file (both replicas hold
 #               it); kill -9 of the daemon after the switch and a restart
 #               with the same command line serve the volume.
+#   virt        the same onto a volume with gluster's "virt" group of
+#               options (what oVirt sets for VM images: sharding, client
+#               quorum, strict O_DIRECT), checked through the volume.
 #   flushes     the switch's flush reaches the bricks: with strace on both
 #               brick servers during the switch, every regular file of the
 #               target is fsync()ed by each brick.  (Gluster's FUSE
@@ -55,7 +58,17 @@ section_switch() {
 	local d="$TESTDIR/gl-switch"
 	volume_up switch "$d/gv" replica 2 "$d/b1" "$d/b2"
 	mkdir "$d/gv/vms"
-	net_switch "$d/gv/vms" "$d/b1/vms" "$d/b2/vms"
+	net_switch switch "$d/gv/vms" "$d/b1/vms" "$d/b2/vms"
+}
+
+# The options oVirt and RHV give a volume of VM images (gluster's "virt"
+# group: sharding in 64 MiB pieces, client quorum, strict O_DIRECT...):
+# the bricks hold shards, so the data is checked through the volume.
+section_virt() {
+	local d="$TESTDIR/gl-virt"
+	volume_up virt "$d/gv" replica 2 "$d/b1" "$d/b2" --group-virt
+	mkdir "$d/gv/vms"
+	net_switch virt "$d/gv/vms"
 }
 
 section_flushes() {
@@ -112,7 +125,7 @@ section_enospc() {
 	net_enospc "$d/gv/vms"
 }
 
-for s in ${NET_SECTIONS:-switch flushes brick-down volume-down enospc}; do
+for s in ${NET_SECTIONS:-switch virt flushes brick-down volume-down enospc}; do
 	"section_${s//-/_}"
 done
 ! mounts_under "$TESTDIR" || fail "a mirrorfs mount was left under $TESTDIR"

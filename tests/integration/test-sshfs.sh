@@ -129,7 +129,7 @@ sftp_server_pid() {
 section_switch() {
 	local d="$TESTDIR/ss-switch"
 	sshfs_up "$d/server" "$d/tgt"
-	net_switch "$d/tgt" "$d/server"
+	net_switch switch "$d/tgt" "$d/server"
 }
 
 section_flushes() {
