@@ -77,6 +77,12 @@ void mfs_thaw_namespace(Mfs *fs);
 void mfs_stun(Mfs *fs);
 void mfs_unstun(Mfs *fs);
 
+/*
+ * The directory served (mfs_served_dir()) and, in *@fd, a duplicate of
+ * its root descriptor (-1 if none could be made; the caller closes it),
+ * read together, not frozen.
+ */
+char *mfs_served_dir_dup_fd(Mfs *fs, int *fd);
 /* The directory served (mfs_served_dir()), frozen: the caller's to g_free(). */
 char *mfs_served_dir_frozen(Mfs *fs);
 /* The served root's descriptor (O_PATH), valid as long as the tree; it changes at a swap. */

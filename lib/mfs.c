@@ -178,11 +178,18 @@ int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
 
 char *mfs_served_dir(Mfs *fs)
 {
+	return mfs_served_dir_dup_fd(fs, NULL);
+}
+
+char *mfs_served_dir_dup_fd(Mfs *fs, int *fd)
+{
 	char *dir;
 
-	/* The switch replaces it under the namespace lock, taken to write. */
+	/* The switch replaces both under the namespace lock, taken to write. */
 	mfs_rwlock_reader_lock(&fs->ns_lock);
 	dir = g_strdup(fs->dir);
+	if (fd)
+		*fd = fcntl(fs->root.fd, F_DUPFD_CLOEXEC, 0);
 	mfs_rwlock_reader_unlock(&fs->ns_lock);
 	return dir;
 }

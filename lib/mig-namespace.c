@@ -337,6 +337,7 @@ static void mirror_link(void *opaque, MfsInode *inode, MfsInode *newparent, cons
 	char path[MFS_PROC_FD_LEN];
 	int dir = target_dir(mig, newparent);
 	struct stat st;
+	int ret;
 
 	if (dir < 0)
 		return;
@@ -350,10 +351,14 @@ static void mirror_link(void *opaque, MfsInode *inode, MfsInode *newparent, cons
 		return;
 	}
 	/* Two files where the source has one would part at the first write. */
-	if (fstat(mig_object_fd(obj), &st) < 0 || mig_check_link(dir, newname, &st) < 0) {
+	ret = fstat(mig_object_fd(obj), &st) < 0 ? -errno : mig_check_link(dir, newname, &st);
+	if (ret < 0) {
 		unlinkat(dir, newname, 0);
-		mig_fail(mig, "target: link '%s': the target cannot hold %s", newname,
-		         MIG_LINK_LOST);
+		if (ret == -EOPNOTSUPP)
+			mig_fail(mig, "target: link '%s': the target cannot hold %s", newname,
+			         MIG_LINK_LOST);
+		else
+			mig_fail(mig, "target: link '%s': %s", newname, g_strerror(-ret));
 		return;
 	}
 	root_name_changed(mig, newparent, newname, true);

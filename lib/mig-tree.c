@@ -355,11 +355,9 @@ static int walk_link(Walk *w, MigObject *obj, int dst_dir, const char *name)
 	if (linkat(AT_FDCWD, path, dst_dir, name, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
 	ret = mig_check_link(dst_dir, name, &ost);
-	if (ret < 0) {
+	if (ret < 0)
 		unlinkat(dst_dir, name, 0);
-		return mig_metadata_lost(w->mig, fd, MIG_LINK_LOST, -ret);
-	}
-	return 0;
+	return ret == -EOPNOTSUPP ? mig_metadata_lost(w->mig, fd, MIG_LINK_LOST, -ret) : ret;
 }
 
 int mig_check_link(int dir_fd, const char *name, const struct stat *object)

@@ -7,13 +7,20 @@
  * start refuses while one exists (adopt moves a QEMU's disks onto the
  * mount first).
  *
- * Only /proc is read: each descriptor's link (its path) and its fdinfo
- * (the mount it was opened on and its open flags).  Nothing of another
- * process's file is ever stat()ed or opened: that file may be on this
- * very mount, whose namespace is frozen while we look.  A descriptor
- * opened through the mount has the mount's mnt_id, one opened beneath it
- * the mnt_id of the source's own root descriptor, which this daemon
- * opened before mounting.
+ * /proc is read first: each descriptor's link (its path) and its fdinfo
+ * (the mount it was opened on and its open flags).  A descriptor opened
+ * through the mount has the mount's mnt_id, one opened beneath it the
+ * mnt_id of the source's own root descriptor, which this daemon opened
+ * before mounting.  Only such a one is then looked at (fstat() of the
+ * /proc link, opened O_PATH): it lives on the source's file system, so
+ * that sends no request to this daemon.  A FIFO or a device stores
+ * nothing, and a file with no name left is in no tree: neither counts.
+ * A file held by a name since removed counts if it has another.
+ *
+ * Not seen (doc/design.md): a process in another mount namespace (QEMU
+ * under libvirt has its own) or writing through another bind mount; a
+ * file the kernel holds with no descriptor (a loop device's backing
+ * file); a file mapped but no longer open.
  */
 #define _GNU_SOURCE
 #include "migration-int.h"
@@ -24,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* The mnt_id and open flags of descriptor @fd of /proc/@pid; 0 or -errno. */
@@ -52,12 +60,14 @@ static char *process_name(const char *pid)
 	g_autofree char *args = NULL;
 	gsize len = 0;
 
+	g_autofree char *comm = NULL;
+
 	if (g_file_get_contents(path, &args, &len, NULL) && len > 0 && args[0])
 		return g_path_get_basename(args);
 	g_free(path);
 	path = g_strdup_printf("/proc/%s/comm", pid);
-	if (g_file_get_contents(path, &args, NULL, NULL))
-		return g_strdup(g_strchomp(args));
+	if (g_file_get_contents(path, &comm, NULL, NULL))
+		return g_strdup(g_strchomp(comm));
 	return g_strdup("a process");
 }
 
@@ -77,11 +87,13 @@ static void scan_process(WriterScan *w, const char *pid)
 	if (!dp)
 		return; /* gone, or not ours to look at */
 	while ((de = readdir(dp))) {
+		static const char deleted[] = " (deleted)";
 		char link[PATH_MAX];
 		const char *rel;
+		struct stat st;
 		unsigned flags;
 		ssize_t n;
-		int mnt_id;
+		int mnt_id, fd, ret;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -89,12 +101,22 @@ static void scan_process(WriterScan *w, const char *pid)
 		if (n <= 0)
 			continue;
 		link[n] = '\0';
-		/* A path (not a socket or pipe) under the source, still in the tree. */
+		/* The name the file was opened by, for the prefix test below. */
+		if (g_str_has_suffix(link, deleted))
+			link[n - strlen(deleted)] = '\0';
+		/* A path (not a socket or pipe) under the source. */
 		rel = link[0] == '/' ? mfs_path_within(link, w->source) : NULL;
-		if (!rel || !*rel || g_str_has_suffix(link, " (deleted)"))
+		if (!rel || !*rel)
 			continue;
 		if (fd_mount_and_flags(pid, de->d_name, &mnt_id, &flags) < 0 ||
 		    mnt_id != w->mnt_id || (flags & O_ACCMODE) == O_RDONLY)
+			continue;
+		fd = openat(dirfd(dp), de->d_name, O_PATH | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ret = fstat(fd, &st);
+		close(fd);
+		if (ret < 0 || !S_ISREG(st.st_mode) || st.st_nlink == 0)
 			continue;
 		if (w->found++ == 0) {
 			g_autofree char *name = process_name(pid);
@@ -107,7 +129,8 @@ static void scan_process(WriterScan *w, const char *pid)
 
 int mig_check_writers(const char *source, int root_fd, char **error)
 {
-	g_autofree char *self = g_strdup_printf("%d", (int)getpid());
+	/* Our pid as this /proc numbers it, which may not be getpid()'s namespace. */
+	g_autofree char *self = g_file_read_link("/proc/self", NULL);
 	g_autofree char *fdstr = g_strdup_printf("%d", root_fd);
 	WriterScan w = {.source = source};
 	unsigned flags;
@@ -121,7 +144,8 @@ int mig_check_writers(const char *source, int root_fd, char **error)
 	if (!proc)
 		return 0;
 	while ((de = readdir(proc))) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9' || !strcmp(de->d_name, self))
+		if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
+		    (self && !strcmp(de->d_name, self)))
 			continue;
 		scan_process(&w, de->d_name);
 	}

@@ -237,6 +237,21 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	    opts->checkpoint_bytes ? opts->checkpoint_bytes : MFS_DEFAULT_CHECKPOINT;
 	mig->job = mfs_mig_options_to_job(opts);
 
+	/*
+	 * Before the freeze: a scan of /proc takes a while on a busy host, and
+	 * it is a snapshot whenever it runs.  (A migration under way is refused
+	 * below in any case.)
+	 */
+	{
+		int root_fd;
+		g_autofree char *served = mfs_served_dir_dup_fd(fs, &root_fd);
+
+		ret = root_fd >= 0 ? mig_check_writers(served, root_fd, error) : 0;
+		if (root_fd >= 0)
+			close(root_fd);
+		if (ret < 0)
+			goto out_free;
+	}
 	mfs_freeze_namespace(fs);
 	old = mfs_job_frozen(fs);
 	if (old && mig_state_live(mig_state(old))) {
@@ -245,9 +260,6 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		goto out_unlock;
 	}
 	mig->source = mfs_served_dir_frozen(fs);
-	ret = mig_check_writers(mig->source, mfs_root_fd(fs), error);
-	if (ret < 0)
-		goto out_unlock;
 	ret = mig_check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;
