@@ -17,10 +17,15 @@
  * nothing, and a file with no name left is in no tree: neither counts.
  * A file held by a name since removed counts if it has another.
  *
- * Not seen (doc/design.md): a process in another mount namespace (QEMU
- * under libvirt has its own) or writing through another bind mount; a
- * file the kernel holds with no descriptor (a loop device's backing
- * file); a file mapped but no longer open.
+ * A process in another mount namespace (QEMU under libvirt has its own,
+ * a copy of the host's) numbers its mounts apart: its descriptor counts
+ * when its mount shows the same view as ours (mount_view()), so that
+ * the same path means the same file.
+ *
+ * Not seen (doc/design.md): a writer through another bind mount, or a
+ * namespace that mounts the source's file system elsewhere; a file the
+ * kernel holds with no descriptor (a loop device's backing file); a
+ * file mapped but no longer open.
  */
 #define _GNU_SOURCE
 #include "migration-int.h"
@@ -71,12 +76,54 @@ static char *process_name(const char *pid)
 	return g_strdup("a process");
 }
 
+/*
+ * Mount @mnt_id of /proc/@pid/mountinfo as "MAJ:MIN ROOT MOUNTPOINT": the
+ * file system, the directory of it mounted, and where.  Two mounts with
+ * the same view in two mount namespaces (a copy, as libvirt makes for
+ * each QEMU) have different ids and the same view.  NULL if none.
+ */
+static char *mount_view(const char *pid, int mnt_id)
+{
+	g_autofree char *path = g_strdup_printf("/proc/%s/mountinfo", pid);
+	g_autofree char *text = NULL;
+
+	if (!g_file_get_contents(path, &text, NULL, NULL))
+		return NULL;
+	for (char *line = text, *next; line && *line; line = next) {
+		char dev[32], root[PATH_MAX], point[PATH_MAX];
+		int id;
+
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		if (sscanf(line, "%d %*d %31s %4095s %4095s", &id, dev, root, point) == 4 &&
+		    id == mnt_id)
+			return g_strdup_printf("%s %s %s", dev, root, point);
+	}
+	return NULL;
+}
+
 typedef struct {
 	const char *source; /* canonical, no trailing slash */
 	int mnt_id;         /* of the source beneath the mount */
+	char *view;         /* that mount's mount_view(), or NULL */
 	unsigned found;
 	char *first; /* "NAME (pid P) holds PATH" */
 } WriterScan;
+
+/*
+ * Whether mount @mnt_id of process @pid is the one the source lies on
+ * (beneath the mount), in our mount namespace or as a copy in its own.
+ */
+static bool on_source_mount(WriterScan *w, const char *pid, int mnt_id)
+{
+	g_autofree char *view = NULL;
+
+	if (mnt_id == w->mnt_id)
+		return true;
+	view = w->view ? mount_view(pid, mnt_id) : NULL;
+	return view && !strcmp(view, w->view);
+}
 
 static void scan_process(WriterScan *w, const char *pid)
 {
@@ -109,7 +156,7 @@ static void scan_process(WriterScan *w, const char *pid)
 		if (!rel || !*rel)
 			continue;
 		if (fd_mount_and_flags(pid, de->d_name, &mnt_id, &flags) < 0 ||
-		    mnt_id != w->mnt_id || (flags & O_ACCMODE) == O_RDONLY)
+		    (flags & O_ACCMODE) == O_RDONLY || !on_source_mount(w, pid, mnt_id))
 			continue;
 		fd = openat(dirfd(dp), de->d_name, O_PATH | O_CLOEXEC);
 		if (fd < 0)
@@ -143,6 +190,7 @@ int mig_check_writers(const char *source, int root_fd, char **error)
 	proc = opendir("/proc");
 	if (!proc)
 		return 0;
+	w.view = mount_view("self", w.mnt_id);
 	while ((de = readdir(proc))) {
 		if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
 		    (self && !strcmp(de->d_name, self)))
@@ -150,6 +198,7 @@ int mig_check_writers(const char *source, int root_fd, char **error)
 		scan_process(&w, de->d_name);
 	}
 	closedir(proc);
+	g_free(w.view);
 	if (!w.found)
 		return 0;
 	if (w.found > 1)

@@ -11,6 +11,8 @@
 #     no refusal;
 #   - a reader of an image: no refusal;
 #   - a writer of a file unlinked everywhere: in no tree, no refusal;
+#   - a writer in a mount namespace of its own, a copy of ours (as
+#     libvirt starts each QEMU): refused too;
 # and writers through the mount never are.  Once the writer beside is
 # gone, the same start succeeds and switches.  Then a daemon in a PID
 # namespace of its own (unshare -pf), where getpid() is not the pid /proc
@@ -27,6 +29,7 @@ TGT="$TESTDIR/tgt"
 mkdir -p "$SRC" "$TGT"
 head -c 4M /dev/urandom >"$SRC/a.img"
 head -c 1M /dev/urandom >"$SRC/c.img"
+: >"$SRC/d.img"
 : >"$SRC/gone.img"
 mkfifo "$SRC/console"
 ln "$SRC/a.img" "$SRC/b.img"
@@ -43,8 +46,13 @@ holder writer "7>>'$SRC/b.img'"
 holder fifo "8<>'$SRC/console'"
 holder reader "9<'$SRC/c.img'"
 holder unlinked "6>>'$SRC/gone.img'"
+# A writer in a mount namespace of its own, a copy of ours (as libvirt
+# starts each QEMU): its mount of the source has another id, the same view.
+unshare -m --propagation slave bash -c "exec 7>>'$SRC/d.img'; exec sleep 600" &
+HOLDER[ns]=$!
+track_bg "${HOLDER[ns]}"
 # Each holds its file before the mount is made.
-for h in writer fifo reader unlinked; do
+for h in writer fifo reader unlinked ns; do
 	deadline=$((SECONDS + 10))
 	until [[ "$(cat "/proc/${HOLDER[$h]}/comm" 2>/dev/null)" == sleep ]]; do
 		((SECONDS < deadline)) || fail "holder $h holds nothing"
@@ -57,16 +65,21 @@ mount_mfs "$SRC" "$SRC"
 # A writer through the mount is a guest: never a refusal.
 exec 5>>"$SRC/c.img"
 
-log "--- refused: a writer of a.img by its removed name b.img"
-expect_cli "start with a writer beside the mount" 1 \
-	"sleep (pid ${HOLDER[writer]}) holds $SRC/b.img open for writing beside the mount: its writes would never reach the target" \
+log "--- refused: a writer of a.img by its removed name b.img, one in its own mount namespace"
+expect_cli "start with writers beside the mount" 1 \
+	"sleep (pid ${HOLDER[writer]}) holds $SRC/b.img open for writing beside the mount (and 1 more such files): their writes would never reach the target" \
 	"$MIRRORFSCTL" "$SRC" start "$TGT"
 assert_eq idle "$(status_field "$SRC" state)" "state after the refused start"
 assert_eq "" "$(names_below "$TGT")" "the target after the refused start"
-
-log "--- the writer gone, the same start switches (FIFO, reader, unlinked file held)"
 kill "${HOLDER[writer]}"
 wait_pid_exit "${HOLDER[writer]}" 10 || fail "the writer did not exit"
+expect_cli "start with a writer beside the mount in its own mount namespace" 1 \
+	"sleep (pid ${HOLDER[ns]}) holds $SRC/d.img open for writing beside the mount: its writes" \
+	"$MIRRORFSCTL" "$SRC" start "$TGT"
+
+log "--- the writers gone, the same start switches (FIFO, reader, unlinked file held)"
+kill "${HOLDER[ns]}"
+wait_pid_exit "${HOLDER[ns]}" 10 || fail "the writer in its namespace did not exit"
 ctl "$SRC" start "$TGT"
 wait_status_state "$SRC" switched 60
 assert_file_eq "$TESTDIR/tgt/a.img" "$SRC/a.img"
