@@ -222,10 +222,14 @@ require_nobody() {
 # control_socket MOUNTPOINT: the path of the mount's control socket, as the
 # daemon logged it ("... control socket PATH").
 control_socket() {
-	local mnt logf
+	local mnt logf deadline=$((SECONDS + 10))
 	mnt="$(realpath "$1")"
 	logf="${MFS_LOG[$mnt]:-}"
 	[[ -n "$logf" ]] || fail "control_socket: '$mnt' was not mounted by mount_mfs"
+	# The daemon says it just after the mount shows: a slow one (TSan) may not yet have.
+	until grep -q '; control socket ' "$logf" || ((SECONDS >= deadline)); do
+		sleep 0.05
+	done
 	sed -n 's/.*; control socket \(.*\)$/\1/p' "$logf" | tail -n 1
 }
 
