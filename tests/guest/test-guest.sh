@@ -220,12 +220,13 @@ none) aio=native ;;
 esac
 wl_args="--seed,$SEED,--prefill,$blocks_prefill,--ctl,/dev/ttyS1,--seconds,$((BOOT_TIMEOUT + MIGRATION_TIMEOUT))"
 ((DISCARD == 0)) || wl_args+=",--discard"
-# qemu_args IMAGE CTL QMP: the VM's command line in qemu_cmd, its disk on
-# IMAGE, its control port the pipe TESTDIR/CTL, its monitor at TESTDIR/QMP
-# (adopt only: QEMU reopens only nodes with a name of their own).  The
-# evacuation's second QEMU is the same VM on another image path.
+# qemu_args IMAGE CTL QMP [DRIVE-OPTIONS]: the VM's command line in
+# qemu_cmd, its disk on IMAGE, its control port the pipe TESTDIR/CTL, its
+# monitor at TESTDIR/QMP (adopt only: QEMU reopens only nodes with a name
+# of their own).  The evacuation's second QEMU is the same VM on another
+# image path.
 qemu_args() {
-	local drive="file=$1,format=$FMT,if=none,id=disk0,cache=$CACHE,aio=$aio,discard=unmap"
+	local drive="file=$1,format=$FMT,if=none,id=disk0,cache=$CACHE,aio=$aio,discard=unmap${4:+,$4}"
 	local qmp=()
 	if ((ADOPT)); then
 		drive+=",node-name=vda"
@@ -269,6 +270,10 @@ guest_output() {
 	grep -v 'MIRRORFS-GUEST-TPUT' "$CONSOLE" | tail -n 40 || true
 	echo "--- qemu stderr:"
 	cat "$TESTDIR/qemu.err"
+	if [[ -f "$TESTDIR/qemu2.err" ]]; then
+		echo "--- the second qemu's stderr:"
+		cat "$TESTDIR/qemu2.err"
+	fi
 }
 
 # wait_console PATTERN SECONDS: until a console line matches; prints the
@@ -368,7 +373,9 @@ evacuate() {
 	stamp_lines <"$TESTDIR/console2.fifo" >>"$CONSOLE" &
 	stamp2=$!
 	track_bg "$stamp2"
-	qemu_args "$TARGET/disk.$FMT" ctl2 qmp2.sock
+	# Both "hosts" share this machine's one Gluster client: the image's lock
+	# is not what this test is about (the second QEMU takes none).
+	qemu_args "$TARGET/disk.$FMT" ctl2 qmp2.sock file.locking=off
 	timeout -k 5 $((MIGRATION_TIMEOUT + 120)) "${qemu_cmd[@]}" -incoming "tcp:127.0.0.1:$port" \
 		</dev/null >"$TESTDIR/console2.fifo" 2>"$TESTDIR/qemu2.err" &
 	dest_pid=$!
@@ -398,7 +405,9 @@ evacuate() {
 	wait "$QEMU_PID" || fail "the first QEMU exited with status $?"
 	wait_pid_exit "$STAMP_PID" 10 || true
 	QEMU_PID=$dest_pid STAMP_PID=$stamp2 CTL=ctl2
-	QEMU_PROC="$(pgrep -P "$QEMU_PID" | head -n 1)"
+	check_guest
+	QEMU_PROC="$(pgrep -P "$QEMU_PID" | head -n 1)" || true
+	[[ -n "$QEMU_PROC" ]] || fail "no second QEMU under timeout (pid $QEMU_PID):"$'\n'"$(cat "$TESTDIR/qemu2.err")"$'\n'"$(guest_output)"
 	readlink /proc/"$QEMU_PROC"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
 		fail "the second QEMU does not hold the volume's image"
 	check_guest
