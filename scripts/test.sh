@@ -1,32 +1,51 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Build mirrorfs three times and run every test suite (unit, integration) on each:
+# Build mirrorfs three times and run the test suites on each:
 #   build/       the default debugoptimized build
 #   build-asan/  the same with AddressSanitizer and UndefinedBehaviorSanitizer
-#   build-tsan/  ThreadSanitizer, for the engine's locking: unit and integration
+#   build-tsan/  ThreadSanitizer, for the engine's locking
 #
 # Both transports: the kernel's switch for FUSE over io_uring
 # (/sys/module/fuse/parameters/enable_uring, off by default) is turned on
 # for the run and put back at exit, so the daemon's default (auto) takes
-# io_uring; then "meson test --setup classic" runs the integration and
-# guest suites again on /dev/fuse (in build-asan/ without the minutes-long
-# engine stress of the suite "long").  On a kernel without it, both passes
-# run on /dev/fuse.  The suite "network" (a GlusterFS volume as the target)
-# runs in build/ and build-asan/ on the default transport only.
-# Both are built with -Dwerror=true.  Stops at the first failure and exits
-# non-zero.  This is what CI runs (.ci/run).
+# io_uring; "meson test --setup classic" runs tests again on /dev/fuse.
+# On a kernel without it, both passes run on /dev/fuse.
+#
+# What runs where (the suites are tagged in tests/*/meson.build):
+#   build/       every suite on the default transport: unit, integration
+#                (with the minutes-long engine stress of 'long'), network
+#                (GlusterFS and sshfs targets), slow (QEMU guests), bench;
+#                then the suite 'core' (the data path and the job's
+#                threads, two guest variants) on the classic transport
+#   build-asan/  unit and integration but 'long', then 'core' on classic
+#   build-tsan/  unit and 'core'
+# That is what CI runs (.ci/run), about an hour on two vCPUs.  With
+# --full, every pass runs everything it can: the classic transport
+# runs the whole integration and guest suites, ASan adds 'long' and
+# 'network', TSan the whole integration suite (about two and a half
+# hours; before a release, and after a change to the engine's locking or
+# to the session loop).
+#
+# Both builds use -Dwerror=true.  Stops at the first failure and exits
+# non-zero.
 #
 # Integration tests mount FUSE file systems: they need root and /dev/fuse,
 # and are skipped (meson reports SKIP) without them.  Run from anywhere:
 # the build directories are made in the top of the source tree.
 #
-# Usage: scripts/test.sh [MESON-TEST-OPTION...]
-#   e.g. scripts/test.sh --suite unit
+# Usage: scripts/test.sh [--full] [MESON-TEST-OPTION...]
+#   e.g. scripts/test.sh --suite unit   (those tests, in each build)
 set -euo pipefail
 
 srcdir=$(cd "$(dirname "$0")/.." && pwd)
 cd "$srcdir"
+
+full=0
+if [ "${1:-}" = --full ]; then
+	full=1
+	shift
+fi
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -54,8 +73,12 @@ step "build/: tests"
 require_tests build "$@"
 meson test -C build --print-errorlogs "$@"
 if [ -z "${*:-}" ]; then
-	step "build/: integration and guest suites on the classic transport"
-	meson test -C build --print-errorlogs --setup classic --suite integration --suite slow
+	step "build/: the classic transport"
+	if [ $full = 1 ]; then
+		meson test -C build --print-errorlogs --setup classic --suite integration --suite slow
+	else
+		meson test -C build --print-errorlogs --setup classic --suite core
+	fi
 fi
 
 step "build-asan/: AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -67,27 +90,38 @@ require_tests build-asan "$@"
 # The QEMU guest suite (slow) and the benchmark harness's smoke run (bench)
 # run in build/ only: the guest and the harness are the same, and the
 # sanitized daemon is covered by every other suite.
-meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --no-suite slow \
-	--no-suite bench "$@"
+asan_skip=(--no-suite slow --no-suite bench)
+[ $full = 1 ] || asan_skip+=(--no-suite long --no-suite network)
+meson test -C build-asan --print-errorlogs --timeout-multiplier 3 "${asan_skip[@]}" "$@"
 if [ -z "${*:-}" ]; then
-	step "build-asan/: integration suite on the classic transport"
-	meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --setup classic \
-		--suite integration --no-suite long
+	step "build-asan/: the classic transport"
+	if [ $full = 1 ]; then
+		meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --setup classic \
+			--suite integration --no-suite long
+	else
+		meson test -C build-asan --print-errorlogs --timeout-multiplier 3 --setup classic \
+			--suite core --no-suite slow
+	fi
 fi
 
-# The engine's locking under ThreadSanitizer: the unit suite, then the
-# integration suite against a TSan daemon (libfuse is not instrumented, but
+# The engine's locking under ThreadSanitizer: the unit suite, then
+# integration tests against a TSan daemon (libfuse is not instrumented, but
 # the daemon's threads meet in lib/: the control thread, the copier, the
 # request workers).  The first race aborts the daemon, and fails the test.
 # GLib 2.74's slice allocator hands memory between threads under futex
 # locks TSan cannot see: plain malloc instead.
 if [ -z "${*:-}" ] || [[ " $* " == *" unit "* ]]; then
-	step "build-tsan/: ThreadSanitizer, unit and integration suites"
+	step "build-tsan/: ThreadSanitizer"
 	scripts/build.sh build-tsan -Db_sanitize=thread -Db_lundef=false -Dwerror=true
+	if [ $full = 1 ]; then
+		tsan_suites=(--suite unit --suite integration)
+	else
+		tsan_suites=(--suite unit --suite core)
+	fi
 	G_SLICE=always-malloc \
 	TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 second_deadlock_stack=1 suppressions=$srcdir/tests/tsan.supp" \
-		meson test -C build-tsan --print-errorlogs --timeout-multiplier 4 --suite unit \
-		--suite integration --no-suite slow --no-suite bench
+		meson test -C build-tsan --print-errorlogs --timeout-multiplier 4 "${tsan_suites[@]}" \
+		--no-suite slow --no-suite bench
 fi
 
 step "all tests passed in build/, build-asan/ and build-tsan/"
