@@ -39,7 +39,7 @@
 #define JOURNAL_MAX_SIZE (16u << 20)
 
 static const char *const reserved_names[] = {MFS_JOURNAL_NAME, MFS_CHECKPOINT_NAME,
-                                             MFS_INTENT_LOG_NAME};
+                                             MFS_INTENT_LOG_NAME, MFS_PLACEMENTS_NAME};
 
 bool journal_is_reserved_name(const char *name)
 {
@@ -238,5 +238,65 @@ int journal_remove(int dir_fd)
 {
 	if (unlinkat(dir_fd, MFS_JOURNAL_NAME, 0) < 0 && errno != ENOENT)
 		return -errno;
+	return 0;
+}
+
+/* Names and paths are bytes, a key file's strings UTF-8: escaped (mfs_escape_name()). */
+static void set_escaped_list(GKeyFile *kf, const char *key, char *const *list)
+{
+	g_autoptr(GPtrArray) escaped = g_ptr_array_new_with_free_func(g_free);
+
+	for (char *const *l = list; *l; l++)
+		g_ptr_array_add(escaped, mfs_escape_name(*l));
+	g_key_file_set_string_list(kf, "placements", key, (const char *const *)escaped->pdata,
+	                           escaped->len);
+}
+
+int placements_write(int dir_fd, char *const *names, char *const *dirs)
+{
+	g_autoptr(GKeyFile) kf = g_key_file_new();
+	g_autofree char *data = NULL;
+	gsize len;
+
+	set_escaped_list(kf, "names", names);
+	set_escaped_list(kf, "dirs", dirs);
+	data = g_key_file_to_data(kf, &len, NULL);
+	return journal_replace_file(dir_fd, MFS_PLACEMENTS_NAME, data, len, true);
+}
+
+static char **get_escaped_list(GKeyFile *kf, const char *key, gsize *n)
+{
+	char **list = g_key_file_get_string_list(kf, "placements", key, n, NULL);
+
+	if (!list)
+		list = g_new0(char *, 1), *n = 0;
+	for (char **l = list; *l; l++)
+		if (unescape_in_place(l) < 0) {
+			g_strfreev(list);
+			return NULL;
+		}
+	return list;
+}
+
+int placements_read(int dir_fd, char ***names, char ***dirs)
+{
+	g_autoptr(GKeyFile) kf = g_key_file_new();
+	g_autofree char *data = NULL;
+	gsize n_names = 0, n_dirs = 0;
+	size_t len = 0;
+	int ret = 0;
+
+	data = journal_read_file(dir_fd, MFS_PLACEMENTS_NAME, JOURNAL_MAX_SIZE, &len, &ret);
+	if (!data)
+		return ret;
+	if (!g_key_file_load_from_data(kf, data, len, G_KEY_FILE_NONE, NULL))
+		return -EBADMSG;
+	*names = get_escaped_list(kf, "names", &n_names);
+	*dirs = get_escaped_list(kf, "dirs", &n_dirs);
+	if (!*names || !*dirs || n_names != n_dirs) {
+		g_clear_pointer(names, g_strfreev);
+		g_clear_pointer(dirs, g_strfreev);
+		return -EBADMSG;
+	}
 	return 0;
 }

@@ -15,6 +15,11 @@
 /* In a target while copying: its checkpoints (checkpoint.c), its intent log (intent-log.c). */
 #define MFS_CHECKPOINT_NAME MFS_JOURNAL_NAME ".checkpoints"
 #define MFS_INTENT_LOG_NAME MFS_JOURNAL_NAME ".intents"
+/*
+ * In a source: the entries of its root that per-VM jobs moved (a job
+ * started with "only"), each now served from its own directory.
+ */
+#define MFS_PLACEMENTS_NAME MFS_JOURNAL_NAME ".placements"
 /* Each of those names is written under this suffix first, then renamed. */
 #define MFS_JOURNAL_TMP_SUFFIX ".tmp"
 
@@ -71,6 +76,14 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Journal, journal_clear)
 /* The target a switched source moved to, or NULL. */
 char *journal_switched_target(int dir_fd);
 int journal_remove(int dir_fd);
+/*
+ * The placements record: which entries of the root live in which
+ * directory.  Two NULL-ended lists of one length, @names and @dirs.
+ * Read: -ENOENT when there is none.  Written as the journal is, durably
+ * (the caller flushes the directory: journal_sync_dir()).
+ */
+int placements_read(int dir_fd, char ***names, char ***dirs);
+int placements_write(int dir_fd, char *const *names, char *const *dirs);
 /* Whether @name, at the root of a tree, is one of the journal's own names (all above). */
 bool journal_is_reserved_name(const char *name);
 

@@ -19,20 +19,28 @@ int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 	DIR *dp;
 	int fd;
 
+	GArray *listing = NULL;
+	int ret = 0;
+
 	gate_enter(&fs->gate);
 	fd = openat(inode->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dp = fd < 0 ? NULL : fdopendir(fd);
+	if (!dp)
+		ret = -errno;
+	/* A root with placed entries is listed whole, now: its names live in several places. */
+	else if (inode == mfs_root(fs))
+		listing = mfs_root_listing_inside(fs, dp, &ret);
 	gate_leave(&fs->gate);
-	if (fd < 0)
-		return -errno;
-	dp = fdopendir(fd);
-	if (!dp) {
-		int ret = -errno;
-
-		close(fd);
+	if (ret < 0) {
+		if (dp)
+			closedir(dp);
+		else if (fd >= 0)
+			close(fd);
 		return ret;
 	}
 	dir = g_new0(MfsDir, 1);
 	dir->dp = dp;
+	dir->listing = listing;
 	dir->inode = inode;
 	dir->root = inode == mfs_root(fs);
 	*out = dir;
@@ -45,6 +53,8 @@ void mfs_releasedir(Mfs *fs, MfsDir *dir)
 	if (!dir)
 		return;
 	closedir(dir->dp);
+	if (dir->listing)
+		g_array_free(dir->listing, TRUE);
 	g_free(dir);
 }
 
@@ -69,6 +79,18 @@ int mfs_fsyncdir(Mfs *fs, MfsDir *dir, bool datasync)
 int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned char *type,
                 off_t *next_off)
 {
+	if (dir->listing) {
+		MfsListed *e;
+
+		if (off < 0 || (guint64)off >= dir->listing->len)
+			return 0;
+		e = &g_array_index(dir->listing, MfsListed, off);
+		*name = e->name;
+		*ino = e->ino;
+		*type = e->type;
+		*next_off = off + 1;
+		return 1;
+	}
 	if (off != dir->offset) {
 		if (dir->entry && off == dir->entry->d_off) {
 			/* The caller took the pending entry. */

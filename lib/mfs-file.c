@@ -120,7 +120,7 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
 	mirrored = mfs_ns_begin(fs);
 	mfs_cred_enter(cred, &saved);
 	/* An existing name's O_TRUNC is the mirror's to do, below. */
-	fd = openat(parent->fd, name,
+	fd = openat(mfs_entry_dir_fd(fs, parent, name), name,
 	            (backing_flags(flags) & ~(mirrored ? O_TRUNC : 0)) | O_CREAT | (flags & O_EXCL),
 	            mode);
 	ret = fd < 0 ? -errno : 0;

@@ -46,6 +46,9 @@ struct Mfs {
 	void (*job_notify_fn)(void *opaque); /* protected by job_notify_lock */
 	void *job_notify_opaque;             /* protected by job_notify_lock */
 
+	/* Entries of the root served from elsewhere (mfs-place.c), or NULL; stun. */
+	GHashTable *placed;
+
 	MfsMutex inodes_lock;
 	GHashTable *inodes; /* MfsInodeKey -> MfsInode; protected by inodes_lock */
 
@@ -75,8 +78,16 @@ struct MfsFile {
 	guint reads;     /* reads served, for the copier (mfs_reads_served); atomic */
 };
 
+/* An entry of a listing made at opendir (mfs_root_listing_inside()). */
+typedef struct {
+	char *name;
+	ino_t ino;
+	unsigned char type;
+} MfsListed;
+
 struct MfsDir {
 	DIR *dp;
+	GArray *listing;      /* of MfsListed: the root's, when it has placements; else NULL */
 	MfsInode *inode;      /* the kernel holds a lookup count while the handle is open */
 	bool root;            /* hide the journal */
 	off_t offset;         /* where dp stands */
@@ -102,6 +113,22 @@ int mfs_truncate_inside(MfsInode *inode, int fd, off_t size);
  */
 bool mfs_ns_begin(Mfs *fs);
 void mfs_ns_end(Mfs *fs, bool mirrored);
+
+/* Placements (mfs-place.c): read at mfs_new(), freed with the tree. */
+int mfs_placements_load(Mfs *fs, char **error);
+void mfs_placements_free(Mfs *fs);
+/*
+ * The directory that holds @parent's entry @name: @parent's own, but for
+ * a placed entry of the root.  Inside the gate.
+ */
+int mfs_entry_dir_fd(Mfs *fs, MfsInode *parent, const char *name);
+/*
+ * The root's entries when some are placed, read at once from @dp (the
+ * source root's) and from each placed entry's home; the offset of entry
+ * i is i + 1.  NULL when nothing is placed, or on an error (*@err).
+ * Inside the gate.
+ */
+GArray *mfs_root_listing_inside(Mfs *fs, DIR *dp, int *err);
 
 /* The journal's name is not part of the tree at its root. */
 bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name);

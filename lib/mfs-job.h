@@ -132,6 +132,17 @@ int mfs_file_open_flags(const MfsFile *file);
 int mfs_file_swap_fd_stunned(MfsFile *file, int fd);
 void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
 
+/*
+ * Entries @names (NULL-ended) of the root now live in @dir, whose
+ * descriptor is @dir_fd (duplicated): recorded durably in the root first
+ * (the point of no return for them: 0), then served from there.  On an
+ * error nothing changed.  Stunned; the caller flushes the root
+ * (journal_sync_dir()).
+ */
+int mfs_place_stunned(Mfs *fs, char *const *names, const char *dir, int dir_fd);
+/* Where entry @name of the root lives, if placed, else NULL.  Frozen. */
+const char *mfs_placed_dir_stunned(Mfs *fs, const char *name);
+
 /* The tree now lives in @dir; its claim is @lock_fd (the old one is closed).  Stunned. */
 void mfs_moved_stunned(Mfs *fs, const char *dir, int lock_fd);
 

@@ -144,7 +144,7 @@ static int lookup_created(Mfs *fs, MfsInode *parent, const char *name, bool is_d
 	int ret = mfs_lookup_inside(fs, parent, name, out);
 
 	if (ret < 0)
-		unlinkat(parent->fd, name, is_dir ? AT_REMOVEDIR : 0);
+		unlinkat(mfs_entry_dir_fd(fs, parent, name), name, is_dir ? AT_REMOVEDIR : 0);
 	return ret;
 }
 
@@ -172,16 +172,17 @@ static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeS
 	bool regular = type == S_IFREG || type == 0;
 	MfsCredSaved saved;
 	bool mirrored;
-	int ret;
+	int dir_fd, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
 	mirrored = mfs_ns_begin(fs);
+	dir_fd = mfs_entry_dir_fd(fs, parent, name);
 	mfs_cred_enter(cred, &saved);
-	ret = mfs_make_node_at(parent->fd, name, spec);
+	ret = mfs_make_node_at(dir_fd, name, spec);
 	mfs_cred_leave(&saved);
 	if (ret == 0 && mirrored && regular) {
 		struct stat st;
-		cleanup_close int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		cleanup_close int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 
 		if (fd >= 0 && fstat(fd, &st) == 0)
 			OBSERVE(fs, mirrored, created, parent, name, &st, fd);
@@ -224,7 +225,10 @@ int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname,
 	mirrored = mfs_ns_begin(fs);
 	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the proc path does not. */
 	mfs_proc_fd_path(inode->fd, path);
-	ret = linkat(AT_FDCWD, path, newparent->fd, newname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+	ret = linkat(AT_FDCWD, path, mfs_entry_dir_fd(fs, newparent, newname), newname,
+	             AT_SYMLINK_FOLLOW) < 0
+	          ? -errno
+	          : 0;
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, newparent, newname, out);
 	if (ret == 0)
@@ -237,14 +241,15 @@ static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
 {
 	struct stat gone;
 	bool mirrored;
-	int ret;
+	int dir_fd, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
 	mirrored = mfs_ns_begin(fs);
+	dir_fd = mfs_entry_dir_fd(fs, parent, name);
 	/* What goes away: the migration forgets it if nothing else names it. */
-	if (mirrored && fstatat(parent->fd, name, &gone, AT_SYMLINK_NOFOLLOW) < 0)
+	if (mirrored && fstatat(dir_fd, name, &gone, AT_SYMLINK_NOFOLLOW) < 0)
 		gone.st_nlink = 0;
-	ret = unlinkat(parent->fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
+	ret = unlinkat(dir_fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
 	if (ret == 0)
 		OBSERVE(fs, mirrored, removed, parent, name, dir, gone.st_nlink ? &gone : NULL);
 	mfs_ns_end(fs, mirrored);
@@ -266,16 +271,18 @@ int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
 {
 	struct stat replaced;
 	bool mirrored;
-	int ret;
+	int from, to, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
 	RETURN_IF_JOURNAL(fs, newparent, newname);
 	mirrored = mfs_ns_begin(fs);
+	from = mfs_entry_dir_fd(fs, parent, name);
+	to = mfs_entry_dir_fd(fs, newparent, newname);
 	/* A rename over an existing name removes what that name was. */
 	if (!mirrored || (flags & RENAME_EXCHANGE) ||
-	    fstatat(newparent->fd, newname, &replaced, AT_SYMLINK_NOFOLLOW) < 0)
+	    fstatat(to, newname, &replaced, AT_SYMLINK_NOFOLLOW) < 0)
 		replaced.st_nlink = 0;
-	ret = renameat2(parent->fd, name, newparent->fd, newname, flags) < 0 ? -errno : 0;
+	ret = renameat2(from, name, to, newname, flags) < 0 ? -errno : 0;
 	if (ret == 0)
 		OBSERVE(fs, mirrored, renamed, parent, name, newparent, newname, flags,
 		        replaced.st_nlink ? &replaced : NULL);

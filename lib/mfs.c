@@ -172,6 +172,11 @@ int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
 	mfs_mutex_init(&fs->files_lock);
 	mfs_mutex_init(&fs->job_notify_lock);
 	fs->files = g_hash_table_new(NULL, NULL);
+	ret = mfs_placements_load(fs, error);
+	if (ret < 0) {
+		mfs_free(fs);
+		return ret;
+	}
 	*out = fs;
 	return 0;
 }
@@ -223,6 +228,7 @@ void mfs_free(Mfs *fs)
 		mfs_file_free(key);
 	}
 	g_hash_table_destroy(fs->files);
+	mfs_placements_free(fs);
 	mfs_mutex_clear(&fs->inodes_lock);
 	mfs_mutex_clear(&fs->files_lock);
 	mfs_mutex_clear(&fs->job_notify_lock);
@@ -315,7 +321,7 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 
 	if (mfs_is_journal(fs, parent, name))
 		return -ENOENT;
-	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	fd = openat(mfs_entry_dir_fd(fs, parent, name), name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	ret = stat_path_fd(fd, &out->st);

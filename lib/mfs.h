@@ -110,6 +110,12 @@ int mfs_mirrorfs_mount_dev(const char *mountinfo, const char *mountpoint, dev_t 
  * A copy, to g_free(): a switch may replace it at any time.
  */
 char *mfs_served_dir(Mfs *fs);
+/*
+ * The entries of the root that per-VM jobs moved, each served from its
+ * own directory: their names, NULL-ended, and in *@dirs (if not NULL)
+ * where each lives.  g_strfreev() both.
+ */
+char **mfs_placements(Mfs *fs, char ***dirs);
 void mfs_free(Mfs *fs);
 MfsInode *mfs_root(Mfs *fs);
 /* Inodes known to the table, the root included: for tests and status. */
