@@ -172,8 +172,34 @@ static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
 		add_name(b, st.target);
 	else
 		json_builder_add_null_value(b);
+	MEMBER("only");
+	if (st.only) {
+		json_builder_begin_array(b);
+		for (char **n = st.only; *n; n++)
+			add_name(b, *n);
+		json_builder_end_array(b);
+	} else {
+		json_builder_add_null_value(b);
+	}
 	MEMBER("served");
 	add_name(b, served);
+	/* Entries that per-VM jobs moved, each served from its own directory. */
+	MEMBER("placements");
+	json_builder_begin_array(b);
+	{
+		g_auto(GStrv) dirs = NULL;
+		g_auto(GStrv) names = mfs_placements(fs, &dirs);
+
+		for (guint i = 0; names[i]; i++) {
+			json_builder_begin_object(b);
+			MEMBER("name");
+			add_name(b, names[i]);
+			MEMBER("dir");
+			add_name(b, dirs[i]);
+			json_builder_end_object(b);
+		}
+	}
+	json_builder_end_array(b);
 	MEMBER("transport");
 	json_builder_add_string_value(b, mfs_transport(fs));
 	MEMBER("bytes_total");
@@ -301,12 +327,57 @@ static const char *member_string(JsonObject *obj, const char *name)
 	return json_node_get_string(node);
 }
 
+/*
+ * "only": a per-VM job's entries of the root, an array of names escaped
+ * as the status escapes them (absent or null: the whole tree).
+ */
+static int member_only(JsonObject *req, char ***out, char **error)
+{
+	JsonNode *node = json_object_get_member(req, "only");
+	g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+	JsonArray *array;
+
+	*out = NULL;
+	if (!node || JSON_NODE_HOLDS_NULL(node))
+		return 0;
+	if (!JSON_NODE_HOLDS_ARRAY(node)) {
+		*error = g_strdup("not an array of names");
+		return -EINVAL;
+	}
+	array = json_node_get_array(node);
+	for (guint i = 0; i < json_array_get_length(array); i++) {
+		JsonNode *e = json_array_get_element(array, i);
+		g_autofree char *raw = NULL;
+		char *name;
+
+		if (!JSON_NODE_HOLDS_VALUE(e) || json_node_get_value_type(e) != G_TYPE_STRING) {
+			*error = g_strdup("not an array of names");
+			return -EINVAL;
+		}
+		if (mfs_unescape_name(json_node_get_string(e), &raw) < 0) {
+			*error = g_strdup("a malformed \\x escape (see mirrorfs-status(1))");
+			return -EINVAL;
+		}
+		if (mfs_mig_only_name(raw, &name, error) < 0)
+			return -EINVAL;
+		g_ptr_array_add(names, name);
+	}
+	if (names->len == 0) {
+		*error = g_strdup("an empty list (leave it out to move the whole tree)");
+		return -EINVAL;
+	}
+	g_ptr_array_add(names, NULL);
+	*out = (char **)g_ptr_array_steal(names, NULL);
+	return 0;
+}
+
 static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 {
 	static const char *const valued[] = {"speed",  "chunk",      "guest_share",
 	                                     "switch", "checkpoint", "on_target_error"};
 	MfsMigOptions opts;
 	g_autofree char *error = NULL, *target = NULL;
+	g_auto(GStrv) only = NULL;
 	const char *text = member_string(req, "target");
 	bool clone = true;
 
@@ -352,6 +423,9 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	    member_bool(req, "clone", &clone, &error) < 0)
 		return control_reply_error("start: %s", error);
 	opts.no_clone = !clone;
+	if (member_only(req, &only, &error) < 0)
+		return control_reply_error("start: only: %s", error);
+	opts.only = only;
 	if (mfs_migration_start(fs, &opts, &error) < 0)
 		return control_reply_error("start: %s", error);
 	g_message("control: migration to %s started", member_string(req, "target"));

@@ -41,6 +41,14 @@ typedef struct {
 	                const struct stat *gone);
 	void (*renamed)(void *opaque, MfsInode *parent, const char *name, MfsInode *newparent,
 	                const char *newname, unsigned int flags, const struct stat *replaced);
+	/*
+	 * Before a rename (@inode NULL) or a link of @inode (@parent and @name
+	 * NULL): whether it would carry an object into or out of what the job
+	 * moves.  The change is then refused (EXDEV), as across file systems.
+	 * NULL: nothing crosses.
+	 */
+	bool (*crosses)(void *opaque, MfsInode *inode, MfsInode *parent, const char *name,
+	                MfsInode *newparent, const char *newname);
 	/* Owner, mode or times (MFS_SET_*, never MFS_SET_SIZE: data goes by the mirror). */
 	void (*attr_changed)(void *opaque, MfsInode *inode, int to_set);
 	void (*xattr_set)(void *opaque, MfsInode *inode, const char *name, const void *value,
@@ -141,7 +149,9 @@ void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
  */
 int mfs_place_stunned(Mfs *fs, char *const *names, const char *dir, int dir_fd);
 /* Where entry @name of the root lives, if placed, else NULL.  Frozen. */
-const char *mfs_placed_dir_stunned(Mfs *fs, const char *name);
+const char *mfs_placed_dir_frozen(Mfs *fs, const char *name);
+/* A placed entry of the root, any, or NULL when none is.  Frozen. */
+const char *mfs_a_placed_name_frozen(Mfs *fs);
 
 /* The tree now lives in @dir; its claim is @lock_fd (the old one is closed).  Stunned. */
 void mfs_moved_stunned(Mfs *fs, const char *dir, int lock_fd);

@@ -24,6 +24,14 @@ static bool observed(Mfs *fs)
 	return fs->observer && fs->observer->mirrors_changes(fs->observer_opaque);
 }
 
+/* Whether a mirrored rename or link must be refused: see MfsObserver.crosses. */
+static bool crosses(Mfs *fs, bool mirrored, MfsInode *inode, MfsInode *parent, const char *name,
+                    MfsInode *newparent, const char *newname)
+{
+	return mirrored && fs->observer->crosses &&
+	       fs->observer->crosses(fs->observer_opaque, inode, parent, name, newparent, newname);
+}
+
 /*
  * Report a change to the observer: only a change that mfs_ns_begin() found
  * mirrored, under ns_lock exclusive, which keeps the observer in place.
@@ -225,10 +233,12 @@ int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname,
 	mirrored = mfs_ns_begin(fs);
 	/* linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the proc path does not. */
 	mfs_proc_fd_path(inode->fd, path);
-	ret = linkat(AT_FDCWD, path, mfs_entry_dir_fd(fs, newparent, newname), newname,
-	             AT_SYMLINK_FOLLOW) < 0
-	          ? -errno
-	          : 0;
+	ret = crosses(fs, mirrored, inode, NULL, NULL, newparent, newname) ? -EXDEV : 0;
+	if (ret == 0)
+		ret = linkat(AT_FDCWD, path, mfs_entry_dir_fd(fs, newparent, newname), newname,
+		             AT_SYMLINK_FOLLOW) < 0
+		          ? -errno
+		          : 0;
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, newparent, newname, out);
 	if (ret == 0)
@@ -282,7 +292,9 @@ int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
 	if (!mirrored || (flags & RENAME_EXCHANGE) ||
 	    fstatat(to, newname, &replaced, AT_SYMLINK_NOFOLLOW) < 0)
 		replaced.st_nlink = 0;
-	ret = renameat2(from, name, to, newname, flags) < 0 ? -errno : 0;
+	ret = crosses(fs, mirrored, NULL, parent, name, newparent, newname) ? -EXDEV : 0;
+	if (ret == 0)
+		ret = renameat2(from, name, to, newname, flags) < 0 ? -errno : 0;
 	if (ret == 0)
 		OBSERVE(fs, mirrored, renamed, parent, name, newparent, newname, flags,
 		        replaced.st_nlink ? &replaced : NULL);

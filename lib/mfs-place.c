@@ -97,11 +97,22 @@ int mfs_entry_dir_fd(Mfs *fs, MfsInode *parent, const char *name)
 	return pl ? pl->fd : parent->fd;
 }
 
-const char *mfs_placed_dir_stunned(Mfs *fs, const char *name)
+const char *mfs_placed_dir_frozen(Mfs *fs, const char *name)
 {
 	MfsPlaced *pl = fs->placed ? g_hash_table_lookup(fs->placed, name) : NULL;
 
 	return pl ? pl->dir : NULL;
+}
+
+const char *mfs_a_placed_name_frozen(Mfs *fs)
+{
+	GHashTableIter it;
+	gpointer key;
+
+	if (!fs->placed)
+		return NULL;
+	g_hash_table_iter_init(&it, fs->placed);
+	return g_hash_table_iter_next(&it, &key, NULL) ? key : NULL;
 }
 
 char **mfs_placements(Mfs *fs, char ***dirs)

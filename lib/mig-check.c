@@ -8,6 +8,7 @@
  * target from our own partial copy.
  */
 #define _GNU_SOURCE
+#include "mig-options.h"
 #include "migration-int.h"
 
 #include <dirent.h>
@@ -20,8 +21,73 @@
 #include <unistd.h>
 #include <sys/statvfs.h>
 
-/* Data bytes below @dir_fd (allocated, capped at each file's size). */
+bool mig_only_holds(char **only, const char *rel)
+{
+	if (!only)
+		return true;
+	for (char **n = only; *n; n++) {
+		size_t len = strlen(*n);
+
+		if (strncmp(rel, *n, len) == 0 && (rel[len] == '\0' || rel[len] == '/'))
+			return true;
+	}
+	return false;
+}
+
+int mig_check_only(Mfs *fs, Migration *mig, char **error)
+{
+	const char *placed = mfs_a_placed_name_frozen(fs);
+
+	if (!mig->only && placed) {
+		*error =
+		    g_strdup_printf("'%s' and maybe more of the tree were moved by per-VM jobs "
+		                    "(to %s): move the rest with 'only' too",
+		                    placed, mfs_placed_dir_frozen(fs, placed));
+		return -EXDEV;
+	}
+	for (char **n = mig->only; n && *n; n++) {
+		g_autofree char *name = NULL;
+		struct stat st;
+		int ret = mfs_mig_only_name(*n, &name, error);
+
+		if (ret < 0)
+			return ret;
+		if (strcmp(name, *n) != 0) {
+			*error = g_strdup_printf("'%s': give the name alone ('%s')", *n, name);
+			return -EINVAL;
+		}
+		if (g_strv_contains((const char *const *)(n + 1), *n)) {
+			*error = g_strdup_printf("'%s' is given twice", *n);
+			return -EINVAL;
+		}
+		if (mfs_placed_dir_frozen(fs, *n)) {
+			*error = g_strdup_printf("'%s' was moved to %s already", *n,
+			                         mfs_placed_dir_frozen(fs, *n));
+			return -EALREADY;
+		}
+		if (fstatat(mfs_root_fd(fs), *n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			ret = -errno;
+			*error = g_strdup_printf("'%s': %s", *n, g_strerror(errno));
+			return ret;
+		}
+	}
+	if (mig->only && !mig->only[0]) {
+		*error = g_strdup("'only' names nothing to move");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Data bytes below @dir_fd (allocated, capped at each file's size), of @only's entries at its top.
+ */
+static uint64_t tree_data_bytes_of(int dir_fd, char **only);
+
 static uint64_t tree_data_bytes(int dir_fd)
+{
+	return tree_data_bytes_of(dir_fd, NULL);
+}
+
+static uint64_t tree_data_bytes_of(int dir_fd, char **only)
 {
 	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
@@ -36,7 +102,8 @@ static uint64_t tree_data_bytes(int dir_fd)
 	while ((de = readdir(dp))) {
 		struct stat st;
 
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    !mig_only_holds(only, de->d_name))
 			continue;
 		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
@@ -195,8 +262,10 @@ static int operator_names(Mfs *fs, Migration *mig, char ***out)
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    journal_is_reserved_name(de->d_name))
 			continue;
-		if (fstatat(mfs_root_fd(fs), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
-		    errno == ENOENT)
+		/* A per-VM job owns its entries only: the rest is someone else's. */
+		if ((mig->only && !mig_only_holds(mig->only, de->d_name)) ||
+		    (fstatat(mfs_root_fd(fs), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 &&
+		     errno == ENOENT))
 			g_ptr_array_add(names, g_strdup(de->d_name));
 	}
 	if (dp && errno)
@@ -314,7 +383,8 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 			struct stat st;
 
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
-			    journal_is_reserved_name(de->d_name))
+			    journal_is_reserved_name(de->d_name) ||
+			    !mig_only_holds(mig->only, de->d_name))
 				continue;
 			if (fstatat(mig->dst_root_fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 				*error = g_strdup_printf("target '%s' already holds '%s' (use the "
@@ -329,9 +399,9 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 	}
 
 	/* Room for the data, as Storage vMotion checks before it starts. */
-	need = tree_data_bytes(mfs_root_fd(fs));
+	need = tree_data_bytes_of(mfs_root_fd(fs), mig->only);
 	if (!*fresh)
-		need -= MIN(need, tree_data_bytes(mig->dst_root_fd));
+		need -= MIN(need, tree_data_bytes_of(mig->dst_root_fd, mig->only));
 	if (fstatvfs(mig->dst_root_fd, &vfs) == 0) {
 		avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
 		if (need > avail) {

@@ -136,6 +136,45 @@ static int target_dir(Migration *mig, MfsInode *dir)
 	return obj->tfd;
 }
 
+/*
+ * A per-VM job mirrors only what lies in its entries: at the root, the
+ * names selected; below, what the walk or a mirrored change made on the
+ * target (a directory outside the selection has no counterpart).
+ */
+static bool in_scope(Migration *mig, MfsInode *parent, const char *name)
+{
+	MfsInodeKey key;
+
+	if (!mig->only)
+		return true;
+	if (parent == mfs_root(mig->fs))
+		return mig_only_holds(mig->only, name);
+	key = mfs_inode_key(parent);
+	return mig_object_find(mig, &key) != NULL;
+}
+
+/* The same for an object changed in place: the root is the operator's. */
+static bool object_in_scope(Migration *mig, MfsInode *inode)
+{
+	MfsInodeKey key;
+
+	if (!mig->only)
+		return true;
+	if (inode == mfs_root(mig->fs))
+		return false;
+	key = mfs_inode_key(inode);
+	return mig_object_find(mig, &key) != NULL;
+}
+
+static bool crosses(void *opaque, MfsInode *inode, MfsInode *parent, const char *name,
+                    MfsInode *newparent, const char *newname)
+{
+	Migration *mig = opaque;
+	bool from = inode ? object_in_scope(mig, inode) : in_scope(mig, parent, name);
+
+	return from != in_scope(mig, newparent, newname);
+}
+
 static void root_name_changed(Migration *mig, MfsInode *parent, const char *name, bool added)
 {
 	if (parent != mfs_root(mig->fs))
@@ -217,7 +256,8 @@ void mig_attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
 			continue;
 		if (attach)
 			mf = find_mirror(mig, &key);
-		if (attach && !mf && mig_source_object_gone(inode))
+		/* A per-VM job cannot tell whose a nameless file was: it stays. */
+		if (attach && !mf && !mig->only && mig_source_object_gone(inode))
 			mf = mirror_nameless_file(mig, inode);
 		mfs_inode_set_mirror_stunned(inode, mf);
 	}
@@ -258,6 +298,8 @@ static void mirror_create(void *opaque, MfsInode *parent, const char *name, cons
 	MirrorFile *mf;
 	int dir, src_ro, dst;
 
+	if (!in_scope(mig, parent, name))
+		return;
 	obj = mig_object_find(mig, &(MfsInodeKey){st->st_dev, st->st_ino});
 	if (obj && obj->mf)
 		return; /* an existing file, opened with O_CREAT: already mirrored */
@@ -307,8 +349,11 @@ static void mirror_node(void *opaque, MfsInode *parent, const char *name, const 
                         const MfsNodeSpec *spec)
 {
 	Migration *mig = opaque;
-	int tfd, ret, dir = target_dir(mig, parent);
+	int tfd, ret, dir;
 
+	if (!in_scope(mig, parent, name))
+		return;
+	dir = target_dir(mig, parent);
 	if (dir < 0)
 		return;
 	ret = mfs_make_node_at(dir, name, spec);
@@ -335,10 +380,12 @@ static void mirror_link(void *opaque, MfsInode *inode, MfsInode *newparent, cons
 	MfsInodeKey key = mfs_inode_key(inode);
 	MigObject *obj = mig_object_find(mig, &key);
 	char path[MFS_PROC_FD_LEN];
-	int dir = target_dir(mig, newparent);
 	struct stat st;
-	int ret;
+	int dir, ret;
 
+	if (!in_scope(mig, newparent, newname))
+		return;
+	dir = target_dir(mig, newparent);
 	if (dir < 0)
 		return;
 	if (!obj) {
@@ -369,8 +416,11 @@ static void mirror_unlink(void *opaque, MfsInode *parent, const char *name, bool
                           const struct stat *gone)
 {
 	Migration *mig = opaque;
-	int dir = target_dir(mig, parent);
+	int dir;
 
+	if (!in_scope(mig, parent, name))
+		return;
+	dir = target_dir(mig, parent);
 	if (dir < 0)
 		return;
 	if (unlinkat(dir, name, is_dir ? AT_REMOVEDIR : 0) < 0) {
@@ -387,8 +437,13 @@ static void mirror_rename(void *opaque, MfsInode *parent, const char *name, MfsI
                           const char *newname, unsigned int flags, const struct stat *replaced)
 {
 	Migration *mig = opaque;
-	int from = target_dir(mig, parent), to = target_dir(mig, newparent);
+	int from, to;
 
+	/* One that crossed the job's selection was refused (crosses()). */
+	if (!in_scope(mig, parent, name))
+		return;
+	from = target_dir(mig, parent);
+	to = target_dir(mig, newparent);
 	if (from < 0 || to < 0)
 		return;
 	if (renameat2(from, name, to, newname, flags) < 0) {
@@ -423,7 +478,7 @@ static void mirror_setattr(void *opaque, MfsInode *inode, int to_set)
 	struct stat st;
 	int fd;
 
-	if (!to_set || !(obj = changed_object(mig, inode)))
+	if (!to_set || !object_in_scope(mig, inode) || !(obj = changed_object(mig, inode)))
 		return;
 	fd = mig_object_fd(obj);
 	/* Whatever was asked, the target ends with the source's result. */
@@ -445,7 +500,7 @@ static void mirror_setxattr(void *opaque, MfsInode *inode, const char *name, con
                             size_t size, int flags)
 {
 	Migration *mig = opaque;
-	MigObject *obj = changed_object(mig, inode);
+	MigObject *obj = object_in_scope(mig, inode) ? changed_object(mig, inode) : NULL;
 	char path[MFS_PROC_FD_LEN];
 
 	if (!obj)
@@ -464,7 +519,7 @@ static void mirror_setxattr(void *opaque, MfsInode *inode, const char *name, con
 static void mirror_removexattr(void *opaque, MfsInode *inode, const char *name)
 {
 	Migration *mig = opaque;
-	MigObject *obj = changed_object(mig, inode);
+	MigObject *obj = object_in_scope(mig, inode) ? changed_object(mig, inode) : NULL;
 	char path[MFS_PROC_FD_LEN];
 
 	if (!obj)
@@ -490,6 +545,7 @@ const MfsObserver mig_observer = {
     .linked = mirror_link,
     .removed = mirror_unlink,
     .renamed = mirror_rename,
+    .crosses = crosses,
     .attr_changed = mirror_setattr,
     .xattr_set = mirror_setxattr,
     .xattr_removed = mirror_removexattr,

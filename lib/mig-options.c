@@ -6,6 +6,7 @@
  * the CLI and mfs_migration_start() all use it.
  */
 #include "mig-options.h"
+#include "journal.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -198,6 +199,13 @@ char **mfs_mig_options_to_job(const MfsMigOptions *opts)
 	for (size_t i = 0; i < G_N_ELEMENTS(job_flags); i++)
 		if (*job_flag((MfsMigOptions *)opts, i))
 			g_ptr_array_add(job, g_strdup_printf("%s=1", job_flags[i]));
+	/* A name holds no '/': the names joined by it, escaped as the journal's paths are. */
+	if (opts->only) {
+		g_autofree char *joined = g_strjoinv("/", opts->only);
+		g_autofree char *escaped = mfs_escape_name(joined);
+
+		g_ptr_array_add(job, g_strdup_printf("only=%s", escaped));
+	}
 	g_ptr_array_add(job, NULL);
 	return (char **)g_ptr_array_free(job, FALSE);
 }
@@ -221,8 +229,21 @@ int mfs_mig_options_from_job(MfsMigOptions *opts, char *const *job, char **error
 			*job_flag(&parsed, i) = strcmp(value, "1") == 0;
 			continue;
 		}
+		if (strcmp(name, "only") == 0) {
+			g_autofree char *joined = NULL;
+
+			g_strfreev(parsed.only);
+			parsed.only = NULL;
+			if (mfs_unescape_name(value, &joined) < 0 || !*joined) {
+				*error = g_strdup_printf("only=%s: not a list of names", value);
+				return -EINVAL;
+			}
+			parsed.only = g_strsplit(joined, "/", -1);
+			continue;
+		}
 		if (mfs_mig_option_parse(&parsed, name, value, &why) < 0) {
 			*error = g_strdup_printf("%s=%s: %s", name, value, why);
+			g_strfreev(parsed.only);
 			return -EINVAL;
 		}
 	}
@@ -260,5 +281,24 @@ int mfs_mig_options_check(const MfsMigOptions *opts, uint64_t *chunk, char **err
 		                         why);
 		return ret;
 	}
+	return 0;
+}
+
+int mfs_mig_only_name(const char *text, char **out, char **error)
+{
+	g_autofree char *name = g_strdup(text);
+	size_t n = strlen(name);
+
+	/* "vm1/", as a shell completes a directory. */
+	while (n > 1 && name[n - 1] == '/')
+		name[--n] = '\0';
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
+	    journal_is_reserved_name(name)) {
+		*error = g_strdup_printf("'%s' is not an entry of the mount's top directory "
+		                         "(a file or directory name, e.g. vm1.qcow2 or vm1/)",
+		                         text);
+		return -EINVAL;
+	}
+	*out = g_steal_pointer(&name);
 	return 0;
 }

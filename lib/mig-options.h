@@ -63,8 +63,10 @@ int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t val
 /*
  * The options as a job's record keeps them (Journal.job: "name=value", the
  * valued options by their names above, and the flags delete_source,
- * overwrite and no_clone), and back.  from_job() parses each by its rule
- * and refuses what is not one of them; @opts keeps its target.
+ * overwrite and no_clone, and a per-VM job's "only"), and back.
+ * from_job() parses each by its rule and refuses what is not one of
+ * them; @opts keeps its target, and its "only" is the caller's to
+ * g_strfreev().
  */
 char **mfs_mig_options_to_job(const MfsMigOptions *opts);
 int mfs_mig_options_from_job(MfsMigOptions *opts, char *const *job, char **error);
@@ -75,5 +77,12 @@ int mfs_mig_options_from_job(MfsMigOptions *opts, char *const *job, char **error
  * 0, or -EINVAL / -ERANGE with *@error a sentence, to g_free().
  */
 int mfs_mig_options_check(const MfsMigOptions *opts, uint64_t *chunk, char **error);
+
+/*
+ * A per-VM job's entry (MfsMigOptions.only): a name of the root, as
+ * "vm1.qcow2" or "vm1" ("vm1/" is taken as "vm1").  0 and the name in
+ * *@out (g_free()), or -EINVAL and *@error says why.
+ */
+int mfs_mig_only_name(const char *text, char **out, char **error);
 
 #endif /* MFS_MIG_OPTIONS_H */

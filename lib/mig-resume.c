@@ -406,6 +406,32 @@ int mfs_migration_forget_recorded(Mfs *fs, char **target)
 	return forget_job(mfs_root_fd(fs), j.target);
 }
 
+/*
+ * A per-VM job whose switch placed every one of its entries, and that
+ * ended with the daemon before it removed its record: it is done.
+ */
+static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts)
+{
+	g_auto(GStrv) dirs = NULL;
+	g_auto(GStrv) placed = NULL;
+
+	if (!opts->only)
+		return false;
+	placed = mfs_placements(fs, &dirs);
+	for (char **n = opts->only; *n; n++) {
+		guint i;
+
+		for (i = 0; placed[i] && strcmp(placed[i], *n); i++)
+			;
+		if (!placed[i] || strcmp(dirs[i], opts->target))
+			return false;
+	}
+	g_message("the per-VM job to '%s' had switched when the daemon stopped: its record goes",
+	          opts->target);
+	journal_remove(mfs_root_fd(fs));
+	return true;
+}
+
 int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 {
 	g_auto(Journal) j = {0};
@@ -439,6 +465,7 @@ int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 	}
 	opts.defer_thread = true;
 	opts.resume = true;
-	ret = mfs_migration_start(fs, &opts, error);
-	return ret < 0 ? ret : 1;
+	ret = mig_recorded_switched(fs, &opts) ? 0 : mfs_migration_start(fs, &opts, error);
+	g_strfreev(opts.only);
+	return ret < 0 ? ret : ret == 0 ? 0 : 1;
 }

@@ -61,6 +61,7 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 	              (mig_state_stopping(mig->state) && mig->before == MIG_PAUSED);
 	out->source = g_strdup(mig->source);
 	out->target = g_strdup(mig->target);
+	out->only = mig->only ? g_strdupv(mig->only) : NULL;
 	out->bytes_total = mig->bytes_total;
 	out->stun_ns = mig->stun_ns;
 	out->speed_bps = mig->speed_bps;
@@ -159,6 +160,7 @@ void mfs_migration_status_clear(MfsMigStatus *st)
 	g_free(st->files);
 	g_free(st->source);
 	g_free(st->target);
+	g_strfreev(st->only);
 	g_free(st->error);
 	g_free(st->mismatch);
 	memset(st, 0, sizeof(*st));

@@ -146,6 +146,13 @@ static int target_path_fd(Migration *mig, MfsInode *inode)
 	return fd;
 }
 
+static bool object_moved(Migration *mig, MfsInode *inode)
+{
+	MfsInodeKey key = mfs_inode_key(inode);
+
+	return mig_object_find(mig, &key) != NULL;
+}
+
 /*
  * A directory removed while a process sits in it, a special file removed
  * while the kernel holds it: the target gets a nameless stand-in of the
@@ -179,6 +186,9 @@ static int prepare_inode_swap(Migration *mig, InodeSwap *s)
 {
 	struct stat st;
 
+	/* A per-VM job moves its entries' objects only: the root and the rest stay. */
+	if (mig->only && (s->inode == mfs_root(mig->fs) || !object_moved(mig, s->inode)))
+		return 0;
 	s->fd = target_path_fd(mig, s->inode);
 	if (s->fd < 0 && errno == ENOENT && mig_source_object_gone(s->inode)) {
 		s->fd = nameless_standin(mig, s->inode);
@@ -304,8 +314,36 @@ static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 		if (s->fd >= 0)
 			mfs_file_retire_fd_stunned(s->file, s->fd, deadline);
 	}
-	mfs_moved_stunned(fs, mig->target, mig->lock_fd);
-	mig->lock_fd = -1;
+	/* A per-VM job's target is not the tree's home: its entries were placed (record_switch()).
+	 */
+	if (!mig->only) {
+		mfs_moved_stunned(fs, mig->target, mig->lock_fd);
+		mig->lock_fd = -1;
+	}
+}
+
+/*
+ * The point of no return, in the source's root: for the whole tree, its
+ * journal says "switched" (over the job's record); for a per-VM job, the
+ * placements record names its entries' new home, then the job's record
+ * goes (a crash between the two leaves a record that the next start
+ * finds done: mig-resume.c).
+ */
+static int record_switch(Migration *mig)
+{
+	Mfs *fs = mig->fs;
+	int ret;
+
+	if (!mig->only)
+		return journal_write(
+		    mfs_root_fd(fs),
+		    &(Journal){.state = "switched", .source = mig->source, .target = mig->target},
+		    true);
+	ret = mfs_place_stunned(fs, mig->only, mig->target, mig->dst_root_fd);
+	mfs_test_crash_point("placed");
+	if (ret == 0)
+		journal_remove(mfs_root_fd(fs));
+	return ret;
 }
 
 static void undo_swaps(GArray *inodes, GArray *files)
@@ -390,9 +428,7 @@ int mig_switch(Migration *mig)
 	 * and none may look at the source's root once the swaps begin.
 	 */
 	mfs_mutex_lock(&mig->job_lock);
-	ret = journal_write(
-	    mfs_root_fd(fs),
-	    &(Journal){.state = "switched", .source = mig->source, .target = mig->target}, true);
+	ret = record_switch(mig);
 	if (ret == 0)
 		mig->job_forgotten = true;
 	mfs_mutex_unlock(&mig->job_lock);
@@ -440,7 +476,21 @@ resume:
 
 void mig_delete_source(Migration *mig)
 {
-	int fd = openat(mig->old_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd;
+
+	/* A per-VM job's entries only: the source's root still serves the rest. */
+	if (mig->only) {
+		for (char **n = mig->only; *n; n++) {
+			int ret = mig_remove_tree_at(mfs_root_fd(mig->fs), *n);
+
+			if (ret < 0)
+				g_warning(
+				    "migration %s -> %s: cannot delete '%s' from the source: %s",
+				    mig->source, mig->target, *n, g_strerror(-ret));
+		}
+		return;
+	}
+	fd = openat(mig->old_root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *de;
 

@@ -529,7 +529,8 @@ int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, cha
 		while (ret == 0 && (errno = 0, de = readdir(dp))) {
 			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 				continue;
-			if (w.at_root && journal_is_reserved_name(de->d_name))
+			if (w.at_root && (journal_is_reserved_name(de->d_name) ||
+			                  !mig_only_holds(mig->only, de->d_name)))
 				continue;
 			ret = walk_entry(&w, src, dst, de->d_name);
 			if (ret < 0 && mig->walk_error)

@@ -105,6 +105,7 @@ static char *mount_view(const char *pid, int mnt_id)
 
 typedef struct {
 	const char *source; /* canonical, no trailing slash */
+	char **only;        /* a per-VM job's entries: writers elsewhere do not count */
 	int mnt_id;         /* of the source beneath the mount */
 	char *view;         /* that mount's mount_view(), or NULL */
 	unsigned found;
@@ -153,7 +154,7 @@ static void scan_process(WriterScan *w, const char *pid)
 			link[n - strlen(deleted)] = '\0';
 		/* A path (not a socket or pipe) under the source. */
 		rel = link[0] == '/' ? mfs_path_within(link, w->source) : NULL;
-		if (!rel || !*rel)
+		if (!rel || !*rel || !mig_only_holds(w->only, rel))
 			continue;
 		if (fd_mount_and_flags(pid, de->d_name, &mnt_id, &flags) < 0 ||
 		    (flags & O_ACCMODE) == O_RDONLY || !on_source_mount(w, pid, mnt_id))
@@ -174,12 +175,12 @@ static void scan_process(WriterScan *w, const char *pid)
 	closedir(dp);
 }
 
-int mig_check_writers(const char *source, int root_fd, char **error)
+int mig_check_writers(const char *source, int root_fd, char **only, char **error)
 {
 	/* Our pid as this /proc numbers it, which may not be getpid()'s namespace. */
 	g_autofree char *self = g_file_read_link("/proc/self", NULL);
 	g_autofree char *fdstr = g_strdup_printf("%d", root_fd);
-	WriterScan w = {.source = source};
+	WriterScan w = {.source = source, .only = only};
 	unsigned flags;
 	struct dirent *de;
 	DIR *proc;

@@ -55,6 +55,7 @@ struct Migration {
 	Mfs *fs;
 	char *source; /* canonical paths */
 	char *target;
+	char **only;     /* a per-VM job's entries of the root (NULL-ended), or NULL: all */
 	int dst_root_fd; /* O_PATH */
 	int old_root_fd; /* the source's root, from the swap until mig_delete_source() */
 	int lock_fd;     /* claims the target (claim.c) until the switch hands it to the Mfs */
@@ -145,7 +146,14 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 void mig_target_journal_undo(Migration *mig);
 
 /* mig-writers.c: -EBUSY and a message if a process writes beneath the mount. */
-int mig_check_writers(const char *source, int root_fd, char **error);
+int mig_check_writers(const char *source, int root_fd, char **only, char **error);
+/*
+ * A per-VM job's selection (Migration.only, NULL: the whole tree): does
+ * it hold @rel, a path relative to the root ("vm1/disk.qcow2")?
+ */
+bool mig_only_holds(char **only, const char *rel);
+/* The selection's rules at a start: each entry there, none already moved.  Frozen. */
+int mig_check_only(Mfs *fs, Migration *mig, char **error);
 
 /* mig-tree.c */
 int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, char **error);

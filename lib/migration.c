@@ -87,6 +87,7 @@ static void migration_free(void *job)
 		close(mig->lock_fd);
 	g_free(mig->source);
 	g_free(mig->target);
+	g_strfreev(mig->only);
 	g_free(mig->error);
 	g_free(mig->held);
 	g_free(mig->mismatch);
@@ -236,6 +237,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mig->checkpoint_bytes =
 	    opts->checkpoint_bytes ? opts->checkpoint_bytes : MFS_DEFAULT_CHECKPOINT;
 	mig->job = mfs_mig_options_to_job(opts);
+	mig->only = opts->only ? g_strdupv(opts->only) : NULL;
 
 	/*
 	 * Before the freeze: a scan of /proc takes a while on a busy host, and
@@ -246,7 +248,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		int root_fd;
 		g_autofree char *served = mfs_served_dir_dup_fd(fs, &root_fd);
 
-		ret = root_fd >= 0 ? mig_check_writers(served, root_fd, error) : 0;
+		ret = root_fd >= 0 ? mig_check_writers(served, root_fd, mig->only, error) : 0;
 		if (root_fd >= 0)
 			close(root_fd);
 		if (ret < 0)
@@ -260,7 +262,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		goto out_unlock;
 	}
 	mig->source = mfs_served_dir_frozen(fs);
-	ret = mig_check_target(fs, mig, opts, &fresh, error);
+	ret = mig_check_only(fs, mig, error);
+	if (ret == 0)
+		ret = mig_check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
 		goto out_unlock;
 	if (!fresh && opts->resume)

@@ -84,6 +84,13 @@ typedef void (*MfsMigHook)(Mfs *fs, const char *point, void *opaque);
 
 typedef struct {
 	const char *target;
+	/*
+	 * A per-VM job: the entries of the root to move (a VM's image, its
+	 * directory), NULL-ended; the rest stays.  NULL: the whole tree.
+	 * After the switch each is served from the target under its name,
+	 * the rest from where it was (mfs_placements()).  The caller's.
+	 */
+	char **only;
 	uint64_t chunk_size;  /* bytes, a power of two from 4 KiB to 64 MiB; 0: default */
 	uint64_t speed_bps;   /* copier limit in bytes/s; 0: unlimited */
 	unsigned guest_share; /* percent of the time a busy guest keeps to itself */
@@ -132,6 +139,7 @@ typedef struct {
 	bool paused;
 	bool held; /* paused by a target error (on_target_error=stop): error says which */
 	char *source, *target;
+	char **only;          /* a per-VM job's entries, NULL-ended; NULL: the whole tree */
 	uint64_t bytes_total; /* data (not holes) to copy, as counted at the start */
 	uint64_t bytes_copied;
 	uint64_t bytes_cloned; /* of bytes_copied, shared with the source (reflinks) */

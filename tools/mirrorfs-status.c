@@ -107,6 +107,32 @@ static bool state_is_failure(const char *name)
 	       state != MFS_MIG_SWITCHED;
 }
 
+/* A per-VM job's entries, and the entries earlier ones moved (names as the JSON escapes them). */
+static void print_placements(JsonObject *st)
+{
+	JsonNode *only = json_object_get_member(st, "only");
+	JsonNode *placed = json_object_get_member(st, "placements");
+
+	if (only && JSON_NODE_HOLDS_ARRAY(only)) {
+		JsonArray *a = json_node_get_array(only);
+
+		printf("  only    ");
+		for (guint i = 0; i < json_array_get_length(a); i++)
+			printf(" %s", json_array_get_string_element(a, i));
+		printf("\n");
+	}
+	if (placed && JSON_NODE_HOLDS_ARRAY(placed)) {
+		JsonArray *a = json_node_get_array(placed);
+
+		for (guint i = 0; i < json_array_get_length(a); i++) {
+			JsonObject *p = json_array_get_object_element(a, i);
+
+			printf("  placed   %s in %s\n", json_object_get_string_member(p, "name"),
+			       json_object_get_string_member(p, "dir"));
+		}
+	}
+}
+
 static void print_summary(JsonObject *st)
 {
 	g_autofree char *copied = client_format_bytes(num(st, "bytes_copied"));
@@ -122,6 +148,7 @@ static void print_summary(JsonObject *st)
 	if (str(st, "target"))
 		printf("  target   %s\n", str(st, "target"));
 	printf("  serving  %s\n", str(st, "served"));
+	print_placements(st);
 	if (str(st, "transport"))
 		printf("  through  %s\n", str(st, "transport"));
 	if (parse_state(state, &parsed) && parsed == MFS_MIG_IDLE) {

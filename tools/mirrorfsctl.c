@@ -23,7 +23,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint,
     *opt_on_target_error, *opt_socket;
-static char **opt_qmp, **opt_release_qmp;
+static char **opt_qmp, **opt_release_qmp, **opt_only;
 static gboolean opt_delete_source, opt_overwrite, opt_no_clone, opt_verify, opt_dry_run;
 
 static const GOptionEntry entries[] = {
@@ -43,6 +43,10 @@ static const GOptionEntry entries[] = {
      "start: when the target fails, end the migration (abort, default) or pause it until "
      "resume (stop)",
      "abort|stop"},
+    {"only", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_only,
+     "start: move only this entry of the mount's top directory (a VM's image or its "
+     "directory); repeat for several.  The rest stays where it is",
+     "NAME"},
     {"delete-source", 0, 0, G_OPTION_ARG_NONE, &opt_delete_source,
      "start: delete the source files after the switch", NULL},
     {"overwrite", 0, 0, G_OPTION_ARG_NONE, &opt_overwrite,
@@ -149,11 +153,11 @@ int main(int argc, char *argv[])
 	if (strcmp(cmd, "start") &&
 	    (opt_speed || opt_chunk || opt_guest_share || opt_switch || opt_checkpoint ||
 	     opt_on_target_error || opt_delete_source || opt_overwrite || opt_no_clone ||
-	     opt_verify || opt_release_qmp))
+	     opt_verify || opt_release_qmp || opt_only))
 		return usage_error(
 		    "--speed, --chunk, --guest-share, --switch, --checkpoint, --on-target-error, "
-		    "--delete-source, --overwrite, --no-clone, --verify and --release-qmp go with "
-		    "start, not %s",
+		    "--only, --delete-source, --overwrite, --no-clone, --verify and --release-qmp "
+		    "go with start, not %s",
 		    cmd);
 	if (!strcmp(cmd, "adopt") || !strcmp(cmd, "release")) {
 		if (nargs != 0)
@@ -212,6 +216,19 @@ int main(int argc, char *argv[])
 			json_builder_set_member_name(b, "on_target_error");
 			json_builder_add_string_value(
 			    b, mfs_mig_option_word(&opts, "on_target_error"));
+		}
+		if (opt_only) {
+			json_builder_set_member_name(b, "only");
+			json_builder_begin_array(b);
+			for (char **o = opt_only; *o; o++) {
+				g_autofree char *name = NULL, *why = NULL, *escaped_name = NULL;
+
+				if (mfs_mig_only_name(*o, &name, &why) < 0)
+					return usage_error("--only: %s", why);
+				escaped_name = mfs_escape_name(name);
+				json_builder_add_string_value(b, escaped_name);
+			}
+			json_builder_end_array(b);
 		}
 		json_builder_set_member_name(b, "delete_source");
 		json_builder_add_boolean_value(b, opt_delete_source);

@@ -84,7 +84,13 @@ TOP = {
     "state": (lambda v: v in STATES, "one of " + " ".join(STATES)),
     "source": (abs_path, "an absolute path"),
     "target": (lambda v: is_null(v) or abs_path(v), "null or an absolute path"),
+    "only": (lambda v: is_null(v) or (isinstance(v, list) and len(v) > 0
+             and all(is_str(n) and n != "" and "/" not in n for n in v)),
+             "null or a non-empty list of names"),
     "served": (abs_path, "an absolute path"),
+    "placements": (lambda v: isinstance(v, list) and all(
+                   isinstance(p, dict) and is_str(p.get("name")) and abs_path(p.get("dir"))
+                   for p in v), "a list of {name, dir}"),
     "transport": (lambda v: v in ("/dev/fuse", "io_uring"), "/dev/fuse or io_uring"),
     "bytes_total": (nonneg_int, "an integer >= 0"),
     "bytes_copied": (nonneg_int, "an integer >= 0"),
@@ -164,7 +170,15 @@ def check(st, args):
         err(f"stun_ms is {st['stun_ms']!r} in state {state} (a number exactly when switched)")
     if (st["error"] is not None) != (state in ("failed", "error-paused")):
         err(f"error is {st['error']!r} in state {state} (a string exactly when failed or error-paused)")
-    if state == "switched":
+    if state == "switched" and st["only"] is not None:
+        # A per-VM job: its entries are placed in the target, the rest served as before.
+        placed = {p["name"]: p["dir"] for p in st["placements"]}
+        for n in st["only"]:
+            if placed.get(n) != st["target"]:
+                err(f"switched per-VM job, but {n!r} is placed in {placed.get(n)!r}, not the target")
+        if st["served"] != st["source"]:
+            err(f"switched per-VM job, but serving {st['served']!r}, not the source {st['source']!r}")
+    elif state == "switched":
         if st["served"] != st["target"]:
             err(f"switched but serving {st['served']!r}, not the target {st['target']!r}")
     elif state != "switching" and st["served"] != st["source"]:

@@ -1,0 +1,193 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Per-VM jobs (issue 21): "mirrorfsctl MNT start TARGET --only NAME" moves
+# just those entries of the mount's top directory, a VM's image or its
+# directory, and leaves the rest served from where it is.
+#
+#   mirrored  while vm1's entries are mirrored (switch=manual), guest
+#             writes reach both sides for vm1 and the source only for vm2;
+#             names made inside vm1/ are mirrored, names made elsewhere
+#             are not; a rename or a link that would carry an object into
+#             or out of the job's entries fails with EXDEV (as across file
+#             systems), one inside them works
+#   switched  the status names the job's entries and the placements, the
+#             mount serves vm1's entries from the target (writes land
+#             there) and vm2's from the source; the root lists each name
+#             once; the target holds vm1's entries and nothing of vm2
+#   restart   a daemon started again serves the same: the placements
+#             record in the source says where each entry went
+#   second    a second job moves vm2.raw elsewhere and deletes it from
+#             the source (still listed, from its new home); a whole-tree start,
+#             an entry moved already, a missing one, a path, are refused
+#             with one line each and change nothing
+#   crash     kill -9 in the copy of an --only job: the restart resumes
+#             it, with its entries, and it switches
+#   writers   a process writing beside the mount stops only a job whose
+#             entries hold its file
+
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-invariant.sh"
+require_cmd md5sum
+
+SRC="$TESTDIR/src"
+TGT="$TESTDIR/tgt"
+TGT2="$TESTDIR/tgt2"
+MNT="$TESTDIR/mnt"
+mkdir "$SRC" "$TGT" "$TGT2" "$MNT" "$SRC/vm1" "$SRC/vm2"
+head -c $((8 << 20)) /dev/urandom >"$SRC/vm1.raw"
+head -c $((8 << 20)) /dev/urandom >"$SRC/vm2.raw"
+head -c $((1 << 20)) /dev/urandom >"$SRC/vm1/disk.qcow2"
+head -c $((1 << 20)) /dev/urandom >"$SRC/vm2/disk.qcow2"
+echo kept >"$TGT/operator-file"
+
+md5() { md5sum <"$1" | cut -d' ' -f1; }
+# write_at FILE OFFSET TEXT: a guest write in place
+write_at() {
+	printf '%s' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none ||
+		fail "writing '$3' at $2 of $1"
+}
+read_at() {
+	dd if="$1" bs=1 skip="$2" count="$3" status=none
+}
+expect_errno() {
+	local what="$1" want="$2" out
+	shift 2
+	out="$("$@" 2>&1)" && fail "$what: succeeded, expected $want"
+	[[ "$out" == *"$want"* ]] || fail "$what: '$out', expected $want"
+}
+
+log "mirrored: vm1.raw and vm1/ move, vm2 stays"
+mount_mfs "$SRC" "$MNT"
+ctl "$MNT" start "$TGT" --only vm1.raw --only vm1/ --switch manual
+wait_status_state "$MNT" mirrored 60
+assert_eq '["vm1.raw", "vm1"]' "$(status_field "$MNT" only)" "the job's entries"
+write_at "$MNT/vm1.raw" 4096 "vm1-mirrored"
+write_at "$MNT/vm2.raw" 4096 "vm2-mirrored"
+assert_eq vm1-mirrored "$(read_at "$TGT/vm1.raw" 4096 12)" "a mirrored write to vm1 in the target"
+assert_eq "$(md5 "$SRC/vm1.raw")" "$(md5 "$TGT/vm1.raw")" "vm1.raw on both sides"
+echo new >"$MNT/vm1/new" || fail "creating vm1/new"
+echo other >"$MNT/vm2/new" || fail "creating vm2/new"
+echo top >"$MNT/top.txt" || fail "creating top.txt"
+[[ -f "$TGT/vm1/new" ]] || fail "vm1/new, made while mirrored, is not in the target"
+[[ ! -e "$TGT/vm2" && ! -e "$TGT/top.txt" && ! -e "$TGT/vm2.raw" ]] ||
+	fail "the target holds what the job does not move: $(ls "$TGT")"
+run mv "$MNT/vm1/new" "$MNT/vm1/renamed" || fail "a rename inside vm1/"
+[[ -f "$TGT/vm1/renamed" && ! -e "$TGT/vm1/new" ]] || fail "the rename inside vm1/ was not mirrored"
+expect_errno "rename out of vm1/" "cross-device" python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$MNT/vm1/renamed" "$MNT/vm2/renamed"
+expect_errno "rename into vm1/" "cross-device" python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$MNT/vm2/new" "$MNT/vm1/stolen"
+expect_errno "rename of vm1.raw at the top" "cross-device" python3 -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$MNT/vm1.raw" "$MNT/old.raw"
+expect_errno "link into vm1/" "cross-device" python3 -c 'import os, sys; os.link(sys.argv[1], sys.argv[2])' "$MNT/top.txt" "$MNT/vm1/top-link"
+[[ -f "$MNT/vm1/renamed" && -f "$MNT/vm2/new" && -f "$MNT/vm1.raw" ]] ||
+	fail "a refused rename moved something"
+validate_status "$(status_json "$MNT" "$TESTDIR/mirrored.json"; echo "$TESTDIR/mirrored.json")"
+
+log "switched: vm1's entries served from the target, the rest from the source"
+ctl "$MNT" switch
+wait_status_state "$MNT" switched 60
+status_json "$MNT" "$TESTDIR/switched.json"
+validate_status "$TESTDIR/switched.json"
+assert_eq "$SRC" "$(json_field served "$TESTDIR/switched.json")" "served after a per-VM switch"
+assert_eq "[{\"name\": \"vm1.raw\", \"dir\": \"$TGT\"}, {\"name\": \"vm1\", \"dir\": \"$TGT\"}]" \
+	"$(python3 -c 'import json, sys; p = json.load(open(sys.argv[1]))["placements"]; print(json.dumps(sorted(p, key=lambda e: e["name"], reverse=True)))' "$TESTDIR/switched.json")" \
+	"the placements"
+write_at "$MNT/vm1.raw" 8192 "vm1-after"
+write_at "$MNT/vm2.raw" 8192 "vm2-after"
+assert_eq vm1-after "$(read_at "$TGT/vm1.raw" 8192 9)" "a write to vm1.raw after the switch, in the target"
+assert_ne vm1-after "$(read_at "$SRC/vm1.raw" 8192 9)" "a write to vm1.raw after the switch, in the source"
+assert_eq vm2-after "$(read_at "$SRC/vm2.raw" 8192 9)" "a write to vm2.raw after the switch, in the source"
+echo after >"$MNT/vm1/after" || fail "creating vm1/after"
+[[ -f "$TGT/vm1/after" && ! -e "$SRC/vm1/after" ]] || fail "vm1/after was not made in the target"
+assert_eq "top.txt vm1 vm1.raw vm2 vm2.raw" "$(ls "$MNT" | tr '\n' ' ' | sed 's/ $//')" "the mount's top directory"
+assert_eq "operator-file vm1 vm1.raw" "$(ls "$TGT" | tr '\n' ' ' | sed 's/ $//')" "the target's top directory"
+SUM_VM1="$(md5 "$MNT/vm1.raw")"
+SUM_VM2="$(md5 "$MNT/vm2.raw")"
+assert_eq "$SUM_VM1" "$(md5 "$TGT/vm1.raw")" "vm1.raw through the mount and in the target"
+
+log "restart: the placements record sends vm1's entries to the target"
+umount_mfs "$MNT"
+mount_mfs "$SRC" "$MNT"
+assert_eq "$SUM_VM1" "$(md5 "$MNT/vm1.raw")" "vm1.raw after a restart"
+assert_eq "$SUM_VM2" "$(md5 "$MNT/vm2.raw")" "vm2.raw after a restart"
+[[ -f "$MNT/vm1/after" ]] || fail "vm1/after is gone after a restart"
+assert_eq "top.txt vm1 vm1.raw vm2 vm2.raw" "$(ls "$MNT" | tr '\n' ' ' | sed 's/ $//')" "the top directory after a restart"
+
+log "refusals: one line each, nothing changed"
+expect_cli "whole tree with placements" 1 "moved by per-VM jobs" "$MIRRORFSCTL" "$MNT" start "$TGT2"
+expect_cli "an entry moved already" 1 "'vm1.raw' was moved to $TGT already" "$MIRRORFSCTL" "$MNT" start "$TGT2" --only vm1.raw
+expect_cli "a missing entry" 1 "'vm9.raw': No such file or directory" "$MIRRORFSCTL" "$MNT" start "$TGT2" --only vm9.raw
+expect_cli "a path" 2 "is not an entry of the mount's top directory" "$MIRRORFSCTL" "$MNT" start "$TGT2" --only vm2/disk.qcow2
+expect_cli "a dot" 2 "is not an entry of the mount's top directory" "$MIRRORFSCTL" "$MNT" start "$TGT2" --only ..
+expect_cli "only without start" 2 "go with start" "$MIRRORFSCTL" "$MNT" pause --only vm2.raw
+[[ -z "$(ls "$TGT2")" ]] || fail "a refused start left files in $TGT2: $(ls "$TGT2")"
+
+log "second: vm2.raw to another target"
+ctl "$MNT" start "$TGT2" --only vm2.raw --delete-source
+wait_status_state "$MNT" switched 60
+assert_eq "$SUM_VM2" "$(md5 "$TGT2/vm2.raw")" "vm2.raw in the second target"
+[[ ! -e "$SRC/vm2.raw" && -f "$SRC/vm2/disk.qcow2" && -f "$SRC/top.txt" ]] ||
+	fail "--delete-source of vm2.raw: the source holds $(ls "$SRC")"
+assert_eq "top.txt vm1 vm1.raw vm2 vm2.raw" "$(ls "$MNT" | tr '\n' ' ' | sed 's/ $//')" "the top directory with vm2.raw in the second target only"
+write_at "$MNT/vm2.raw" 12288 "vm2-second"
+assert_eq vm2-second "$(read_at "$TGT2/vm2.raw" 12288 10)" "a write to vm2.raw after its switch"
+status_json "$MNT" "$TESTDIR/second.json"
+validate_status "$TESTDIR/second.json"
+assert_eq 3 "$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["placements"]))' "$TESTDIR/second.json")" "placements after two jobs"
+umount_mfs "$MNT"
+
+log "crash: kill -9 in the copy of an --only job, the restart resumes it"
+SRC="$TESTDIR/src3"
+TGT="$TESTDIR/tgt3"
+mkdir "$SRC" "$TGT"
+head -c $((32 << 20)) /dev/urandom >"$SRC/a.raw"
+head -c $((4 << 20)) /dev/urandom >"$SRC/b.raw"
+SUM_A="$(md5 "$SRC/a.raw")"
+MIRRORFS_TEST_CRASH_AT=chunk:4 mount_mfs "$SRC" "$MNT"
+cli "$MIRRORFSCTL" "$MNT" start "$TGT" --only a.raw --chunk 1M
+wait_daemon_gone "$MNT" 30 >/dev/null
+assert_eq migrating "$(journal_state "$SRC")" "the source's record of the job"
+mount_mfs "$SRC" "$MNT"
+wait_status_state "$MNT" switched 60
+assert_eq '["a.raw"]' "$(status_field "$MNT" only)" "the resumed job's entries"
+assert_eq "$SUM_A" "$(md5 "$MNT/a.raw")" "a.raw after the resumed job"
+assert_eq "$SUM_A" "$(md5 "$TGT/a.raw")" "a.raw in the target"
+[[ ! -e "$TGT/b.raw" ]] || fail "b.raw was moved by a job of a.raw"
+[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the switched job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+umount_mfs "$MNT"
+
+log "crash between the placements record and the job's: the restart finds the job done"
+SRC="$TESTDIR/src6"
+TGT="$TESTDIR/tgt6"
+mkdir "$SRC" "$TGT"
+head -c $((2 << 20)) /dev/urandom >"$SRC/a.raw"
+echo b >"$SRC/b.raw"
+SUM_A="$(md5 "$SRC/a.raw")"
+MIRRORFS_TEST_CRASH_AT=placed mount_mfs "$SRC" "$MNT"
+cli "$MIRRORFSCTL" "$MNT" start "$TGT" --only a.raw
+wait_daemon_gone "$MNT" 30 >/dev/null
+assert_eq migrating "$(journal_state "$SRC")" "the job's record, left by the crash"
+[[ -f "$SRC/.mirrorfs-journal.placements" ]] || fail "no placements record after the crash"
+mount_mfs "$SRC" "$MNT"
+assert_eq idle "$(status_field "$MNT" state)" "the state after the restart"
+[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the done job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+write_at "$MNT/a.raw" 0 "after-crash"
+assert_eq after-crash "$(read_at "$TGT/a.raw" 0 11)" "a write to a.raw after the restart, in the target"
+assert_eq b "$(cat "$MNT/b.raw")" "b.raw after the restart"
+umount_mfs "$MNT"
+
+log "writers: a process writing beside the mount stops only a job that holds its file"
+SRC="$TESTDIR/src4"
+mkdir "$SRC" "$TESTDIR/tgt4" "$TESTDIR/tgt5"
+echo a >"$SRC/busy.raw"
+echo b >"$SRC/free.raw"
+mount_mfs "$SRC" "$MNT"
+exec 4>>"$SRC/busy.raw"
+expect_cli "a writer on busy.raw" 1 "holds $SRC/busy.raw open for writing beside the mount" \
+	"$MIRRORFSCTL" "$MNT" start "$TESTDIR/tgt4" --only busy.raw
+ctl "$MNT" start "$TESTDIR/tgt5" --only free.raw
+wait_status_state "$MNT" switched 60
+exec 4>&-
+umount_mfs "$MNT"
+log "done"
