@@ -26,6 +26,9 @@
 
 typedef struct {
 	char *mountpoint, *source, *target, *state;
+	/* Entries per-VM jobs moved: release sends each file in one to its new home. */
+	char **placed_from, **placed_to;
+	char **placed_src; /* the same entries' stale copies in the source */
 	dev_t mount_dev;
 } MountView;
 
@@ -34,6 +37,9 @@ static void mount_view_clear(MountView *v)
 	g_free(v->mountpoint);
 	g_free(v->source);
 	g_free(v->target);
+	g_strfreev(v->placed_from);
+	g_strfreev(v->placed_to);
+	g_strfreev(v->placed_src);
 	g_free(v->state);
 }
 
@@ -45,6 +51,38 @@ static char *status_path(JsonObject *st, const char *member)
 	if (text && mfs_unescape_name(text, &path) < 0)
 		return NULL;
 	return path;
+}
+
+/* MOUNTPOINT/NAME -> DIR/NAME for each placement the status lists (none: NULL). */
+static int read_placements(JsonObject *st, MountView *v)
+{
+	JsonArray *a = json_object_has_member(st, "placements")
+	                   ? json_object_get_array_member(st, "placements")
+	                   : NULL;
+	g_autoptr(GPtrArray) from = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GPtrArray) to = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GPtrArray) src = g_ptr_array_new_with_free_func(g_free);
+
+	for (guint i = 0; a && i < json_array_get_length(a); i++) {
+		JsonObject *p = json_array_get_object_element(a, i);
+		g_autofree char *name = p ? status_path(p, "name") : NULL;
+		g_autofree char *dir = p ? status_path(p, "dir") : NULL;
+
+		if (!name || !dir)
+			return -EPROTO;
+		g_ptr_array_add(from, g_build_filename(v->mountpoint, name, NULL));
+		g_ptr_array_add(to, g_build_filename(dir, name, NULL));
+		g_ptr_array_add(src, g_build_filename(v->source, name, NULL));
+	}
+	if (!from->len)
+		return 0;
+	g_ptr_array_add(from, NULL);
+	g_ptr_array_add(to, NULL);
+	g_ptr_array_add(src, NULL);
+	v->placed_src = (char **)g_ptr_array_steal(src, NULL);
+	v->placed_from = (char **)g_ptr_array_steal(from, NULL);
+	v->placed_to = (char **)g_ptr_array_steal(to, NULL);
+	return 0;
 }
 
 static int mount_view(const char *prog, const char *socket_path, MountView *v)
@@ -65,6 +103,10 @@ static int mount_view(const char *prog, const char *socket_path, MountView *v)
 		fprintf(stderr, "%s: the daemon's status names no mountpoint or source\n", prog);
 		return -EPROTO;
 	}
+	if (read_placements(st, v) < 0) {
+		fprintf(stderr, "%s: the daemon's status has malformed placements\n", prog);
+		return -EPROTO;
+	}
 	if (stat(v->mountpoint, &sb) < 0) {
 		fprintf(stderr, "%s: %s: %s\n", prog, v->mountpoint, g_strerror(errno));
 		return -errno;
@@ -73,10 +115,21 @@ static int mount_view(const char *prog, const char *socket_path, MountView *v)
 	return 0;
 }
 
+/* Whether @path lies in an entry that a per-VM job moved (any path when none did). */
+static bool placed_holds(const MountView *v, const char *path)
+{
+	if (!v->placed_from)
+		return true;
+	for (char **p = v->placed_from; *p; p++)
+		if (mfs_path_within(path, *p))
+			return true;
+	return false;
+}
+
 /*
- * The files process @pid holds open through the mount (@through) or, not
- * @through, beside it: by a name in the source or the mount but on another
- * device, the source's own file beneath the mount.  Appended to @out.
+ * The files process @pid holds open through the mount (@through: in the
+ * entries per-VM jobs moved, if any did) or, not @through, beside it: by a name in the source or
+ * the mount but on another device, the source's own file beneath the mount.  Appended to @out.
  */
 static void held_files(pid_t pid, const MountView *v, bool through, GPtrArray *out)
 {
@@ -93,7 +146,7 @@ static void held_files(pid_t pid, const MountView *v, bool through, GPtrArray *o
 
 		if (de->d_name[0] == '.' || !target || stat(link, &sb) < 0 || !S_ISREG(sb.st_mode))
 			continue;
-		if (through ? sb.st_dev == v->mount_dev
+		if (through ? sb.st_dev == v->mount_dev && placed_holds(v, target)
 		            : sb.st_dev != v->mount_dev && (mfs_path_within(target, v->source) ||
 		                                            mfs_path_within(target, v->mountpoint)))
 			g_ptr_array_add(out, g_steal_pointer(&target));
@@ -111,6 +164,8 @@ static void print_files(const char *prog, const char *what, GPtrArray *files)
 /* Why @v's migration state forbids the command, or NULL. */
 static char *refusal(const MountView *v, bool release)
 {
+	if (release && v->placed_from)
+		return NULL; /* each placed entry is served from its home for good */
 	if (release) {
 		if (strcmp(v->state, "switched"))
 			return g_strdup_printf(
@@ -124,9 +179,16 @@ static char *refusal(const MountView *v, bool release)
 	if (!strcmp(v->state, "idle") || !strcmp(v->state, "cancelled") ||
 	    !strcmp(v->state, "failed"))
 		return NULL;
-	if (!strcmp(v->state, "switched"))
+	if (!strcmp(v->state, "switched") && !v->placed_from)
 		return g_strdup("the migration has switched: the source is no longer served; "
 		                "use release");
+	/*
+	 * After a per-VM job the rest of the source is served still: a QEMU
+	 * of another VM may come onto the mount.  (One of the moved entries'
+	 * would hold stale files beside it; its job refused to start under it.)
+	 */
+	if (!strcmp(v->state, "switched"))
+		return NULL;
 	return g_strdup_printf("a migration is under way (%s): what QEMU wrote beside the mount "
 	                       "since it started is not on the target.  Adopt before start: "
 	                       "cancel it, adopt, start again",
@@ -139,8 +201,10 @@ static int adopt_one(const char *prog, const MountView *v, const char *qmp_path,
 	g_autoptr(GString) report = g_string_new(NULL);
 	g_autoptr(GPtrArray) left = g_ptr_array_new_with_free_func(g_free);
 	g_autofree char *error = NULL;
-	const char *from = release ? v->mountpoint : v->source;
-	const char *to = release ? v->target : v->mountpoint;
+	char *whole_from[] = {release ? v->mountpoint : v->source, NULL};
+	char *whole_to[] = {release ? v->target : v->mountpoint, NULL};
+	char *const *from = release && v->placed_from ? v->placed_from : whole_from;
+	char *const *to = release && v->placed_from ? v->placed_to : whole_to;
 	double pause_ms = 0;
 	Qmp *q;
 	pid_t pid;
@@ -162,6 +226,20 @@ static int adopt_one(const char *prog, const MountView *v, const char *qmp_path,
 			       release ? "release" : "adopt");
 			return 0;
 		}
+		/* A moved entry's copy left in the source is stale: never onto the mount. */
+		for (guint i = 0; !release && v->placed_src && i < left->len; i++)
+			for (char **p = v->placed_src; *p; p++)
+				if (mfs_path_within(left->pdata[i], *p)) {
+					qmp_close(q);
+					fprintf(
+					    stderr,
+					    "%s: %s: QEMU (pid %d) holds %s, a copy left behind by "
+					    "a "
+					    "per-VM job that moved it: the current one is served "
+					    "through the mount; stop this QEMU\n",
+					    prog, qmp_path, (int)pid, (char *)left->pdata[i]);
+					return 1;
+				}
 		g_ptr_array_set_size(left, 0);
 	}
 	moved = qemu_disks_move(q, from, to, dry_run, report, &pause_ms, &error);
@@ -185,7 +263,8 @@ static int adopt_one(const char *prog, const MountView *v, const char *qmp_path,
 	}
 	if (!moved)
 		printf("%s: QEMU (pid %d) has no disk file in %s: nothing to %s\n", qmp_path,
-		       (int)pid, from, release ? "release" : "adopt");
+		       (int)pid, from == whole_from ? from[0] : "the moved entries",
+		       release ? "release" : "adopt");
 	else
 		printf("%s: %s %d file%s of QEMU (pid %d) in one reopen of %.1f ms\n", qmp_path,
 		       release ? "released" : "adopted", moved, moved == 1 ? "" : "s", (int)pid,

@@ -41,7 +41,8 @@ struct Node {
 	char *parent_other; /* a parent that is not a node: "block-backend 'disk0'" */
 	unsigned nparents;
 	bool moving, below_moving, emitted;
-	const char *rel; /* moving: the file's name under @from */
+	const char *rel; /* moving: the file's name under its @from */
+	const char *to;  /* moving: where that name goes */
 	char *new_name;  /* moving: the node that replaces it */
 };
 
@@ -353,7 +354,7 @@ static int reopen(Qmp *q, GPtrArray *tops, double *pause_ms, char **error)
 	return r;
 }
 
-int qemu_disks_move(Qmp *q, const char *from, const char *to, bool dry_run, GString *report,
+int qemu_disks_move(Qmp *q, char *const *from, char *const *to, bool dry_run, GString *report,
                     double *pause_ms, char **error)
 {
 	g_autoptr(GHashTable) nodes =
@@ -381,9 +382,15 @@ int qemu_disks_move(Qmp *q, const char *from, const char *to, bool dry_run, GStr
 		return r;
 	g_hash_table_iter_init(&it, nodes);
 	while (g_hash_table_iter_next(&it, NULL, (void **)&n)) {
-		if (strcmp(n->drv, "file") || !(n->rel = mfs_path_within(n->filename, from)) ||
-		    !*n->rel)
+		guint i;
+
+		if (strcmp(n->drv, "file"))
 			continue;
+		for (i = 0; from[i] && !(n->rel = mfs_path_within(n->filename, from[i])); i++)
+			;
+		if (!from[i])
+			continue;
+		n->to = to[i];
 		n->moving = true;
 		g_ptr_array_add(moving, n);
 	}
@@ -398,7 +405,7 @@ int qemu_disks_move(Qmp *q, const char *from, const char *to, bool dry_run, GStr
 	}
 	for (guint i = 0; i < moving->len; i++) {
 		Node *m = moving->pdata[i];
-		g_autofree char *path = g_build_filename(to, m->rel, NULL);
+		g_autofree char *path = g_build_filename(m->to, m->rel, NULL);
 
 		g_string_append_printf(report, "%s%s -> %s (node '%s' under '%s')\n",
 		                       dry_run ? "would move " : "", m->filename, path, m->name,

@@ -12,8 +12,9 @@
 #define QEMU_DISKS_MIN_MINOR 1
 
 /*
- * Reopen every file node of the QEMU at @q whose file lies under the
- * directory @from onto the same relative name under @to: a new file node
+ * Reopen every file node of the QEMU at @q whose file lies under one of
+ * the paths @from (a directory, or a file itself) onto the same relative
+ * name under the path of @to at the same index (both NULL-ended): a new file node
  * each (same read-only and cache modes), one blockdev-reopen of the format
  * nodes above them (a single transaction: all of them or none), then the
  * replaced nodes that the monitor still holds are deleted.  @dry_run says
@@ -23,7 +24,7 @@
  * the guest's I/O saw) to *@pause_ms.  Returns the number of files moved
  * (0: none under @from), or -errno with *@error set and QEMU as it was.
  */
-int qemu_disks_move(Qmp *q, const char *from, const char *to, bool dry_run, GString *report,
+int qemu_disks_move(Qmp *q, char *const *from, char *const *to, bool dry_run, GString *report,
                     double *pause_ms, char **error);
 
 #endif

@@ -25,6 +25,16 @@
 #             it, with its entries, and it switches
 #   writers   a process writing beside the mount stops only a job whose
 #             entries hold its file
+#   adopt     two qemu-storage-daemons (two VMs) hold their images in a
+#             directory before it is mounted over; vmA is adopted, moved
+#             with --only and released by the same start (--release-qmp)
+#             while vmB writes beside the mount all along; vmA ends on the
+#             target's file, vmB on its own, untouched, and the mount
+#             unmounts; every write reads back; mounted again, vmB may be
+#             adopted (the rest of the source is served still) and its
+#             release has nothing to do; a QEMU on a moved entry's stale
+#             copy in the source is refused; release moves a QEMU's disk
+#             that a per-VM job moved and leaves its other disk on the mount
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
@@ -189,5 +199,108 @@ expect_cli "a writer on busy.raw" 1 "holds $SRC/busy.raw open for writing beside
 ctl "$MNT" start "$TESTDIR/tgt5" --only free.raw
 wait_status_state "$MNT" switched 60
 exec 4>&-
+umount_mfs "$MNT"
+log "adopt and release one VM of two, the other running beside the mount all along"
+require_cmd qemu-storage-daemon qemu-io
+DIR="$TESTDIR/vms"
+TGT="$TESTDIR/vms-tgt"
+mkdir "$DIR" "$TGT"
+head -c $((16 << 20)) /dev/urandom >"$DIR/vmA.raw"
+head -c $((16 << 20)) /dev/urandom >"$DIR/vmB.raw"
+declare -A QSD_PID=()
+# qsd NAME FILE [FILE2]: a QEMU holding FILE (export NAME) and FILE2 (NAME-2)
+qsd() {
+	local name="$1" file="$2" deadline=$((SECONDS + 30)) more=()
+	[[ -z "${3:-}" ]] || more=(--blockdev "driver=file,node-name=$name-2-file,filename=$3"
+		--blockdev "driver=raw,node-name=$name-2,file=$name-2-file"
+		--export "type=nbd,id=e-$name-2,node-name=$name-2,writable=on")
+	qemu-storage-daemon --chardev "socket,id=m,path=$TESTDIR/$name.qmp,server=on,wait=off" \
+		--monitor chardev=m --nbd-server "addr.type=unix,addr.path=$TESTDIR/$name.nbd" \
+		--blockdev "driver=file,node-name=$name-file,filename=$file" \
+		--blockdev "driver=raw,node-name=$name,file=$name-file" \
+		--export "type=nbd,id=e-$name,node-name=$name,writable=on" "${more[@]}" \
+		>"$TESTDIR/$name.log" 2>&1 &
+	QSD_PID[$name]=$!
+	track_bg "${QSD_PID[$name]}"
+	until [[ -S "$TESTDIR/$name.qmp" && -S "$TESTDIR/$name.nbd" ]]; do
+		pid_alive "${QSD_PID[$name]}" || fail "qemu-storage-daemon $name: $(cat "$TESTDIR/$name.log")"
+		((SECONDS < deadline)) || fail "qemu-storage-daemon $name has no sockets after 30 s"
+		sleep 0.05
+	done
+}
+# io NAME COMMAND...: qemu-io on the disk of NAME, as its guest sees it
+io() {
+	local name="$1" out c args=()
+	shift
+	for c in "$@"; do args+=(-c "$c"); done
+	out="$(qemu-io -f raw "${args[@]}" "nbd+unix:///$name?socket=$TESTDIR/$name.nbd" 2>&1)" ||
+		fail "qemu-io $* on $name: $out"
+	[[ "$out" != *rror* && "$out" != *failed* ]] || fail "qemu-io $* on $name:"$'\n'"$out"
+}
+holds() { ls -l /proc/"${QSD_PID[$1]}"/fd | grep -qF -- "-> $2"; }
+qsd vmA "$DIR/vmA.raw"
+qsd vmB "$DIR/vmB.raw"
+io vmA 'write -P 0x41 0 1M'
+io vmB 'write -P 0x42 0 1M'
+mount_mfs "$DIR" "$DIR"
+expect_cli "--only vmA.raw while vmA writes beside the mount" 1 "holds $DIR/vmA.raw open for writing beside the mount" \
+	"$MIRRORFSCTL" "$DIR" start "$TGT" --only vmA.raw
+expect_cli "adopt vmA" 0 "adopted 1 file" "$MIRRORFSCTL" "$DIR" adopt --qmp "$TESTDIR/vmA.qmp"
+io vmA 'write -P 0x51 1M 1M'
+# vmB goes on writing beside the mount: not this job's business.
+ctl "$DIR" start "$TGT" --only vmA.raw --release-qmp "$TESTDIR/vmA.qmp"
+assert_contains "$CLI_OUT" "released 1 file of QEMU (pid ${QSD_PID[vmA]})" "start --only --release-qmp"
+io vmA 'write -P 0x61 2M 1M'
+io vmB 'write -P 0x62 2M 1M'
+holds vmA "$TGT/vmA.raw" || fail "vmA's QEMU does not hold $TGT/vmA.raw: $(ls -l /proc/"${QSD_PID[vmA]}"/fd)"
+holds vmB "$DIR/vmB.raw" || fail "vmB's QEMU lost $DIR/vmB.raw"
+[[ ! -e "$TGT/vmB.raw" ]] || fail "vmB.raw was moved"
+# The mount unmounts with vmA released and vmB never on it.
+umount_mfs "$DIR"
+io vmA 'read -P 0x41 0 1M' 'read -P 0x51 1M 1M' 'read -P 0x61 2M 1M'
+io vmB 'read -P 0x42 0 1M' 'read -P 0x62 2M 1M'
+out="$(qemu-io -f raw -r -c 'read -P 0x51 1M 1M' -c 'read -P 0x61 2M 1M' "$TGT/vmA.raw" 2>&1)"
+[[ "$out" != *failed* ]] || fail "the target's vmA.raw:"$'\n'"$out"
+kill "${QSD_PID[vmA]}"
+wait_pid_exit "${QSD_PID[vmA]}" 30 || fail "qemu-storage-daemon vmA did not stop"
+# Mounted again, the other VM may still be adopted, and has nothing to release.
+mount_mfs "$DIR" "$DIR"
+expect_cli "adopt after a per-VM switch" 0 "adopted 1 file" \
+	"$MIRRORFSCTL" "$DIR" adopt --qmp "$TESTDIR/vmB.qmp"
+io vmB 'write -P 0x72 3M 1M'
+expect_cli "release of a QEMU with nothing moved" 0 "nothing to release" \
+	"$MIRRORFSCTL" "$DIR" release --qmp "$TESTDIR/vmB.qmp"
+holds vmB "$DIR/vmB.raw" || fail "vmB's QEMU lost $DIR/vmB.raw"
+io vmB 'read -P 0x42 0 1M' 'read -P 0x62 2M 1M' 'read -P 0x72 3M 1M'
+kill "${QSD_PID[vmB]}"
+wait_pid_exit "${QSD_PID[vmB]}" 30 || fail "qemu-storage-daemon vmB did not stop"
+umount_mfs "$DIR"
+
+log "a QEMU on a moved entry's stale copy in the source is not adopted"
+SRC="$TESTDIR/src7"
+TGT="$TESTDIR/tgt7"
+mkdir "$SRC" "$TGT"
+head -c $((1 << 20)) /dev/urandom >"$SRC/vmC.raw"
+mount_mfs "$SRC" "$MNT"
+ctl "$MNT" start "$TGT" --only vmC.raw
+wait_status_state "$MNT" switched 60
+qsd vmC "$SRC/vmC.raw"
+expect_cli "adopt of a stale copy" 1 "a copy left behind by a per-VM job" \
+	"$MIRRORFSCTL" "$MNT" adopt --qmp "$TESTDIR/vmC.qmp"
+kill "${QSD_PID[vmC]}"
+wait_pid_exit "${QSD_PID[vmC]}" 30 || fail "qemu-storage-daemon vmC did not stop"
+
+log "release moves only what the per-VM job moved: a QEMU with a disk in and a disk out"
+head -c $((1 << 20)) /dev/urandom >"$SRC/d1.raw"
+head -c $((1 << 20)) /dev/urandom >"$SRC/d2.raw"
+qsd vmD "$MNT/d1.raw" "$MNT/d2.raw"
+ctl "$MNT" start "$TGT" --only d1.raw
+wait_status_state "$MNT" switched 60
+expect_cli "release of one disk of two" 0 "released 1 file" \
+	"$MIRRORFSCTL" "$MNT" release --qmp "$TESTDIR/vmD.qmp"
+holds vmD "$TGT/d1.raw" || fail "vmD's QEMU does not hold $TGT/d1.raw"
+holds vmD "$MNT/d2.raw" || fail "vmD's QEMU no longer holds $MNT/d2.raw"
+kill "${QSD_PID[vmD]}"
+wait_pid_exit "${QSD_PID[vmD]}" 30 || fail "qemu-storage-daemon vmD did not stop"
 umount_mfs "$MNT"
 log "done"
