@@ -231,8 +231,65 @@ typedef struct {
 	bool prune_root;     /* the target's root is an image of this source */
 	bool at_root;        /* walking the root directory's entries */
 	GHashTable *claimed; /* MfsInodeKey of every target object made or kept */
+	GHashTable *linked;  /* a per-VM job's: MfsInodeKey -> LinkCount of objects with links */
 	GQueue dirs;         /* (source, target) directory descriptors to walk */
 } Walk;
+
+typedef struct {
+	MfsInodeKey key;
+	nlink_t nlink; /* the object's, as the walk first saw it */
+	nlink_t found; /* names the walk found in the job's entries */
+	char *name;    /* the first of them, for the message */
+} LinkCount;
+
+static void link_count_free(gpointer p)
+{
+	g_free(((LinkCount *)p)->name);
+	g_free(p);
+}
+
+/*
+ * A per-VM job moves its entries' objects; a file with a name outside them
+ * as well would be two files after the switch, one of them stale.  Count
+ * the names of each object with links, to compare at the end of the walk.
+ */
+static void count_link(Walk *w, const char *name, const struct stat *st)
+{
+	MfsInodeKey key = {st->st_dev, st->st_ino};
+	LinkCount *c;
+
+	if (!w->linked || S_ISDIR(st->st_mode) || st->st_nlink < 2)
+		return;
+	c = g_hash_table_lookup(w->linked, &key);
+	if (!c) {
+		c = g_new0(LinkCount, 1);
+		c->key = key;
+		c->nlink = st->st_nlink;
+		c->name = g_strdup(name);
+		g_hash_table_insert(w->linked, &c->key, c);
+	}
+	c->found++;
+}
+
+static int check_links(Walk *w, char **error)
+{
+	GHashTableIter it;
+	LinkCount *c;
+
+	if (!w->linked)
+		return 0;
+	g_hash_table_iter_init(&it, w->linked);
+	while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+		if (c->found >= c->nlink)
+			continue;
+		*error =
+		    g_strdup_printf("'%s' has %ju hard links, %ju of them outside the entries to "
+		                    "move: moved, its other names would serve a stale copy",
+		                    c->name, (uintmax_t)c->nlink, (uintmax_t)(c->nlink - c->found));
+		return -EMLINK;
+	}
+	return 0;
+}
 
 static bool claimed(Walk *w, const struct stat *tst)
 {
@@ -405,6 +462,7 @@ static int walk_entry(Walk *w, int src_dir, int dst_dir, const char *name)
 
 	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
+	count_link(w, name, &st);
 	obj = mig_object_find(mig, &(MfsInodeKey){st.st_dev, st.st_ino});
 	if (obj && !S_ISDIR(st.st_mode))
 		return walk_link(w, obj, dst_dir, name);
@@ -505,6 +563,9 @@ int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, cha
 	int ret = 0;
 
 	w.claimed = g_hash_table_new_full(mfs_inode_key_hash, mfs_inode_key_equal, g_free, NULL);
+	if (mig->only)
+		w.linked = g_hash_table_new_full(mfs_inode_key_hash, mfs_inode_key_equal, NULL,
+		                                 link_count_free);
 	g_queue_init(&w.dirs);
 	g_queue_push_tail(&w.dirs, GINT_TO_POINTER(dup(src_root)));
 	g_queue_push_tail(&w.dirs, GINT_TO_POINTER(dup(mig->dst_root_fd)));
@@ -566,7 +627,11 @@ int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, cha
 		close(src);
 		close(dst);
 	}
+	if (ret == 0)
+		ret = check_links(&w, error);
 	g_hash_table_destroy(w.claimed);
+	if (w.linked)
+		g_hash_table_destroy(w.linked);
 	return ret;
 }
 

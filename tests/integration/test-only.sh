@@ -23,6 +23,9 @@
 #             with one line each and change nothing
 #   crash     kill -9 in the copy of an --only job: the restart resumes
 #             it, with its entries, and it switches
+#   links     a file with a hard link outside the entries refuses the
+#             start (moved, its other name would serve a stale copy); links
+#             inside them move as links
 #   writers   a process writing beside the mount stops only a job whose
 #             entries hold its file
 #   adopt     two qemu-storage-daemons (two VMs) hold their images in a
@@ -200,6 +203,26 @@ ctl "$MNT" start "$TESTDIR/tgt5" --only free.raw
 wait_status_state "$MNT" switched 60
 exec 4>&-
 umount_mfs "$MNT"
+log "hard links: one inside the entries moves, one across them refuses the start"
+SRC="$TESTDIR/src8"
+TGT="$TESTDIR/tgt8"
+mkdir -p "$SRC/a" "$SRC/b" "$TGT"
+echo x >"$SRC/a/x"
+ln "$SRC/a/x" "$SRC/b/y"
+echo inside >"$SRC/a/p"
+ln "$SRC/a/p" "$SRC/a/q"
+mount_mfs "$SRC" "$MNT"
+expect_cli "a hard link across the entries" 1 "'x' has 2 hard links, 1 of them outside the entries to move" \
+	"$MIRRORFSCTL" "$MNT" start "$TGT" --only a
+assert_eq "" "$(ls -A "$TGT")" "the target after the refused start"
+rm "$MNT/b/y"
+ctl "$MNT" start "$TGT" --only a
+wait_status_state "$MNT" switched 60
+assert_eq "$(stat -c %i "$TGT/a/p")" "$(stat -c %i "$TGT/a/q")" "a link inside the entries, in the target"
+echo more >>"$MNT/a/p"
+assert_eq "$(printf 'inside\nmore')" "$(cat "$MNT/a/q")" "the other name of a linked file after the switch"
+umount_mfs "$MNT"
+
 log "adopt and release one VM of two, the other running beside the mount all along"
 require_cmd qemu-storage-daemon qemu-io
 DIR="$TESTDIR/vms"
