@@ -39,6 +39,7 @@ typedef struct {
 	char *timeout_text;
 	double timeout;
 	char *target;
+	char *only;
 	char *speed;
 	char *chunk;
 	char *guest_share;
@@ -59,6 +60,7 @@ typedef struct {
 static const struct fuse_opt option_spec[] = {
 	MIRRORFS_OPT("timeout=%s", timeout_text, 0),
 	MIRRORFS_OPT("target=%s", target, 0),
+	MIRRORFS_OPT("only=%s", only, 0),
 	MIRRORFS_OPT("speed=%s", speed, 0),
 	MIRRORFS_OPT("chunk=%s", chunk, 0),
 	MIRRORFS_OPT("guest_share=%s", guest_share, 0),
@@ -85,6 +87,8 @@ static void usage(const char *prog)
 	       "    -o timeout=SECONDS     how long the kernel caches names and\n"
 	       "                           attributes (default: 1.0)\n"
 	       "    -o target=DIR          start migrating SOURCE to DIR at once\n"
+	       "    -o only=NAME[:NAME...] move only these entries of SOURCE's top\n"
+	       "                           directory (a VM's image, its directory)\n"
 	       "    -o speed=RATE          copier limit in bytes/s, with K/M/G\n"
 	       "                           suffixes; 0 = unlimited (default)\n"
 	       "    -o chunk=SIZE          copier chunk, a power of two from 4K\n"
@@ -182,6 +186,25 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	mo->overwrite = opts->overwrite;
 	mo->no_clone = opts->noclone;
 	mo->verify = opts->verify;
+	/* Names separated by ':' (a name with one in it goes by mirrorfsctl --only). */
+	if (opts->only) {
+		g_auto(GStrv) names = g_strsplit(opts->only, ":", -1);
+		GPtrArray *only = g_ptr_array_new_with_free_func(g_free);
+
+		for (char **n = names; *n; n++) {
+			g_autofree char *why = NULL;
+			char *name;
+
+			if (mfs_mig_only_name(*n, &name, &why) < 0) {
+				fprintf(stderr, "mirrorfs: only=%s: %s\n", opts->only, why);
+				g_ptr_array_free(only, TRUE);
+				return -1;
+			}
+			g_ptr_array_add(only, name);
+		}
+		g_ptr_array_add(only, NULL);
+		mo->only = (char **)g_ptr_array_free(only, FALSE);
+	}
 	for (size_t i = 0; i < G_N_ELEMENTS(valued); i++) {
 		g_autofree char *why = NULL;
 
@@ -195,8 +218,8 @@ static int migration_options(const Options *opts, MfsMigOptions *mo)
 	if (!opts->target &&
 	    (opts->speed || opts->chunk || opts->guest_share || opts->switch_mode ||
 	     opts->checkpoint || opts->on_target_error || opts->delete_source || opts->overwrite ||
-	     opts->noclone || opts->verify)) {
-		fprintf(stderr, "mirrorfs: speed, chunk, guest_share, switch, checkpoint, "
+	     opts->noclone || opts->verify || opts->only)) {
+		fprintf(stderr, "mirrorfs: only, speed, chunk, guest_share, switch, checkpoint, "
 		                "on_target_error, delete_source, overwrite, noclone and verify "
 		                "need -o "
 		                "target=DIR\n");
@@ -239,12 +262,17 @@ static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields
 	return G_LOG_WRITER_HANDLED;
 }
 
-/* Is @target where a switched migration of @source already took it? */
-static bool already_migrated_to(Mfs *fs, const char *source, const char *target)
+/*
+ * Is @target where a switched migration of @source already took it (the
+ * entries @only, for a per-VM job)?
+ */
+static bool already_migrated_to(Mfs *fs, const char *source, const char *target, char *const *only)
 {
 	g_autofree char *real = realpath(target, NULL);
 	g_autofree char *served = mfs_served_dir(fs);
 
+	if (real && only)
+		return mfs_placed_in(fs, only, real);
 	return real && strcmp(source, served) != 0 && strcmp(real, served) == 0;
 }
 
@@ -352,7 +380,7 @@ int main(int argc, char *argv[])
 	Options opts = {.timeout = 1.0};
 	struct fuse_session *se = NULL;
 	g_autofree char *source = NULL, *mountpoint = NULL;
-	MfsMigOptions mig_opts;
+	MfsMigOptions mig_opts = {0};
 	ControlServer *control = NULL;
 	g_autofree char *control_path = NULL, *served = NULL;
 	Daemon daemon = {0};
@@ -508,7 +536,7 @@ int main(int argc, char *argv[])
 		else if (started)
 			fprintf(stderr, "mirrorfs: resuming the migration recorded as under way\n");
 	}
-	if (opts.target && already_migrated_to(daemon.fs, source, opts.target)) {
+	if (opts.target && already_migrated_to(daemon.fs, source, opts.target, mig_opts.only)) {
 		/* The same command line again after a switch: nothing left to do. */
 		fprintf(stderr, "mirrorfs: already migrated to '%s'; not migrating again\n",
 		        opts.target);
@@ -644,6 +672,8 @@ out_args:
 	free(cmd.mountpoint);
 	free(opts.source);
 	free(opts.target);
+	free(opts.only);
+	g_strfreev(mig_opts.only);
 	free(opts.speed);
 	free(opts.chunk);
 	free(opts.guest_share);

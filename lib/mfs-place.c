@@ -140,6 +140,20 @@ char **mfs_placements(Mfs *fs, char ***dirs)
 	return (char **)g_ptr_array_free(n, FALSE);
 }
 
+bool mfs_placed_in(Mfs *fs, char *const *names, const char *dir)
+{
+	bool all = true;
+
+	mfs_rwlock_reader_lock(&fs->ns_lock);
+	for (char *const *n = names; *n && all; n++) {
+		MfsPlaced *pl = fs->placed ? g_hash_table_lookup(fs->placed, *n) : NULL;
+
+		all = pl && strcmp(pl->dir, dir) == 0;
+	}
+	mfs_rwlock_reader_unlock(&fs->ns_lock);
+	return all;
+}
+
 int mfs_place_stunned(Mfs *fs, char *const *names, const char *dir, int dir_fd)
 {
 	g_autoptr(GPtrArray) all_names = g_ptr_array_new_with_free_func(g_free);

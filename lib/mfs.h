@@ -116,6 +116,8 @@ char *mfs_served_dir(Mfs *fs);
  * where each lives.  g_strfreev() both.
  */
 char **mfs_placements(Mfs *fs, char ***dirs);
+/* Whether every one of @names (NULL-ended) is placed in @dir (canonical). */
+bool mfs_placed_in(Mfs *fs, char *const *names, const char *dir);
 void mfs_free(Mfs *fs);
 MfsInode *mfs_root(Mfs *fs);
 /* Inodes known to the table, the root included: for tests and status. */

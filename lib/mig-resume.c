@@ -412,20 +412,8 @@ int mfs_migration_forget_recorded(Mfs *fs, char **target)
  */
 static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts)
 {
-	g_auto(GStrv) dirs = NULL;
-	g_auto(GStrv) placed = NULL;
-
-	if (!opts->only)
+	if (!opts->only || !mfs_placed_in(fs, opts->only, opts->target))
 		return false;
-	placed = mfs_placements(fs, &dirs);
-	for (char **n = opts->only; *n; n++) {
-		guint i;
-
-		for (i = 0; placed[i] && strcmp(placed[i], *n); i++)
-			;
-		if (!placed[i] || strcmp(dirs[i], opts->target))
-			return false;
-	}
 	g_message("the per-VM job to '%s' had switched when the daemon stopped: its record goes",
 	          opts->target);
 	journal_remove(mfs_root_fd(fs));

@@ -21,6 +21,8 @@
 #             the source (still listed, from its new home); a whole-tree start,
 #             an entry moved already, a missing one, a path, are refused
 #             with one line each and change nothing
+#   option    the mount option only=NAME:NAME does the same; the same
+#             command line after the switch has nothing left to do
 #   crash     kill -9 in the copy of an --only job: the restart resumes
 #             it, with its entries, and it switches
 #   links     a file with a hard link outside the entries refuses the
@@ -203,6 +205,26 @@ ctl "$MNT" start "$TESTDIR/tgt5" --only free.raw
 wait_status_state "$MNT" switched 60
 exec 4>&-
 umount_mfs "$MNT"
+log "the mount option: -o target=DIR,only=NAME:NAME, and the same command line again after the switch"
+SRC="$TESTDIR/src9"
+TGT="$TESTDIR/tgt9"
+mkdir -p "$SRC/d" "$TGT"
+head -c $((1 << 20)) /dev/urandom >"$SRC/x.raw"
+echo y >"$SRC/d/y"
+echo z >"$SRC/z.raw"
+mount_mfs "$SRC" "$MNT" -o "target=$TGT,only=x.raw:d/"
+wait_status_state "$MNT" switched 60
+assert_eq '["x.raw", "d"]' "$(status_field "$MNT" only)" "the mount option's entries"
+[[ -f "$TGT/x.raw" && -f "$TGT/d/y" && ! -e "$TGT/z.raw" ]] || fail "the mount option's job moved: $(ls "$TGT")"
+umount_mfs "$MNT"
+mount_mfs "$SRC" "$MNT" -o "target=$TGT,only=x.raw:d/"
+assert_contains "$(cat "${MFS_LOG[$(realpath "$MNT")]}")" "already migrated to '$TGT'" "the same command line after the switch"
+echo more >>"$MNT/d/y"
+assert_eq "$(printf 'y\nmore')" "$(cat "$TGT/d/y")" "a write after the restart, in the target"
+umount_mfs "$MNT"
+expect_cli "only= without target=" 1 "need -o target=DIR" "$MIRRORFS" -f -o only=x.raw "$SRC" "$MNT"
+expect_cli "only= with a path" 1 "is not an entry of the mount's top directory" "$MIRRORFS" -f -o "target=$TGT,only=d/y" "$SRC" "$MNT"
+
 log "hard links: one inside the entries moves, one across them refuses the start"
 SRC="$TESTDIR/src8"
 TGT="$TESTDIR/tgt8"
