@@ -453,7 +453,11 @@ int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 	}
 	opts.defer_thread = true;
 	opts.resume = true;
-	ret = mig_recorded_switched(fs, &opts) ? 0 : mfs_migration_start(fs, &opts, error);
+	if (mig_recorded_switched(fs, &opts)) {
+		g_strfreev(opts.only);
+		return 0;
+	}
+	ret = mfs_migration_start(fs, &opts, error);
 	g_strfreev(opts.only);
-	return ret < 0 ? ret : ret == 0 ? 0 : 1;
+	return ret < 0 ? ret : 1;
 }
