@@ -29,6 +29,12 @@
 #                  no file beside the mount after the adopt and none through
 #                  it after the release (/proc/PID/fd); the two reopens'
 #                  pauses are reported
+#   adopt-only     one VM of two (issue 21): as adopt, raw, with a second
+#                  VM's disk in the same directory (other.raw, written all
+#                  along beside the mount by ackwriter.py, opened before
+#                  the mount); the guest's disk alone moves (start --only),
+#                  is released, the mount unmounts; the other disk never
+#                  moves and holds every write acknowledged to it
 #   evacuate       the operator's "empty this host" (issue 23): as adopt,
 #                  raw, but the target is a replica-2 GlusterFS volume
 #                  made on this machine (lib-gluster.sh); after the release
@@ -106,7 +112,7 @@ BOOT_TIMEOUT=180
 MIGRATION_TIMEOUT=300
 GUEST_MEM=256M
 
-FMT=raw CACHE=none DISCARD=0 MODE=auto ADOPT=0 EVACUATE=0
+FMT=raw CACHE=none DISCARD=0 MODE=auto ADOPT=0 EVACUATE=0 ONLY=0
 case "$VARIANT" in
 raw-none) ;;
 raw-writeback) CACHE=writeback ;;
@@ -118,9 +124,10 @@ discard) DISCARD=1 ;;
 manual-switch) MODE=manual ;;
 cancel) FMT=qcow2 DISK_MIB=1024 CACHE=writeback MODE=cancel SPEED=16M ;;
 adopt) FMT=qcow2 DISK_MIB=1024 SPEED=64M CACHE=writeback ADOPT=1 ;;
+adopt-only) SPEED=64M CACHE=writeback ADOPT=1 ONLY=1 ;;
 # Raw: the copy onto the volume need not also chase a growing qcow2.
 evacuate) SPEED=64M CACHE=writeback ADOPT=1 EVACUATE=1 ;;
-*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel, adopt, evacuate)" ;;
+*) fail "unknown variant '$VARIANT' (raw-none, raw-writeback, qcow2-none, qcow2-writeback, discard, manual-switch, cancel, adopt, adopt-only, evacuate)" ;;
 esac
 TEST_NAME="guest-$VARIANT"
 
@@ -199,6 +206,19 @@ mount_images() {
 }
 # adopt: QEMU starts with no mirrorfs under it; the mount comes later.
 ((ADOPT)) || mount_images
+
+# adopt-only: a second VM's disk in the same directory, written all along
+# beside the mount (opened before it) by a writer that stands for that VM;
+# the per-VM job must leave it where it is.
+ACKW="$HERE/../integration/ackwriter.py"
+if ((ONLY)); then
+	OTHER="$IMAGES/other.raw"
+	run python3 "$ACKW" init "$OTHER" 4096
+	timeout -k 5 900 python3 "$ACKW" write "$OTHER" "$TESTDIR/other.log" --seed "$SEED" \
+		--max-seconds 600 >"$TESTDIR/other.out" 2>&1 &
+	OTHER_PID=$!
+	track_bg "$OTHER_PID"
+fi
 
 # --- boot ------------------------------------------------------------------------
 
@@ -445,10 +465,12 @@ fi
 SIZE_MIG="$(stat -c %s "$IMAGE")"
 T_MIG="$(now)"
 T_MIRRORED='' T_SWITCH_CMD=''
+ONLY_ARGS=()
+((ONLY == 0)) || ONLY_ARGS=(--only "disk.$FMT")
 case "$MODE" in
 auto)
-	ctl "$IMAGES" start "$TARGET" --speed "$SPEED"
-	log "migration started: mirrorfsctl start --speed $SPEED"
+	ctl "$IMAGES" start "$TARGET" --speed "$SPEED" "${ONLY_ARGS[@]}"
+	log "migration started: mirrorfsctl start --speed $SPEED ${ONLY_ARGS[*]}"
 	wait_status switched "$MIGRATION_TIMEOUT"
 	T_END="$(now)"
 	;;
@@ -503,7 +525,14 @@ if [[ "$MODE" == cancel ]]; then
 		"$((copied / MiB)) of $((total / MiB)) MiB copied; target cleaned"
 else
 	assert_eq switched "$state" "state after the migration"
-	assert_eq "$(realpath "$TARGET")" "$served" "directory served after the switch"
+	if ((ONLY)); then
+		# A per-VM job: the image is placed in the target, the rest served as before.
+		assert_eq "$(realpath "$IMAGES")" "$served" "directory served after a per-VM switch"
+		assert_eq "[{\"name\": \"disk.$FMT\", \"dir\": \"$(realpath "$TARGET")\"}]" \
+			"$(json_field placements "$TESTDIR/status-end.json")" "the placements after the switch"
+	else
+		assert_eq "$(realpath "$TARGET")" "$served" "directory served after the switch"
+	fi
 	[[ "$stun" =~ ^[0-9.]+$ ]] || fail "no stun time in the status: $stun"
 	report "migration: $(since "$T_MIG" "$T_END") s from start to switched" \
 		"(${T_MIRRORED:+mirrored after $(since "$T_MIG" "$T_MIRRORED") s, switch asked after $(since "$T_MIG" "$T_SWITCH_CMD") s; }$((copied / MiB)) MiB copied of $((total / MiB)) MiB at start, speed $SPEED)"
@@ -567,7 +596,21 @@ if [[ "$MODE" == cancel ]]; then
 	assert_eq "" "$(names_below "$TARGET")" "names in the target after the unmount"
 else
 	final="$TARGET/disk.$FMT"
-	assert_eq switched "$(journal_state "$IMAGES")" "the source's journal"
+	if ((ONLY)); then
+		[[ -f "$IMAGES/.mirrorfs-journal.placements" ]] || fail "no placements record in the source"
+	else
+		assert_eq switched "$(journal_state "$IMAGES")" "the source's journal"
+	fi
+fi
+if ((ONLY)); then
+	# The other VM wrote beside the mount all along: every acknowledged
+	# write is in its own file, which never moved.
+	kill -TERM "$OTHER_PID" 2>/dev/null || true
+	wait_pid_exit "$OTHER_PID" 10 || fail "the other VM's writer did not stop"
+	[[ ! -e "$TARGET/other.raw" ]] || fail "the other VM's disk was moved to the target"
+	out="$(python3 "$ACKW" verify "$OTHER" "$TESTDIR/other.log" 2>&1)" ||
+		fail "the other VM's disk lost acknowledged writes:"$'\n'"$out"
+	report "only: disk.$FMT moved and released; other.raw written $(grep -c '^A ' "$TESTDIR/other.log") times beside the mount all along, never moved, every write there"
 fi
 [[ -f "$final" ]] || fail "no image '$final'"
 check_img="$final"

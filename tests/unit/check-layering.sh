@@ -20,7 +20,7 @@ bad() {
 	fail=1
 }
 
-tree=(mfs.c mfs-ns.c mfs-file.c mfs-dir.c mfs-job.c mfs-int.h mfs-job.h)
+tree=(mfs.c mfs-ns.c mfs-file.c mfs-dir.c mfs-place.c mfs-job.c mfs-int.h mfs-job.h)
 job=(migration.c mig-*.c migration-int.h mig-state.h)
 below=(mirror-*.c mirror-*.h gate.c gate.h journal.c journal.h claim.c util.c util.h lock.h)
 
