@@ -72,6 +72,9 @@ int mfs_fsyncdir(Mfs *fs, MfsDir *dir, bool datasync)
 	ret = fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
 	if (fd >= 0)
 		close(fd);
+	/* The root's placed names live in their homes' directories too. */
+	if (ret == 0 && dir->inode == mfs_root(fs))
+		ret = mfs_placements_sync_inside(fs, datasync);
 	gate_leave(&fs->gate);
 	return ret;
 }

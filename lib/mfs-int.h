@@ -129,6 +129,8 @@ int mfs_entry_dir_fd(Mfs *fs, MfsInode *parent, const char *name);
  * Inside the gate.
  */
 GArray *mfs_root_listing_inside(Mfs *fs, DIR *dp, int *err);
+/* Flush the directories placed entries live in (the root's fsyncdir); inside the gate. */
+int mfs_placements_sync_inside(Mfs *fs, bool datasync);
 
 /* The journal's name is not part of the tree at its root. */
 bool mfs_is_journal(Mfs *fs, MfsInode *parent, const char *name);

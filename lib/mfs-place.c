@@ -246,3 +246,29 @@ GArray *mfs_root_listing_inside(Mfs *fs, DIR *dp, int *err)
 	}
 	return listing;
 }
+
+int mfs_placements_sync_inside(Mfs *fs, bool datasync)
+{
+	g_autoptr(GHashTable) done = NULL;
+	GHashTableIter it;
+	gpointer value;
+	int ret = 0;
+
+	if (!fs->placed)
+		return 0;
+	/* Several entries share a home: each directory once. */
+	done = g_hash_table_new(g_str_hash, g_str_equal);
+	g_hash_table_iter_init(&it, fs->placed);
+	while (ret == 0 && g_hash_table_iter_next(&it, NULL, &value)) {
+		MfsPlaced *pl = value;
+		int fd;
+
+		if (!g_hash_table_add(done, pl->dir))
+			continue;
+		fd = openat(pl->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		ret = fd < 0 || (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return ret;
+}

@@ -14,7 +14,8 @@
 #   switched  the status names the job's entries and the placements, the
 #             mount serves vm1's entries from the target (writes land
 #             there) and vm2's from the source; the root lists each name
-#             once; the target holds vm1's entries and nothing of vm2
+#             once, and its fsync flushes the target's directory too; the
+#             target holds vm1's entries and nothing of vm2
 #   restart   a daemon started again serves the same: the placements
 #             record in the source says where each entry went
 #   second    a second job moves vm2.raw elsewhere and deletes it from
@@ -117,6 +118,29 @@ echo after >"$MNT/vm1/after" || fail "creating vm1/after"
 [[ -f "$TGT/vm1/after" && ! -e "$SRC/vm1/after" ]] || fail "vm1/after was not made in the target"
 assert_eq "top.txt vm1 vm1.raw vm2 vm2.raw" "$(ls "$MNT" | tr '\n' ' ' | sed 's/ $//')" "the mount's top directory"
 assert_eq "operator-file vm1 vm1.raw" "$(ls "$TGT" | tr '\n' ' ' | sed 's/ $//')" "the target's top directory"
+# fsync of the top directory flushes the placed entries' home too: its
+# names (vm1.raw made again there, say) are the top directory's as well.
+if command -v strace >/dev/null; then
+	strace -f -qq -y -e trace=fsync,fdatasync -o "$TESTDIR/strace.log" \
+		-p "${MFS_PID[$(realpath "$MNT")]}" 2>"$TESTDIR/strace.err" &
+	STRACE_PID=$!
+	track_bg "$STRACE_PID"
+	deadline=$((SECONDS + 30))
+	until grep -q "^TracerPid:[[:space:]]*$STRACE_PID\$" \
+		/proc/"${MFS_PID[$(realpath "$MNT")]}"/task/*/status 2>/dev/null; do
+		pid_alive "$STRACE_PID" || fail "strace exited: $(cat "$TESTDIR/strace.err")"
+		((SECONDS < deadline)) || fail "strace did not attach in 30 s"
+		sleep 0.05
+	done
+	python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY); os.fsync(fd)' "$MNT" ||
+		fail "fsync of the top directory"
+	kill "$STRACE_PID" 2>/dev/null
+	wait "$STRACE_PID" 2>/dev/null || true
+	grep -qF "<$TGT>" "$TESTDIR/strace.log" ||
+		fail "fsync of the top directory did not flush $TGT:"$'\n'"$(cat "$TESTDIR/strace.log")"
+	grep -qF "<$SRC>" "$TESTDIR/strace.log" ||
+		fail "fsync of the top directory did not flush $SRC:"$'\n'"$(cat "$TESTDIR/strace.log")"
+fi
 SUM_VM1="$(md5 "$MNT/vm1.raw")"
 SUM_VM2="$(md5 "$MNT/vm2.raw")"
 assert_eq "$SUM_VM1" "$(md5 "$TGT/vm1.raw")" "vm1.raw through the mount and in the target"
