@@ -41,6 +41,7 @@ int mfs_opendir(Mfs *fs, MfsInode *inode, MfsDir **out)
 	dir = g_new0(MfsDir, 1);
 	dir->dp = dp;
 	dir->listing = listing;
+	dir->fs = fs;
 	dir->inode = inode;
 	dir->root = inode == mfs_root(fs);
 	*out = dir;
@@ -85,8 +86,24 @@ int mfs_readdir(MfsDir *dir, off_t off, const char **name, ino_t *ino, unsigned 
 	if (dir->listing) {
 		MfsListed *e;
 
+		/* rewinddir(3): what the root holds now, as an unplaced one shows it. */
+		if (off == 0 && dir->listed) {
+			GArray *fresh;
+			int err;
+
+			gate_enter(&dir->fs->gate);
+			rewinddir(dir->dp);
+			fresh = mfs_root_listing_inside(dir->fs, dir->dp, &err);
+			gate_leave(&dir->fs->gate);
+			if (!fresh)
+				return err;
+			g_array_free(dir->listing, TRUE);
+			dir->listing = fresh;
+			dir->listed = false;
+		}
 		if (off < 0 || (guint64)off >= dir->listing->len)
 			return 0;
+		dir->listed = true;
 		e = &g_array_index(dir->listing, MfsListed, off);
 		*name = e->name;
 		*ino = e->ino;

@@ -88,6 +88,8 @@ typedef struct {
 struct MfsDir {
 	DIR *dp;
 	GArray *listing;      /* of MfsListed: the root's, when it has placements; else NULL */
+	Mfs *fs;              /* to list the root again at a rewind */
+	bool listed;          /* an entry of the listing was returned: a rewind lists again */
 	MfsInode *inode;      /* the kernel holds a lookup count while the handle is open */
 	bool root;            /* hide the journal */
 	off_t offset;         /* where dp stands */

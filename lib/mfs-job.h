@@ -150,6 +150,14 @@ void mfs_file_retire_fd_stunned(MfsFile *file, int old_fd, gint64 deadline);
 int mfs_place_stunned(Mfs *fs, char *const *names, const char *dir, int dir_fd);
 /* Where entry @name of the root lives, if placed, else NULL.  Frozen. */
 const char *mfs_placed_dir_frozen(Mfs *fs, const char *name);
+/*
+ * Remove a per-VM job's records left in @dir (@dir_fd), the home of
+ * placed entries, by a crash in its switch, unless the source records a
+ * job under way into @dir (mfs-place.c).
+ */
+void mfs_placement_home_settle(Mfs *fs, const char *dir, int dir_fd);
+/* mfs_placements(), frozen. */
+char **mfs_placements_frozen(Mfs *fs, char ***dirs);
 /* A placed entry of the root, any, or NULL when none is.  Frozen. */
 const char *mfs_a_placed_name_frozen(Mfs *fs);
 

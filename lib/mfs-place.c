@@ -51,6 +51,32 @@ static void place(Mfs *fs, const char *name, char *dir, int fd)
 	g_hash_table_replace(fs->placed, g_strdup(name), pl);
 }
 
+/*
+ * A per-VM job's switch records its placements, then removes its records
+ * in the target (the "copying" journal, checkpoints, intent log).  A
+ * crash in between leaves them in a directory that is now an entry's
+ * home: a later job into it would take them for a partial copy of its
+ * own.  They go, unless the source records a job under way into @dir,
+ * whose resume needs them.
+ */
+void mfs_placement_home_settle(Mfs *fs, const char *dir, int dir_fd)
+{
+	static const char *const leftovers[] = {MFS_CHECKPOINT_NAME, MFS_INTENT_LOG_NAME,
+	                                        MFS_JOURNAL_NAME};
+	g_auto(Journal) home = {0};
+	g_auto(Journal) ours = {0};
+
+	if (journal_read(dir_fd, &home) < 0 || strcmp(home.state, "copying") ||
+	    strcmp(home.source, fs->dir))
+		return;
+	if (journal_read(fs->root.fd, &ours) == 0 && !strcmp(ours.state, "migrating") &&
+	    !strcmp(ours.target, dir))
+		return;
+	g_message("%s: the records of a per-VM job that switched are left there: removed", dir);
+	for (size_t i = 0; i < G_N_ELEMENTS(leftovers); i++)
+		unlinkat(dir_fd, leftovers[i], 0);
+}
+
 int mfs_placements_load(Mfs *fs, char **error)
 {
 	g_auto(GStrv) names = NULL, dirs = NULL;
@@ -78,6 +104,7 @@ int mfs_placements_load(Mfs *fs, char **error)
 			return ret;
 		}
 		place(fs, names[i], g_strdup(dirs[i]), fd);
+		mfs_placement_home_settle(fs, dirs[i], fd);
 	}
 	return 0;
 }
@@ -117,12 +144,21 @@ const char *mfs_a_placed_name_frozen(Mfs *fs)
 
 char **mfs_placements(Mfs *fs, char ***dirs)
 {
+	char **names;
+
+	/* The switch changes the table with the namespace frozen. */
+	mfs_rwlock_reader_lock(&fs->ns_lock);
+	names = mfs_placements_frozen(fs, dirs);
+	mfs_rwlock_reader_unlock(&fs->ns_lock);
+	return names;
+}
+
+char **mfs_placements_frozen(Mfs *fs, char ***dirs)
+{
 	GPtrArray *n = g_ptr_array_new(), *d = g_ptr_array_new();
 	GHashTableIter it;
 	gpointer key, value;
 
-	/* The switch changes the table with the namespace frozen. */
-	mfs_rwlock_reader_lock(&fs->ns_lock);
 	if (fs->placed) {
 		g_hash_table_iter_init(&it, fs->placed);
 		while (g_hash_table_iter_next(&it, &key, &value)) {
@@ -130,7 +166,6 @@ char **mfs_placements(Mfs *fs, char ***dirs)
 			g_ptr_array_add(d, g_strdup(((MfsPlaced *)value)->dir));
 		}
 	}
-	mfs_rwlock_reader_unlock(&fs->ns_lock);
 	g_ptr_array_add(n, NULL);
 	g_ptr_array_add(d, NULL);
 	if (dirs)

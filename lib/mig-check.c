@@ -199,6 +199,38 @@ static bool tree_holds_dir(int dir_fd, const struct stat *want, const char *pref
 }
 
 /*
+ * The entries per-VM jobs moved are the served tree too: a target that is
+ * one of them, or lies inside one, would put the files it moves there
+ * under a second name of the mount, one of them not mirrored.
+ */
+static int check_target_not_placed(Mfs *fs, const MfsMigOptions *opts, const struct stat *tst,
+                                   char **error)
+{
+	g_auto(GStrv) dirs = NULL;
+	g_auto(GStrv) names = mfs_placements_frozen(fs, &dirs);
+	int ret = 0;
+
+	for (guint i = 0; names[i] && ret == 0; i++) {
+		g_autofree char *entry = g_build_filename(dirs[i], names[i], NULL);
+		g_autofree char *where = NULL;
+		int fd = open(entry, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+
+		if (fd < 0)
+			continue; /* not a directory: nothing lies inside it */
+		if ((fstat(fd, &st) == 0 && same_object(&st, tst)) ||
+		    tree_holds_dir(fd, tst, NULL, &where)) {
+			*error = g_strdup_printf("target '%s' lies inside '%s', which the mount "
+			                         "serves from %s (moved there by a per-VM job)",
+			                         opts->target, names[i], dirs[i]);
+			ret = -EINVAL;
+		}
+		close(fd);
+	}
+	return ret;
+}
+
+/*
  * Refuse a target that leads back into the source or into the daemon's
  * own mount by any road.  Into the mount, the start would create the
  * target's journal through the mount while it holds ns_lock, which the
@@ -230,7 +262,7 @@ static int check_target_identity(Mfs *fs, Migration *mig, const MfsMigOptions *o
 		                         opts->target, where, mig->source);
 		return -EINVAL;
 	}
-	return 0;
+	return check_target_not_placed(fs, opts, tst, error);
 }
 
 /*

@@ -42,6 +42,7 @@
 
 #include <stdlib.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -417,6 +418,14 @@ static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts)
 	g_message("the per-VM job to '%s' had switched when the daemon stopped: its record goes",
 	          opts->target);
 	journal_remove(mfs_root_fd(fs));
+	{
+		int fd = open(opts->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd >= 0) {
+			mfs_placement_home_settle(fs, opts->target, fd);
+			close(fd);
+		}
+	}
 	return true;
 }
 
@@ -431,17 +440,6 @@ int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 	*error = NULL;
 	if (journal_read(mfs_root_fd(fs), &j) < 0 || strcmp(j.state, "migrating") != 0)
 		return 0;
-	if (target) {
-		g_autofree char *real = realpath(target, NULL);
-
-		if (real && strcmp(real, j.target) == 0)
-			return 0; /* the same job, given again: its options are the ones given */
-		*error = g_strdup_printf(
-		    "%s/%s records a migration to '%s' under way: mount without target= to resume "
-		    "it, or cancel it first (mount, then mirrorfsctl MOUNTPOINT cancel)",
-		    source, MFS_JOURNAL_NAME, j.target);
-		return -EBUSY;
-	}
 	mfs_mig_options_init(&opts);
 	opts.target = j.target;
 	ret = mfs_mig_options_from_job(&opts, j.job, &why);
@@ -451,12 +449,25 @@ int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 		                         source, MFS_JOURNAL_NAME, j.target, why);
 		return ret;
 	}
-	opts.defer_thread = true;
-	opts.resume = true;
+	/* Done already, whatever the command line says now. */
 	if (mig_recorded_switched(fs, &opts)) {
 		g_strfreev(opts.only);
 		return 0;
 	}
+	if (target) {
+		g_autofree char *real = realpath(target, NULL);
+
+		g_strfreev(opts.only);
+		if (real && strcmp(real, j.target) == 0)
+			return 0; /* the same job, given again: its options are the ones given */
+		*error = g_strdup_printf(
+		    "%s/%s records a migration to '%s' under way: mount without target= to resume "
+		    "it, or cancel it first (mount, then mirrorfsctl MOUNTPOINT cancel)",
+		    source, MFS_JOURNAL_NAME, j.target);
+		return -EBUSY;
+	}
+	opts.defer_thread = true;
+	opts.resume = true;
 	ret = mfs_migration_start(fs, &opts, error);
 	g_strfreev(opts.only);
 	return ret < 0 ? ret : 1;

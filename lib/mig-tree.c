@@ -253,7 +253,7 @@ static void link_count_free(gpointer p)
  * as well would be two files after the switch, one of them stale.  Count
  * the names of each object with links, to compare at the end of the walk.
  */
-static void count_link(Walk *w, const char *name, const struct stat *st)
+static void count_link(Walk *w, int dst_dir, const char *name, const struct stat *st)
 {
 	MfsInodeKey key = {st->st_dev, st->st_ino};
 	LinkCount *c;
@@ -265,7 +265,13 @@ static void count_link(Walk *w, const char *name, const struct stat *st)
 		c = g_new0(LinkCount, 1);
 		c->key = key;
 		c->nlink = st->st_nlink;
-		c->name = g_strdup(name);
+		if (w->at_root) {
+			c->name = g_strdup(name);
+		} else {
+			g_autofree char *dir = mig_target_relpath(w->mig, dst_dir);
+
+			c->name = g_build_filename(dir, name, NULL);
+		}
 		g_hash_table_insert(w->linked, &c->key, c);
 	}
 	c->found++;
@@ -462,7 +468,7 @@ static int walk_entry(Walk *w, int src_dir, int dst_dir, const char *name)
 
 	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	count_link(w, name, &st);
+	count_link(w, dst_dir, name, &st);
 	obj = mig_object_find(mig, &(MfsInodeKey){st.st_dev, st.st_ino});
 	if (obj && !S_ISDIR(st.st_mode))
 		return walk_link(w, obj, dst_dir, name);
@@ -518,7 +524,7 @@ out:
  * first: a directory is not changed while it is read.  At the root the
  * journal and the operator's names (@keep) stay.
  */
-static int prune_dir(int src_dir, int dst_dir, bool at_root, char **keep)
+static int prune_dir(int src_dir, int dst_dir, bool at_root, char **keep, char **only)
 {
 	int fd = openat(dst_dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
@@ -537,8 +543,10 @@ static int prune_dir(int src_dir, int dst_dir, bool at_root, char **keep)
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		/* A per-VM job's target holds other entries, moved by other jobs: its own only. */
 		if (at_root && (journal_is_reserved_name(de->d_name) ||
-		                (keep && g_strv_contains((const char *const *)keep, de->d_name))))
+		                (keep && g_strv_contains((const char *const *)keep, de->d_name)) ||
+		                !mig_only_holds(only, de->d_name)))
 			continue;
 		if (fstatat(src_dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 			g_ptr_array_add(gone, g_strdup(de->d_name));
@@ -581,7 +589,7 @@ int mig_walk_tree(Migration *mig, int src_root, bool fresh, bool prune_root, cha
 			*error = g_strdup_printf("source: %s", g_strerror(-ret));
 		}
 		if (ret == 0 && (!w.at_root || w.prune_root)) {
-			ret = prune_dir(src, dst, w.at_root, mig->target_keep);
+			ret = prune_dir(src, dst, w.at_root, mig->target_keep, mig->only);
 			if (ret < 0)
 				*error =
 				    g_strdup_printf("target: removing names the source lacks: %s",

@@ -31,6 +31,12 @@
 #             inside them move as links
 #   writers   a process writing beside the mount stops only a job whose
 #             entries hold its file
+#   review    found by review, each failed before its fix: a resumed job
+#             pruned an entry another job had moved into the same target; a
+#             crash at the placements record left the target's records for
+#             a later job to take as its own; a target inside a moved entry
+#             was accepted; rewinddir of the top directory did not list it
+#             again
 #   adopt     two qemu-storage-daemons (two VMs) hold their images in a
 #             directory before it is mounted over; vmA is adopted, moved
 #             with --only and released by the same start (--release-qmp)
@@ -258,7 +264,7 @@ ln "$SRC/a/x" "$SRC/b/y"
 echo inside >"$SRC/a/p"
 ln "$SRC/a/p" "$SRC/a/q"
 mount_mfs "$SRC" "$MNT"
-expect_cli "a hard link across the entries" 1 "'x' has 2 hard links, 1 of them outside the entries to move" \
+expect_cli "a hard link across the entries" 1 "'a/x' has 2 hard links, 1 of them outside the entries to move" \
 	"$MIRRORFSCTL" "$MNT" start "$TGT" --only a
 assert_eq "" "$(ls -A "$TGT")" "the target after the refused start"
 rm "$MNT/b/y"
@@ -267,6 +273,100 @@ wait_status_state "$MNT" switched 60
 assert_eq "$(stat -c %i "$TGT/a/p")" "$(stat -c %i "$TGT/a/q")" "a link inside the entries, in the target"
 echo more >>"$MNT/a/p"
 assert_eq "$(printf 'inside\nmore')" "$(cat "$MNT/a/q")" "the other name of a linked file after the switch"
+umount_mfs "$MNT"
+
+log "review: a resumed per-VM job prunes only its own entries from a shared target"
+SRC="$TESTDIR/src10"
+TGT="$TESTDIR/tgt10"
+mkdir -p "$SRC/vm1" "$TGT"
+echo one >"$SRC/vm1/disk"
+head -c $((8 << 20)) /dev/urandom >"$SRC/vm2.raw"
+mount_mfs "$SRC" "$MNT"
+ctl "$MNT" start "$TGT" --only vm1 --delete-source
+wait_status_state "$MNT" switched 60
+rm -rf "$MNT/vm1"
+ctl "$MNT" start "$TGT" --only vm2.raw --switch manual
+wait_status_state "$MNT" mirrored 60
+mkdir "$MNT/vm1"
+echo precious >"$MNT/vm1/disk"
+kill -9 "${MFS_PID[$(realpath "$MNT")]}"
+wait_daemon_gone "$MNT" 30 >/dev/null
+mount_mfs "$SRC" "$MNT"
+wait_status_state "$MNT" mirrored 60
+assert_eq precious "$(cat "$MNT/vm1/disk" 2>&1)" "vm1/disk, made in the first job's home, after the second job resumed"
+assert_eq precious "$(cat "$TGT/vm1/disk" 2>&1)" "vm1/disk in the shared target after the resume"
+ctl "$MNT" cancel
+wait_status_state "$MNT" cancelled 60
+umount_mfs "$MNT"
+
+log "review: a crash at the placements record leaves no records in the target for a later job to take as its own"
+SRC="$TESTDIR/src11"
+TGT="$TESTDIR/tgt11"
+mkdir -p "$SRC" "$TGT"
+echo aaa >"$SRC/a.raw"
+echo bbb >"$SRC/b.raw"
+MIRRORFS_TEST_CRASH_AT=placed mount_mfs "$SRC" "$MNT" -o "target=$TGT,only=a.raw"
+wait_daemon_gone "$MNT" 30 >/dev/null
+[[ -e "$TGT/.mirrorfs-journal" ]] || fail "the crash left no copying journal in the target (the test's premise)"
+# The same command line again: the job is done, its records go.
+mount_mfs "$SRC" "$MNT" -o "target=$TGT,only=a.raw"
+[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the done job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+[[ ! -e "$TGT/.mirrorfs-journal" && ! -e "$TGT/.mirrorfs-journal.checkpoints" ]] ||
+	fail "the done job's records are left in the target: $(ls -A "$TGT")"
+echo after >>"$MNT/a.raw"
+rm "$SRC/a.raw" # the operator removes the stale copy
+ctl "$MNT" start "$TGT" --only b.raw
+wait_status_state "$MNT" switched 60
+umount_mfs "$MNT"
+mount_mfs "$SRC" "$MNT"
+assert_eq "$(printf 'aaa\nafter')" "$(cat "$MNT/a.raw" 2>&1)" "a.raw after a second job into its home and a restart"
+umount_mfs "$MNT"
+
+log "review: a target inside a moved entry is refused"
+SRC="$TESTDIR/src12"
+TGT="$TESTDIR/tgt12"
+mkdir -p "$SRC/vm1/sub" "$TGT"
+echo one >"$SRC/vm1/disk"
+echo two >"$SRC/vm2.raw"
+mount_mfs "$SRC" "$MNT"
+ctl "$MNT" start "$TGT" --only vm1
+wait_status_state "$MNT" switched 60
+expect_cli "a target that is a moved entry" 1 "lies inside 'vm1', which the mount serves from $TGT" \
+	"$MIRRORFSCTL" "$MNT" start "$TGT/vm1" --only vm2.raw
+expect_cli "a target inside a moved entry" 1 "lies inside 'vm1', which the mount serves from $TGT" \
+	"$MIRRORFSCTL" "$MNT" start "$TGT/vm1/sub" --only vm2.raw
+[[ ! -e "$TGT/vm1/vm2.raw" && ! -e "$TGT/vm1/sub/vm2.raw" ]] || fail "a refused start copied vm2.raw"
+
+log "review: rewinddir of the top directory lists it again"
+cat >"$TESTDIR/rewind.py" <<-'PY'
+	import ctypes, os, sys
+	libc = ctypes.CDLL("libc.so.6", use_errno=True)
+	class Dirent(ctypes.Structure):
+	    _fields_ = [("d_ino", ctypes.c_ulong), ("d_off", ctypes.c_long),
+	                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+	                ("d_name", ctypes.c_char * 256)]
+	libc.opendir.restype = ctypes.c_void_p
+	libc.opendir.argtypes = [ctypes.c_char_p]
+	libc.readdir.restype = ctypes.POINTER(Dirent)
+	libc.readdir.argtypes = [ctypes.c_void_p]
+	libc.rewinddir.argtypes = [ctypes.c_void_p]
+	d = libc.opendir(sys.argv[1].encode())
+	def names():
+	    out = []
+	    while True:
+	        e = libc.readdir(d)
+	        if not e:
+	            break
+	        out.append(e.contents.d_name.decode())
+	    return " ".join(sorted(n for n in out if n not in (".", "..")))
+	names()
+	open(os.path.join(sys.argv[1], "new.txt"), "w").write("x")
+	os.unlink(os.path.join(sys.argv[1], sys.argv[2]))
+	libc.rewinddir(d)
+	print(names())
+	PY
+assert_eq "vm1 new.txt" "$(python3 "$TESTDIR/rewind.py" "$MNT" vm2.raw | tr ' ' '\n' | sort -r | tr '\n' ' ' | sed 's/ $//')" \
+	"the top directory after a create, an unlink and rewinddir"
 umount_mfs "$MNT"
 
 log "adopt and release one VM of two, the other running beside the mount all along"
