@@ -237,6 +237,28 @@ umount_mfs() {
 	return 0
 }
 
+# strace_daemon MOUNTPOINT LOG SYSCALLS: strace every thread of the
+# mount's daemon into LOG (descriptors shown with their paths, -y),
+# tracing SYSCALLS (a list for strace -e trace=); returns once strace is
+# attached, its pid in STRACE_PID.  strace_stop ends it.
+strace_daemon() {
+	local pid="${MFS_PID[$(realpath "$1")]}" deadline=$((SECONDS + 30))
+	strace -f -qq -y -e "trace=$3" -o "$2" -p "$pid" 2>"$2.err" &
+	STRACE_PID=$!
+	track_bg "$STRACE_PID"
+	# Attached once the daemon's threads show it as their tracer.
+	until grep -q "^TracerPid:[[:space:]]*$STRACE_PID\$" /proc/"$pid"/task/*/status 2>/dev/null; do
+		pid_alive "$STRACE_PID" || fail "strace exited: $(cat "$2.err")"
+		((SECONDS < deadline)) || fail "strace did not attach in 30 s"
+		sleep 0.05
+	done
+}
+
+strace_stop() {
+	kill "$STRACE_PID" 2>/dev/null || true
+	wait "$STRACE_PID" 2>/dev/null || true
+}
+
 # requests_during MOUNTPOINT OPCODE CMD...: run CMD and print how many
 # OPCODE requests (GETXATTR, ...) the mount's daemon, started with -d,
 # logged meanwhile.

@@ -79,19 +79,10 @@ wait_switched "$SRC" "$MNT"
 assert_eq "$(status_field "$MNT" error)" null "the migration's error"
 
 # fsyncdir after the switch flushes the target's directory.
-strace -f -qq -y -e trace=fsync,fdatasync -o "$TESTDIR/strace.log" \
-	-p "${MFS_PID[$(realpath "$MNT")]}" 2>"$TESTDIR/strace.err" &
-STRACE_PID=$!
-track_bg "$STRACE_PID"
-deadline=$((SECONDS + 30))
-until grep -q "TracerPid:[[:space:]]*$STRACE_PID" /proc/"${MFS_PID[$(realpath "$MNT")]}"/status; do
-	((SECONDS < deadline)) || fail "strace did not attach in 30 s"
-	sleep 0.05
-done
+strace_daemon "$MNT" "$TESTDIR/strace.log" fsync,fdatasync
 echo go >"$TESTDIR/go"
 wait "$HELPER_PID" || fail "the directory handle's rename and fsync failed"
-kill "$STRACE_PID" 2>/dev/null || true
-wait "$STRACE_PID" 2>/dev/null || true
+strace_stop
 grep -E 'fsync\([0-9]+<[^>]*>\)' "$TESTDIR/strace.log" >"$TESTDIR/fsyncs" ||
 	fail "the daemon flushed no directory:"$'\n'"$(cat "$TESTDIR/strace.log")"
 grep -q "<$(realpath "$DST")/sub>" "$TESTDIR/fsyncs" ||

@@ -30,18 +30,7 @@ flushes() {
 }
 
 mount_mfs "$SRC" "$MNT"
-strace -f -qq -e trace=fsync,fdatasync,syncfs,sync -o "$TESTDIR/strace.log" \
-	-p "${MFS_PID[$(realpath "$MNT")]}" 2>"$TESTDIR/strace.err" &
-STRACE_PID=$!
-track_bg "$STRACE_PID"
-# strace has attached once the daemon's threads show it as their tracer.
-deadline=$((SECONDS + 30))
-until grep -q "^TracerPid:[[:space:]]*$STRACE_PID\$" \
-	/proc/"${MFS_PID[$(realpath "$MNT")]}"/task/*/status 2>/dev/null; do
-	pid_alive "$STRACE_PID" || fail "strace exited: $(cat "$TESTDIR/strace.err")"
-	((SECONDS < deadline)) || fail "strace did not attach in 30 s"
-	sleep 0.05
-done
+strace_daemon "$MNT" "$TESTDIR/strace.log" fsync,fdatasync,syncfs,sync
 
 ctl --speed=4M "$MNT" start "$DST"
 wait_status_state "$MNT" copying 30
@@ -56,8 +45,7 @@ n="$(flushes)"
 ((n >= 2)) || fail "$n flushes at the switch (expected the target's data and the journal)"
 grep -q "state=switched" "$SRC/.mirrorfs-journal" || fail "the source's journal is not switched"
 
-kill "$STRACE_PID" 2>/dev/null
-wait "$STRACE_PID" 2>/dev/null || true
+strace_stop
 umount_mfs "$MNT"
 assert_file_eq "$SRC/disk.img" "$DST/disk.img"
 assert_file_eq "$SRC/conf/vm.conf" "$DST/conf/vm.conf"

@@ -127,21 +127,10 @@ assert_eq "operator-file vm1 vm1.raw" "$(ls "$TGT" | tr '\n' ' ' | sed 's/ $//')
 # fsync of the top directory flushes the placed entries' home too: its
 # names (vm1.raw made again there, say) are the top directory's as well.
 if command -v strace >/dev/null; then
-	strace -f -qq -y -e trace=fsync,fdatasync -o "$TESTDIR/strace.log" \
-		-p "${MFS_PID[$(realpath "$MNT")]}" 2>"$TESTDIR/strace.err" &
-	STRACE_PID=$!
-	track_bg "$STRACE_PID"
-	deadline=$((SECONDS + 30))
-	until grep -q "^TracerPid:[[:space:]]*$STRACE_PID\$" \
-		/proc/"${MFS_PID[$(realpath "$MNT")]}"/task/*/status 2>/dev/null; do
-		pid_alive "$STRACE_PID" || fail "strace exited: $(cat "$TESTDIR/strace.err")"
-		((SECONDS < deadline)) || fail "strace did not attach in 30 s"
-		sleep 0.05
-	done
+	strace_daemon "$MNT" "$TESTDIR/strace.log" fsync,fdatasync
 	python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY); os.fsync(fd)' "$MNT" ||
 		fail "fsync of the top directory"
-	kill "$STRACE_PID" 2>/dev/null
-	wait "$STRACE_PID" 2>/dev/null || true
+	strace_stop
 	grep -qF "<$TGT>" "$TESTDIR/strace.log" ||
 		fail "fsync of the top directory did not flush $TGT:"$'\n'"$(cat "$TESTDIR/strace.log")"
 	grep -qF "<$SRC>" "$TESTDIR/strace.log" ||
