@@ -37,6 +37,7 @@
 #             a later job to take as its own; a target inside a moved entry
 #             was accepted; rewinddir of the top directory did not list it
 #             again
+#   example   examples/move-one-vm.sh runs
 #   adopt     two qemu-storage-daemons (two VMs) hold their images in a
 #             directory before it is mounted over; vmA is adopted, moved
 #             with --only and released by the same start (--release-qmp)
@@ -461,4 +462,8 @@ holds vmD "$MNT/d2.raw" || fail "vmD's QEMU no longer holds $MNT/d2.raw"
 kill "${QSD_PID[vmD]}"
 wait_pid_exit "${QSD_PID[vmD]}" 30 || fail "qemu-storage-daemon vmD did not stop"
 umount_mfs "$MNT"
+log "examples/move-one-vm.sh, as the README shows it"
+out="$(TMPDIR="$TESTDIR" "$(dirname "${BASH_SOURCE[0]}")/../../examples/move-one-vm.sh" \
+	"$(dirname "$(dirname "$MIRRORFS")")" 2>&1)" || fail "examples/move-one-vm.sh failed:"$'\n'"$out"
+assert_contains "$out" "vm1 now runs on" "the example's last line"
 log "done"
