@@ -210,6 +210,71 @@ START_TEST(test_specs)
 }
 END_TEST
 
+/* A per-VM job's entries survive the job's record whatever bytes name them. */
+START_TEST(test_only_in_the_record)
+{
+	char *names[] = {"vm1.qcow2", "a b=c;d", "caf\xc3\xa9", "\xff\x01raw", "x\\y", NULL};
+	g_auto(GStrv) job = NULL;
+	g_autofree char *error = NULL;
+	MfsMigOptions opts, back;
+
+	mfs_mig_options_init(&opts);
+	opts.target = "/t";
+	opts.only = names;
+	job = mfs_mig_options_to_job(&opts);
+	mfs_mig_options_init(&back);
+	back.target = "/t";
+	ck_assert_int_eq(mfs_mig_options_from_job(&back, job, &error), 0);
+	ck_assert_ptr_nonnull(back.only);
+	ck_assert_uint_eq(g_strv_length(back.only), 5);
+	for (int i = 0; names[i]; i++)
+		ck_assert_str_eq(back.only[i], names[i]);
+	g_strfreev(back.only);
+	/* No "only": the whole tree. */
+	opts.only = NULL;
+	g_strfreev(job);
+	job = mfs_mig_options_to_job(&opts);
+	mfs_mig_options_init(&back);
+	ck_assert_int_eq(mfs_mig_options_from_job(&back, job, &error), 0);
+	ck_assert_ptr_null(back.only);
+}
+END_TEST
+
+START_TEST(test_only_names)
+{
+	const char *good[][2] = {{"vm1.qcow2", "vm1.qcow2"},
+	                         {"vm1/", "vm1"},
+	                         {"vm1//", "vm1"},
+	                         {"...", "..."},
+	                         {" x", " x"}};
+	const char *bad[] = {"",
+	                     "/",
+	                     "a/b",
+	                     "/vm1",
+	                     ".",
+	                     "..",
+	                     "./",
+	                     ".mirrorfs-journal",
+	                     ".mirrorfs-journal.placements"};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(good); i++) {
+		g_autofree char *name = NULL, *error = NULL;
+
+		ck_assert_msg(mfs_mig_only_name(good[i][0], &name, &error) == 0, "'%s': %s",
+		              good[i][0], error);
+		ck_assert_str_eq(name, good[i][1]);
+	}
+	for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+		g_autofree char *name = NULL, *error = NULL;
+
+		ck_assert_msg(mfs_mig_only_name(bad[i], &name, &error) == -EINVAL, "'%s' taken",
+		              bad[i]);
+		ck_assert_ptr_nonnull(
+		    strstr(error, "is not an entry of the mount's top directory"));
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("mig-options");
@@ -225,6 +290,8 @@ int main(void)
 	tcase_add_test(tc, test_numbers);
 	tcase_add_test(tc, test_check_the_whole);
 	tcase_add_test(tc, test_specs);
+	tcase_add_test(tc, test_only_in_the_record);
+	tcase_add_test(tc, test_only_names);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
