@@ -445,7 +445,9 @@ static bool verify_due(Migration *mig)
 
 /*
  * MIRRORED to SWITCHING: at once, or when a switch is requested (manual);
- * again when a held target error paused the job meanwhile.
+ * again when a held target error paused the job meanwhile, and when it
+ * was resumed already too (COPYING: the hold and the resume may both come
+ * before this thread looks; only a stop ends the job).
  */
 static Step switch_due(Migration *mig)
 {
@@ -458,9 +460,9 @@ static Step switch_due(Migration *mig)
 		mig_enter_locked(mig, MIG_SWITCHING);
 	while (mig->state == MIG_MIRRORED)
 		mfs_cond_wait(&mig->cond, &mig->lock);
-	step = mig->state == MIG_SWITCHING ? STEP_ON
-	       : mig->state == MIG_PAUSED  ? STEP_AGAIN
-	                                   : STEP_STOP;
+	step = mig->state == MIG_SWITCHING                             ? STEP_ON
+	       : mig->state == MIG_PAUSED || mig->state == MIG_COPYING ? STEP_AGAIN
+	                                                               : STEP_STOP;
 	mfs_mutex_unlock(&mig->lock);
 	if (step == STEP_ON)
 		announce(mig, MIG_SWITCHING, 0);
