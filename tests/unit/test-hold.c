@@ -95,6 +95,16 @@ static MfsFile *open_disk(MfsEntry *e)
 	return h;
 }
 
+/* Switch the mirrored job, let the guest's file go, and compare both sides. */
+static void switch_and_compare(MfsFile *h, MfsEntry *e)
+{
+	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	wait_for(MFS_MIG_SWITCHED);
+	mfs_release(fs, h);
+	mfs_forget(fs, e->inode, 1);
+	assert_trees_equal(src, dst);
+}
+
 /* A mirrored write the target refuses: the guest goes on, the job waits, nothing is lost. */
 START_TEST(test_a_refused_mirrored_write_holds_the_job)
 {
@@ -139,11 +149,7 @@ START_TEST(test_a_refused_mirrored_write_holds_the_job)
 	/* The rest of the file from the write on, and nothing before it. */
 	ck_assert_uint_le(st.bytes_copied - copied, 40 * CHUNK + 123 - 5 * CHUNK);
 	mfs_migration_status_clear(&st);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
-	wait_for(MFS_MIG_SWITCHED);
-	mfs_release(fs, h);
-	mfs_forget(fs, e.inode, 1);
-	assert_trees_equal(src, dst);
+	switch_and_compare(h, &e);
 }
 END_TEST
 
@@ -248,11 +254,7 @@ START_TEST(test_a_hold_and_resume_before_the_copier_looks)
 	pthread_cond_broadcast(&b.cond);
 	pthread_mutex_unlock(&b.lock);
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
-	wait_for(MFS_MIG_SWITCHED);
-	mfs_release(fs, h);
-	mfs_forget(fs, e.inode, 1);
-	assert_trees_equal(src, dst);
+	switch_and_compare(h, &e);
 }
 END_TEST
 
