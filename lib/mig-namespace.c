@@ -428,6 +428,7 @@ static void mirror_unlink(void *opaque, MfsInode *parent, const char *name, bool
 		return;
 	}
 	root_name_changed(mig, parent, name, false);
+	mig_checkpoint_names_moved(mig);
 	if (gone)
 		object_forget(mig, gone);
 	sync_dir_times(mig, parent);
@@ -453,6 +454,7 @@ static void mirror_rename(void *opaque, MfsInode *parent, const char *name, MfsI
 	if (!(flags & RENAME_EXCHANGE))
 		root_name_changed(mig, parent, name, false);
 	root_name_changed(mig, newparent, newname, true);
+	mig_checkpoint_names_moved(mig);
 	if (replaced)
 		object_forget(mig, replaced);
 	sync_dir_times(mig, parent);

@@ -83,8 +83,8 @@ void mig_resume_read(Migration *mig)
 	if (checkpoints_read(mig->dst_root_fd, &c) < 0 || strcmp(c.source, mig->source) != 0)
 		return;
 	mig->ckpt_gen = MAX(mig->ckpt_gen, c.gen + 1);
-	/* A durable record may say "unchanged": a first change must say otherwise. */
-	mig->ckpt_durable = true;
+	/* Its trust is not ours to know file by file: the next record is flushed. */
+	mig->ckpt_inherited = true;
 	mig->resume = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, resume_free);
 	for (guint i = 0; i < c.files->len; i++) {
 		CheckpointFile *f = &g_array_index(c.files, CheckpointFile, i);
@@ -118,40 +118,101 @@ void mig_resume_read(Migration *mig)
 	                     : "after the daemon stopped");
 }
 
-void mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct stat *st)
+uint64_t mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct stat *st)
 {
 	g_autofree char *path = NULL;
 	MigResume *r;
 	struct stat tst;
 	uint64_t cursor;
+	bool changed;
 
 	if (!mig->resume)
-		return;
+		return 0;
 	path = mig_target_relpath(mig, dst_fd);
 	r = g_hash_table_lookup(mig->resume, path);
 	if (!r || r->src_ino != (uint64_t)st->st_ino || fstat(dst_fd, &tst) < 0)
-		return;
+		return 0;
 	/* Never beyond either side: a truncate below the cursor may have come since. */
 	cursor = MIN(r->cursor, (uint64_t)MIN(st->st_size, tst.st_size));
 	mirror_file_resume_at(mf, (off_t)cursor, r->changed);
 	for (guint i = 0; i + 1 < r->recopy->len; i += 2)
 		mirror_file_recopy(mf, g_array_index(r->recopy, off_t, i),
 		                   g_array_index(r->recopy, off_t, i + 1));
+	changed = r->changed;
 	/* One file a record: another name of it (a hard link) starts at 0. */
 	g_hash_table_remove(mig->resume, path);
+	/*
+	 * An unchanged file's cursor in any record is one a reboot may trust
+	 * (its data was flushed first, checkpoint_write_locked()).
+	 */
+	return changed ? 0 : cursor;
+}
+
+typedef enum {
+	CKPT_VOLATILE,     /* not flushed: a reboot may find it or the last durable one */
+	CKPT_DURABLE,      /* flushed, whatever it says */
+	CKPT_IF_NEEDED,    /* flushed only if a reboot would trust something else */
+	CKPT_FIRST_CHANGE, /* flushed only if a reboot may trust the file now changing */
+} CkptMode;
+
+typedef struct {
+	MigObject *obj;
+	off_t cursor;
+	bool changed;
+} CkptEntry;
+
+/* What a reboot would trust of an entry recorded durably now. */
+static uint64_t reboot_trust(const CkptEntry *e)
+{
+	return e->changed || e->cursor <= 0 ? 0 : (uint64_t)e->cursor;
+}
+
+/*
+ * Whether the record must be flushed.  A flush stalls the guest's writes
+ * queued on the target's disk behind it (on some disks for most of a
+ * second), so it is paid only when a reboot would learn something from
+ * it: an unchanged file copied further, a file it trusted now changed, or
+ * names moved under an earlier durable record.  A crash without a reboot
+ * needs no flush: the page cache outlives the daemon.
+ */
+static bool ckpt_must_flush(Migration *mig, CkptMode mode, const GArray *entries,
+                            const MirrorFile *changing)
+{
+	if (mode == CKPT_DURABLE)
+		return true;
+	if (mode == CKPT_VOLATILE)
+		return false;
+	if (mig->ckpt_inherited)
+		return true;
+	if (mode == CKPT_IF_NEEDED && g_atomic_int_get(&mig->ckpt_names_moved))
+		return true;
+	for (guint i = 0; i < entries->len; i++) {
+		const CkptEntry *e = &g_array_index(entries, CkptEntry, i);
+
+		if (mode == CKPT_FIRST_CHANGE && e->obj->mf != changing)
+			continue;
+		if (reboot_trust(e) != e->obj->trusted)
+			return true;
+	}
+	return false;
 }
 
 /*
  * Under ckpt_lock.  Returns 0 or the target's -errno, with *@failed the
  * file whose target would not flush, if that was it (the caller reports
- * it once the lock is let go: mirror_file_target_failed()).  Not
- * @durable: no flush, and a record that a reboot may or may not find
- * (either will do).
+ * it once the lock is let go: mirror_file_target_failed()).  @changing:
+ * the file of a CKPT_FIRST_CHANGE.
+ *
+ * A record that is not flushed may reach the disk before a reboot, or
+ * not: it never lets a reboot trust more of a file than the last flushed
+ * one did (an unchanged file's cursor is cut to its trusted one).
  */
-static int checkpoint_write_locked(Migration *mig, bool durable, MirrorFile **failed)
+static int checkpoint_write_locked(Migration *mig, CkptMode mode, const MirrorFile *changing,
+                                   MirrorFile **failed)
 {
 	g_auto(Checkpoints) c = {0};
-	g_autoptr(GPtrArray) files = g_ptr_array_new();
+	g_autoptr(GArray) entries = g_array_new(FALSE, FALSE, sizeof(CkptEntry));
+	bool durable;
 	int ret = 0;
 
 	checkpoints_init(&c);
@@ -159,41 +220,71 @@ static int checkpoint_write_locked(Migration *mig, bool durable, MirrorFile **fa
 	c.boot = g_strdup(checkpoints_boot_id());
 	c.gen = mig->ckpt_gen;
 	mfs_mutex_lock(&mig->lock);
-	for (guint i = 0; i < mig->files->len && i < mig->n_walked; i++)
-		g_ptr_array_add(files, g_ptr_array_index(mig->files, i));
-	mfs_mutex_unlock(&mig->lock);
-	for (guint i = 0; i < files->len; i++) {
-		MigObject *obj = g_ptr_array_index(files, i);
-		CheckpointFile f = {.id = obj->id, .src_ino = obj->key.ino};
-		off_t cursor = mirror_file_checkpoint(obj->mf, &f.changed);
+	for (guint i = 0; i < mig->files->len && i < mig->n_walked; i++) {
+		CkptEntry e = {.obj = g_ptr_array_index(mig->files, i)};
 
+		g_array_append_val(entries, e);
+	}
+	mfs_mutex_unlock(&mig->lock);
+	for (guint i = 0; i < entries->len; i++) {
+		CkptEntry *e = &g_array_index(entries, CkptEntry, i);
+
+		e->cursor = mirror_file_checkpoint(e->obj->mf, &e->changed);
+	}
+	durable = ckpt_must_flush(mig, mode, entries, changing);
+	if (durable) {
+		/* Cleared first: a name moved while this one is written flushes the next. */
+		g_atomic_int_set(&mig->ckpt_names_moved, 0);
+		mig_hook(mig, "checkpoint-flush");
+	}
+	for (guint i = 0; i < entries->len; i++) {
+		CkptEntry *e = &g_array_index(entries, CkptEntry, i);
+		CheckpointFile f = {
+		    .id = e->obj->id, .src_ino = e->obj->key.ino, .changed = e->changed};
+		off_t cursor = e->cursor;
+
+		if (!durable && !e->changed)
+			cursor = MIN(cursor, (off_t)e->obj->trusted);
 		if (cursor <= 0)
 			continue;
 		/*
 		 * The flush is for a reboot, which trusts only unchanged files;
 		 * after a crash, the page cache holds what the cursor says.
 		 */
-		if (durable && !f.changed) {
-			ret = mirror_file_sync_target(obj->mf);
+		if (durable && !e->changed) {
+			ret = mirror_file_sync_target(e->obj->mf);
 			if (ret < 0) {
-				*failed = obj->mf;
+				*failed = e->obj->mf;
 				break;
 			}
 		}
 		f.cursor = (uint64_t)cursor;
-		f.path = mig_target_relpath(mig, mirror_file_target_fd(obj->mf));
+		f.path = mig_target_relpath(mig, mirror_file_target_fd(e->obj->mf));
 		g_array_append_val(c.files, f);
 	}
 	if (ret == 0)
 		ret = checkpoints_write(mig->dst_root_fd, &c, durable);
-	if (ret == 0 && durable)
-		mig->ckpt_durable = true;
-	return ret;
+	if (!durable)
+		return ret;
+	if (ret < 0) {
+		/* What the disk holds now is not known: the next record is flushed. */
+		mig->ckpt_inherited = true;
+		g_atomic_int_set(&mig->ckpt_names_moved, 1);
+		return ret;
+	}
+	mig->ckpt_inherited = false;
+	for (guint i = 0; i < entries->len; i++) {
+		CkptEntry *e = &g_array_index(entries, CkptEntry, i);
+
+		e->obj->trusted = reboot_trust(e);
+	}
+	return 0;
 }
 
-static int checkpoint_locked(Migration *mig, bool durable, MirrorFile **failed)
+static int checkpoint_locked(Migration *mig, CkptMode mode, const MirrorFile *changing,
+                             MirrorFile **failed)
 {
-	int ret = checkpoint_write_locked(mig, durable, failed);
+	int ret = checkpoint_write_locked(mig, mode, changing, failed);
 
 	if (ret < 0 && !*failed && !mig->ckpt_failed) {
 		mig->ckpt_failed = true;
@@ -205,54 +296,57 @@ static int checkpoint_locked(Migration *mig, bool durable, MirrorFile **failed)
 }
 
 /*
- * A durable checkpoint, and what a target that would not flush means: the
- * pages that did not make it are not known, so the file fails, or, held
+ * A checkpoint, and what a target that would not flush means: the pages
+ * that did not make it are not known, so the file fails, or, held
  * (on_target_error=stop), is copied again from 0.
  */
-void mig_checkpoint(Migration *mig)
+static void checkpoint(Migration *mig, CkptMode mode, const MirrorFile *changing)
 {
 	MirrorFile *failed = NULL;
 	int ret;
 
 	mfs_mutex_lock(&mig->ckpt_lock);
-	ret = checkpoint_locked(mig, true, &failed);
+	ret = checkpoint_locked(mig, mode, changing, &failed);
 	mfs_mutex_unlock(&mig->ckpt_lock);
 	if (failed)
 		mirror_file_target_failed(failed, ret, 0);
+}
+
+void mig_checkpoint(Migration *mig)
+{
+	checkpoint(mig, CKPT_IF_NEEDED, NULL);
+}
+
+void mig_checkpoint_names_moved(Migration *mig)
+{
+	g_atomic_int_set(&mig->ckpt_names_moved, 1);
 }
 
 void mig_checkpoint_lowered_locked(Migration *mig, bool durable)
 {
 	MirrorFile *failed = NULL;
 
-	if (checkpoint_write_locked(mig, durable, &failed) == 0)
+	if (checkpoint_write_locked(mig, durable ? CKPT_DURABLE : CKPT_VOLATILE, NULL, &failed) ==
+	    0)
 		return;
 	/* No record rather than one that trusts what the target may lack. */
 	checkpoints_remove(mig->dst_root_fd);
 	journal_sync_dir(mig->dst_root_fd);
+	/* Whether the removal reached the disk is not known either. */
+	mig->ckpt_inherited = true;
 	if (failed)
 		mig_lower_cursor(mig, failed, 0);
 }
 
 /*
- * A file's first mirrored change, before it is made.  Where a durable
- * record may say the file is unchanged, a reboot would trust it: record
- * otherwise first (the file now counts as changed, mirror_file_checkpoint()).
+ * A file's first mirrored change, before it is made (the file now counts
+ * as changed, mirror_file_checkpoint()).  Recorded at once, so that a
+ * crash restarts it with the intent log; durably only where a reboot
+ * might otherwise trust the file as unchanged.
  */
 static void on_first_change(MirrorFile *mf, void *opaque)
 {
-	Migration *mig = opaque;
-
-	MirrorFile *failed = NULL;
-	int ret = 0;
-
-	(void)mf;
-	mfs_mutex_lock(&mig->ckpt_lock);
-	if (mig->ckpt_durable)
-		ret = checkpoint_locked(mig, true, &failed);
-	mfs_mutex_unlock(&mig->ckpt_lock);
-	if (failed)
-		mirror_file_target_failed(failed, ret, 0);
+	checkpoint(opaque, CKPT_FIRST_CHANGE, mf);
 }
 
 void mig_checkpoints_begin(Migration *mig)
@@ -274,7 +368,7 @@ void mig_checkpoints_begin(Migration *mig)
 	 * stall the guest's writes at every start (see journal.c).
 	 */
 	mfs_mutex_lock(&mig->ckpt_lock);
-	checkpoint_locked(mig, false, &(MirrorFile *){NULL});
+	checkpoint_locked(mig, CKPT_VOLATILE, NULL, &(MirrorFile *){NULL});
 	mfs_mutex_unlock(&mig->ckpt_lock);
 	mig->intents = intent_log_create(mig->dst_root_fd, mig->ckpt_gen);
 	if (!mig->intents)
@@ -311,7 +405,7 @@ void mig_checkpoint_final(Migration *mig)
 		if (mirror_file_settle(mf) < 0)
 			mirror_file_lower_cursor(mf, 0);
 	}
-	mig_checkpoint(mig);
+	checkpoint(mig, CKPT_DURABLE, NULL);
 }
 
 /*

@@ -363,6 +363,7 @@ static int walk_file(Walk *w, int src_dir, int dst_dir, const char *name, const 
 	int dst = -1;
 	bool made = true;
 	MirrorFile *mf;
+	uint64_t trusted = 0;
 	int ret;
 
 	if (src_ro < 0)
@@ -384,8 +385,8 @@ static int walk_file(Walk *w, int src_dir, int dst_dir, const char *name, const 
 	mf = mirror_file_new(src_ro, dst, mig->chunk_size, made);
 	mirror_file_set_clone(mf, !mig->no_clone);
 	if (!made)
-		mig_resume_file(mig, mf, dst, st);
-	mig_object_add(mig, st, -1, mf);
+		trusted = mig_resume_file(mig, mf, dst, st);
+	mig_object_add(mig, st, -1, mf)->trusted = trusted;
 	return 0;
 fail:
 	close(src_ro);

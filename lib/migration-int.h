@@ -35,6 +35,11 @@ typedef struct {
 	int tfd;        /* O_PATH on the target object; -1 for regular files */
 	MirrorFile *mf; /* regular files */
 	uint32_t id;    /* regular files: the index in Migration.files, the intent log's id */
+	/*
+	 * Regular files, protected by Migration.ckpt_lock: the cursor that
+	 * the last durable record lets a reboot trust (0 if changed or absent).
+	 */
+	uint64_t trusted;
 } MigObject;
 
 /* What the mirrors counted, summed over the files. */
@@ -73,8 +78,14 @@ struct Migration {
 	guint n_walked;     /* files[0 .. n_walked - 1] came from the walk: checkpointed */
 	IntentLog *intents; /* NULL when the target cannot hold one */
 	MfsMutex ckpt_lock; /* one checkpoint written at a time */
-	bool ckpt_durable;  /* protected by ckpt_lock: a durable record may exist */
-	bool ckpt_failed;   /* protected by ckpt_lock: said once */
+	/*
+	 * Protected by ckpt_lock: a durable record may be on the target that
+	 * the files' trusted cursors do not describe (an earlier run's, or
+	 * one whose write or removal failed): the next record is flushed.
+	 */
+	bool ckpt_inherited;
+	bool ckpt_failed;      /* protected by ckpt_lock: said once */
+	gint ckpt_names_moved; /* atomic: a mirrored rename or unlink since the last flush */
 	MfsMutex job_lock;  /* the source's record of the job: one writer at a time */
 	char **job; /* protected by job_lock: the options, as the source's record keeps them */
 	bool job_forgotten; /* protected by job_lock: the record is gone for good */
@@ -187,12 +198,20 @@ void mig_attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach);
 /* mig-resume.c */
 /* Read the target's checkpoints of an earlier run: what mig_resume_file() may trust. */
 void mig_resume_read(Migration *mig);
-/* A reused target file @dst_fd of @mf: start its copy where the checkpoints allow. */
-void mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct stat *st);
+/*
+ * A reused target file @dst_fd of @mf: start its copy where the checkpoints
+ * allow.  Returns the cursor a reboot may trust of it (MigObject.trusted).
+ */
+uint64_t mig_resume_file(Migration *mig, MirrorFile *mf, int dst_fd, const struct stat *st);
 /* After the walk: the first record, the intent log, the files' hooks. */
 void mig_checkpoints_begin(Migration *mig);
-/* Record every walked file's cursor, durably (after flushing their targets). */
+/*
+ * Record every walked file's cursor; durably (after flushing the unchanged
+ * files' targets) only if a reboot would then trust something else.
+ */
 void mig_checkpoint(Migration *mig);
+/* A mirrored rename or unlink moved names the records go by: the next checkpoint is durable. */
+void mig_checkpoint_names_moved(Migration *mig);
 /*
  * Under ckpt_lock, after a held error lowered a cursor: the record written
  * again (durably when @durable), or removed if it cannot be.

@@ -15,6 +15,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -479,6 +480,193 @@ START_TEST(test_cancel_removes_the_records)
 }
 END_TEST
 
+/* --- what a checkpoint flushes */
+
+/*
+ * Counts the durable records, and holds the copier thread at @at (the
+ * first time) until released.  pthread's, not GLib's: ThreadSanitizer
+ * sees these.
+ */
+typedef struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	const char *at;
+	unsigned flushes;
+	bool arrived, go;
+} FlushWatch;
+
+#define FLUSH_WATCH(point)                                                                         \
+	{                                                                                          \
+		PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, point, 0, false, false        \
+	}
+
+static void watch_flushes(Mfs *hfs, const char *point, void *opaque)
+{
+	FlushWatch *w = opaque;
+
+	(void)hfs;
+	pthread_mutex_lock(&w->lock);
+	if (strcmp(point, "checkpoint-flush") == 0)
+		w->flushes++;
+	if (strcmp(point, w->at) == 0 && !w->arrived) {
+		w->arrived = true;
+		pthread_cond_broadcast(&w->cond);
+		while (!w->go)
+			pthread_cond_wait(&w->cond, &w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+}
+
+static unsigned flushes_when_held(FlushWatch *w)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->arrived)
+		pthread_cond_wait(&w->cond, &w->lock);
+	n = w->flushes;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+static unsigned flushes_now(FlushWatch *w)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->flushes;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+static void release(FlushWatch *w)
+{
+	pthread_mutex_lock(&w->lock);
+	w->go = true;
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* One byte written through the mount at @off of @name. */
+static void guest_write(const char *name, off_t off)
+{
+	MfsEntry e;
+	MfsFile *h;
+
+	ck_assert_int_eq(mfs_lookup(fs, mfs_root(fs), name, &e), 0);
+	ck_assert_int_eq(mfs_open(fs, e.inode, O_RDWR, &h), 0);
+	ck_assert_int_eq(mfs_file_write(fs, h, "x", 1, off), 1);
+	mfs_release(fs, h);
+	mfs_forget(fs, e.inode, 1);
+}
+
+/* A source of one file, big.img, of four checkpoint intervals. */
+static void only_a_big_file(void)
+{
+	const char *names[] = {"disk.img", "sub/alias.img", "empty", "sub/vm.conf"};
+
+	for (unsigned i = 0; i < G_N_ELEMENTS(names); i++) {
+		g_autofree char *p = g_build_filename(src, names[i], NULL);
+
+		ck_assert_int_eq(unlink(p), 0);
+	}
+	write_file(src, "big.img", 4 * MFS_MIN_CHECKPOINT, 3);
+}
+
+/*
+ * A busy guest's file is changed: a reboot trusts nothing of it, so its
+ * checkpoints need no flush (which stalls every write queued on the
+ * target's disk).  The first change flushes, once; the three intervals
+ * copied after it and the mirrored state's record do not.
+ */
+START_TEST(test_a_changed_file_costs_no_checkpoint_flush)
+{
+	FlushWatch w = FLUSH_WATCH("checkpoint");
+	CheckpointFile f;
+	unsigned before;
+
+	only_a_big_file();
+	start(&(MfsMigOptions){.manual_switch = true,
+	                       .checkpoint_bytes = MFS_MIN_CHECKPOINT,
+	                       .hook = watch_flushes,
+	                       .hook_opaque = &w});
+	/* The first interval, of a file no one changed: flushed, a reboot keeps it. */
+	before = flushes_when_held(&w);
+	ck_assert_uint_eq(before, 1);
+	ck_assert(record_of("big.img", &f));
+	ck_assert(!f.changed);
+	/* Trusted by that record: its first change is recorded durably first. */
+	guest_write("big.img", 0);
+	ck_assert_uint_eq(flushes_now(&w), before + 1);
+	ck_assert(record_of("big.img", &f));
+	ck_assert(f.changed);
+	release(&w);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_uint_eq(flushes_now(&w), before + 1);
+	/* Still recorded, for a crash: the page cache keeps what the cursor says. */
+	ck_assert(record_of("big.img", &f));
+	ck_assert(f.changed);
+	ck_assert_uint_ge(f.cursor, 4 * MFS_MIN_CHECKPOINT);
+	end_job();
+}
+END_TEST
+
+/*
+ * A mirrored rename moves the names the records go by: the next
+ * checkpoint is flushed, though the file is changed, and only that one.
+ */
+START_TEST(test_a_rename_flushes_the_next_checkpoint)
+{
+	FlushWatch w = FLUSH_WATCH("checkpoint");
+	CheckpointFile f;
+	unsigned before;
+
+	only_a_big_file();
+	start(&(MfsMigOptions){.manual_switch = true,
+	                       .checkpoint_bytes = MFS_MIN_CHECKPOINT,
+	                       .hook = watch_flushes,
+	                       .hook_opaque = &w});
+	before = flushes_when_held(&w);
+	guest_write("big.img", 0);
+	ck_assert_uint_eq(flushes_now(&w), before + 1);
+	ck_assert_int_eq(mfs_rename(fs, mfs_root(fs), "big.img", mfs_root(fs), "moved.img", 0), 0);
+	ck_assert_uint_eq(flushes_now(&w), before + 1);
+	release(&w);
+	wait_for(MFS_MIG_MIRRORED);
+	ck_assert_uint_eq(flushes_now(&w), before + 2);
+	ck_assert(record_of("moved.img", &f));
+	ck_assert(!record_of("big.img", &f));
+	end_job();
+}
+END_TEST
+
+/*
+ * A start over an earlier run's record: what that record trusts is not
+ * this run's to know file by file (here a target truncated since: this
+ * run trusts nothing of it, the old record still its cursor).  The first
+ * change, before this run flushed any record, is recorded durably.
+ */
+START_TEST(test_a_start_over_an_earlier_record_flushes_the_first_change)
+{
+	g_autofree char *dp = g_build_filename(dst, "disk.img", NULL);
+	FlushWatch w = FLUSH_WATCH("chunk");
+	CheckpointFile f;
+
+	plant_crash(checkpoints_boot_id(), false, -1, -1, 0);
+	ck_assert_int_eq(truncate(dp, 0), 0);
+	start(&(MfsMigOptions){
+	    .resume = true, .manual_switch = true, .hook = watch_flushes, .hook_opaque = &w});
+	ck_assert_uint_eq(flushes_when_held(&w), 0);
+	guest_write("disk.img", 0);
+	ck_assert_uint_eq(flushes_now(&w), 1);
+	ck_assert(record_of("disk.img", &f));
+	ck_assert(f.changed);
+	release(&w);
+	wait_for(MFS_MIG_MIRRORED);
+	end_job();
+}
+END_TEST
+
 /* --- the job's record in the source */
 
 static bool source_journal(Journal *j)
@@ -614,6 +802,9 @@ int main(void)
 	tcase_add_test(tc, test_a_truncated_target_lowers_the_cursor);
 	tcase_add_test(tc, test_checkpoints_follow_the_copy_and_the_first_change);
 	tcase_add_test(tc, test_cancel_removes_the_records);
+	tcase_add_test(tc, test_a_changed_file_costs_no_checkpoint_flush);
+	tcase_add_test(tc, test_a_rename_flushes_the_next_checkpoint);
+	tcase_add_test(tc, test_a_start_over_an_earlier_record_flushes_the_first_change);
 	tcase_add_test(tc, test_a_stopped_daemon_resumes_its_job);
 	tcase_add_test(tc, test_a_cancel_forgets_the_job);
 	tcase_add_test(tc, test_a_job_that_cannot_resume_can_be_forgotten);
