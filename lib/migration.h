@@ -79,7 +79,11 @@ const char *mfs_mig_state_name(MfsMigState state);
 #define MFS_DEFAULT_GUEST_SHARE 50
 #define MFS_MAX_GUEST_SHARE     90
 
-/* Test hook: called by the migration thread at named points. */
+/*
+ * Test hook: called by the migration thread at named points, and at
+ * "checkpoint-flush" by whichever thread writes that durable record (a
+ * guest's write, for a file's first change).
+ */
 typedef void (*MfsMigHook)(Mfs *fs, const char *point, void *opaque);
 
 typedef struct {
