@@ -574,6 +574,20 @@ static void only_a_big_file(void)
 }
 
 /*
+ * A job over only_a_big_file(), a checkpoint every interval, held at its
+ * first checkpoint: returns the records flushed by then.
+ */
+static unsigned start_held_at_a_checkpoint(FlushWatch *w)
+{
+	only_a_big_file();
+	start(&(MfsMigOptions){.manual_switch = true,
+	                       .checkpoint_bytes = MFS_MIN_CHECKPOINT,
+	                       .hook = watch_flushes,
+	                       .hook_opaque = w});
+	return flushes_when_held(w);
+}
+
+/*
  * A busy guest's file is changed: a reboot trusts nothing of it, so its
  * checkpoints need no flush (which stalls every write queued on the
  * target's disk).  The first change flushes, once; the three intervals
@@ -585,13 +599,8 @@ START_TEST(test_a_changed_file_costs_no_checkpoint_flush)
 	CheckpointFile f;
 	unsigned before;
 
-	only_a_big_file();
-	start(&(MfsMigOptions){.manual_switch = true,
-	                       .checkpoint_bytes = MFS_MIN_CHECKPOINT,
-	                       .hook = watch_flushes,
-	                       .hook_opaque = &w});
 	/* The first interval, of a file no one changed: flushed, a reboot keeps it. */
-	before = flushes_when_held(&w);
+	before = start_held_at_a_checkpoint(&w);
 	ck_assert_uint_eq(before, 1);
 	ck_assert(record_of("big.img", &f));
 	ck_assert(!f.changed);
@@ -621,12 +630,7 @@ START_TEST(test_a_rename_flushes_the_next_checkpoint)
 	CheckpointFile f;
 	unsigned before;
 
-	only_a_big_file();
-	start(&(MfsMigOptions){.manual_switch = true,
-	                       .checkpoint_bytes = MFS_MIN_CHECKPOINT,
-	                       .hook = watch_flushes,
-	                       .hook_opaque = &w});
-	before = flushes_when_held(&w);
+	before = start_held_at_a_checkpoint(&w);
 	guest_write("big.img", 0);
 	ck_assert_uint_eq(flushes_now(&w), before + 1);
 	ck_assert_int_eq(mfs_rename(fs, mfs_root(fs), "big.img", mfs_root(fs), "moved.img", 0), 0);
