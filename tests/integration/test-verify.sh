@@ -11,7 +11,8 @@
 #            false alarm), the guest's writes go on during it, and the
 #            switch then holds every acknowledged write.
 #   corrupt  the target changes behind the mirror's back (a byte written
-#            into it directly once mirrored): the pass reports the file
+#            into it directly below the copier's cursor, the copy paused):
+#            the pass reports the file
 #            and the offset (status, log, event), the automatic switch
 #            does not happen, a switch asked for is refused saying why,
 #            and a cancel leaves the target as it was.
@@ -75,6 +76,19 @@ section_busy() {
 	umount_mfs "$MNT"
 }
 
+# wait_cp_offset MNT FILE BYTES: until FILE's copy cursor is at BYTES or past.
+wait_cp_offset() {
+	local deadline=$((SECONDS + 60)) at
+	while :; do
+		at="$(status_json "$1" | "$PYTHON" -c 'import json, sys
+st = json.load(sys.stdin)
+print(next((f["cp_offset"] for f in st.get("files") or [] if f["path"] == sys.argv[1]), 0))' "$2")"
+		((at >= $3)) && return 0
+		((SECONDS < deadline)) || fail "$2: the copy cursor is at $at after 60 s, not $3"
+		sleep 0.1
+	done
+}
+
 section_corrupt() {
 	local SRC="$TESTDIR/corrupt/src" DST="$TESTDIR/corrupt/dst" MNT="$TESTDIR/corrupt/mnt"
 	local follower
@@ -82,18 +96,25 @@ section_corrupt() {
 	mkdir -p "$SRC" "$DST" "$MNT"
 	head -c $((16 * MiB)) /dev/urandom >"$SRC/disk.raw"
 	echo keep >"$DST/keep.txt"
-	mount_mfs "$SRC" "$MNT" -o "target=$DST,verify,speed=4M"
+	mount_mfs "$SRC" "$MNT" -o "target=$DST,verify,speed=1M"
 	"$MIRRORFS_STATUS" --follow "$MNT" >"$TESTDIR/follow.out" 2>&1 </dev/null &
 	follower=$!
 	track_bg "$follower"
-	wait_status_state "$MNT" mirrored 60
-	# The pass reaches the end of the file after about 4 s at 4 MiB/s.
-	printf 'X' | dd of="$DST/disk.raw" bs=1 seek=$((15 * MiB + 7)) conv=notrunc status=none
+	# Below the copier's cursor (the copy never writes there again), with
+	# the copy paused: the pass, which starts once all is mirrored, cannot
+	# have gone by.  Waiting for the pass to start and racing it (as this
+	# test did) failed once under ASan.
+	wait_cp_offset "$MNT" disk.raw $((2 * MiB))
+	ctl "$MNT" pause
+	assert_eq paused "$(status_field "$MNT" state)" "the state once paused while copying"
+	printf 'X' | dd of="$DST/disk.raw" bs=1 seek=$((MiB + 7)) conv=notrunc status=none
+	ctl "$MNT" speed 4M
+	ctl "$MNT" resume
 	assert_eq failed "$(wait_verify "$MNT")" "the pass over a changed target"
 	assert_eq 1 "$(verify_field "$MNT" differences)" "differences"
-	assert_eq "disk.raw at offset $((15 * MiB + 7))" "$(verify_field "$MNT" first)" \
+	assert_eq "disk.raw at offset $((MiB + 7))" "$(verify_field "$MNT" first)" \
 		"the first difference"
-	grep -q "verify: disk.raw at offset $((15 * MiB + 7)) differs" "$(daemon_log "$MNT")" ||
+	grep -q "verify: disk.raw at offset $((MiB + 7)) differs" "$(daemon_log "$MNT")" ||
 		fail "the daemon did not log the difference"
 	sleep 1
 	assert_eq mirrored "$(status_field "$MNT" state)" "switch=auto after a failed pass"
