@@ -269,7 +269,6 @@ static int checkpoint_write_locked(Migration *mig, CkptMode mode, const MirrorFi
 	if (ret < 0) {
 		/* What the disk holds now is not known: the next record is flushed. */
 		mig->ckpt_inherited = true;
-		g_atomic_int_set(&mig->ckpt_names_moved, 1);
 		return ret;
 	}
 	mig->ckpt_inherited = false;
