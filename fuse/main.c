@@ -533,8 +533,12 @@ int main(int argc, char *argv[])
 			        "mirrorfs: the migration recorded as under way cannot resume: %s; "
 			        "serving '%s' (mirrorfsctl MOUNTPOINT cancel forgets it)\n",
 			        error, served);
-		else if (started)
+		else if (started == 1)
 			fprintf(stderr, "mirrorfs: resuming the migration recorded as under way\n");
+		else if (started > 1)
+			fprintf(stderr,
+			        "mirrorfs: resuming the %d migrations recorded as under way\n",
+			        started);
 	}
 	if (opts.target && already_migrated_to(daemon.fs, source, opts.target, mig_opts.only)) {
 		/* The same command line again after a switch: nothing left to do. */

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include "control.h"
+#include "control-int.h"
 #include "mig-names.h"
 #include "mig-options.h"
 #include "migration.h"
@@ -110,162 +111,43 @@ static char *reply_ok(const char *message)
 	return reply_end(b);
 }
 
-static const char *file_state(const MfsMigFileStatus *f)
-{
-	if (f->mirrored)
-		return "mirrored";
-	return f->cp_offset ? "copying" : "pending";
-}
-
-/* A name, or any text that may hold one: its bytes escaped (mfs_escape_name()). */
-static void add_name(JsonBuilder *b, const char *name)
-{
-	g_autofree char *escaped = mfs_escape_name(name);
-
-	json_builder_add_string_value(b, escaped);
-}
-
-/* The verify pass: null when not asked for (mirrorfs-status(1)). */
-static void add_verify(JsonBuilder *b, const MfsMigStatus *st)
-{
-	static const char *const states[] = {
-	    [MFS_MIG_VERIFY_PENDING] = "pending",
-	    [MFS_MIG_VERIFY_RUNNING] = "running",
-	    [MFS_MIG_VERIFY_PASSED] = "passed",
-	    [MFS_MIG_VERIFY_FAILED] = "failed",
-	};
-
-	if (st->verify == MFS_MIG_VERIFY_NONE) {
-		json_builder_add_null_value(b);
-		return;
-	}
-	json_builder_begin_object(b);
-	json_builder_set_member_name(b, "state");
-	json_builder_add_string_value(b, states[st->verify]);
-	json_builder_set_member_name(b, "bytes_compared");
-	json_builder_add_int_value(b, (gint64)st->verify_bytes);
-	json_builder_set_member_name(b, "differences");
-	json_builder_add_int_value(b, st->mismatches);
-	json_builder_set_member_name(b, "first");
-	if (st->mismatch)
-		add_name(b, st->mismatch);
-	else
-		json_builder_add_null_value(b);
-	json_builder_end_object(b);
-}
-
-static void add_status_members(JsonBuilder *b, Mfs *fs, const char *mountpoint)
-{
-	g_autofree char *served = mfs_served_dir(fs);
-	MfsMigStatus st;
-
-	mfs_migration_status(fs, &st);
-#define MEMBER(name) json_builder_set_member_name(b, name)
-	MEMBER("mountpoint");
-	add_name(b, mountpoint);
-	MEMBER("state");
-	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused, st.held));
-	MEMBER("source");
-	add_name(b, st.source);
-	MEMBER("target");
-	if (st.target)
-		add_name(b, st.target);
-	else
-		json_builder_add_null_value(b);
-	MEMBER("only");
-	if (st.only) {
-		json_builder_begin_array(b);
-		for (char **n = st.only; *n; n++)
-			add_name(b, *n);
-		json_builder_end_array(b);
-	} else {
-		json_builder_add_null_value(b);
-	}
-	MEMBER("served");
-	add_name(b, served);
-	/* Entries that per-VM jobs moved, each served from its own directory. */
-	MEMBER("placements");
-	json_builder_begin_array(b);
-	{
-		g_auto(GStrv) dirs = NULL;
-		g_auto(GStrv) names = mfs_placements(fs, &dirs);
-
-		for (guint i = 0; names[i]; i++) {
-			json_builder_begin_object(b);
-			MEMBER("name");
-			add_name(b, names[i]);
-			MEMBER("dir");
-			add_name(b, dirs[i]);
-			json_builder_end_object(b);
-		}
-	}
-	json_builder_end_array(b);
-	MEMBER("transport");
-	json_builder_add_string_value(b, mfs_transport(fs));
-	MEMBER("bytes_total");
-	json_builder_add_int_value(b, (gint64)st.bytes_total);
-	MEMBER("bytes_copied");
-	json_builder_add_int_value(b, (gint64)st.bytes_copied);
-	MEMBER("bytes_cloned");
-	json_builder_add_int_value(b, (gint64)st.bytes_cloned);
-	MEMBER("bytes_resumed");
-	json_builder_add_int_value(b, (gint64)st.bytes_resumed);
-	MEMBER("verify");
-	add_verify(b, &st);
-	MEMBER("rate_bps");
-	json_builder_add_int_value(b, (gint64)st.rate_bps);
-	MEMBER("eta_s");
-	if (st.eta_s >= 0)
-		json_builder_add_double_value(b, st.eta_s);
-	else
-		json_builder_add_null_value(b);
-	MEMBER("speed_bps");
-	json_builder_add_int_value(b, (gint64)st.speed_bps);
-	MEMBER("guest_share");
-	json_builder_add_int_value(b, st.guest_share);
-	MEMBER("rested_ms");
-	json_builder_add_double_value(b, st.rested_ns / 1e6);
-	MEMBER("mirrored_writes");
-	json_builder_add_int_value(b, (gint64)st.mirrored_writes);
-	MEMBER("waited_writes");
-	json_builder_add_int_value(b, (gint64)st.waited_writes);
-	MEMBER("max_wait_ms");
-	json_builder_add_double_value(b, st.max_wait_ns / 1e6);
-	MEMBER("stun_ms");
-	if (st.state == MFS_MIG_SWITCHED)
-		json_builder_add_double_value(b, st.stun_ns / 1e6);
-	else
-		json_builder_add_null_value(b);
-	MEMBER("error");
-	if (st.error)
-		add_name(b, st.error);
-	else
-		json_builder_add_null_value(b);
-	MEMBER("files");
-	json_builder_begin_array(b);
-	for (unsigned i = 0; i < st.n_files; i++) {
-		json_builder_begin_object(b);
-		MEMBER("path");
-		add_name(b, st.files[i].path);
-		MEMBER("size");
-		json_builder_add_int_value(b, (gint64)st.files[i].size);
-		MEMBER("cp_offset");
-		json_builder_add_int_value(b, (gint64)st.files[i].cp_offset);
-		MEMBER("state");
-		json_builder_add_string_value(b, file_state(&st.files[i]));
-		json_builder_end_object(b);
-	}
-	json_builder_end_array(b);
-#undef MEMBER
-	mfs_migration_status_clear(&st);
-}
-
-static char *reply_status(Mfs *fs, const char *mountpoint)
+static char *reply_status(Mfs *fs, const char *mountpoint, const char *job)
 {
 	JsonBuilder *b = reply_begin(true);
 
-	add_status_members(b, fs, mountpoint);
+	if (control_add_status_members(b, fs, mountpoint, job) < 0) {
+		g_free(reply_end(b));
+		return control_reply_error("status: no job '%s' (give its number or its target, "
+		                           "as mirrorfs-status lists them)",
+		                           job);
+	}
 	return reply_end(b);
+}
+
+/*
+ * "job": which job a request is for (migration.h): its number, or its
+ * target (escaped as the status escapes names); absent or null: the one
+ * there is.
+ */
+static int member_job(JsonObject *req, char **out, char **error)
+{
+	JsonNode *node = json_object_get_member(req, "job");
+	GType type;
+
+	*out = NULL;
+	if (!node || JSON_NODE_HOLDS_NULL(node))
+		return 0;
+	type = JSON_NODE_HOLDS_VALUE(node) ? json_node_get_value_type(node) : G_TYPE_INVALID;
+	if (type == G_TYPE_INT64 && json_node_get_int(node) > 0 &&
+	    json_node_get_int(node) <= G_MAXUINT) {
+		*out = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(node));
+		return 0;
+	}
+	if (type == G_TYPE_STRING && *json_node_get_string(node) &&
+	    mfs_unescape_name(json_node_get_string(node), out) == 0)
+		return 0;
+	*error = g_strdup("job: not a job's number nor its target directory");
+	return -EINVAL;
 }
 
 /*
@@ -428,33 +310,81 @@ static char *do_start(Mfs *fs, const char *mountpoint, JsonObject *req)
 	opts.only = only;
 	if (mfs_migration_start(fs, &opts, &error) < 0)
 		return control_reply_error("start: %s", error);
-	g_message("control: migration to %s started", member_string(req, "target"));
-	return reply_ok("migration started");
+	{
+		g_autofree char *done = NULL;
+		MfsMigStatus st;
+
+		/* Its number, by which later requests may name it. */
+		mfs_migration_status(fs, opts.target, &st);
+		JsonBuilder *b = reply_begin(true);
+
+		done = g_strdup_printf("migration started: job %u", st.id);
+		g_message("control: %s, to %s", done, member_string(req, "target"));
+		json_builder_set_member_name(b, "message");
+		json_builder_add_string_value(b, done);
+		json_builder_set_member_name(b, "job");
+		json_builder_add_int_value(b, st.id);
+		mfs_migration_status_clear(&st);
+		return reply_end(b);
+	}
 }
 
-static const char *current_state(Mfs *fs)
+static const char *current_state(Mfs *fs, const char *job)
 {
 	MfsMigStatus st;
 	MfsMigState state;
 
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, job, &st);
 	state = st.state;
 	mfs_migration_status_clear(&st);
 	return mfs_mig_state_name(state);
 }
 
+/* The jobs running, for a request that must name one: "1 to 'A', 2 to 'B'". */
+static char *running_jobs(Mfs *fs)
+{
+	g_autofree unsigned *ids = NULL;
+	unsigned n_ids = mfs_migration_job_ids(fs, &ids);
+	GString *s = g_string_new(NULL);
+
+	for (unsigned i = 0; i < n_ids; i++) {
+		char id[16];
+		MfsMigStatus st;
+
+		g_snprintf(id, sizeof(id), "%u", ids[i]);
+		mfs_migration_status(fs, id, &st);
+		if (st.state == MFS_MIG_COPYING || st.state == MFS_MIG_MIRRORED ||
+		    st.state == MFS_MIG_SWITCHING)
+			g_string_append_printf(s, "%sjob %u to '%s'", s->len ? ", " : "", st.id,
+			                       st.target);
+		mfs_migration_status_clear(&st);
+	}
+	return g_string_free(s, FALSE);
+}
+
 /* Say why a control call was refused, in the words of the current state. */
-static char *reply_refused(Mfs *fs, const char *what, int err)
+static char *reply_refused(Mfs *fs, const char *what, const char *job, int err)
 {
 	switch (err) {
 	case -ENOENT:
 		return control_reply_error("%s: no migration has been started", what);
+	case -ESRCH:
+		return control_reply_error("%s: no job '%s' (give its number or its target, as "
+		                           "mirrorfs-status lists them)",
+		                           what, job);
+	case -ENOTUNIQ: {
+		g_autofree char *running = running_jobs(fs);
+
+		return control_reply_error("%s: several migrations run (%s): name one with --job",
+		                           what, running);
+	}
 	case -EALREADY:
 		if (!strcmp(what, "switch"))
 			return control_reply_error(
 			    "switch: this migration switches by itself (switch=auto)");
 		return control_reply_error("%s: already %s", what,
-		                           !strcmp(what, "pause") ? "paused" : current_state(fs));
+		                           !strcmp(what, "pause") ? "paused"
+		                                                  : current_state(fs, job));
 	case -EBUSY:
 		return control_reply_error("%s: not everything is copied yet (state copying)",
 		                           what);
@@ -475,56 +405,19 @@ static char *reply_refused(Mfs *fs, const char *what, int err)
 		    what);
 	default:
 		return control_reply_error("%s: not possible while the migration is %s", what,
-		                           current_state(fs));
+		                           current_state(fs, job));
 	}
 }
 
 /* A cancel with nothing running: the recorded job that could not resume goes. */
-static bool forget_recorded_job(Mfs *fs)
+static bool forget_recorded_job(Mfs *fs, const char *job)
 {
 	g_autofree char *target = NULL;
 
-	if (mfs_migration_forget_recorded(fs, &target) < 0)
+	if (mfs_migration_forget_recorded(fs, job, &target) < 0)
 		return false;
 	g_message("control: cancel: the recorded migration to %s is forgotten", target);
 	return true;
-}
-
-char *control_event_line(const MfsMigEvent *ev)
-{
-	g_autoptr(JsonBuilder) b = json_builder_new();
-	g_autoptr(JsonGenerator) gen = json_generator_new();
-	g_autoptr(JsonNode) root = NULL;
-
-	json_builder_begin_object(b);
-	json_builder_set_member_name(b, "event");
-	json_builder_add_string_value(b, ev->kind == MFS_MIG_EVENT_FILE     ? "file"
-	                                 : ev->kind == MFS_MIG_EVENT_VERIFY ? "verify"
-	                                                                    : "state");
-	json_builder_set_member_name(b, "seq");
-	json_builder_add_int_value(b, (gint64)ev->seq);
-	json_builder_set_member_name(b, "time");
-	json_builder_add_double_value(b, ev->time_us / 1e6);
-	if (ev->state) {
-		json_builder_set_member_name(b, "state");
-		json_builder_add_string_value(b, ev->state);
-	}
-	if (ev->path) {
-		json_builder_set_member_name(b, "path");
-		add_name(b, ev->path);
-	}
-	if (ev->error) {
-		json_builder_set_member_name(b, "error");
-		add_name(b, ev->error);
-	}
-	if (ev->stun_ms >= 0) {
-		json_builder_set_member_name(b, "stun_ms");
-		json_builder_add_double_value(b, ev->stun_ms);
-	}
-	json_builder_end_object(b);
-	root = json_builder_get_root(b);
-	json_generator_set_root(gen, root);
-	return json_generator_to_data(gen, NULL);
 }
 
 /*
@@ -539,18 +432,23 @@ static char *reply_events(Mfs *fs, int64_t *follow_from)
 	uint64_t last;
 
 	mfs_migration_events_free(none, mfs_migration_events(fs, UINT64_MAX, &none, &last));
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	json_builder_set_member_name(b, "event");
 	json_builder_add_string_value(b, "state");
 	json_builder_set_member_name(b, "seq");
 	json_builder_add_int_value(b, (gint64)last);
+	json_builder_set_member_name(b, "job");
+	if (st.id)
+		json_builder_add_int_value(b, st.id);
+	else
+		json_builder_add_null_value(b);
 	json_builder_set_member_name(b, "time");
 	json_builder_add_double_value(b, g_get_real_time() / 1e6);
 	json_builder_set_member_name(b, "state");
 	json_builder_add_string_value(b, mfs_mig_status_name(st.state, st.paused, st.held));
 	if (st.error) {
 		json_builder_set_member_name(b, "error");
-		add_name(b, st.error);
+		control_add_name(b, st.error);
 	}
 	mfs_migration_status_clear(&st);
 	*follow_from = (int64_t)last;
@@ -572,6 +470,7 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 	JsonNode *root;
 	JsonObject *req;
 	JsonNode *version;
+	g_autofree char *job = NULL;
 	const char *cmd;
 	int ret;
 
@@ -599,8 +498,14 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 	cmd = member_string(req, "command");
 	if (!cmd)
 		return control_reply_error("malformed request: no \"command\"");
+	{
+		g_autofree char *error = NULL;
+
+		if (member_job(req, &job, &error) < 0)
+			return control_reply_error("%s: %s", cmd, error);
+	}
 	if (!strcmp(cmd, "status"))
-		return reply_status(fs, mountpoint);
+		return reply_status(fs, mountpoint, job);
 	if (!strcmp(cmd, "events"))
 		return reply_events(fs, follow_from);
 	if (!strcmp(cmd, "start"))
@@ -619,9 +524,9 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		if (member_option(req, "speed", &checked, &error) < 0)
 			return control_reply_error("%s", error);
 		speed = checked.speed_bps;
-		ret = mfs_migration_set_speed(fs, speed);
+		ret = mfs_migration_set_speed(fs, job, speed);
 		if (ret < 0)
-			return reply_refused(fs, "speed", ret);
+			return reply_refused(fs, "speed", job, ret);
 		g_message("control: copier speed set to %" G_GUINT64_FORMAT " bytes/s", speed);
 		return reply_ok(speed ? "speed set" : "speed unlimited");
 	}
@@ -639,16 +544,16 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		if (member_option(req, "guest_share", &checked, &error) < 0)
 			return control_reply_error("%s", error);
 		share = checked.guest_share;
-		ret = mfs_migration_set_guest_share(fs, share);
+		ret = mfs_migration_set_guest_share(fs, job, share);
 		if (ret < 0)
-			return reply_refused(fs, "guest_share", ret);
+			return reply_refused(fs, "guest_share", job, ret);
 		g_message("control: guest share set to %u%%", share);
 		return reply_ok(share ? "guest share set" : "copier no longer rests for the guest");
 	}
 	{
 		static const struct {
 			const char *name;
-			int (*fn)(Mfs *);
+			int (*fn)(Mfs *, const char *);
 			const char *done;
 		} simple[] = {
 		    {"pause", mfs_migration_pause, "paused"},
@@ -660,12 +565,13 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		for (size_t i = 0; i < G_N_ELEMENTS(simple); i++) {
 			if (strcmp(cmd, simple[i].name) != 0)
 				continue;
-			ret = simple[i].fn(fs);
-			if (ret < 0 && !strcmp(cmd, "cancel") && forget_recorded_job(fs))
+			ret = simple[i].fn(fs, job);
+			if (ret < 0 && ret != -ENOTUNIQ && !strcmp(cmd, "cancel") &&
+			    forget_recorded_job(fs, job))
 				return reply_ok(
 				    "the recorded migration that did not resume is forgotten");
 			if (ret < 0)
-				return reply_refused(fs, cmd, ret);
+				return reply_refused(fs, cmd, job, ret);
 			g_message("control: %s", cmd);
 			return reply_ok(simple[i].done);
 		}

@@ -41,8 +41,27 @@
 static const char *const reserved_names[] = {MFS_JOURNAL_NAME, MFS_CHECKPOINT_NAME,
                                              MFS_INTENT_LOG_NAME, MFS_PLACEMENTS_NAME};
 
+char *journal_job_record_name(const char *target)
+{
+	g_autofree char *digest = g_compute_checksum_for_string(G_CHECKSUM_SHA256, target, -1);
+
+	digest[16] = '\0';
+	return g_strconcat(MFS_JOB_RECORD_PREFIX, digest, NULL);
+}
+
+bool journal_is_job_record_name(const char *name)
+{
+	size_t n = strlen(MFS_JOB_RECORD_PREFIX);
+
+	return strncmp(name, MFS_JOB_RECORD_PREFIX, n) == 0 && strlen(name + n) == 16 &&
+	       strspn(name + n, "0123456789abcdef") == 16;
+}
+
 bool journal_is_reserved_name(const char *name)
 {
+	/* A guest may make none, nor their temporary names. */
+	if (strncmp(name, MFS_JOB_RECORD_PREFIX, strlen(MFS_JOB_RECORD_PREFIX)) == 0)
+		return true;
 	for (size_t i = 0; i < G_N_ELEMENTS(reserved_names); i++) {
 		size_t n = strlen(reserved_names[i]);
 
@@ -88,7 +107,7 @@ int journal_replace_file(int dir_fd, const char *name, const void *data, size_t 
 	return ret;
 }
 
-int journal_write(int dir_fd, const Journal *j, bool durable)
+int journal_write_named(int dir_fd, const char *name, const Journal *j, bool durable)
 {
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autofree char *source = mfs_escape_name(j->source);
@@ -119,7 +138,12 @@ int journal_write(int dir_fd, const Journal *j, bool durable)
 	}
 	g_key_file_set_int64(kf, "migration", "time", g_get_real_time() / G_USEC_PER_SEC);
 	data = g_key_file_to_data(kf, &len, NULL);
-	return journal_replace_file(dir_fd, MFS_JOURNAL_NAME, data, len, durable);
+	return journal_replace_file(dir_fd, name, data, len, durable);
+}
+
+int journal_write(int dir_fd, const Journal *j, bool durable)
+{
+	return journal_write_named(dir_fd, MFS_JOURNAL_NAME, j, durable);
 }
 
 char *journal_read_file(int dir_fd, const char *name, size_t max, size_t *len, int *err)
@@ -178,13 +202,18 @@ static int unescape_in_place(char **text)
 
 int journal_read(int dir_fd, Journal *out)
 {
+	return journal_read_named(dir_fd, MFS_JOURNAL_NAME, out);
+}
+
+int journal_read_named(int dir_fd, const char *name, Journal *out)
+{
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autofree char *data = NULL;
 	size_t len = 0;
 	int ret = 0;
 
 	memset(out, 0, sizeof(*out));
-	data = journal_read_file(dir_fd, MFS_JOURNAL_NAME, JOURNAL_MAX_SIZE, &len, &ret);
+	data = journal_read_file(dir_fd, name, JOURNAL_MAX_SIZE, &len, &ret);
 	if (!data)
 		return ret;
 	if (!g_key_file_load_from_data(kf, data, len, G_KEY_FILE_NONE, NULL))
@@ -236,7 +265,12 @@ char *journal_switched_target(int dir_fd)
 
 int journal_remove(int dir_fd)
 {
-	if (unlinkat(dir_fd, MFS_JOURNAL_NAME, 0) < 0 && errno != ENOENT)
+	return journal_remove_named(dir_fd, MFS_JOURNAL_NAME);
+}
+
+int journal_remove_named(int dir_fd, const char *name)
+{
+	if (unlinkat(dir_fd, name, 0) < 0 && errno != ENOENT)
 		return -errno;
 	return 0;
 }

@@ -20,6 +20,12 @@
  * started with "only"), each now served from its own directory.
  */
 #define MFS_PLACEMENTS_NAME MFS_JOURNAL_NAME ".placements"
+/*
+ * In a source: the record of a per-VM job under way (Journal "migrating"),
+ * one for each, named after its target (journal_job_record_name()).  A
+ * job of the whole tree keeps its record in the journal itself.
+ */
+#define MFS_JOB_RECORD_PREFIX MFS_JOURNAL_NAME ".job-"
 /* Each of those names is written under this suffix first, then renamed. */
 #define MFS_JOURNAL_TMP_SUFFIX ".tmp"
 
@@ -56,6 +62,8 @@ typedef struct {
  * Making the rename itself durable is journal_sync_dir()'s job.
  */
 int journal_write(int dir_fd, const Journal *j, bool durable);
+/* The same, under @name (a job's record). */
+int journal_write_named(int dir_fd, const char *name, const Journal *j, bool durable);
 /*
  * Replace @name in @dir_fd with @len bytes of @data, as journal_write()
  * does (a new file under @name's temporary name, synced when @durable,
@@ -71,11 +79,16 @@ char *journal_read_file(int dir_fd, const char *name, size_t max, size_t *len, i
 int journal_sync_dir(int dir_fd);
 /* Read it into @out (journal_clear() it).  -ENOENT when there is none. */
 int journal_read(int dir_fd, Journal *out);
+int journal_read_named(int dir_fd, const char *name, Journal *out);
 void journal_clear(Journal *j);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Journal, journal_clear)
 /* The target a switched source moved to, or NULL. */
 char *journal_switched_target(int dir_fd);
 int journal_remove(int dir_fd);
+int journal_remove_named(int dir_fd, const char *name);
+/* The name of the record of a per-VM job into @target (g_free()), and whether @name is one. */
+char *journal_job_record_name(const char *target);
+bool journal_is_job_record_name(const char *name);
 /*
  * The placements record: which entries of the root live in which
  * directory.  Two NULL-ended lists of one length, @names and @dirs.

@@ -112,7 +112,7 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
                const MfsCred *cred, MfsEntry *entry, MfsFile **out)
 {
 	MfsCredSaved saved;
-	bool mirrored;
+	MfsObserved mirrored;
 	int fd, ret;
 
 	if (mfs_is_journal(fs, parent, name))
@@ -130,7 +130,7 @@ int mfs_create(Mfs *fs, MfsInode *parent, const char *name, mode_t mode, int fla
 		struct stat st;
 
 		if (fstat(fd, &st) == 0)
-			fs->observer->created(fs->observer_opaque, parent, name, &st, fd);
+			MFS_OBSERVE(fs, mirrored, created, parent, name, &st, fd);
 	}
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, parent, name, entry);

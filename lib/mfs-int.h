@@ -35,11 +35,14 @@ struct Mfs {
 	MfsGate gate;  /* every operation but read passes it */
 
 	MfsRwLock ns_lock; /* namespace changes; who takes it how, and when: lock.h */
-	/* The job's observer (mfs-job.h); changes stunned. */
-	const MfsObserver *observer;
-	void *observer_opaque;
-	/* The job last started, kept for its status; changes stunned. */
-	void *job;
+	/* The jobs' observers (mfs-job.h), in the order registered; change stunned. */
+	struct {
+		const MfsObserver *obs;
+		void *opaque;
+	} observers[MFS_MAX_JOBS];
+	unsigned n_observers;
+	/* The jobs kept for their status (mfs_jobs()), oldest first; change stunned. */
+	GPtrArray *jobs;
 	void (*job_free)(void *job);
 	/* Who hears of the job's news (mfs_job_notify()). */
 	MfsMutex job_notify_lock;            /* held while one is told: a leaf */
@@ -110,11 +113,28 @@ void mfs_forget_inside(Mfs *fs, MfsInode *inode, uint64_t nlookup);
  */
 int mfs_truncate_inside(MfsInode *inode, int fd, off_t size);
 /*
- * Enter a namespace change: ns_lock, then the gate.  Returns whether the
- * change must be mirrored (then ns_lock is held exclusive).
+ * The observers a namespace change is reported to: bit i for observers[i],
+ * taken as the change begins.  Observers come and go only frozen, so the
+ * bits hold for the change.
  */
-bool mfs_ns_begin(Mfs *fs);
-void mfs_ns_end(Mfs *fs, bool mirrored);
+typedef uint32_t MfsObserved;
+/*
+ * Enter a namespace change: ns_lock, then the gate.  Returns the observers
+ * that mirror it (then ns_lock is held exclusive), 0 when none does.
+ */
+MfsObserved mfs_ns_begin(Mfs *fs);
+void mfs_ns_end(Mfs *fs, MfsObserved mirrored);
+/*
+ * Report a change to each observer in @mirrored (mfs_ns_begin()), under
+ * ns_lock exclusive, which keeps them in place: @event(opaque, ...).
+ */
+#define MFS_OBSERVE(fs, mirrored, event, ...)                                                      \
+	do {                                                                                       \
+		for (unsigned obs_i_ = 0; obs_i_ < (fs)->n_observers; obs_i_++)                    \
+			if ((mirrored) & (1u << obs_i_))                                           \
+				(fs)->observers[obs_i_].obs->event((fs)->observers[obs_i_].opaque, \
+				                                   __VA_ARGS__);                   \
+	} while (0)
 
 /* Placements (mfs-place.c): read at mfs_new(), freed with the tree. */
 int mfs_placements_load(Mfs *fs, char **error);

@@ -21,10 +21,26 @@ char *mfs_served_dir_frozen(Mfs *fs)
 	return g_strdup(fs->dir);
 }
 
-void mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque)
+int mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque)
 {
-	fs->observer = obs;
-	fs->observer_opaque = obs ? opaque : NULL;
+	if (fs->n_observers == MFS_MAX_JOBS)
+		return -EBUSY;
+	fs->observers[fs->n_observers].obs = obs;
+	fs->observers[fs->n_observers].opaque = opaque;
+	fs->n_observers++;
+	return 0;
+}
+
+void mfs_unobserve_stunned(Mfs *fs, void *opaque)
+{
+	for (unsigned i = 0; i < fs->n_observers; i++) {
+		if (fs->observers[i].opaque != opaque)
+			continue;
+		memmove(&fs->observers[i], &fs->observers[i + 1],
+		        (fs->n_observers - i - 1) * sizeof(fs->observers[0]));
+		fs->n_observers--;
+		return;
+	}
 }
 
 void mfs_set_job_notify(Mfs *fs, void (*fn)(void *opaque), void *opaque)
@@ -44,28 +60,39 @@ void mfs_job_notify(Mfs *fs)
 	mfs_mutex_unlock(&fs->job_notify_lock);
 }
 
-void *mfs_job(Mfs *fs)
+static GPtrArray *jobs_copy(Mfs *fs)
 {
-	void *job;
+	GPtrArray *copy = g_ptr_array_sized_new(fs->jobs->len);
+
+	for (guint i = 0; i < fs->jobs->len; i++)
+		g_ptr_array_add(copy, g_ptr_array_index(fs->jobs, i));
+	return copy;
+}
+
+GPtrArray *mfs_jobs(Mfs *fs)
+{
+	GPtrArray *jobs;
 
 	mfs_rwlock_reader_lock(&fs->ns_lock);
-	job = fs->job;
+	jobs = jobs_copy(fs);
 	mfs_rwlock_reader_unlock(&fs->ns_lock);
-	return job;
+	return jobs;
 }
 
-void *mfs_job_frozen(Mfs *fs)
+GPtrArray *mfs_jobs_frozen(Mfs *fs)
 {
-	return fs->job;
+	return jobs_copy(fs);
 }
 
-void *mfs_set_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job))
+void mfs_keep_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job))
 {
-	void *old = fs->job;
-
-	fs->job = job;
+	g_ptr_array_add(fs->jobs, job);
 	fs->job_free = job_free;
-	return old;
+}
+
+void mfs_drop_job_stunned(Mfs *fs, void *job)
+{
+	g_ptr_array_remove(fs->jobs, job);
 }
 
 void mfs_freeze_namespace(Mfs *fs)
@@ -119,6 +146,11 @@ void mfs_inode_set_mirror_stunned(MfsInode *inode, MirrorFile *mf)
 	inode->mirror = mf;
 }
 
+MirrorFile *mfs_inode_mirror_stunned(const MfsInode *inode)
+{
+	return inode->mirror;
+}
+
 /* Under the table's lock only pointers move; the caller closes the old descriptors. */
 void mfs_repoint_inodes_stunned(Mfs *fs, MfsRepoint *r, guint n)
 {
@@ -127,7 +159,6 @@ void mfs_repoint_inodes_stunned(Mfs *fs, MfsRepoint *r, guint n)
 	for (guint i = 0; i < n; i++) {
 		MfsInode *inode = r[i].inode;
 
-		inode->mirror = NULL;
 		if (r[i].fd >= 0) {
 			int old = inode->fd;
 

@@ -56,18 +56,30 @@ typedef struct {
 	void (*xattr_removed)(void *opaque, MfsInode *inode, const char *name);
 } MfsObserver;
 
-/* Register @obs (NULL: none); stunned. */
-void mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque);
+/*
+ * How many jobs may observe one tree at once.  Each moves its own files
+ * (mirror_of() answers for disjoint sets), so a change reaches each job
+ * that mirrors it, and a file at most one job's mirror.
+ */
+#define MFS_MAX_JOBS 16
+
+/* Register @obs for @opaque (a job), after those registered; stunned.  -EBUSY when full. */
+int mfs_observe_stunned(Mfs *fs, const MfsObserver *obs, void *opaque);
+/* Unregister @opaque's observer, if registered; stunned. */
+void mfs_unobserve_stunned(Mfs *fs, void *opaque);
 
 /*
- * The job last started on the tree, kept while the tree lives so that its
- * status outlasts it; the tree frees it with @job_free and never looks
- * inside.  mfs_job() takes the namespace lock to read: not when frozen.
+ * The jobs kept on the tree so that their status outlasts them, oldest
+ * first: a new array, the jobs not referenced (they live until
+ * mfs_drop_job_stunned(), or the tree).  The tree frees those left with
+ * the @job_free given to mfs_keep_job_stunned(), and never looks inside.
+ * mfs_jobs() takes the namespace lock to read: not when frozen.
  */
-void *mfs_job(Mfs *fs);
-void *mfs_job_frozen(Mfs *fs);
-/* Keep @job instead of the one kept (returned, for the caller to free). */
-void *mfs_set_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job));
+GPtrArray *mfs_jobs(Mfs *fs);
+GPtrArray *mfs_jobs_frozen(Mfs *fs);
+void mfs_keep_job_stunned(Mfs *fs, void *job, void (*job_free)(void *job));
+/* No longer keep @job: the caller frees it, once thawed. */
+void mfs_drop_job_stunned(Mfs *fs, void *job);
 
 /*
  * Who to tell when the job has news (an event: mig-events.c), e.g. the
@@ -115,11 +127,13 @@ GPtrArray *mfs_files_stunned(Mfs *fs);
 
 /* Route @inode's data changes through @mf (NULL: straight to its object); stunned. */
 void mfs_inode_set_mirror_stunned(MfsInode *inode, MirrorFile *mf);
+MirrorFile *mfs_inode_mirror_stunned(const MfsInode *inode);
 
 /*
  * Point inodes at other objects; stunned.  For each entry with fd >= 0
  * the inode takes fd and key, and fd gets the descriptor it had (the
- * caller closes it, outside any lock); every inode loses its mirror.
+ * caller closes it, outside any lock).  Mirrors stay: each job detaches
+ * its own (mfs_inode_set_mirror_stunned()).
  * All in one pass: a new key may be another inode's old one.
  */
 typedef struct {

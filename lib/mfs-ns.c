@@ -18,49 +18,51 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-/* Whether a job mirrors the namespace changes now; under ns_lock. */
-static bool observed(Mfs *fs)
+/* The observers that mirror the namespace changes now; under ns_lock. */
+static MfsObserved observed(Mfs *fs)
 {
-	return fs->observer && fs->observer->mirrors_changes(fs->observer_opaque);
+	MfsObserved mask = 0;
+
+	for (unsigned i = 0; i < fs->n_observers; i++)
+		if (fs->observers[i].obs->mirrors_changes(fs->observers[i].opaque))
+			mask |= 1u << i;
+	return mask;
 }
 
 /* Whether a mirrored rename or link must be refused: see MfsObserver.crosses. */
-static bool crosses(Mfs *fs, bool mirrored, MfsInode *inode, MfsInode *parent, const char *name,
-                    MfsInode *newparent, const char *newname)
+static bool crosses(Mfs *fs, MfsObserved mirrored, MfsInode *inode, MfsInode *parent,
+                    const char *name, MfsInode *newparent, const char *newname)
 {
-	return mirrored && fs->observer->crosses &&
-	       fs->observer->crosses(fs->observer_opaque, inode, parent, name, newparent, newname);
+	for (unsigned i = 0; i < fs->n_observers; i++)
+		if ((mirrored & (1u << i)) && fs->observers[i].obs->crosses &&
+		    fs->observers[i].obs->crosses(fs->observers[i].opaque, inode, parent, name,
+		                                  newparent, newname))
+			return true;
+	return false;
 }
 
-/*
- * Report a change to the observer: only a change that mfs_ns_begin() found
- * mirrored, under ns_lock exclusive, which keeps the observer in place.
- */
-#define OBSERVE(fs, mirrored, event, ...)                                                          \
-	do {                                                                                       \
-		if (mirrored)                                                                      \
-			(fs)->observer->event((fs)->observer_opaque, __VA_ARGS__);                 \
-	} while (0)
-
 /* Namespace changes: shared when nothing is mirrored, else exclusive. */
-bool mfs_ns_begin(Mfs *fs)
+MfsObserved mfs_ns_begin(Mfs *fs)
 {
+	MfsObserved mask;
+
 	mfs_rwlock_reader_lock(&fs->ns_lock);
 	if (observed(fs)) {
 		mfs_rwlock_reader_unlock(&fs->ns_lock);
 		mfs_rwlock_writer_lock(&fs->ns_lock);
-		if (observed(fs)) {
+		mask = observed(fs);
+		if (mask) {
 			gate_enter(&fs->gate);
-			return true;
+			return mask;
 		}
 		mfs_rwlock_writer_unlock(&fs->ns_lock);
 		mfs_rwlock_reader_lock(&fs->ns_lock);
 	}
 	gate_enter(&fs->gate);
-	return false;
+	return 0;
 }
 
-void mfs_ns_end(Mfs *fs, bool exclusive)
+void mfs_ns_end(Mfs *fs, MfsObserved exclusive)
 {
 	gate_leave(&fs->gate);
 	if (exclusive)
@@ -135,11 +137,11 @@ static int setattr_inside(MfsInode *inode, MfsFile *file, const struct stat *att
 int mfs_setattr(Mfs *fs, MfsInode *inode, MfsFile *file, const struct stat *attr, int to_set,
                 struct stat *out)
 {
-	bool mirrored = mfs_ns_begin(fs);
+	MfsObserved mirrored = mfs_ns_begin(fs);
 	int ret = setattr_inside(inode, file, attr, to_set);
 
 	if (ret == 0 && (to_set & ~MFS_SET_SIZE))
-		OBSERVE(fs, mirrored, attr_changed, inode, to_set & ~MFS_SET_SIZE);
+		MFS_OBSERVE(fs, mirrored, attr_changed, inode, to_set & ~MFS_SET_SIZE);
 	if (ret == 0)
 		ret = mfs_getattr_inside(inode, file, out);
 	mfs_ns_end(fs, mirrored);
@@ -179,7 +181,7 @@ static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeS
 	mode_t type = spec->mode & S_IFMT;
 	bool regular = type == S_IFREG || type == 0;
 	MfsCredSaved saved;
-	bool mirrored;
+	MfsObserved mirrored;
 	int dir_fd, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
@@ -193,12 +195,12 @@ static int make_node(Mfs *fs, MfsInode *parent, const char *name, const MfsNodeS
 		cleanup_close int fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 
 		if (fd >= 0 && fstat(fd, &st) == 0)
-			OBSERVE(fs, mirrored, created, parent, name, &st, fd);
+			MFS_OBSERVE(fs, mirrored, created, parent, name, &st, fd);
 	}
 	if (ret == 0)
 		ret = lookup_created(fs, parent, name, S_ISDIR(spec->mode), out);
 	if (ret == 0 && !regular)
-		OBSERVE(fs, mirrored, node_made, parent, name, out, spec);
+		MFS_OBSERVE(fs, mirrored, node_made, parent, name, out, spec);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -226,7 +228,7 @@ int mfs_symlink(Mfs *fs, const char *target, MfsInode *parent, const char *name,
 int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname, MfsEntry *out)
 {
 	char path[MFS_PROC_FD_LEN];
-	bool mirrored;
+	MfsObserved mirrored;
 	int ret;
 
 	RETURN_IF_JOURNAL(fs, newparent, newname);
@@ -242,7 +244,7 @@ int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname,
 	if (ret == 0)
 		ret = mfs_lookup_inside(fs, newparent, newname, out);
 	if (ret == 0)
-		OBSERVE(fs, mirrored, linked, inode, newparent, newname);
+		MFS_OBSERVE(fs, mirrored, linked, inode, newparent, newname);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -250,7 +252,7 @@ int mfs_link(Mfs *fs, MfsInode *inode, MfsInode *newparent, const char *newname,
 static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
 {
 	struct stat gone;
-	bool mirrored;
+	MfsObserved mirrored;
 	int dir_fd, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
@@ -261,7 +263,7 @@ static int remove_entry(Mfs *fs, MfsInode *parent, const char *name, bool dir)
 		gone.st_nlink = 0;
 	ret = unlinkat(dir_fd, name, dir ? AT_REMOVEDIR : 0) < 0 ? -errno : 0;
 	if (ret == 0)
-		OBSERVE(fs, mirrored, removed, parent, name, dir, gone.st_nlink ? &gone : NULL);
+		MFS_OBSERVE(fs, mirrored, removed, parent, name, dir, gone.st_nlink ? &gone : NULL);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -280,7 +282,7 @@ int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
                const char *newname, unsigned int flags)
 {
 	struct stat replaced;
-	bool mirrored;
+	MfsObserved mirrored;
 	int from, to, ret;
 
 	RETURN_IF_JOURNAL(fs, parent, name);
@@ -296,8 +298,8 @@ int mfs_rename(Mfs *fs, MfsInode *parent, const char *name, MfsInode *newparent,
 	if (ret == 0)
 		ret = renameat2(from, name, to, newname, flags) < 0 ? -errno : 0;
 	if (ret == 0)
-		OBSERVE(fs, mirrored, renamed, parent, name, newparent, newname, flags,
-		        replaced.st_nlink ? &replaced : NULL);
+		MFS_OBSERVE(fs, mirrored, renamed, parent, name, newparent, newname, flags,
+		            replaced.st_nlink ? &replaced : NULL);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -348,13 +350,13 @@ int mfs_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value, 
                  int flags)
 {
 	char path[MFS_PROC_FD_LEN];
-	bool mirrored = mfs_ns_begin(fs);
+	MfsObserved mirrored = mfs_ns_begin(fs);
 	int ret = xattr_path(inode, path);
 
 	if (ret == 0)
 		ret = setxattr(path, name, value, size, flags) < 0 ? -errno : 0;
 	if (ret == 0)
-		OBSERVE(fs, mirrored, xattr_set, inode, name, value, size, flags);
+		MFS_OBSERVE(fs, mirrored, xattr_set, inode, name, value, size, flags);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }
@@ -362,13 +364,13 @@ int mfs_setxattr(Mfs *fs, MfsInode *inode, const char *name, const void *value, 
 int mfs_removexattr(Mfs *fs, MfsInode *inode, const char *name)
 {
 	char path[MFS_PROC_FD_LEN];
-	bool mirrored = mfs_ns_begin(fs);
+	MfsObserved mirrored = mfs_ns_begin(fs);
 	int ret = xattr_path(inode, path);
 
 	if (ret == 0)
 		ret = removexattr(path, name) < 0 ? -errno : 0;
 	if (ret == 0)
-		OBSERVE(fs, mirrored, xattr_removed, inode, name);
+		MFS_OBSERVE(fs, mirrored, xattr_removed, inode, name);
 	mfs_ns_end(fs, mirrored);
 	return ret;
 }

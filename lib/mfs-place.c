@@ -63,14 +63,20 @@ void mfs_placement_home_settle(Mfs *fs, const char *dir, int dir_fd)
 {
 	static const char *const leftovers[] = {MFS_CHECKPOINT_NAME, MFS_INTENT_LOG_NAME,
 	                                        MFS_JOURNAL_NAME};
+	g_autofree char *record = journal_job_record_name(dir);
 	g_auto(Journal) home = {0};
 	g_auto(Journal) ours = {0};
+	g_auto(Journal) old = {0};
 
 	if (journal_read(dir_fd, &home) < 0 || strcmp(home.state, "copying") ||
 	    strcmp(home.source, fs->dir))
 		return;
-	if (journal_read(fs->root.fd, &ours) == 0 && !strcmp(ours.state, "migrating") &&
-	    !strcmp(ours.target, dir))
+	/* Its record, or one an older daemon kept in the journal. */
+	if (journal_read_named(fs->root.fd, record, &ours) == 0 &&
+	    !strcmp(ours.state, "migrating") && !strcmp(ours.target, dir))
+		return;
+	if (journal_read(fs->root.fd, &old) == 0 && !strcmp(old.state, "migrating") &&
+	    !strcmp(old.target, dir))
 		return;
 	g_message("%s: the records of a per-VM job that switched are left there: removed", dir);
 	for (size_t i = 0; i < G_N_ELEMENTS(leftovers); i++)

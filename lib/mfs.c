@@ -171,6 +171,7 @@ int mfs_new_explained(const char *source_dir, Mfs **out, char **error)
 	g_hash_table_add(fs->inodes, &fs->root);
 	mfs_mutex_init(&fs->files_lock);
 	mfs_mutex_init(&fs->job_notify_lock);
+	fs->jobs = g_ptr_array_new();
 	fs->files = g_hash_table_new(NULL, NULL);
 	ret = mfs_placements_load(fs, error);
 	if (ret < 0) {
@@ -214,8 +215,9 @@ void mfs_free(Mfs *fs)
 
 	if (!fs)
 		return;
-	if (fs->job)
-		fs->job_free(fs->job);
+	for (guint i = 0; i < fs->jobs->len; i++)
+		fs->job_free(g_ptr_array_index(fs->jobs, i));
+	g_ptr_array_free(fs->jobs, TRUE);
 	g_hash_table_iter_init(&it, fs->inodes);
 	while (g_hash_table_iter_next(&it, &key, NULL)) {
 		if (key != &fs->root)
@@ -341,8 +343,11 @@ int mfs_lookup_inside(Mfs *fs, MfsInode *parent, const char *name, MfsEntry *out
 		inode->fd = fd;
 		inode->type = out->st.st_mode & S_IFMT;
 		inode->nlookup = 1;
-		if (fs->observer && inode->type == S_IFREG)
-			inode->mirror = fs->observer->mirror_of(fs->observer_opaque, &key);
+		/* Jobs move disjoint sets of files: one at most has a mirror for it. */
+		for (unsigned i = 0;
+		     i < fs->n_observers && inode->type == S_IFREG && !inode->mirror; i++)
+			inode->mirror =
+			    fs->observers[i].obs->mirror_of(fs->observers[i].opaque, &key);
 		g_hash_table_add(fs->inodes, inode);
 	}
 	mfs_mutex_unlock(&fs->inodes_lock);

@@ -34,6 +34,58 @@ bool mig_only_holds(char **only, const char *rel)
 	return false;
 }
 
+/* The first of @only's entries (names at the root) that @other names too, or NULL. */
+static const char *shared_entry(char **only, char **other)
+{
+	for (char **n = only; *n; n++)
+		if (g_strv_contains((const char *const *)other, *n))
+			return *n;
+	return NULL;
+}
+
+int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **error)
+{
+	g_autoptr(GPtrArray) jobs = mfs_jobs_frozen(fs);
+	g_autofree char *real = realpath(target, NULL);
+	unsigned live = 0;
+
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *other = g_ptr_array_index(jobs, i);
+		const char *shared;
+
+		if (!mig_state_live(mig_state(other)))
+			continue;
+		live++;
+		if (!mig->only || !other->only) {
+			*error = g_strdup_printf(
+			    "a migration to '%s' is already running%s", other->target,
+			    mig->only
+			        ? " (of the whole tree: it runs alone)"
+			        : " (several run at once only with 'only', each its own entries)");
+			return -EBUSY;
+		}
+		shared = shared_entry(mig->only, other->only);
+		if (shared) {
+			*error = g_strdup_printf("'%s' is being moved already, by job %u (to '%s')",
+			                         shared, other->id, other->target);
+			return -EBUSY;
+		}
+		if (real && (mfs_path_within(real, other->target) ||
+		             mfs_path_within(other->target, real))) {
+			*error = g_strdup_printf("target '%s': job %u moves into '%s': each job "
+			                         "needs a target of its own",
+			                         target, other->id, other->target);
+			return -EBUSY;
+		}
+	}
+	if (live >= MFS_MAX_JOBS) {
+		*error = g_strdup_printf(
+		    "%u migrations are running: the most one mount runs at once", live);
+		return -EBUSY;
+	}
+	return 0;
+}
+
 int mig_check_only(Mfs *fs, Migration *mig, char **error)
 {
 	const char *placed = mfs_a_placed_name_frozen(fs);
@@ -317,7 +369,7 @@ static int operator_names(Mfs *fs, Migration *mig, char ***out)
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error)
 {
 	g_auto(Journal) j = {0};
-	Migration *ended;
+	g_autoptr(GPtrArray) jobs = mfs_jobs_frozen(fs);
 	struct stat sst, tst;
 	struct statvfs vfs;
 	uint64_t need, avail;
@@ -371,10 +423,13 @@ int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *f
 	if (ret < 0)
 		return ret;
 	/* An ended migration's claim is of no use: it may be this same target. */
-	ended = mfs_job_frozen(fs);
-	if (ended && ended->lock_fd >= 0) {
-		close(ended->lock_fd);
-		ended->lock_fd = -1;
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *ended = g_ptr_array_index(jobs, i);
+
+		if (!mig_state_live(mig_state(ended)) && ended->lock_fd >= 0) {
+			close(ended->lock_fd);
+			ended->lock_fd = -1;
+		}
 	}
 	/* Another daemon serving it would not see our writes, nor we its. */
 	ret = mfs_dir_claim(mig->dst_root_fd, &mig->lock_fd);

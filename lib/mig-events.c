@@ -26,6 +26,7 @@ void mig_event(Migration *mig, MfsMigEventKind kind, const char *state, const ch
 	MfsMigEvent *ev = g_new0(MfsMigEvent, 1);
 
 	ev->kind = kind;
+	ev->job = mig->id;
 	ev->time_us = g_get_real_time();
 	ev->state = g_strdup(state);
 	ev->error = g_strdup(error);
@@ -60,36 +61,40 @@ void mig_events_clear(Migration *mig)
 	g_queue_clear_full(&mig->events, event_free);
 }
 
+static gint by_seq(gconstpointer a, gconstpointer b)
+{
+	uint64_t x = ((const MfsMigEvent *)a)->seq, y = ((const MfsMigEvent *)b)->seq;
+
+	return x < y ? -1 : x > y;
+}
+
 unsigned mfs_migration_events(Mfs *fs, uint64_t after, MfsMigEvent **out, uint64_t *last)
 {
-	Migration *mig = mfs_job(fs);
-	GPtrArray *copy = g_ptr_array_new();
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
+	GArray *copy = g_array_new(FALSE, FALSE, sizeof(MfsMigEvent));
 	unsigned n;
 
 	*last = __atomic_load_n(&last_seq, __ATOMIC_SEQ_CST);
-	if (mig) {
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *mig = g_ptr_array_index(jobs, i);
+
 		mfs_mutex_lock(&mig->lock);
 		for (GList *l = mig->events.head; l; l = l->next) {
-			MfsMigEvent *ev = l->data;
+			MfsMigEvent ev = *(MfsMigEvent *)l->data;
 
-			if (ev->seq > after)
-				g_ptr_array_add(copy, ev);
-		}
-		*out = g_new0(MfsMigEvent, copy->len);
-		for (guint i = 0; i < copy->len; i++) {
-			MfsMigEvent *ev = g_ptr_array_index(copy, i);
-
-			(*out)[i] = *ev;
-			(*out)[i].state = g_strdup(ev->state);
-			(*out)[i].error = g_strdup(ev->error);
-			(*out)[i].path = g_strdup(ev->path);
+			if (ev.seq <= after)
+				continue;
+			ev.state = g_strdup(ev.state);
+			ev.error = g_strdup(ev.error);
+			ev.path = g_strdup(ev.path);
+			g_array_append_val(copy, ev);
 		}
 		mfs_mutex_unlock(&mig->lock);
-	} else {
-		*out = NULL;
 	}
+	/* Each job's are in order; the jobs' interleave. */
+	g_array_sort(copy, by_seq);
 	n = copy->len;
-	g_ptr_array_free(copy, TRUE);
+	*out = (MfsMigEvent *)g_array_free(copy, n == 0);
 	return n;
 }
 

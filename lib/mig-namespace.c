@@ -254,12 +254,20 @@ void mig_attach_mirrors_stunned(Mfs *fs, Migration *mig, bool attach)
 
 		if (mfs_inode_type(inode) != S_IFREG)
 			continue;
-		if (attach)
-			mf = find_mirror(mig, &key);
+		if (!attach) {
+			MigObject *obj = mig->only ? mig_object_find(mig, &key) : NULL;
+
+			/* The other jobs' files keep theirs; a job of the whole tree runs alone. */
+			if (!mig->only || (obj && obj->mf == mfs_inode_mirror_stunned(inode)))
+				mfs_inode_set_mirror_stunned(inode, NULL);
+			continue;
+		}
+		mf = find_mirror(mig, &key);
 		/* A per-VM job cannot tell whose a nameless file was: it stays. */
-		if (attach && !mf && !mig->only && mig_source_object_gone(inode))
+		if (!mf && !mig->only && mig_source_object_gone(inode))
 			mf = mirror_nameless_file(mig, inode);
-		mfs_inode_set_mirror_stunned(inode, mf);
+		if (mf)
+			mfs_inode_set_mirror_stunned(inode, mf);
 	}
 }
 

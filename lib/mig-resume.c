@@ -40,8 +40,9 @@
 #include "mig-options.h"
 #include "migration-int.h"
 
-#include <stdlib.h>
+#include <dirent.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -408,13 +409,26 @@ void mig_checkpoint_final(Migration *mig)
 }
 
 /*
- * The job's record lives in the source's root, in the journal's place:
- * nothing else is there while a migration runs (a "switched" record
- * would have the daemon serve its target instead).  Not flushed, for the
- * reason the target's copying journal is not (journal.c): a job started
- * less than a writeback period before a power failure may be forgotten;
- * its copy is then reused by the next start.
+ * The job's record lives in the source's root: a job of the whole tree's
+ * in the journal's place (nothing else is there while it runs: a
+ * "switched" record would have the daemon serve its target instead), a
+ * per-VM job's in a file of its own (Migration.record), so that several
+ * run at once.  Not flushed, for the reason the target's copying journal
+ * is not (journal.c): a job started less than a writeback period before a
+ * power failure may be forgotten; its copy is then reused by the next
+ * start.
  */
+/* Remove the record @name in @root_fd of a job to @target ("migrating"); -ENOENT when none. */
+static int forget_job(int root_fd, const char *name, const char *target)
+{
+	g_auto(Journal) j = {0};
+
+	if (journal_read_named(root_fd, name, &j) < 0 || strcmp(j.state, "migrating") != 0 ||
+	    (target && strcmp(j.target, target) != 0))
+		return -ENOENT;
+	return journal_remove_named(root_fd, name);
+}
+
 /* Under job_lock; @update: only over the job's own record, silently. */
 static void job_record_locked(Migration *mig, bool update)
 {
@@ -426,24 +440,27 @@ static void job_record_locked(Migration *mig, bool update)
 	if (mig->job_forgotten)
 		return;
 	root = mfs_root_fd(mig->fs);
-	ret = journal_read(root, &old);
+	ret = journal_read_named(root, mig->record, &old);
 	ours = ret == 0 && strcmp(old.state, "migrating") == 0;
 	if (update && !ours)
 		return;
 	if (ret == 0 && !ours)
 		ret = -EEXIST;
 	else
-		ret = journal_write(root,
-		                    &(Journal){.state = "migrating",
-		                               .source = mig->source,
-		                               .target = mig->target,
-		                               .job = mig->job},
-		                    false);
+		ret = journal_write_named(root, mig->record,
+		                          &(Journal){.state = "migrating",
+		                                     .source = mig->source,
+		                                     .target = mig->target,
+		                                     .job = mig->job},
+		                          false);
 	if (ret < 0)
 		g_warning(
 		    "migration %s -> %s: cannot record the job in the source (%s): a restarted "
 		    "daemon will not resume it by itself",
 		    mig->source, mig->target, g_strerror(-ret));
+	/* An older daemon kept a per-VM job's record in the journal: it moved. */
+	else if (!update && strcmp(mig->record, MFS_JOURNAL_NAME) != 0)
+		forget_job(root, MFS_JOURNAL_NAME, mig->target);
 }
 
 void mig_job_record(Migration *mig)
@@ -467,50 +484,107 @@ void mig_job_set(Migration *mig, const char *name, uint64_t value)
 	mfs_mutex_unlock(&mig->job_lock);
 }
 
-/* Remove the record in @root_fd of a job to @target ("migrating"); -ENOENT when none. */
-static int forget_job(int root_fd, const char *target)
-{
-	g_auto(Journal) j = {0};
-
-	if (journal_read(root_fd, &j) < 0 || strcmp(j.state, "migrating") != 0 ||
-	    (target && strcmp(j.target, target) != 0))
-		return -ENOENT;
-	return journal_remove(root_fd);
-}
-
 void mig_job_forget(Migration *mig)
 {
 	mfs_mutex_lock(&mig->job_lock);
 	mig->job_forgotten = true;
-	forget_job(mfs_root_fd(mig->fs), mig->target);
+	forget_job(mfs_root_fd(mig->fs), mig->record, mig->target);
 	mfs_mutex_unlock(&mig->job_lock);
 }
 
-int mfs_migration_forget_recorded(Mfs *fs, char **target)
-{
-	Migration *live = mfs_job(fs);
-	g_auto(Journal) j = {0};
+/* A job recorded in the source: its record's name, and the record. */
+typedef struct {
+	char *name;
+	Journal j;
+} Recorded;
 
-	/* A running job's record is its own: a cancel removes it. */
-	if (live && mig_state_live(mig_state(live)))
-		return -EBUSY;
-	if (journal_read(mfs_root_fd(fs), &j) < 0 || strcmp(j.state, "migrating") != 0)
-		return -ENOENT;
-	*target = g_strdup(j.target);
-	return forget_job(mfs_root_fd(fs), j.target);
+static void recorded_clear(gpointer p)
+{
+	Recorded *r = p;
+
+	g_free(r->name);
+	journal_clear(&r->j);
+}
+
+/* Every job recorded as under way in the source's root @root_fd, the journal's first. */
+static GArray *recorded_jobs(int root_fd)
+{
+	GArray *out = g_array_new(FALSE, TRUE, sizeof(Recorded));
+	int fd = openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fd >= 0 ? fdopendir(fd) : NULL;
+	g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+	struct dirent *de;
+
+	g_array_set_clear_func(out, recorded_clear);
+	g_ptr_array_add(names, g_strdup(MFS_JOURNAL_NAME));
+	while (dp && (de = readdir(dp)))
+		if (journal_is_job_record_name(de->d_name))
+			g_ptr_array_add(names, g_strdup(de->d_name));
+	if (dp)
+		closedir(dp);
+	else if (fd >= 0)
+		close(fd);
+	for (guint i = 0; i < names->len; i++) {
+		Recorded r = {0};
+
+		if (journal_read_named(root_fd, g_ptr_array_index(names, i), &r.j) < 0)
+			continue;
+		if (strcmp(r.j.state, "migrating") != 0) {
+			journal_clear(&r.j);
+			continue;
+		}
+		r.name = g_strdup(g_ptr_array_index(names, i));
+		g_array_append_val(out, r);
+	}
+	return out;
+}
+
+/* Is a kept job running into @target? */
+static bool target_running(Mfs *fs, const char *target)
+{
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
+
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *mig = g_ptr_array_index(jobs, i);
+
+		if (strcmp(mig->target, target) == 0 && mig_state_live(mig_state(mig)))
+			return true;
+	}
+	return false;
+}
+
+int mfs_migration_forget_recorded(Mfs *fs, const char *job, char **target)
+{
+	g_autoptr(GArray) recorded = recorded_jobs(mfs_root_fd(fs));
+	g_autofree char *real = job && g_path_is_absolute(job) ? realpath(job, NULL) : NULL;
+	int ret = -ENOENT;
+
+	for (guint i = 0; i < recorded->len; i++) {
+		Recorded *r = &g_array_index(recorded, Recorded, i);
+
+		/* A running job's record is its own: a cancel removes it. */
+		if (target_running(fs, r->j.target))
+			continue;
+		if (job && strcmp(job, r->j.target) != 0 &&
+		    !(real && strcmp(real, r->j.target) == 0))
+			continue;
+		*target = g_strdup(r->j.target);
+		return forget_job(mfs_root_fd(fs), r->name, r->j.target);
+	}
+	return ret;
 }
 
 /*
  * A per-VM job whose switch placed every one of its entries, and that
- * ended with the daemon before it removed its record: it is done.
+ * ended with the daemon before it removed its record @name: it is done.
  */
-static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts)
+static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts, const char *name)
 {
 	if (!opts->only || !mfs_placed_in(fs, opts->only, opts->target))
 		return false;
 	g_message("the per-VM job to '%s' had switched when the daemon stopped: its record goes",
 	          opts->target);
-	journal_remove(mfs_root_fd(fs));
+	journal_remove_named(mfs_root_fd(fs), name);
 	{
 		int fd = open(opts->target, O_PATH | O_DIRECTORY | O_CLOEXEC);
 
@@ -522,46 +596,78 @@ static bool mig_recorded_switched(Mfs *fs, const MfsMigOptions *opts)
 	return true;
 }
 
-int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
+/*
+ * Start one recorded job: 1, or 0 when it is done already or left to the
+ * command line's @target, or -errno (*@error).
+ */
+static int start_recorded(Mfs *fs, const Recorded *r, const char *target, char **error)
 {
-	g_auto(Journal) j = {0};
 	g_autofree char *source = mfs_served_dir(fs);
 	g_autofree char *why = NULL;
 	MfsMigOptions opts;
 	int ret;
 
-	*error = NULL;
-	if (journal_read(mfs_root_fd(fs), &j) < 0 || strcmp(j.state, "migrating") != 0)
-		return 0;
 	mfs_mig_options_init(&opts);
-	opts.target = j.target;
-	ret = mfs_mig_options_from_job(&opts, j.job, &why);
+	opts.target = r->j.target;
+	ret = mfs_mig_options_from_job(&opts, r->j.job, &why);
 	if (ret < 0) {
 		*error = g_strdup_printf("%s/%s records a migration to '%s' with an option that is "
 		                         "not one: %s",
-		                         source, MFS_JOURNAL_NAME, j.target, why);
+		                         source, r->name, r->j.target, why);
 		return ret;
 	}
 	/* Done already, whatever the command line says now. */
-	if (mig_recorded_switched(fs, &opts)) {
+	if (mig_recorded_switched(fs, &opts, r->name)) {
 		g_strfreev(opts.only);
 		return 0;
 	}
 	if (target) {
 		g_autofree char *real = realpath(target, NULL);
 
-		g_strfreev(opts.only);
-		if (real && strcmp(real, j.target) == 0)
+		if (real && strcmp(real, r->j.target) == 0) {
+			g_strfreev(opts.only);
 			return 0; /* the same job, given again: its options are the ones given */
-		*error = g_strdup_printf(
-		    "%s/%s records a migration to '%s' under way: mount without target= to resume "
-		    "it, or cancel it first (mount, then mirrorfsctl MOUNTPOINT cancel)",
-		    source, MFS_JOURNAL_NAME, j.target);
-		return -EBUSY;
+		}
+		/* A per-VM job runs beside the one given, if that one may (checked at its start).
+		 */
+		if (!opts.only) {
+			*error = g_strdup_printf(
+			    "%s/%s records a migration to '%s' under way: mount without target= to "
+			    "resume it, or cancel it first (mount, then mirrorfsctl MOUNTPOINT "
+			    "cancel)",
+			    source, r->name, r->j.target);
+			return -EBUSY;
+		}
 	}
 	opts.defer_thread = true;
 	opts.resume = true;
 	ret = mfs_migration_start(fs, &opts, error);
 	g_strfreev(opts.only);
 	return ret < 0 ? ret : 1;
+}
+
+int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
+{
+	g_autoptr(GArray) recorded = recorded_jobs(mfs_root_fd(fs));
+	int started = 0, failed = 0;
+
+	*error = NULL;
+	for (guint i = 0; i < recorded->len; i++) {
+		g_autofree char *why = NULL;
+		int ret = start_recorded(fs, &g_array_index(recorded, Recorded, i), target, &why);
+
+		if (ret == -EBUSY) {
+			g_free(*error);
+			*error = g_steal_pointer(&why);
+			return ret;
+		}
+		if (ret > 0)
+			started++;
+		/* The others still start: the first failure is the one reported. */
+		if (ret < 0 && !failed) {
+			failed = ret;
+			*error = g_steal_pointer(&why);
+		}
+	}
+	return failed ? failed : started;
 }

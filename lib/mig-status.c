@@ -54,6 +54,7 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 
 	memset(out, 0, sizeof(*out));
 	out->eta_s = -1;
+	out->id = mig->id;
 	mfs_mutex_lock(&mig->lock);
 	out->state = mig_state_public(mig->state, mig->before);
 	/* A paused job being cancelled still shows paused, as its state shows copying. */
@@ -117,18 +118,30 @@ static void status_of(Migration *mig, MfsMigStatus *out)
 	}
 }
 
-void mfs_migration_status(Mfs *fs, MfsMigStatus *out)
+int mfs_migration_status(Mfs *fs, const char *job, MfsMigStatus *out)
 {
-	Migration *mig = mfs_job(fs);
+	Migration *mig;
+	int ret = mig_select(fs, job, &mig);
 
 	if (!mig) {
 		memset(out, 0, sizeof(*out));
 		out->eta_s = -1;
 		out->state = MFS_MIG_IDLE;
 		out->source = mfs_served_dir(fs);
-		return;
+		return ret;
 	}
 	status_of(mig, out);
+	return 0;
+}
+
+unsigned mfs_migration_job_ids(Mfs *fs, unsigned **ids)
+{
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
+
+	*ids = g_new(unsigned, jobs->len + 1);
+	for (guint i = 0; i < jobs->len; i++)
+		(*ids)[i] = ((Migration *)g_ptr_array_index(jobs, i))->id;
+	return jobs->len;
 }
 
 void mig_keep_final_status(Migration *mig)

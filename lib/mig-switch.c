@@ -287,6 +287,9 @@ static void apply_swaps(Migration *mig, GArray *inodes, GArray *files)
 	Mfs *fs = mig->fs;
 	gint64 deadline;
 
+	/* Before the repoint, which gives the moved inodes the target's keys. */
+	mig_attach_mirrors_stunned(fs, mig, false);
+	mfs_unobserve_stunned(fs, mig);
 	mfs_repoint_inodes_stunned(fs, (MfsRepoint *)inodes->data, inodes->len);
 	/* Each repointed entry holds the descriptor its inode had. */
 	for (guint i = 0; i < inodes->len; i++) {
@@ -342,7 +345,7 @@ static int record_switch(Migration *mig)
 	ret = mfs_place_stunned(fs, mig->only, mig->target, mig->dst_root_fd);
 	mfs_test_crash_point("placed");
 	if (ret == 0)
-		journal_remove(mfs_root_fd(fs));
+		journal_remove_named(mfs_root_fd(fs), mig->record);
 	return ret;
 }
 
@@ -455,7 +458,6 @@ int mig_switch(Migration *mig)
 	crash_test_pause(mig, "journaled");
 	/* 4. Every descriptor to the target. */
 	apply_swaps(mig, inodes, files);
-	mfs_observe_stunned(fs, NULL, NULL);
 	mfs_test_crash_point("swapped");
 resume:
 	/* 5. Resume. */

@@ -58,6 +58,7 @@ typedef struct Migration Migration;
 
 struct Migration {
 	Mfs *fs;
+	unsigned id;  /* from 1, rising over the process */
 	char *source; /* canonical paths */
 	char *target;
 	char **only;     /* a per-VM job's entries of the root (NULL-ended), or NULL: all */
@@ -88,6 +89,7 @@ struct Migration {
 	gint ckpt_names_moved; /* atomic: a mirrored rename or unlink since the last flush */
 	MfsMutex job_lock;  /* the source's record of the job: one writer at a time */
 	char **job; /* protected by job_lock: the options, as the source's record keeps them */
+	char *record;       /* the name of that record in the source's root (journal.h) */
 	bool job_forgotten; /* protected by job_lock: the record is gone for good */
 	bool keep_copy; /* protected by lock: the daemon stops: keep the copy, its records, the job
 	                 */
@@ -128,6 +130,13 @@ struct Migration {
 
 /* migration.c */
 void mig_hook(Migration *mig, const char *point);
+/*
+ * The job @job names (migration.h) among the kept @jobs, or the tree's:
+ * 0, or -ENOENT (none kept), -ESRCH (@job names none), -ENOTUNIQ (@job
+ * NULL, several live: *@out is then the newest of them).
+ */
+int mig_select_in(GPtrArray *jobs, const char *job, Migration **out);
+int mig_select(Mfs *fs, const char *job, Migration **out);
 /* Record a failure (the first one is kept); the job stops when it may (mig-state.h). */
 void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 MigState mig_state(Migration *mig);
@@ -153,6 +162,12 @@ void mig_drop_objects(Migration *mig);
 void mig_commit(Migration *mig);
 
 /* mig-check.c */
+/*
+ * Whether @mig (its source and only set) may run beside the jobs running
+ * into @target: a job of the whole tree runs alone, entries and targets
+ * are never shared, nor more than MFS_MAX_JOBS run.  Frozen.
+ */
+int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **error);
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
 void mig_target_journal_undo(Migration *mig);
 

@@ -45,9 +45,11 @@ void mig_hook(Migration *mig, const char *point)
 
 static Migration *migration_new(Mfs *fs)
 {
+	static guint last_id; /* atomic */
 	Migration *mig = g_new0(Migration, 1);
 
 	mig->fs = fs;
+	mig->id = (unsigned)g_atomic_int_add(&last_id, 1) + 1;
 	mig->dst_root_fd = -1;
 	mig->old_root_fd = -1;
 	mig->lock_fd = -1;
@@ -93,6 +95,7 @@ static void migration_free(void *job)
 	g_free(mig->mismatch);
 	g_free(mig->walk_error);
 	g_strfreev(mig->job);
+	g_free(mig->record);
 	mig_events_clear(mig);
 	g_strfreev(mig->target_keep);
 	mfs_cond_clear(&mig->cond);
@@ -102,10 +105,52 @@ static void migration_free(void *job)
 	g_free(mig);
 }
 
-/* The current (or last) migration, or NULL. */
-static Migration *current(Mfs *fs)
+/* Does @job (migration.h) name @mig: its id, or its target, as given or resolved? */
+static bool names_job(Migration *mig, const char *job, const char *real)
 {
-	return mfs_job(fs);
+	char *end;
+	guint64 id;
+
+	if (g_ascii_isdigit(job[0])) {
+		id = g_ascii_strtoull(job, &end, 10);
+		if (!*end)
+			return id == mig->id;
+	}
+	return strcmp(job, mig->target) == 0 || (real && strcmp(real, mig->target) == 0);
+}
+
+int mig_select_in(GPtrArray *jobs, const char *job, Migration **out)
+{
+	g_autofree char *real = job && g_path_is_absolute(job) ? realpath(job, NULL) : NULL;
+	Migration *live = NULL, *last = NULL;
+	unsigned n_live = 0;
+
+	*out = NULL;
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *mig = g_ptr_array_index(jobs, i);
+
+		if (job && names_job(mig, job, real))
+			last = mig; /* the newest of those it names */
+		else if (!job && mig_state_live(mig_state(mig)))
+			live = mig, n_live++;
+		else if (!job)
+			last = mig;
+	}
+	if (job) {
+		*out = last;
+		return last ? 0 : -ESRCH;
+	}
+	*out = live ? live : last;
+	if (n_live > 1)
+		return -ENOTUNIQ;
+	return *out ? 0 : -ENOENT;
+}
+
+int mig_select(Mfs *fs, const char *job, Migration **out)
+{
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
+
+	return mig_select_in(jobs, job, out);
 }
 
 MigState mig_state(Migration *mig)
@@ -205,16 +250,17 @@ void mig_commit(Migration *mig)
 
 void mfs_migration_renew_claim(Mfs *fs)
 {
-	Migration *mig = mfs_job(fs);
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
 
-	if (mig)
-		mfs_dir_claim_renew(mig->lock_fd);
+	for (guint i = 0; i < jobs->len; i++)
+		mfs_dir_claim_renew(((Migration *)g_ptr_array_index(jobs, i))->lock_fd);
 }
 
 static gpointer migration_thread(gpointer data);
 
 int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 {
+	g_autoptr(GPtrArray) ended = NULL;
 	Migration *mig, *old;
 	struct stat st;
 	bool fresh = true;
@@ -255,14 +301,10 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 			goto out_free;
 	}
 	mfs_freeze_namespace(fs);
-	old = mfs_job_frozen(fs);
-	if (old && mig_state_live(mig_state(old))) {
-		*error = g_strdup_printf("a migration to '%s' is already running", old->target);
-		ret = -EBUSY;
-		goto out_unlock;
-	}
 	mig->source = mfs_served_dir_frozen(fs);
-	ret = mig_check_only(fs, mig, error);
+	ret = mig_check_beside_jobs(fs, mig, opts->target, error);
+	if (ret == 0)
+		ret = mig_check_only(fs, mig, error);
 	if (ret == 0)
 		ret = mig_check_target(fs, mig, opts, &fresh, error);
 	if (ret < 0)
@@ -299,16 +341,31 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 		goto out_cleanup;
 	mfs_test_crash_point("walked");
 	mig_checkpoints_begin(mig);
+	mig->record = mig->only ? journal_job_record_name(mig->target) : g_strdup(MFS_JOURNAL_NAME);
 	mig_job_record(mig);
 
-	/* Attach the mirrors in a stun: no write may be half-way when they appear. */
+	/*
+	 * Attach the mirrors in a stun: no write may be half-way when they
+	 * appear.  The jobs that ended go, with their status.
+	 */
+	ended = mfs_jobs_frozen(fs);
 	mfs_stun(fs);
-	old = mfs_set_job_stunned(fs, mig, migration_free);
-	mfs_observe_stunned(fs, &mig_observer, mig);
+	for (guint i = 0; i < ended->len; i++) {
+		old = g_ptr_array_index(ended, i);
+		if (mig_state_live(mig_state(old)))
+			g_ptr_array_index(ended, i) = NULL;
+		else
+			mfs_drop_job_stunned(fs, old);
+	}
+	mfs_keep_job_stunned(fs, mig, migration_free);
+	/* mig_check_beside_jobs() counted those that observe: there is room. */
+	ret = mfs_observe_stunned(fs, &mig_observer, mig);
+	g_assert(ret == 0);
 	mig_attach_mirrors_stunned(fs, mig, true);
 	mfs_unstun(fs);
 	mfs_thaw_namespace(fs);
-	migration_free(old);
+	for (guint i = 0; i < ended->len; i++)
+		migration_free(g_ptr_array_index(ended, i));
 
 	mig_state_event(mig, MIG_COPYING);
 	if (!opts->defer_thread)
@@ -368,7 +425,7 @@ static void migration_abort(Migration *mig)
 	keep = mig->keep_copy && !mig->error;
 	mfs_mutex_unlock(&mig->lock);
 	mig_attach_mirrors_stunned(fs, mig, false);
-	mfs_observe_stunned(fs, NULL, NULL);
+	mfs_unobserve_stunned(fs, mig);
 	mfs_unstun(fs);
 	mfs_thaw_namespace(fs);
 
@@ -523,14 +580,11 @@ stop:
  * A control request: its range checked, then decided by the state
  * machine (mig-state.c) under the job's lock, and applied.
  */
-static int request(Mfs *fs, MigRequest r, uint64_t arg)
+static int request_job(Migration *mig, MigRequest r, uint64_t arg)
 {
-	Migration *mig = current(fs);
 	MigState next;
 	int ret;
 
-	if (!mig)
-		return -ENOENT;
 	if ((r == MIG_REQ_SPEED && arg > MFS_MAX_SIZE) ||
 	    (r == MIG_REQ_GUEST_SHARE && arg > MFS_MAX_GUEST_SHARE))
 		return -ERANGE;
@@ -565,44 +619,50 @@ static int request(Mfs *fs, MigRequest r, uint64_t arg)
 	return ret;
 }
 
-int mfs_migration_pause(Mfs *fs)
+static int request(Mfs *fs, const char *job, MigRequest r, uint64_t arg)
 {
-	return request(fs, MIG_REQ_PAUSE, 0);
+	Migration *mig;
+	int ret = mig_select(fs, job, &mig);
+
+	return ret < 0 ? ret : request_job(mig, r, arg);
 }
 
-int mfs_migration_resume(Mfs *fs)
+int mfs_migration_pause(Mfs *fs, const char *job)
 {
-	return request(fs, MIG_REQ_RESUME, 0);
+	return request(fs, job, MIG_REQ_PAUSE, 0);
 }
 
-int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps)
+int mfs_migration_resume(Mfs *fs, const char *job)
 {
-	return request(fs, MIG_REQ_SPEED, speed_bps);
+	return request(fs, job, MIG_REQ_RESUME, 0);
 }
 
-int mfs_migration_set_guest_share(Mfs *fs, unsigned percent)
+int mfs_migration_set_speed(Mfs *fs, const char *job, uint64_t speed_bps)
 {
-	return request(fs, MIG_REQ_GUEST_SHARE, percent);
+	return request(fs, job, MIG_REQ_SPEED, speed_bps);
 }
 
-int mfs_migration_switch(Mfs *fs)
+int mfs_migration_set_guest_share(Mfs *fs, const char *job, unsigned percent)
 {
-	return request(fs, MIG_REQ_SWITCH, 0);
+	return request(fs, job, MIG_REQ_GUEST_SHARE, percent);
 }
 
-int mfs_migration_cancel(Mfs *fs)
+int mfs_migration_switch(Mfs *fs, const char *job)
 {
-	return request(fs, MIG_REQ_CANCEL, 0);
+	return request(fs, job, MIG_REQ_SWITCH, 0);
 }
 
-MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms)
+int mfs_migration_cancel(Mfs *fs, const char *job)
 {
-	Migration *mig = current(fs);
+	return request(fs, job, MIG_REQ_CANCEL, 0);
+}
+
+/* Wait for @mig (which the caller keeps kept). */
+static MfsMigState wait_for(Migration *mig, MfsMigState until, int timeout_ms)
+{
 	gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 	MfsMigState state;
 
-	if (!mig)
-		return MFS_MIG_IDLE;
 	mfs_mutex_lock(&mig->lock);
 	for (;;) {
 		state = mig_state_public(mig->state, mig->before);
@@ -621,30 +681,44 @@ MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms)
 	return state;
 }
 
+MfsMigState mfs_migration_wait(Mfs *fs, const char *job, MfsMigState until, int timeout_ms)
+{
+	Migration *mig;
+
+	/* Several running, none named: the newest (mig_select()'s pick). */
+	if (mig_select(fs, job, &mig) < 0 && !mig)
+		return MFS_MIG_IDLE;
+	return wait_for(mig, until, timeout_ms);
+}
+
 void mfs_migration_launch(Mfs *fs)
 {
-	Migration *mig = current(fs);
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
 
-	if (mig && !mig->thread && mig_state_live(mig_state(mig)))
-		mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *mig = g_ptr_array_index(jobs, i);
+
+		if (!mig->thread && mig_state_live(mig_state(mig)))
+			mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
+	}
 }
 
 void mfs_migration_shutdown(Mfs *fs)
 {
-	Migration *mig = current(fs);
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
 
-	if (!mig)
-		return;
-	/* Not cancelled: stopped, to be resumed by the next start. */
-	mfs_mutex_lock(&mig->lock);
-	mig->keep_copy = true;
-	mfs_mutex_unlock(&mig->lock);
-	if (!mig->thread) {
-		/* Prepared, never launched: stop here what the start made. */
-		if (mig_state_live(mig_state(mig)))
-			migration_abort(mig);
-		return;
+	for (guint i = 0; i < jobs->len; i++) {
+		Migration *mig = g_ptr_array_index(jobs, i);
+
+		/* Not cancelled: stopped, to be resumed by the next start. */
+		mfs_mutex_lock(&mig->lock);
+		mig->keep_copy = true;
+		mfs_mutex_unlock(&mig->lock);
+		if (mig->thread)
+			request_job(mig, MIG_REQ_CANCEL, 0);
+		else if (mig_state_live(mig_state(mig)))
+			migration_abort(mig); /* prepared, never launched: undo the start here */
 	}
-	mfs_migration_cancel(fs);
-	mfs_migration_wait(fs, MFS_MIG_STOPPED, -1);
+	for (guint i = 0; i < jobs->len; i++)
+		wait_for(g_ptr_array_index(jobs, i), MFS_MIG_STOPPED, -1);
 }

@@ -1,8 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Live migration of the whole source tree to a target directory, by I/O
- * mirroring, ending in a quiesce-and-switch.  The public half of
- * lib/migration.c; the daemon, the control server and the tests use it.
+ * Live migration of the whole source tree, or of some of its entries, to
+ * a target directory, by I/O mirroring, ending in a quiesce-and-switch.
+ * The public half of lib/migration.c; the daemon, the control server and
+ * the tests use it.
+ *
+ * Jobs.  Several per-VM jobs (MfsMigOptions.only) may run on one tree at
+ * once, each on its own entries and into its own target; a job of the
+ * whole tree runs alone.  Each job has an id, from 1, rising over the
+ * process.  The requests below take @job, which job they are for: NULL
+ * for the one there is (the one running, else the last started), or a
+ * job's id ("2") or target directory.  They return -ENOENT when no job
+ * has been started, -ESRCH when @job names none, -ENOTUNIQ when @job is
+ * NULL and several run.
  */
 #ifndef MFS_MIGRATION_H
 #define MFS_MIGRATION_H
@@ -34,6 +44,7 @@ typedef enum {
 
 typedef struct {
 	uint64_t seq;    /* from 1, rising over every migration of the process */
+	unsigned job;    /* the job's id */
 	int64_t time_us; /* wall clock */
 	MfsMigEventKind kind;
 	char *state;    /* STATE: the state entered */
@@ -46,7 +57,7 @@ typedef struct {
 #define MFS_MIG_EVENTS_KEPT 1024
 
 /*
- * The current migration's events after @after (seq), oldest first, into
+ * Every kept job's events after @after (seq), oldest first, into
  * *@out (mfs_migration_events_free()); their number.  *@last: the newest
  * seq of any migration so far, from which to follow (0 when none).
  */
@@ -139,6 +150,7 @@ typedef enum {
 } MfsMigVerify;
 
 typedef struct {
+	unsigned id; /* 0 when no job has been started */
 	MfsMigState state;
 	bool paused;
 	bool held; /* paused by a target error (on_target_error=stop): error says which */
@@ -174,44 +186,59 @@ typedef struct {
  */
 int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error);
 /*
- * Start the migration the served tree's journal records as under way (a
- * start that ended with the daemon, not in a switch, a cancel or a
- * failure), with its recorded options, resuming from its checkpoints,
- * as defer_thread: before the mount serves.  Returns 1 when one was
- * started, 0 when none is recorded or @target (a target= given on the
- * command line) names the one recorded, or -errno with *@error.
+ * Start the migrations the served tree records as under way (each a start
+ * that ended with the daemon, not in a switch, a cancel or a failure),
+ * with their recorded options, resuming from their checkpoints, as
+ * defer_thread: before the mount serves.  Returns how many started (0
+ * when none is recorded; the one @target, a target= given on the command
+ * line, names is left to it), or -errno with *@error: -EBUSY when a
+ * migration of the whole tree is recorded to another target (nothing
+ * started); another error is the first job's that could not start (the
+ * others started).
  */
 int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error);
 /*
- * Forget the recorded job that could not start (*@target: its target);
- * -ENOENT when none, -EBUSY while a migration runs.
+ * Forget a recorded job that is not running, the one @job (its target)
+ * names, or any (*@target: its target); -ENOENT when none.
  */
-int mfs_migration_forget_recorded(Mfs *fs, char **target);
-int mfs_migration_pause(Mfs *fs);
-int mfs_migration_resume(Mfs *fs);
-int mfs_migration_set_speed(Mfs *fs, uint64_t speed_bps);
-/* -ERANGE over MFS_MAX_GUEST_SHARE; -EINVAL when no migration runs. */
-int mfs_migration_set_guest_share(Mfs *fs, unsigned percent);
+int mfs_migration_forget_recorded(Mfs *fs, const char *job, char **target);
+int mfs_migration_pause(Mfs *fs, const char *job);
+int mfs_migration_resume(Mfs *fs, const char *job);
+int mfs_migration_set_speed(Mfs *fs, const char *job, uint64_t speed_bps);
+/* -ERANGE over MFS_MAX_GUEST_SHARE. */
+int mfs_migration_set_guest_share(Mfs *fs, const char *job, unsigned percent);
 /* Complete a manual-switch migration that is mirrored. */
-int mfs_migration_switch(Mfs *fs);
+int mfs_migration_switch(Mfs *fs, const char *job);
 /* Stop, remove what was written to the target, carry on on the source. */
-int mfs_migration_cancel(Mfs *fs);
+int mfs_migration_cancel(Mfs *fs, const char *job);
 /*
- * Start the copier of a migration started with defer_thread: a daemon
+ * Start the copiers of the migrations started with defer_thread: a daemon
  * checks and prepares before it forks, and copies after.
  */
 void mfs_migration_launch(Mfs *fs);
 /* After a fork: the target's claim is the calling process's (mfs_claim() renews the tree's). */
 void mfs_migration_renew_claim(Mfs *fs);
 /*
- * At shutdown: stop what still runs, keeping its copy and its record in
- * the source for the next start (mfs_migration_start_recorded()); let a
- * switch finish; and wait.
+ * At shutdown: stop every job that still runs, keeping its copy and its
+ * record in the source for the next start (mfs_migration_start_recorded());
+ * let a switch finish; and wait.
  */
 void mfs_migration_shutdown(Mfs *fs);
-/* Block until the migration leaves the copying/mirrored/switching states. */
-MfsMigState mfs_migration_wait(Mfs *fs, MfsMigState until, int timeout_ms);
-void mfs_migration_status(Mfs *fs, MfsMigStatus *out);
+/*
+ * Block until the job reaches @until or leaves the copying/mirrored/
+ * switching states; MFS_MIG_IDLE when @job names none.
+ */
+MfsMigState mfs_migration_wait(Mfs *fs, const char *job, MfsMigState until, int timeout_ms);
+/*
+ * @job's status; with @job NULL and several running, the newest's.  A
+ * job that names none: -ESRCH, and *@out is the idle status.
+ */
+int mfs_migration_status(Mfs *fs, const char *job, MfsMigStatus *out);
 void mfs_migration_status_clear(MfsMigStatus *st);
+/*
+ * The ids of the jobs kept (running, or ended since the last start),
+ * oldest first, in *@ids (free()); how many.
+ */
+unsigned mfs_migration_job_ids(Mfs *fs, unsigned **ids);
 
 #endif

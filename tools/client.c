@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "client.h"
 #include "control.h"
+#include "mfs.h"
 #include "mig-names.h"
 
 #include <errno.h>
@@ -118,8 +119,42 @@ static bool state_is_final(const char *name)
 	       !mfs_mig_state_running(state);
 }
 
-int client_wait_state(const char *prog, const char *socket_path, const char *want, gint64 deadline)
+char *client_job_request(const char *command, const char *job)
 {
+	g_autofree char *escaped = NULL;
+	char *end;
+
+	if (!job)
+		return g_strdup_printf("{\"version\":1,\"command\":\"%s\"}", command);
+	/* A number as one; a target as an absolute path, its bytes escaped (mirrorfs-status(1)). */
+	if (g_ascii_isdigit(job[0]) && (g_ascii_strtoull(job, &end, 10), !*end))
+		return g_strdup_printf("{\"version\":1,\"command\":\"%s\",\"job\":%s}", command,
+		                       job);
+	{
+		g_autofree char *path = g_canonicalize_filename(job, NULL);
+		g_autoptr(JsonBuilder) b = json_builder_new();
+		g_autoptr(JsonGenerator) gen = json_generator_new();
+		g_autoptr(JsonNode) root = NULL;
+
+		escaped = mfs_escape_name(path);
+		json_builder_begin_object(b);
+		json_builder_set_member_name(b, "version");
+		json_builder_add_int_value(b, 1);
+		json_builder_set_member_name(b, "command");
+		json_builder_add_string_value(b, command);
+		json_builder_set_member_name(b, "job");
+		json_builder_add_string_value(b, escaped);
+		json_builder_end_object(b);
+		root = json_builder_get_root(b);
+		json_generator_set_root(gen, root);
+		return json_generator_to_data(gen, NULL);
+	}
+}
+
+int client_wait_state(const char *prog, const char *socket_path, const char *job, const char *want,
+                      gint64 deadline)
+{
+	g_autofree char *request = client_job_request("status", job);
 	ControlFollow events;
 	int ret = -1;
 
@@ -130,8 +165,7 @@ int client_wait_state(const char *prog, const char *socket_path, const char *wan
 		int wait_ms = deadline >= 0 ? CLAMP(client_time_left_ms(deadline, INT_MAX), 100,
 		                                    CONTROL_CLIENT_TIMEOUT_MS)
 		                            : CONTROL_CLIENT_TIMEOUT_MS;
-		JsonObject *st =
-		    client_call(prog, socket_path, CLIENT_STATUS_REQUEST, wait_ms, &parser);
+		JsonObject *st = client_call(prog, socket_path, request, wait_ms, &parser);
 		const char *state, *error;
 
 		if (!st)

@@ -24,15 +24,19 @@ JsonObject *client_call(const char *prog, const char *socket_path, const char *r
 int client_time_left_ms(gint64 deadline, int cap);
 
 /*
- * Wait until the migration reaches @state or a later one on the way to a
- * switch, or @deadline (monotonic µs; -1: none) passes: woken by the
- * daemon's events, or asking five times a second a daemon that has none.
- * Returns 0, or -1 after saying why on stderr ("PROG: the migration is
- * cancelled", "PROG: timed out; ...") when it ended otherwise or the
- * daemon could not be asked.
+ * Wait until the migration (@job, or the one there is) reaches @state or a later one on the way to
+ * a switch, or @deadline (monotonic µs; -1: none) passes: woken by the daemon's events, or asking
+ * five times a second a daemon that has none. Returns 0, or -1 after saying why on stderr ("PROG:
+ * the migration is cancelled", "PROG: timed out; ...") when it ended otherwise or the daemon could
+ * not be asked.
  */
-int client_wait_state(const char *prog, const char *socket_path, const char *state,
+int client_wait_state(const char *prog, const char *socket_path, const char *job, const char *state,
                       gint64 deadline);
+/*
+ * A request for the migration @job (--job: its number, or its target
+ * directory), or NULL for the one there is: @command's, with "job" set.
+ */
+char *client_job_request(const char *command, const char *job);
 
 /* "1.5 GiB" */
 char *client_format_bytes(double bytes);

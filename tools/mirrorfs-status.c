@@ -23,6 +23,7 @@ static gboolean opt_json, opt_follow;
 static double opt_watch = -1;
 static char *opt_wait;
 static char *opt_socket;
+static char *opt_job;
 static double opt_timeout = -1;
 
 static gboolean parse_watch(const char *name, const char *value, gpointer data, GError **error)
@@ -53,6 +54,10 @@ static const GOptionEntry entries[] = {
      NULL},
     {"timeout", 't', 0, G_OPTION_ARG_DOUBLE, &opt_timeout, "Give up waiting after SECONDS",
      "SECONDS"},
+    {"job", 0, 0, G_OPTION_ARG_FILENAME, &opt_job,
+     "The migration to show, wait for or follow, by its number or its target (default: "
+     "the one running, or the last)",
+     "N|TARGET"},
     {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
      "The control socket (default: found from MOUNTPOINT)", "PATH"},
     {NULL},
@@ -266,8 +271,19 @@ static int follow(const char *socket_path, gint64 deadline)
 	g_autofree char *error = NULL;
 	ControlFollow f;
 	char *line = NULL;
+	gint64 job = 0; /* --job: its number; else any job's events */
 	int ret;
 
+	if (opt_job) {
+		g_autoptr(JsonParser) parser = NULL;
+		g_autofree char *request = client_job_request("status", opt_job);
+		JsonObject *st =
+		    client_call(PROG, socket_path, request, CONTROL_CLIENT_TIMEOUT_MS, &parser);
+
+		if (!st)
+			return EXIT_FAILED;
+		job = json_object_get_int_member_with_default(st, "job", 0);
+	}
 	if (control_follow_open(socket_path, CLIENT_EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
 	                        &error) < 0) {
 		fprintf(stderr, "%s: %s\n", PROG, error);
@@ -286,7 +302,9 @@ static int follow(const char *socket_path, gint64 deadline)
 			        str(ev, "error") ? str(ev, "error") : "refused");
 			break;
 		}
-		if (first) {
+		if (!first && job && json_object_get_int_member_with_default(ev, "job", 0) != job) {
+			/* Another job's. */
+		} else if (first) {
 			g_autoptr(JsonGenerator) gen = json_generator_new();
 			g_autofree char *out = NULL;
 
@@ -300,8 +318,10 @@ static int follow(const char *socket_path, gint64 deadline)
 		fflush(stdout);
 		state = str(ev, "state");
 		/* Ended while followed; one that had ended before is where it starts. */
-		if (!first && !g_strcmp0(str(ev, "event"), "state") && state &&
-		    state_is_final(state) && strcmp(state, "idle") != 0) {
+		if (!first &&
+		    (!job || json_object_get_int_member_with_default(ev, "job", 0) == job) &&
+		    !g_strcmp0(str(ev, "event"), "state") && state && state_is_final(state) &&
+		    strcmp(state, "idle") != 0) {
 			control_follow_close(&f);
 			return state_is_failure(state) ? EXIT_FAILED : EXIT_OK;
 		}
@@ -327,6 +347,7 @@ int main(int argc, char *argv[])
 	g_autoptr(GOptionContext) ctx = g_option_context_new("MOUNTPOINT");
 	g_autoptr(GError) gerr = NULL;
 	g_autofree char *socket_path = NULL;
+	g_autofree char *status_request = NULL;
 	gint64 deadline;
 	bool tty = isatty(STDOUT_FILENO);
 
@@ -373,12 +394,14 @@ int main(int argc, char *argv[])
 	socket_path = client_socket_path(PROG, argv[1], opt_socket);
 	if (!socket_path)
 		return EXIT_FAILED;
+	status_request = client_job_request("status", opt_job);
 	deadline = opt_timeout >= 0 ? g_get_monotonic_time() + (gint64)(opt_timeout * 1e6) : -1;
 	if (opt_follow)
 		return follow(socket_path, deadline);
 	if (opt_wait)
-		return client_wait_state(PROG, socket_path, opt_wait, deadline) == 0 ? EXIT_OK
-		                                                                      : EXIT_FAILED;
+		return client_wait_state(PROG, socket_path, opt_job, opt_wait, deadline) == 0
+		           ? EXIT_OK
+		           : EXIT_FAILED;
 
 	for (;;) {
 		g_autoptr(JsonParser) parser = NULL;
@@ -389,7 +412,7 @@ int main(int argc, char *argv[])
 		if (deadline >= 0)
 			wait_ms = (int)CLAMP((deadline - g_get_monotonic_time()) / 1000, 100,
 			                     CONTROL_CLIENT_TIMEOUT_MS);
-		st = client_call(PROG, socket_path, CLIENT_STATUS_REQUEST, wait_ms, &parser);
+		st = client_call(PROG, socket_path, status_request, wait_ms, &parser);
 		const char *state;
 
 		if (!st)

@@ -22,7 +22,7 @@
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static char *opt_speed, *opt_chunk, *opt_switch, *opt_guest_share, *opt_checkpoint,
-    *opt_on_target_error, *opt_socket;
+    *opt_on_target_error, *opt_socket, *opt_job;
 static char **opt_qmp, **opt_release_qmp, **opt_only;
 static gboolean opt_delete_source, opt_overwrite, opt_no_clone, opt_verify, opt_dry_run;
 
@@ -63,6 +63,10 @@ static const GOptionEntry entries[] = {
      "adopt, release: a QEMU's QMP socket (-qmp unix:PATH,server); repeat for several", "PATH"},
     {"dry-run", 0, 0, G_OPTION_ARG_NONE, &opt_dry_run,
      "adopt, release: say which disks would move, change nothing", NULL},
+    {"job", 'j', 0, G_OPTION_ARG_FILENAME, &opt_job,
+     "pause, resume, speed, guest-share, switch, cancel: the migration to act on, by its "
+     "number or its target (needed when several run; mirrorfs-status lists them)",
+     "N|TARGET"},
     {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
      "The control socket (default: found from MOUNTPOINT)", "PATH"},
     {NULL},
@@ -160,6 +164,10 @@ int main(int argc, char *argv[])
 		    "go with start, not %s",
 		    cmd);
 	if (!strcmp(cmd, "adopt") || !strcmp(cmd, "release")) {
+		if (opt_job)
+			return usage_error("--job does not go with %s: it acts on the disks, not a "
+			                   "migration",
+			                   cmd);
 		if (nargs != 0)
 			return usage_error("%s takes no argument but --qmp SOCKET", cmd);
 		if (!opt_qmp || !opt_qmp[0])
@@ -171,6 +179,23 @@ int main(int argc, char *argv[])
 	}
 	if (opt_qmp || opt_dry_run)
 		return usage_error("--qmp and --dry-run go with adopt and release, not %s", cmd);
+	if (opt_job && !strcmp(cmd, "start"))
+		return usage_error("%s",
+		                   "--job goes with the commands for a running migration, not "
+		                   "start (which makes a new one)");
+	if (opt_job) {
+		/* As client_job_request() sends it: a number, or a target's absolute path. */
+		g_autofree char *job = client_job_request(cmd, opt_job);
+		g_autoptr(JsonParser) p = json_parser_new();
+
+		if (!*opt_job || !json_parser_load_from_data(p, job, -1, NULL))
+			return usage_error("--job: '%s' is not a job's number nor its target",
+			                   opt_job);
+		json_builder_set_member_name(b, "job");
+		json_builder_add_value(b,
+		                       json_node_copy(json_object_get_member(
+		                           json_node_get_object(json_parser_get_root(p)), "job")));
+	}
 	if (!strcmp(cmd, "start")) {
 		if (nargs != 1)
 			return usage_error("%s", "start needs one TARGET directory");
@@ -277,7 +302,14 @@ int main(int argc, char *argv[])
 		return EXIT_OK;
 	/* start --release-qmp: one command moves the disks and takes them off the mount. */
 	fflush(stdout);
-	if (client_wait_state(PROG, socket_path, "switched", -1) < 0)
-		return EXIT_FAILED;
+	{
+		/* This job's switch, whatever else runs: the reply gives its number. */
+		g_autofree char *job = g_strdup_printf(
+		    "%" G_GINT64_FORMAT, json_object_get_int_member_with_default(reply, "job", 0));
+
+		if (client_wait_state(PROG, socket_path, strcmp(job, "0") ? job : NULL, "switched",
+		                      -1) < 0)
+			return EXIT_FAILED;
+	}
 	return adopt_run(PROG, socket_path, opt_release_qmp, true, false);
 }

@@ -69,6 +69,22 @@ journal_state() {
 	sed -n 's/^state=//p' "$f"
 }
 
+# job_record SRC TARGET: the file in which SRC records a per-VM job into TARGET
+# (lib/journal.c: journal_job_record_name(), of TARGET's real path).
+job_record() {
+	local real
+	real="$(realpath "$2")"
+	printf '%s/.mirrorfs-journal.job-%s' "$1" "$(printf %s "$real" | sha256sum | cut -c1-16)"
+}
+
+# job_state SRC TARGET: the state= line of that record, or nothing.
+job_state() {
+	local f
+	f="$(job_record "$1" "$2")"
+	[[ -f "$f" ]] || return 0
+	sed -n 's/^state=//p' "$f"
+}
+
 is_switched() {
 	[[ "$(journal_state "$1")" == switched ]]
 }

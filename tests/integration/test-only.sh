@@ -182,14 +182,14 @@ SUM_A="$(md5 "$SRC/a.raw")"
 MIRRORFS_TEST_CRASH_AT=chunk:4 mount_mfs "$SRC" "$MNT"
 cli "$MIRRORFSCTL" "$MNT" start "$TGT" --only a.raw --chunk 1M
 wait_daemon_gone "$MNT" 30 >/dev/null
-assert_eq migrating "$(journal_state "$SRC")" "the source's record of the job"
+assert_eq migrating "$(job_state "$SRC" "$TGT")" "the source's record of the job"
 mount_mfs "$SRC" "$MNT"
 wait_status_state "$MNT" switched 60
 assert_eq '["a.raw"]' "$(status_field "$MNT" only)" "the resumed job's entries"
 assert_eq "$SUM_A" "$(md5 "$MNT/a.raw")" "a.raw after the resumed job"
 assert_eq "$SUM_A" "$(md5 "$TGT/a.raw")" "a.raw in the target"
 [[ ! -e "$TGT/b.raw" ]] || fail "b.raw was moved by a job of a.raw"
-[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the switched job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+[[ ! -e "$(job_record "$SRC" "$TGT")" ]] || fail "the switched job's record is left: $(cat "$(job_record "$SRC" "$TGT")")"
 umount_mfs "$MNT"
 
 log "crash between the placements record and the job's: the restart finds the job done"
@@ -202,11 +202,11 @@ SUM_A="$(md5 "$SRC/a.raw")"
 MIRRORFS_TEST_CRASH_AT=placed mount_mfs "$SRC" "$MNT"
 cli "$MIRRORFSCTL" "$MNT" start "$TGT" --only a.raw
 wait_daemon_gone "$MNT" 30 >/dev/null
-assert_eq migrating "$(journal_state "$SRC")" "the job's record, left by the crash"
+assert_eq migrating "$(job_state "$SRC" "$TGT")" "the job's record, left by the crash"
 [[ -f "$SRC/.mirrorfs-journal.placements" ]] || fail "no placements record after the crash"
 mount_mfs "$SRC" "$MNT"
 assert_eq idle "$(status_field "$MNT" state)" "the state after the restart"
-[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the done job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+[[ ! -e "$(job_record "$SRC" "$TGT")" ]] || fail "the done job's record is left: $(cat "$(job_record "$SRC" "$TGT")")"
 write_at "$MNT/a.raw" 0 "after-crash"
 assert_eq after-crash "$(read_at "$TGT/a.raw" 0 11)" "a write to a.raw after the restart, in the target"
 assert_eq b "$(cat "$MNT/b.raw")" "b.raw after the restart"
@@ -300,7 +300,7 @@ wait_daemon_gone "$MNT" 30 >/dev/null
 [[ -e "$TGT/.mirrorfs-journal" ]] || fail "the crash left no copying journal in the target (the test's premise)"
 # The same command line again: the job is done, its records go.
 mount_mfs "$SRC" "$MNT" -o "target=$TGT,only=a.raw"
-[[ ! -e "$SRC/.mirrorfs-journal" ]] || fail "the done job's record is left: $(cat "$SRC/.mirrorfs-journal")"
+[[ ! -e "$(job_record "$SRC" "$TGT")" ]] || fail "the done job's record is left: $(cat "$(job_record "$SRC" "$TGT")")"
 [[ ! -e "$TGT/.mirrorfs-journal" && ! -e "$TGT/.mirrorfs-journal.checkpoints" ]] ||
 	fail "the done job's records are left in the target: $(ls -A "$TGT")"
 echo after >>"$MNT/a.raw"

@@ -82,7 +82,7 @@ void start(const MfsMigOptions *extra)
 
 void wait_for(MfsMigState want)
 {
-	MfsMigState got = mfs_migration_wait(fs, want, 30000);
+	MfsMigState got = mfs_migration_wait(fs, NULL, want, 30000);
 
 	ck_assert_msg(got == want, "state %s, wanted %s", mfs_mig_state_name(got),
 	              mfs_mig_state_name(want));

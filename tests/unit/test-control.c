@@ -203,15 +203,15 @@ START_TEST(test_refused_in_the_wrong_state)
 	{
 		MfsMigStatus st;
 
-		mfs_migration_status(fs, &st);
+		mfs_migration_status(fs, NULL, &st);
 		ck_assert_uint_eq(st.guest_share, 0);
 		mfs_migration_status_clear(&st);
 	}
 	assert_ok("{\"command\":\"guest_share\",\"guest_share\":90}");
 	assert_ok("{\"command\":\"speed\",\"speed\":\"0\"}");
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_MIRRORED, 30000), MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_MIRRORED, 30000), MFS_MIG_MIRRORED);
 	assert_ok("{\"version\":1,\"command\":\"switch\"}");
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
 	assert_error("{\"command\":\"cancel\"}", "not possible while the migration is switched");
 }
 END_TEST
@@ -233,7 +233,7 @@ START_TEST(test_status_fields)
 	ck_assert_str_eq(json_object_get_string_member(r, "state"), "idle");
 	ck_assert(json_object_get_null_member(r, "target"));
 	assert_ok(start);
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
 	g_clear_object(&parser);
 	r = ask("{\"command\":\"status\"}", 0, &parser);
 	ck_assert_str_eq(json_object_get_string_member(r, "state"), "switched");
@@ -285,7 +285,7 @@ START_TEST(test_status_during_the_switch)
 	    .target = dst, .hook = ask_status_when_stunned, .hook_opaque = &asker};
 
 	ck_assert_msg(mfs_migration_start(fs, &opts, &error) == 0, "%s", error);
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 30000), MFS_MIG_SWITCHED);
 	ck_assert_ptr_nonnull(asker);
 	served = g_thread_join(asker);
 	ck_assert_str_eq(served, real_dst);

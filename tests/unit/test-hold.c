@@ -42,7 +42,7 @@ static bool flags_work(void)
 
 static void status(MfsMigStatus *st)
 {
-	mfs_migration_status(fs, st);
+	mfs_migration_status(fs, NULL, st);
 }
 
 static off_t cursor_of(const MfsMigStatus *st, const char *path)
@@ -98,7 +98,7 @@ static MfsFile *open_disk(MfsEntry *e)
 /* Switch the mirrored job, let the guest's file go, and compare both sides. */
 static void switch_and_compare(MfsFile *h, MfsEntry *e)
 {
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	mfs_release(fs, h);
 	mfs_forget(fs, e->inode, 1);
@@ -139,9 +139,9 @@ START_TEST(test_a_refused_mirrored_write_holds_the_job)
 	memset(block, 'b', sizeof(block));
 	ck_assert_int_eq(mfs_file_write(fs, h, block, sizeof(block), 20 * CHUNK), CHUNK);
 	/* A switch is refused while it waits; the fix, then a resume, carry on. */
-	ck_assert_int_eq(mfs_migration_switch(fs), -EBUSY);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), -EBUSY);
 	ck_assert(set_target_immutable("disk.img", false));
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
 	wait_for(MFS_MIG_MIRRORED);
 	status(&st);
 	ck_assert(!st.held);
@@ -182,13 +182,13 @@ START_TEST(test_a_refused_copy_holds_the_job)
 	ck_assert_ptr_nonnull(strstr(st.error, "disk.img"));
 	mfs_migration_status_clear(&st);
 	/* Resumed while still refused: held again, where it was. */
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
 	wait_held();
 	status(&st);
 	ck_assert_int_eq(cursor_of(&st, "disk.img"), cursor);
 	mfs_migration_status_clear(&st);
 	ck_assert(set_target_immutable("disk.img", false));
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
 }
@@ -248,7 +248,7 @@ START_TEST(test_a_hold_and_resume_before_the_copier_looks)
 	ck_assert_int_eq(mfs_file_write(fs, h, block, sizeof(block), 3 * CHUNK), CHUNK);
 	wait_held();
 	ck_assert(set_target_immutable("disk.img", false));
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
 	pthread_mutex_lock(&b.lock);
 	b.go = true;
 	pthread_cond_broadcast(&b.cond);

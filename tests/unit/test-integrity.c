@@ -61,10 +61,10 @@ static void switch_and_compare(AtPoint *at)
 	wait_for(MFS_MIG_MIRRORED);
 	wait_done(at);
 	assert_trees_equal(src, dst);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_msg(st.error == NULL, "switched with an error: %s", st.error);
 	mfs_migration_status_clear(&st);
 }
@@ -218,7 +218,7 @@ START_TEST(test_changes_just_after_the_swap)
 	start_at(&at, false);
 	wait_for(MFS_MIG_SWITCHED);
 	wait_done(&at);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_msg(st.error == NULL, "switched with an error: %s", st.error);
 	mfs_migration_status_clear(&st);
 	ck_assert(exists(dst, "after"));
@@ -264,7 +264,7 @@ END_TEST
 static void cancel_now(Mfs *hfs, void *arg)
 {
 	(void)arg;
-	ck_assert_int_eq(mfs_migration_cancel(hfs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(hfs, NULL), 0);
 }
 
 /* Migrate src -> dst, then back dst -> src, cancelled half-way. */
@@ -508,7 +508,7 @@ START_TEST(test_target_failure_just_before_the_stun)
 	ck_assert_ptr_nonnull(e.inode->mirror);
 	/* A guest write is inside the gate when the switch comes to stun. */
 	gate_enter(&fs->gate);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_done(&at);
 	ro = open(tpath, O_RDONLY);
 	ck_assert_int_ge(ro, 0);
@@ -516,11 +516,11 @@ START_TEST(test_target_failure_just_before_the_stun)
 	close(ro);
 	ck_assert_int_eq(mirror_file_write(e.inode->mirror, f->fd, "ACKED!", 6, 0), 6);
 	gate_leave(&fs->gate);
-	end = mfs_migration_wait(fs, MFS_MIG_SWITCHED, 30000);
+	end = mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 30000);
 	ck_assert_int_eq(end, MFS_MIG_FAILED);
 	ck_assert_int_eq(mfs_file_read(f, 6, 0, &data), 6);
 	ck_assert_mem_eq(data, "ACKED!", 6);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_ptr_nonnull(st.error);
 	mfs_migration_status_clear(&st);
 	ck_assert(!journal_says_switched(src));

@@ -48,7 +48,7 @@ START_TEST(test_tree_is_copied_and_switched)
 	ck_assert(!exists(dst, MFS_JOURNAL_NAME));
 	served = mfs_served_dir(fs);
 	ck_assert_str_eq(served, real_dst);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_int_eq(st.state, MFS_MIG_SWITCHED);
 	ck_assert_uint_eq(st.n_files, 3); /* disk.img (and its alias), empty, vm.conf */
 	ck_assert_uint_ge(st.bytes_copied, 40 * CHUNK + 123 + 300);
@@ -82,7 +82,7 @@ START_TEST(test_switch_repoints_open_handles)
 	ck_assert_int_eq(mfs_file_write(fs, f, "MIRROR", 6, 10), 6);
 	ck_assert(g_file_get_contents(dst_disk, &dc, NULL, NULL));
 	ck_assert_mem_eq(dc + 10, "MIRROR", 6);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	/* The same handle now writes the target only, and reads it back. */
 	ck_assert_int_eq(mfs_file_write(fs, f, "TARGET", 6, 100), 6);
@@ -164,7 +164,7 @@ START_TEST(test_changes_during_copy_are_mirrored)
 	ck_assert(job.done);
 	/* Before the switch the source is authoritative: compare against it. */
 	assert_trees_equal(src, dst);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
 	ck_assert(exists(dst, "newdir/moved.img"));
@@ -379,7 +379,7 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 		while (g_atomic_int_get(&job.chunks_ended) < 12)
 			g_usleep(1000);
 		g_usleep(200 * 1000);
-		ck_assert_int_eq(mfs_migration_set_guest_share(fs, 0), 0);
+		ck_assert_int_eq(mfs_migration_set_guest_share(fs, NULL, 0), 0);
 		t0 = g_get_monotonic_time();
 		wait_for(MFS_MIG_MIRRORED);
 		ck_assert_int_lt(g_get_monotonic_time() - t0, 2 * G_USEC_PER_SEC);
@@ -390,7 +390,7 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 	g_atomic_int_set(&job.stop, 1);
 	if (guest_thread)
 		g_thread_join(guest_thread);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	if (share[_i] == 50 && job.guest != GUEST_IDLE) {
 		/*
 		 * Copying at least REST_CHUNK_MS a chunk, and leaving the
@@ -407,7 +407,7 @@ START_TEST(test_copier_rests_for_a_busy_guest)
 	ck_assert_uint_eq(st.guest_share, opts.guest_share);
 	mfs_migration_status_clear(&st);
 	assert_trees_equal(src, dst);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	mfs_release(fs, job.disk);
 	mfs_release(fs, job.other);
@@ -464,7 +464,7 @@ START_TEST(test_chunk_grows_only_while_the_guest_is_idle)
 		ck_assert_int_le(job.chunks, 10);
 	else
 		ck_assert_int_ge(job.chunks, 40);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	mfs_release(fs, job.disk);
 	mfs_release(fs, job.other);
@@ -535,9 +535,9 @@ START_TEST(test_cancel_cleans_the_target)
 	wait_for(MFS_MIG_MIRRORED);
 	ck_assert(exists(dst, "disk.img"));
 	ck_assert_int_eq(mfs_create(fs, mfs_root(fs), "late", 0644, O_RDWR, &cred, &e, &f), 0);
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 	wait_for(MFS_MIG_CANCELLED);
-	ck_assert_int_eq(mfs_migration_cancel(fs), -EALREADY);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), -EALREADY);
 	ck_assert(!exists(dst, "disk.img"));
 	ck_assert(!exists(dst, "sub"));
 	ck_assert(!exists(dst, "late"));
@@ -563,30 +563,30 @@ START_TEST(test_control_refuses_what_makes_no_sense)
 	MfsMigOptions opts = {.manual_switch = true, .speed_bps = 1};
 	g_autofree char *error = NULL;
 
-	ck_assert_int_eq(mfs_migration_pause(fs), -ENOENT);
-	ck_assert_int_eq(mfs_migration_switch(fs), -ENOENT);
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), -ENOENT);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), -ENOENT);
 	start(&opts); /* 1 byte/s: stays copying */
-	ck_assert_int_eq(mfs_migration_switch(fs), -EBUSY);
-	ck_assert_int_eq(mfs_migration_resume(fs), -EINVAL);
-	ck_assert_int_eq(mfs_migration_pause(fs), 0);
-	ck_assert_int_eq(mfs_migration_pause(fs), -EALREADY);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), -EBUSY);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), -EINVAL);
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), 0);
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), -EALREADY);
 	{
 		MfsMigStatus st;
 
-		mfs_migration_status(fs, &st);
+		mfs_migration_status(fs, NULL, &st);
 		ck_assert(st.paused);
 		ck_assert_int_eq(st.state, MFS_MIG_COPYING);
 		mfs_migration_status_clear(&st);
 	}
 	ck_assert_int_eq(mfs_migration_start(fs, &(MfsMigOptions){.target = dst}, &error), -EBUSY);
 	ck_assert_ptr_nonnull(strstr(error, "already running"));
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
-	ck_assert_int_eq(mfs_migration_set_speed(fs, 0), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, NULL, 0), 0);
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
-	ck_assert_int_eq(mfs_migration_cancel(fs), -EINVAL);
-	ck_assert_int_eq(mfs_migration_set_speed(fs, 5), -EINVAL);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), -EINVAL);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, NULL, 5), -EINVAL);
 }
 END_TEST
 
@@ -630,26 +630,26 @@ START_TEST(test_a_cancel_under_way_refuses_the_rest)
 		mfs_cond_wait(&h.cond, &h.lock);
 	mfs_mutex_unlock(&h.lock);
 
-	ck_assert_int_eq(mfs_migration_pause(fs), 0);
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
-	mfs_migration_status(fs, &st);
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_int_eq(st.state, MFS_MIG_COPYING);
 	ck_assert(st.paused);
 	ck_assert_ptr_null(st.error);
 	mfs_migration_status_clear(&st);
-	ck_assert_int_eq(mfs_migration_resume(fs), -ECANCELED);
-	ck_assert_int_eq(mfs_migration_pause(fs), -ECANCELED);
-	ck_assert_int_eq(mfs_migration_set_speed(fs, 5), -ECANCELED);
-	ck_assert_int_eq(mfs_migration_set_guest_share(fs, 10), -ECANCELED);
-	ck_assert_int_eq(mfs_migration_switch(fs), -ECANCELED);
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, NULL, 5), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_set_guest_share(fs, NULL, 10), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), -ECANCELED);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 
 	mfs_mutex_lock(&h.lock);
 	h.released = true;
 	mfs_cond_broadcast(&h.cond);
 	mfs_mutex_unlock(&h.lock);
 	wait_for(MFS_MIG_CANCELLED);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert(!st.paused);
 	ck_assert_ptr_null(st.error);
 	mfs_migration_status_clear(&st);

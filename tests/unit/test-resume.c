@@ -291,7 +291,7 @@ static void start_resuming(bool resume)
 /* A manual-switch job waits for its switch: cancelled, the fixture can go. */
 static void end_job(void)
 {
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 	wait_for(MFS_MIG_CANCELLED);
 }
 
@@ -300,7 +300,7 @@ static uint64_t bytes_resumed(void)
 	MfsMigStatus st;
 	uint64_t n;
 
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	n = st.bytes_resumed;
 	mfs_migration_status_clear(&st);
 	return n;
@@ -461,7 +461,7 @@ START_TEST(test_checkpoints_follow_the_copy_and_the_first_change)
 	mfs_release(fs, h);
 	mfs_forget(fs, e.inode, 1);
 	/* The switch takes the records away with the copying journal. */
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	ck_assert(!exists(dst, MFS_CHECKPOINT_NAME));
 	ck_assert(!exists(dst, MFS_INTENT_LOG_NAME));
@@ -473,7 +473,7 @@ START_TEST(test_cancel_removes_the_records)
 	start(&(MfsMigOptions){.manual_switch = true});
 	wait_for(MFS_MIG_MIRRORED);
 	ck_assert(exists(dst, MFS_INTENT_LOG_NAME));
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 	wait_for(MFS_MIG_CANCELLED);
 	ck_assert(!exists(dst, MFS_CHECKPOINT_NAME));
 	ck_assert(!exists(dst, MFS_INTENT_LOG_NAME));
@@ -699,8 +699,8 @@ START_TEST(test_a_stopped_daemon_resumes_its_job)
 	ck_assert(g_strv_contains((const char *const *)j.job, "speed=3145728"));
 	journal_clear(&j);
 	/* Some of it copied, then the daemon stops (an unmount). */
-	while (mfs_migration_wait(fs, MFS_MIG_MIRRORED, 50) == MFS_MIG_COPYING) {
-		mfs_migration_status(fs, &st);
+	while (mfs_migration_wait(fs, NULL, MFS_MIG_MIRRORED, 50) == MFS_MIG_COPYING) {
+		mfs_migration_status(fs, NULL, &st);
 		if (st.bytes_copied >= (1 << 20)) {
 			mfs_migration_status_clear(&st);
 			break;
@@ -708,10 +708,10 @@ START_TEST(test_a_stopped_daemon_resumes_its_job)
 		mfs_migration_status_clear(&st);
 	}
 	/* The operator's last limits are the record's. */
-	ck_assert_int_eq(mfs_migration_set_speed(fs, 5 << 20), 0);
-	ck_assert_int_eq(mfs_migration_set_guest_share(fs, 40), 0);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, NULL, 5 << 20), 0);
+	ck_assert_int_eq(mfs_migration_set_guest_share(fs, NULL, 40), 0);
 	mfs_migration_shutdown(fs);
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_STOPPED, 0), MFS_MIG_STOPPED);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_STOPPED, 0), MFS_MIG_STOPPED);
 	/* The copy and the record stay: not a cancel. */
 	ck_assert(exists(dst, "big.img"));
 	ck_assert(exists(dst, MFS_CHECKPOINT_NAME));
@@ -730,15 +730,15 @@ START_TEST(test_a_stopped_daemon_resumes_its_job)
 	/* ...and none resumes the recorded one, with its options, from its checkpoints. */
 	ck_assert_int_eq(mfs_migration_start_recorded(fs, NULL, &error), 1);
 	mfs_migration_launch(fs);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_uint_eq(st.speed_bps, 5 << 20);
 	ck_assert_uint_eq(st.guest_share, 40);
 	/* A clean stop flushed both sides: everything copied is trusted. */
 	ck_assert_uint_ge(st.bytes_resumed, 1 << 20);
 	mfs_migration_status_clear(&st);
-	ck_assert_int_eq(mfs_migration_set_speed(fs, 0), 0);
+	ck_assert_int_eq(mfs_migration_set_speed(fs, NULL, 0), 0);
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
 	ck_assert(source_journal(&j));
@@ -753,7 +753,7 @@ START_TEST(test_a_cancel_forgets_the_job)
 
 	start(&(MfsMigOptions){.manual_switch = true});
 	wait_for(MFS_MIG_MIRRORED);
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 	wait_for(MFS_MIG_CANCELLED);
 	ck_assert(!source_journal(&j));
 	ck_assert_int_eq(mfs_migration_start_recorded(fs, NULL, &error), 0);
@@ -778,7 +778,7 @@ START_TEST(test_a_job_that_cannot_resume_can_be_forgotten)
 	ck_assert_ptr_nonnull(error);
 	ck_assert(source_journal(&j));
 	journal_clear(&j);
-	ck_assert_int_eq(mfs_migration_forget_recorded(fs, &target), 0);
+	ck_assert_int_eq(mfs_migration_forget_recorded(fs, NULL, &target), 0);
 	ck_assert_str_eq(target, gone);
 	ck_assert(!source_journal(&j));
 }

@@ -17,7 +17,7 @@
 
 static MfsMigVerify verify_state(MfsMigStatus *out)
 {
-	mfs_migration_status(fs, out);
+	mfs_migration_status(fs, NULL, out);
 	return out->verify;
 }
 
@@ -58,7 +58,7 @@ static void switch_during_the_pass(Mfs *hfs, const char *point, void *opaque)
 	int *seen = opaque;
 
 	if (strcmp(point, "verify-chunk") == 0 && (*seen)++ == 0)
-		ck_assert_int_eq(mfs_migration_switch(hfs), -EINPROGRESS);
+		ck_assert_int_eq(mfs_migration_switch(hfs, NULL), -EINPROGRESS);
 }
 
 START_TEST(test_a_clean_copy_verifies_and_switches)
@@ -79,7 +79,7 @@ START_TEST(test_a_clean_copy_verifies_and_switches)
 	ck_assert_uint_eq(st.mismatches, 0);
 	ck_assert_ptr_null(st.mismatch);
 	mfs_migration_status_clear(&st);
-	ck_assert_int_eq(mfs_migration_switch(fs), 0);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
 	assert_trees_equal(src, dst);
 }
@@ -98,9 +98,9 @@ START_TEST(test_a_difference_refuses_the_switch)
 	ck_assert_int_eq(st.state, MFS_MIG_MIRRORED);
 	mfs_migration_status_clear(&st);
 	/* Not by itself, nor when asked: only a cancel ends it. */
-	ck_assert_int_eq(mfs_migration_wait(fs, MFS_MIG_SWITCHED, 300), MFS_MIG_MIRRORED);
-	ck_assert_int_eq(mfs_migration_switch(fs), -EBADMSG);
-	ck_assert_int_eq(mfs_migration_cancel(fs), 0);
+	ck_assert_int_eq(mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 300), MFS_MIG_MIRRORED);
+	ck_assert_int_eq(mfs_migration_switch(fs, NULL), -EBADMSG);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
 	wait_for(MFS_MIG_CANCELLED);
 	ck_assert(!journal_says_switched(src));
 }
@@ -155,14 +155,14 @@ START_TEST(test_a_held_error_during_the_pass_verifies_again)
 	for (int i = 0; i < 3000; i++) {
 		bool held;
 
-		mfs_migration_status(fs, &st);
+		mfs_migration_status(fs, NULL, &st);
 		held = st.held;
 		mfs_migration_status_clear(&st);
-		if (held || mfs_migration_wait(fs, MFS_MIG_SWITCHED, 0) == MFS_MIG_SWITCHED)
+		if (held || mfs_migration_wait(fs, NULL, MFS_MIG_SWITCHED, 0) == MFS_MIG_SWITCHED)
 			break;
 		g_usleep(10 * 1000);
 	}
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	if (!st.held) {
 		mfs_migration_status_clear(&st);
 		fprintf(stderr, "test-verify: the target cannot be made immutable here: skipped\n");
@@ -170,9 +170,9 @@ START_TEST(test_a_held_error_during_the_pass_verifies_again)
 	}
 	mfs_migration_status_clear(&st);
 	ck_assert(set_target_immutable("disk.img", false));
-	ck_assert_int_eq(mfs_migration_resume(fs), 0);
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
 	wait_for(MFS_MIG_SWITCHED);
-	mfs_migration_status(fs, &st);
+	mfs_migration_status(fs, NULL, &st);
 	ck_assert_int_eq(st.verify, MFS_MIG_VERIFY_PASSED);
 	mfs_migration_status_clear(&st);
 	assert_trees_equal(src, dst);
