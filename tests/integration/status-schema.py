@@ -112,7 +112,14 @@ TOP = {
     "stun_ms": (lambda v: is_null(v) or nonneg_number(v), "null or a number >= 0"),
     "error": (lambda v: is_null(v) or (is_str(v) and v != ""), "null or a non-empty string"),
     "files": (lambda v: isinstance(v, list), "a list"),
+    "job": (lambda v: is_null(v) or (is_int(v) and v >= 1), "null or an integer >= 1"),
+    "jobs": (lambda v: isinstance(v, list) and all(isinstance(j, dict) for j in v),
+             "a list of objects"),
 }
+
+# What the status says of each job: at the top for the one shown, in "jobs" for each.
+MOUNT_MEMBERS = ("version", "mountpoint", "served", "placements", "transport", "jobs")
+JOB = {k: v for k, v in TOP.items() if k not in MOUNT_MEMBERS}
 
 FILE = {
     "path": (lambda v: is_str(v) and v != "" and not v.startswith("/")
@@ -140,6 +147,36 @@ def check(st, args):
             err(f"{name}: {st[name]!r} is not {what}")
     if errors:
         return errors  # the rest relies on the types
+
+    ids = []
+    for i, j in enumerate(st["jobs"]):
+        for name, (pred, what) in JOB.items():
+            if name not in j:
+                err(f"jobs[{i}]: missing member {name!r}")
+            elif not pred(j[name]):
+                err(f"jobs[{i}].{name}: {j[name]!r} is not {what}")
+        if not errors:
+            if not is_int(j["job"]):
+                err(f"jobs[{i}]: no number")
+            ids.append(j["job"])
+            if (j["stun_ms"] is not None) != (j["state"] == "switched"):
+                err(f"jobs[{i}]: stun_ms {j['stun_ms']!r} in state {j['state']}")
+            if (j["error"] is not None) != (j["state"] in ("failed", "error-paused")):
+                err(f"jobs[{i}]: error {j['error']!r} in state {j['state']}")
+    if errors:
+        return errors
+    if ids != sorted(set(ids)):
+        err(f"jobs: numbers {ids} not rising, or repeated")
+    if (st["job"] is None) != (st["state"] == "idle"):
+        err(f"job is {st['job']!r} in state {st['state']} (null exactly when idle)")
+    if st["job"] is not None and st["job"] not in ids:
+        err(f"job {st['job']} is not in jobs {ids}")
+    elif st["job"] is not None:
+        shown = next(j for j in st["jobs"] if j["job"] == st["job"])
+        for name in ("target", "only"):  # the state may move between the two reads
+            if shown[name] != st[name]:
+                err(f"the job shown, {st['job']}: {name} {st[name]!r}, "
+                    f"but {shown[name]!r} in jobs")
 
     state = st["state"]
     files = st["files"]
