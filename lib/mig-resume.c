@@ -526,10 +526,14 @@ static GArray *recorded_jobs(int root_fd)
 		close(fd);
 	for (guint i = 0; i < names->len; i++) {
 		Recorded r = {0};
+		bool seen = false;
 
 		if (journal_read_named(root_fd, g_ptr_array_index(names, i), &r.j) < 0)
 			continue;
-		if (strcmp(r.j.state, "migrating") != 0) {
+		/* A job's record and the journal an older daemon kept it in, both: the first. */
+		for (guint k = 0; k < out->len && r.j.target; k++)
+			seen |= !strcmp(g_array_index(out, Recorded, k).j.target, r.j.target);
+		if (strcmp(r.j.state, "migrating") != 0 || seen) {
 			journal_clear(&r.j);
 			continue;
 		}

@@ -29,6 +29,10 @@ typedef struct {
 	/* Entries per-VM jobs moved: release sends each file in one to its new home. */
 	char **placed_from, **placed_to;
 	char **placed_src; /* the same entries' stale copies in the source */
+	/* Running jobs: a whole tree's (its state), or per-VM ones' entries in the source. */
+	char *whole_running;
+	char **busy_src;
+	unsigned *busy_job; /* the job of each of busy_src */
 	dev_t mount_dev;
 } MountView;
 
@@ -41,6 +45,59 @@ static void mount_view_clear(MountView *v)
 	g_strfreev(v->placed_to);
 	g_strfreev(v->placed_src);
 	g_free(v->state);
+	g_free(v->whole_running);
+	g_strfreev(v->busy_src);
+	g_free(v->busy_job);
+}
+
+/* The jobs the status lists that still run: what adopt must keep away from. */
+static int read_running_jobs(JsonObject *st, MountView *v)
+{
+	static const char *const running[] = {"copying", "paused", "error-paused", "mirrored",
+	                                      "switching"};
+	JsonArray *jobs =
+	    json_object_has_member(st, "jobs") ? json_object_get_array_member(st, "jobs") : NULL;
+	g_autoptr(GPtrArray) busy = g_ptr_array_new_with_free_func(g_free);
+	g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(unsigned));
+
+	/* A daemon without "jobs" runs one job at a time: the top is it. */
+	if (!jobs) {
+		if (g_strv_contains(running, v->state))
+			v->whole_running = g_strdup(v->state);
+		v->busy_src = g_new0(char *, 1);
+		return 0;
+	}
+	for (guint i = 0; i < json_array_get_length(jobs); i++) {
+		JsonObject *j = json_array_get_object_element(jobs, i);
+		const char *state =
+		    j ? json_object_get_string_member_with_default(j, "state", "") : "";
+		JsonNode *only = j ? json_object_get_member(j, "only") : NULL;
+		unsigned id =
+		    j ? (unsigned)json_object_get_int_member_with_default(j, "job", 0) : 0;
+
+		if (!j)
+			return -EPROTO;
+		if (!g_strv_contains((const char *const *)running, state))
+			continue;
+		if (!only || !JSON_NODE_HOLDS_ARRAY(only)) {
+			v->whole_running = g_strdup(state);
+			continue;
+		}
+		for (guint k = 0; k < json_array_get_length(json_node_get_array(only)); k++) {
+			const char *text =
+			    json_array_get_string_element(json_node_get_array(only), k);
+			g_autofree char *name = NULL;
+
+			if (!text || mfs_unescape_name(text, &name) < 0)
+				return -EPROTO;
+			g_ptr_array_add(busy, g_build_filename(v->source, name, NULL));
+			g_array_append_val(ids, id);
+		}
+	}
+	g_ptr_array_add(busy, NULL);
+	v->busy_src = (char **)g_ptr_array_steal(busy, NULL);
+	v->busy_job = (unsigned *)g_array_steal(ids, NULL);
+	return 0;
 }
 
 static char *status_path(JsonObject *st, const char *member)
@@ -105,6 +162,10 @@ static int mount_view(const char *prog, const char *socket_path, MountView *v)
 	}
 	if (read_placements(st, v) < 0) {
 		fprintf(stderr, "%s: the daemon's status has malformed placements\n", prog);
+		return -EPROTO;
+	}
+	if (read_running_jobs(st, v) < 0) {
+		fprintf(stderr, "%s: the daemon's status has malformed jobs\n", prog);
 		return -EPROTO;
 	}
 	if (stat(v->mountpoint, &sb) < 0) {
@@ -176,23 +237,21 @@ static char *refusal(const MountView *v, bool release)
 			return g_strdup("the status names no target");
 		return NULL;
 	}
-	if (!strcmp(v->state, "idle") || !strcmp(v->state, "cancelled") ||
-	    !strcmp(v->state, "failed"))
-		return NULL;
-	if (!strcmp(v->state, "switched") && !v->placed_from)
+	if (v->whole_running)
+		return g_strdup_printf("a migration is under way (%s): what QEMU wrote beside the "
+		                       "mount since it started is not on the target.  Adopt before "
+		                       "start: cancel it, adopt, start again",
+		                       v->whole_running);
+	if (!strcmp(v->state, "switched") && !v->placed_from && !v->busy_src[0])
 		return g_strdup("the migration has switched: the source is no longer served; "
 		                "use release");
 	/*
-	 * After a per-VM job the rest of the source is served still: a QEMU
-	 * of another VM may come onto the mount.  (One of the moved entries'
-	 * would hold stale files beside it; its job refused to start under it.)
+	 * Idle, ended, or per-VM jobs only: the rest of the source is served
+	 * still, and a QEMU of another VM may come onto the mount (one that
+	 * holds a running job's entries is refused in adopt_one(); one of
+	 * the moved entries' would hold stale files beside it).
 	 */
-	if (!strcmp(v->state, "switched"))
-		return NULL;
-	return g_strdup_printf("a migration is under way (%s): what QEMU wrote beside the mount "
-	                       "since it started is not on the target.  Adopt before start: "
-	                       "cancel it, adopt, start again",
-	                       v->state);
+	return NULL;
 }
 
 static int adopt_one(const char *prog, const MountView *v, const char *qmp_path, bool release,
@@ -226,6 +285,21 @@ static int adopt_one(const char *prog, const MountView *v, const char *qmp_path,
 			       release ? "release" : "adopt");
 			return 0;
 		}
+		/* Beside the mount since a job of them started: its target lacks those writes. */
+		for (guint i = 0; !release && i < left->len; i++)
+			for (guint b = 0; v->busy_src[b]; b++)
+				if (mfs_path_within(left->pdata[i], v->busy_src[b])) {
+					qmp_close(q);
+					fprintf(
+					    stderr,
+					    "%s: %s: QEMU (pid %d) holds %s, in what job %u moves: "
+					    "what it wrote beside the mount since that job started "
+					    "is not on its target.  Cancel job %u (mirrorfsctl "
+					    "cancel --job %u), adopt, start it again\n",
+					    prog, qmp_path, (int)pid, (char *)left->pdata[i],
+					    v->busy_job[b], v->busy_job[b], v->busy_job[b]);
+					return 1;
+				}
 		/* A moved entry's copy left in the source is stale: never onto the mount. */
 		for (guint i = 0; !release && v->placed_src && i < left->len; i++)
 			for (char **p = v->placed_src; *p; p++)

@@ -138,6 +138,25 @@ static void print_placements(JsonObject *st)
 	}
 }
 
+/* With several jobs kept: one line each, and which one the rest of the summary is about. */
+static void print_jobs(JsonObject *st)
+{
+	JsonArray *jobs =
+	    json_object_has_member(st, "jobs") ? json_object_get_array_member(st, "jobs") : NULL;
+
+	if (!jobs || json_array_get_length(jobs) < 2)
+		return;
+	for (guint i = 0; i < json_array_get_length(jobs); i++) {
+		JsonObject *j = json_array_get_object_element(jobs, i);
+		g_autofree char *copied = client_format_bytes(num(j, "bytes_copied"));
+		g_autofree char *total = client_format_bytes(num(j, "bytes_total"));
+
+		printf("  job %-4.0f %-12s %9s of %-9s -> %s%s\n", num(j, "job"), str(j, "state"),
+		       copied, total, str(j, "target"),
+		       num(j, "job") == num(st, "job") ? "   (shown below)" : "");
+	}
+}
+
 static void print_summary(JsonObject *st)
 {
 	g_autofree char *copied = client_format_bytes(num(st, "bytes_copied"));
@@ -149,6 +168,7 @@ static void print_summary(JsonObject *st)
 	MfsMigState parsed;
 
 	printf("mirrorfs on %s: %s\n", str(st, "mountpoint"), state);
+	print_jobs(st);
 	printf("  source   %s\n", str(st, "source"));
 	if (str(st, "target"))
 		printf("  target   %s\n", str(st, "target"));

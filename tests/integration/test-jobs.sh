@@ -21,6 +21,14 @@
 #   restart   two jobs stopped with the daemon (unmount) each leave their
 #             own record in the source; the next mount resumes both, and
 #             both switch, each into its target
+#   adopt     two VMs running before the mount (qemu-storage-daemons):
+#             vmA adopted and its job started (switch=manual); vmB,
+#             beside the mount all along, adopted while vmA's job runs,
+#             then moved by a second job that releases it by itself
+#             (start --release-qmp waits for its own job's switch, not
+#             vmA's); vmA's job switched and released; the mount
+#             unmounts with both QEMUs on their targets, every write read
+#             back
 #   status    every status read along the way holds the specification
 #             (status-schema.py), with "jobs" listing each job; --job
 #             picks one in mirrorfs-status; --follow --job prints that
@@ -29,7 +37,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-control.sh"
-require_cmd md5sum
+. "$(dirname "${BASH_SOURCE[0]}")/lib-qsd.sh"
+require_cmd md5sum qemu-storage-daemon qemu-io
 
 SRC="$TESTDIR/src"
 T1="$TESTDIR/t1"
@@ -250,4 +259,43 @@ assert lines[-1]["state"] == "switched", lines[-1]
 EOF
 check_status
 umount_mfs "$MNT"
+
+log "adopt: one VM adopted and moved while another's job runs"
+DIR="$TESTDIR/vms"
+TA="$TESTDIR/ta"
+TB="$TESTDIR/tb"
+mkdir "$DIR" "$TA" "$TB"
+head -c $((8 << 20)) /dev/urandom >"$DIR/vmA.raw"
+head -c $((8 << 20)) /dev/urandom >"$DIR/vmB.raw"
+qsd vmA "$DIR/vmA.raw"
+qsd vmB "$DIR/vmB.raw"
+io vmA 'write -P 0x41 0 1M'
+io vmB 'write -P 0x42 0 1M'
+mount_mfs "$DIR" "$DIR"
+expect_cli "adopt vmA" 0 "adopted 1 file" "$MIRRORFSCTL" "$DIR" adopt --qmp "$TESTDIR/vmA.qmp"
+ctl "$DIR" start "$TA" --only vmA.raw --switch manual
+io vmA 'write -P 0x51 1M 1M'
+io vmB 'write -P 0x52 1M 1M'
+expect_cli "adopt vmB while vmA's job runs" 0 "adopted 1 file" \
+	"$MIRRORFSCTL" "$DIR" adopt --qmp "$TESTDIR/vmB.qmp"
+io vmB 'write -P 0x62 2M 1M'
+ctl "$DIR" start "$TB" --only vmB.raw --release-qmp "$TESTDIR/vmB.qmp"
+assert_contains "$CLI_OUT" "released 1 file of QEMU (pid ${QSD_PID[vmB]})" "start --only --release-qmp of vmB"
+holds vmB "$TB/vmB.raw" || fail "vmB's QEMU does not hold $TB/vmB.raw: $(ls -l /proc/"${QSD_PID[vmB]}"/fd)"
+assert_eq mirrored "$(job_field "$DIR" "$TA" state)" "vmA's job after vmB's moved"
+io vmA 'write -P 0x61 2M 1M'
+ctl "$DIR" switch --job "$TA"
+wait_job_state "$DIR" "$TA" switched 60
+expect_cli "release vmA" 0 "released 1 file" "$MIRRORFSCTL" "$DIR" release --qmp "$TESTDIR/vmA.qmp"
+holds vmA "$TA/vmA.raw" || fail "vmA's QEMU does not hold $TA/vmA.raw: $(ls -l /proc/"${QSD_PID[vmA]}"/fd)"
+umount_mfs "$DIR"
+io vmA 'write -P 0x71 3M 1M'
+io vmA 'read -P 0x41 0 1M' 'read -P 0x51 1M 1M' 'read -P 0x61 2M 1M' 'read -P 0x71 3M 1M'
+io vmB 'read -P 0x42 0 1M' 'read -P 0x52 1M 1M' 'read -P 0x62 2M 1M'
+out="$(qemu-io -f raw -r -c 'read -P 0x62 2M 1M' "$TB/vmB.raw" 2>&1)"
+[[ "$out" != *failed* ]] || fail "the target's vmB.raw:"$'\n'"$out"
+for vm in vmA vmB; do
+	kill "${QSD_PID[$vm]}"
+	wait_pid_exit "${QSD_PID[$vm]}" 30 || fail "qemu-storage-daemon $vm did not stop"
+done
 log "ok"
