@@ -32,8 +32,9 @@
 #   adopt-only     one VM of two (issue 21): as adopt, raw, with a second
 #                  VM's disk in the same directory (other.raw, written all
 #                  along beside the mount by ackwriter.py, opened before
-#                  the mount); the guest's disk alone moves (start --only),
-#                  is released, the mount unmounts; the other disk never
+#                  the mount); the guest's disk alone moves and is released
+#                  by one command (start --only --release-qmp), the mount
+#                  unmounts; the other disk never
 #                  moves and holds every write acknowledged to it
 #   evacuate       the operator's "empty this host" (issue 23): as adopt,
 #                  raw, but the target is a replica-2 GlusterFS volume
@@ -469,8 +470,16 @@ ONLY_ARGS=()
 ((ONLY == 0)) || ONLY_ARGS=(--only "disk.$FMT")
 case "$MODE" in
 auto)
-	ctl "$IMAGES" start "$TARGET" --speed "$SPEED" "${ONLY_ARGS[@]}"
-	log "migration started: mirrorfsctl start --speed $SPEED ${ONLY_ARGS[*]}"
+	if ((ADOPT && ONLY)); then
+		# The operator's one command: move this VM's disk, then take it off the mount.
+		CLI_TIMEOUT="$MIGRATION_TIMEOUT" ctl "$IMAGES" start "$TARGET" --speed "$SPEED" \
+			"${ONLY_ARGS[@]}" --release-qmp "$TESTDIR/qmp.sock"
+		log "mirrorfsctl start --speed $SPEED ${ONLY_ARGS[*]} --release-qmp: $CLI_OUT"
+		RELEASED_OUT="$CLI_OUT"
+	else
+		ctl "$IMAGES" start "$TARGET" --speed "$SPEED" "${ONLY_ARGS[@]}"
+		log "migration started: mirrorfsctl start --speed $SPEED ${ONLY_ARGS[*]}"
+	fi
 	wait_status switched "$MIGRATION_TIMEOUT"
 	T_END="$(now)"
 	;;
@@ -546,8 +555,13 @@ report "guest writes during the migration: $mirrored_writes mirrored, $waited_wr
 ((mirrored_writes > 0)) || fail "no guest write was mirrored during the migration"
 
 if ((ADOPT)); then
-	ctl "$IMAGES" release --qmp "$TESTDIR/qmp.sock"
-	log "release: $CLI_OUT"
+	if [[ -n "${RELEASED_OUT:-}" ]]; then
+		CLI_OUT="$RELEASED_OUT" # released by the start itself (--release-qmp)
+		[[ "$CLI_OUT" == *"released 1 file"* ]] || fail "start --release-qmp released nothing: $CLI_OUT"
+	else
+		ctl "$IMAGES" release --qmp "$TESTDIR/qmp.sock"
+		log "release: $CLI_OUT"
+	fi
 	left="$(held_by_qemu through)"
 	[[ -z "$left" ]] || fail "QEMU still holds through the mount after release: $left"
 	readlink /proc/"$QEMU_PROC"/fd/* | grep -qxF "$(realpath "$TARGET")/disk.$FMT" ||
