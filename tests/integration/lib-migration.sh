@@ -199,3 +199,22 @@ alloc_bytes() {
 dir_names() {
 	(cd "$1" && find . -mindepth 1 -maxdepth 1 -printf '%P\n') | LC_ALL=C sort
 }
+
+# md5 FILE: its digest alone.
+md5() { md5sum <"$1" | cut -d' ' -f1; }
+# write_at FILE OFFSET TEXT: a guest write in place
+write_at() {
+	printf '%s' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none ||
+		fail "writing '$3' at $2 of $1"
+}
+# read_at FILE OFFSET COUNT
+read_at() {
+	dd if="$1" bs=1 skip="$2" count="$3" status=none
+}
+# expect_errno WHAT TEXT COMMAND...: COMMAND fails, saying TEXT
+expect_errno() {
+	local what="$1" want="$2" out
+	shift 2
+	out="$("$@" 2>&1)" && fail "$what: succeeded, expected $want"
+	[[ "$out" == *"$want"* ]] || fail "$what: '$out', expected $want"
+}

@@ -52,14 +52,6 @@ head -c $((4 << 20)) /dev/urandom >"$SRC/vm3.raw"
 echo one >"$SRC/vm1/conf"
 echo two >"$SRC/vm2/conf"
 
-md5() { md5sum <"$1" | cut -d' ' -f1; }
-write_at() {
-	printf '%s' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none ||
-		fail "writing '$3' at $2 of $1"
-}
-read_at() {
-	dd if="$1" bs=1 skip="$2" count="$3" status=none
-}
 # job_field MNT JOB FIELD: a member of job JOB's status (mirrorfs-status --job).
 job_field() {
 	local f="$TESTDIR/job-field.json"
@@ -131,12 +123,6 @@ write_at "$MNT/vm1.raw" 0 "vm1-early"
 write_at "$MNT/vm2.raw" 0 "vm2-early"
 wait_job_state "$MNT" 2 mirrored 60
 assert_eq paused "$(job_field "$MNT" 1 state)" "job 1 while job 2 is mirrored"
-expect_errno() {
-	local what="$1" want="$2" out
-	shift 2
-	out="$("$@" 2>&1)" && fail "$what: succeeded, expected $want"
-	[[ "$out" == *"$want"* ]] || fail "$what: '$out', expected $want"
-}
 expect_errno "a rename from vm1/ into vm2/" "Errno 18" \
 	"$PYTHON" -c 'import os, sys; os.rename(sys.argv[1], sys.argv[2])' "$MNT/vm1/conf" "$MNT/vm2/conf1"
 check_status

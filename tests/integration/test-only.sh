@@ -67,22 +67,6 @@ head -c $((1 << 20)) /dev/urandom >"$SRC/vm1/disk.qcow2"
 head -c $((1 << 20)) /dev/urandom >"$SRC/vm2/disk.qcow2"
 echo kept >"$TGT/operator-file"
 
-md5() { md5sum <"$1" | cut -d' ' -f1; }
-# write_at FILE OFFSET TEXT: a guest write in place
-write_at() {
-	printf '%s' "$3" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none ||
-		fail "writing '$3' at $2 of $1"
-}
-read_at() {
-	dd if="$1" bs=1 skip="$2" count="$3" status=none
-}
-expect_errno() {
-	local what="$1" want="$2" out
-	shift 2
-	out="$("$@" 2>&1)" && fail "$what: succeeded, expected $want"
-	[[ "$out" == *"$want"* ]] || fail "$what: '$out', expected $want"
-}
-
 log "mirrored: vm1.raw and vm1/ move, vm2 stays"
 mount_mfs "$SRC" "$MNT"
 ctl "$MNT" start "$TGT" --only vm1.raw --only vm1/ --switch manual
