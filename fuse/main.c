@@ -528,12 +528,19 @@ int main(int argc, char *argv[])
 			goto out_fs;
 		}
 		/* The VMs come first: a job that cannot resume does not stop the mount. */
-		if (started < 0)
-			fprintf(stderr,
-			        "mirrorfs: the migration recorded as under way cannot resume: %s; "
-			        "serving '%s' (mirrorfsctl MOUNTPOINT cancel forgets it)\n",
-			        error, served);
-		else if (started == 1)
+		if (error) {
+			g_auto(GStrv) lines = g_strsplit(error, "\n", -1);
+
+			for (char **l = lines; *l; l++)
+				fprintf(
+				    stderr,
+				    "mirrorfs: a migration recorded as under way cannot resume: "
+				    "%s; "
+				    "'%s' is served (mirrorfsctl MOUNTPOINT cancel --job TARGET "
+				    "forgets it)\n",
+				    *l, served);
+		}
+		if (started == 1)
 			fprintf(stderr, "mirrorfs: resuming the migration recorded as under way\n");
 		else if (started > 1)
 			fprintf(stderr,

@@ -340,6 +340,18 @@ static const char *current_state(Mfs *fs, const char *job)
 	return mfs_mig_state_name(state);
 }
 
+/* For the log: which job a request acted on, "job 2 (to '/srv/b')". */
+static char *job_label(Mfs *fs, const char *job)
+{
+	MfsMigStatus st;
+	char *label;
+
+	mfs_migration_status(fs, job, &st);
+	label = g_strdup_printf("job %u (to '%s')", st.id, st.target ? st.target : "");
+	mfs_migration_status_clear(&st);
+	return label;
+}
+
 /* The jobs running, for a request that must name one: "1 to 'A', 2 to 'B'". */
 static char *running_jobs(Mfs *fs)
 {
@@ -424,15 +436,22 @@ static bool forget_recorded_job(Mfs *fs, const char *job)
  * "events": where the migration stands now, as a state event with the
  * newest seq; control-socket.c then sends every event after it.
  */
-static char *reply_events(Mfs *fs, int64_t *follow_from)
+static char *reply_events(Mfs *fs, const char *job, int64_t *follow_from)
 {
-	JsonBuilder *b = reply_begin(true);
+	JsonBuilder *b;
 	MfsMigEvent *none = NULL;
 	MfsMigStatus st;
 	uint64_t last;
 
 	mfs_migration_events_free(none, mfs_migration_events(fs, UINT64_MAX, &none, &last));
-	mfs_migration_status(fs, NULL, &st);
+	/* Where the job asked for stands (its follower ends when it ends). */
+	if (mfs_migration_status(fs, job, &st) == -ESRCH) {
+		mfs_migration_status_clear(&st);
+		return control_reply_error("events: no job '%s' (give its number or its target, as "
+		                           "mirrorfs-status lists them)",
+		                           job);
+	}
+	b = reply_begin(true);
 	json_builder_set_member_name(b, "event");
 	json_builder_add_string_value(b, "state");
 	json_builder_set_member_name(b, "seq");
@@ -470,7 +489,7 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 	JsonNode *root;
 	JsonObject *req;
 	JsonNode *version;
-	g_autofree char *job = NULL;
+	g_autofree char *job = NULL, *who = NULL;
 	const char *cmd;
 	int ret;
 
@@ -507,7 +526,7 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 	if (!strcmp(cmd, "status"))
 		return reply_status(fs, mountpoint, job);
 	if (!strcmp(cmd, "events"))
-		return reply_events(fs, follow_from);
+		return reply_events(fs, job, follow_from);
 	if (!strcmp(cmd, "start"))
 		return do_start(fs, mountpoint, req);
 	if (!strcmp(cmd, "speed")) {
@@ -524,10 +543,12 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		if (member_option(req, "speed", &checked, &error) < 0)
 			return control_reply_error("%s", error);
 		speed = checked.speed_bps;
+		who = job_label(fs, job);
 		ret = mfs_migration_set_speed(fs, job, speed);
 		if (ret < 0)
 			return reply_refused(fs, "speed", job, ret);
-		g_message("control: copier speed set to %" G_GUINT64_FORMAT " bytes/s", speed);
+		g_message("control: %s: copier speed set to %" G_GUINT64_FORMAT " bytes/s", who,
+		          speed);
 		return reply_ok(speed ? "speed set" : "speed unlimited");
 	}
 	if (!strcmp(cmd, "guest_share")) {
@@ -544,10 +565,11 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		if (member_option(req, "guest_share", &checked, &error) < 0)
 			return control_reply_error("%s", error);
 		share = checked.guest_share;
+		who = job_label(fs, job);
 		ret = mfs_migration_set_guest_share(fs, job, share);
 		if (ret < 0)
 			return reply_refused(fs, "guest_share", job, ret);
-		g_message("control: guest share set to %u%%", share);
+		g_message("control: %s: guest share set to %u%%", who, share);
 		return reply_ok(share ? "guest share set" : "copier no longer rests for the guest");
 	}
 	{
@@ -565,6 +587,8 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 		for (size_t i = 0; i < G_N_ELEMENTS(simple); i++) {
 			if (strcmp(cmd, simple[i].name) != 0)
 				continue;
+			/* Before: a cancelled job is no longer the one a NULL job names. */
+			who = job_label(fs, job);
 			ret = simple[i].fn(fs, job);
 			if (ret < 0 && ret != -ENOTUNIQ && !strcmp(cmd, "cancel") &&
 			    forget_recorded_job(fs, job))
@@ -572,7 +596,7 @@ char *control_handle_request_follow(Mfs *fs, const char *mountpoint, const char 
 				    "the recorded migration that did not resume is forgotten");
 			if (ret < 0)
 				return reply_refused(fs, cmd, job, ret);
-			g_message("control: %s", cmd);
+			g_message("control: %s: %s", who, cmd);
 			return reply_ok(simple[i].done);
 		}
 	}

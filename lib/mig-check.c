@@ -43,10 +43,31 @@ static const char *shared_entry(char **only, char **other)
 	return NULL;
 }
 
+static bool is_dir_or_ancestor(int dir_fd, const struct stat *want);
+
+/*
+ * Is one of the directories @a and @b the other or inside it, by identity
+ * (a bind mount or a symlink hides no road)?  No when either is missing:
+ * the target's own checks say why.
+ */
+static bool dirs_nest(const char *a, const char *b)
+{
+	int fa = open(a, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fb = open(b, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct stat sa, sb;
+	bool nest = fa >= 0 && fb >= 0 && fstat(fa, &sa) == 0 && fstat(fb, &sb) == 0 &&
+	            (is_dir_or_ancestor(fa, &sb) || is_dir_or_ancestor(fb, &sa));
+
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
+	return nest;
+}
+
 int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **error)
 {
 	g_autoptr(GPtrArray) jobs = mfs_jobs_frozen(fs);
-	g_autofree char *real = realpath(target, NULL);
 	unsigned live = 0;
 
 	for (guint i = 0; i < jobs->len; i++) {
@@ -58,10 +79,12 @@ int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **er
 		live++;
 		if (!mig->only || !other->only) {
 			*error = g_strdup_printf(
-			    "a migration to '%s' is already running%s", other->target,
-			    mig->only
-			        ? " (of the whole tree: it runs alone)"
-			        : " (several run at once only with 'only', each its own entries)");
+			    "a migration to '%s' is already running (job %u): a migration of the "
+			    "whole tree runs alone%s",
+			    other->target, other->id,
+			    mig->only ? ""
+			              : "; several run at once only with 'only', each on its own "
+			                "entries");
 			return -EBUSY;
 		}
 		shared = shared_entry(mig->only, other->only);
@@ -70,8 +93,7 @@ int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **er
 			                         shared, other->id, other->target);
 			return -EBUSY;
 		}
-		if (real && (mfs_path_within(real, other->target) ||
-		             mfs_path_within(other->target, real))) {
+		if (dirs_nest(target, other->target)) {
 			*error = g_strdup_printf("target '%s': job %u moves into '%s': each job "
 			                         "needs a target of its own",
 			                         target, other->id, other->target);

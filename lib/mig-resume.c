@@ -543,11 +543,9 @@ static GArray *recorded_jobs(int root_fd)
 	return out;
 }
 
-/* Is a kept job running into @target? */
-static bool target_running(Mfs *fs, const char *target)
+/* Is one of @jobs (kept) running into @target? */
+static bool target_running(GPtrArray *jobs, const char *target)
 {
-	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
-
 	for (guint i = 0; i < jobs->len; i++) {
 		Migration *mig = g_ptr_array_index(jobs, i);
 
@@ -560,6 +558,7 @@ static bool target_running(Mfs *fs, const char *target)
 int mfs_migration_forget_recorded(Mfs *fs, const char *job, char **target)
 {
 	g_autoptr(GArray) recorded = recorded_jobs(mfs_root_fd(fs));
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
 	g_autofree char *real = job && g_path_is_absolute(job) ? realpath(job, NULL) : NULL;
 	int ret = -ENOENT;
 
@@ -567,7 +566,7 @@ int mfs_migration_forget_recorded(Mfs *fs, const char *job, char **target)
 		Recorded *r = &g_array_index(recorded, Recorded, i);
 
 		/* A running job's record is its own: a cancel removes it. */
-		if (target_running(fs, r->j.target))
+		if (target_running(jobs, r->j.target))
 			continue;
 		if (job && strcmp(job, r->j.target) != 0 &&
 		    !(real && strcmp(real, r->j.target) == 0))
@@ -576,6 +575,48 @@ int mfs_migration_forget_recorded(Mfs *fs, const char *job, char **target)
 		return forget_job(mfs_root_fd(fs), r->name, r->j.target);
 	}
 	return ret;
+}
+
+int mig_check_beside_records(Mfs *fs, Migration *mig, const char *target, char **error)
+{
+	g_autoptr(GArray) recorded = recorded_jobs(mfs_root_fd(fs));
+	g_autoptr(GPtrArray) jobs = mfs_jobs_frozen(fs);
+	g_autofree char *real = realpath(target, NULL);
+
+	for (guint i = 0; i < recorded->len; i++) {
+		Recorded *r = &g_array_index(recorded, Recorded, i);
+		g_autofree char *why = NULL, *what = NULL;
+		g_auto(GStrv) only = NULL;
+		const char *shared = NULL;
+		MfsMigOptions opts;
+
+		if ((real && strcmp(real, r->j.target) == 0) || target_running(jobs, r->j.target))
+			continue;
+		mfs_mig_options_init(&opts);
+		if (mfs_mig_options_from_job(&opts, r->j.job, &why) < 0)
+			continue; /* it cannot resume whatever is started */
+		only = opts.only;
+		for (char **n = mig->only; n && only && *n && !shared; n++)
+			if (g_strv_contains((const char *const *)only, *n))
+				shared = *n;
+		if (!shared && mig->only && only)
+			continue;
+		if (shared)
+			what = g_strdup_printf("'%s' is recorded as moving to '%s', by a migration "
+			                       "that did not resume",
+			                       shared, r->j.target);
+		else
+			what = g_strdup_printf(
+			    "the source records a migration %s to '%s' that did "
+			    "not resume",
+			    only ? "of some of its entries" : "of the whole tree", r->j.target);
+		*error =
+		    g_strdup_printf("%s (the daemon said why at its start): make it resume, or "
+		                    "forget it first (mirrorfsctl MOUNTPOINT cancel --job %s)",
+		                    what, r->j.target);
+		return -EBUSY;
+	}
+	return 0;
 }
 
 /*
@@ -645,15 +686,21 @@ static int start_recorded(Mfs *fs, const Recorded *r, const char *target, char *
 	}
 	opts.defer_thread = true;
 	opts.resume = true;
-	ret = mfs_migration_start(fs, &opts, error);
+	ret = mig_start(fs, &opts, true, &why);
 	g_strfreev(opts.only);
-	return ret < 0 ? ret : 1;
+	if (ret < 0) {
+		/* Named, for cancel --job; only a whole tree's record above stops the mount. */
+		*error = g_strdup_printf("the migration to '%s' (%s/%s): %s", r->j.target, source,
+		                         r->name, why);
+		return ret == -EBUSY ? -EEXIST : ret;
+	}
+	return 1;
 }
 
 int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 {
 	g_autoptr(GArray) recorded = recorded_jobs(mfs_root_fd(fs));
-	int started = 0, failed = 0;
+	int started = 0;
 
 	*error = NULL;
 	for (guint i = 0; i < recorded->len; i++) {
@@ -667,11 +714,13 @@ int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error)
 		}
 		if (ret > 0)
 			started++;
-		/* The others still start: the first failure is the one reported. */
-		if (ret < 0 && !failed) {
-			failed = ret;
-			*error = g_steal_pointer(&why);
+		/* The others still start: each failure is said, one a line. */
+		if (ret < 0) {
+			g_autofree char *before = *error;
+
+			*error =
+			    before ? g_strdup_printf("%s\n%s", before, why) : g_steal_pointer(&why);
 		}
 	}
-	return failed ? failed : started;
+	return started;
 }

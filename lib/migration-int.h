@@ -131,12 +131,22 @@ struct Migration {
 /* migration.c */
 void mig_hook(Migration *mig, const char *point);
 /*
- * The job @job names (migration.h) among the kept @jobs, or the tree's:
+ * mig-jobs.c: the job @job names (migration.h) among the kept @jobs, or the tree's:
  * 0, or -ENOENT (none kept), -ESRCH (@job names none), -ENOTUNIQ (@job
  * NULL, several live: *@out is then the newest of them).
  */
 int mig_select_in(GPtrArray *jobs, const char *job, Migration **out);
 int mig_select(Mfs *fs, const char *job, Migration **out);
+/* The next job's number (mig-jobs.c). */
+unsigned mig_next_job_id(void);
+/* The kept jobs that go at a start, frozen: the oldest ended beyond those kept. */
+GPtrArray *mig_jobs_to_drop(Mfs *fs);
+/*
+ * mfs_migration_start(); @from_record: the start resumes a job the source
+ * records (mfs_migration_start_recorded()), which the other records do not
+ * stop.
+ */
+int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error);
 /* Record a failure (the first one is kept); the job stops when it may (mig-state.h). */
 void mig_fail(Migration *mig, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 MigState mig_state(Migration *mig);
@@ -168,6 +178,13 @@ void mig_commit(Migration *mig);
  * are never shared, nor more than MFS_MAX_JOBS run.  Frozen.
  */
 int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **error);
+/*
+ * Whether @mig may start beside the jobs the source records that do not
+ * run (they did not resume): none shares an entry with it, nor is of the
+ * whole tree while it is per-VM or the reverse; a record into @target is
+ * its own, given again.  Frozen (mig-resume.c).
+ */
+int mig_check_beside_records(Mfs *fs, Migration *mig, const char *target, char **error);
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
 void mig_target_journal_undo(Migration *mig);
 

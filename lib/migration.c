@@ -45,11 +45,9 @@ void mig_hook(Migration *mig, const char *point)
 
 static Migration *migration_new(Mfs *fs)
 {
-	static guint last_id; /* atomic */
 	Migration *mig = g_new0(Migration, 1);
 
 	mig->fs = fs;
-	mig->id = (unsigned)g_atomic_int_add(&last_id, 1) + 1;
 	mig->dst_root_fd = -1;
 	mig->old_root_fd = -1;
 	mig->lock_fd = -1;
@@ -103,54 +101,6 @@ static void migration_free(void *job)
 	mfs_mutex_clear(&mig->job_lock);
 	mfs_mutex_clear(&mig->lock);
 	g_free(mig);
-}
-
-/* Does @job (migration.h) name @mig: its id, or its target, as given or resolved? */
-static bool names_job(Migration *mig, const char *job, const char *real)
-{
-	char *end;
-	guint64 id;
-
-	if (g_ascii_isdigit(job[0])) {
-		id = g_ascii_strtoull(job, &end, 10);
-		if (!*end)
-			return id == mig->id;
-	}
-	return strcmp(job, mig->target) == 0 || (real && strcmp(real, mig->target) == 0);
-}
-
-int mig_select_in(GPtrArray *jobs, const char *job, Migration **out)
-{
-	g_autofree char *real = job && g_path_is_absolute(job) ? realpath(job, NULL) : NULL;
-	Migration *live = NULL, *last = NULL;
-	unsigned n_live = 0;
-
-	*out = NULL;
-	for (guint i = 0; i < jobs->len; i++) {
-		Migration *mig = g_ptr_array_index(jobs, i);
-
-		if (job && names_job(mig, job, real))
-			last = mig; /* the newest of those it names */
-		else if (!job && mig_state_live(mig_state(mig)))
-			live = mig, n_live++;
-		else if (!job)
-			last = mig;
-	}
-	if (job) {
-		*out = last;
-		return last ? 0 : -ESRCH;
-	}
-	*out = live ? live : last;
-	if (n_live > 1)
-		return -ENOTUNIQ;
-	return *out ? 0 : -ENOENT;
-}
-
-int mig_select(Mfs *fs, const char *job, Migration **out)
-{
-	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
-
-	return mig_select_in(jobs, job, out);
 }
 
 MigState mig_state(Migration *mig)
@@ -248,20 +198,17 @@ void mig_commit(Migration *mig)
 		          late);
 }
 
-void mfs_migration_renew_claim(Mfs *fs)
-{
-	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
-
-	for (guint i = 0; i < jobs->len; i++)
-		mfs_dir_claim_renew(((Migration *)g_ptr_array_index(jobs, i))->lock_fd);
-}
-
 static gpointer migration_thread(gpointer data);
 
 int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 {
+	return mig_start(fs, opts, false, error);
+}
+
+int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error)
+{
 	g_autoptr(GPtrArray) ended = NULL;
-	Migration *mig, *old;
+	Migration *mig;
 	struct stat st;
 	bool fresh = true;
 	int ret;
@@ -303,6 +250,9 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 	mfs_freeze_namespace(fs);
 	mig->source = mfs_served_dir_frozen(fs);
 	ret = mig_check_beside_jobs(fs, mig, opts->target, error);
+	/* A job recorded that did not resume holds its entries: an operator's start must wait. */
+	if (ret == 0 && !from_record)
+		ret = mig_check_beside_records(fs, mig, opts->target, error);
 	if (ret == 0)
 		ret = mig_check_only(fs, mig, error);
 	if (ret == 0)
@@ -346,17 +296,13 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 
 	/*
 	 * Attach the mirrors in a stun: no write may be half-way when they
-	 * appear.  The jobs that ended go, with their status.
+	 * appear.  The oldest jobs that ended go, with their status.
 	 */
-	ended = mfs_jobs_frozen(fs);
+	ended = mig_jobs_to_drop(fs);
 	mfs_stun(fs);
-	for (guint i = 0; i < ended->len; i++) {
-		old = g_ptr_array_index(ended, i);
-		if (mig_state_live(mig_state(old)))
-			g_ptr_array_index(ended, i) = NULL;
-		else
-			mfs_drop_job_stunned(fs, old);
-	}
+	for (guint i = 0; i < ended->len; i++)
+		mfs_drop_job_stunned(fs, g_ptr_array_index(ended, i));
+	mig->id = mig_next_job_id();
 	mfs_keep_job_stunned(fs, mig, migration_free);
 	/* mig_check_beside_jobs() counted those that observe: there is room. */
 	ret = mfs_observe_stunned(fs, &mig_observer, mig);

@@ -191,10 +191,10 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error);
  * with their recorded options, resuming from their checkpoints, as
  * defer_thread: before the mount serves.  Returns how many started (0
  * when none is recorded; the one @target, a target= given on the command
- * line, names is left to it), or -errno with *@error: -EBUSY when a
- * migration of the whole tree is recorded to another target (nothing
- * started); another error is the first job's that could not start (the
- * others started).
+ * line, names is left to it); *@error then says, one line each, which
+ * could not start and why (NULL when all did).  -EBUSY with *@error, and
+ * nothing started, when a migration of the whole tree to another target
+ * than @target is recorded.
  */
 int mfs_migration_start_recorded(Mfs *fs, const char *target, char **error);
 /*

@@ -119,17 +119,30 @@ static bool state_is_final(const char *name)
 	       !mfs_mig_state_running(state);
 }
 
+/* All digits: a job's number; anything else names its target directory. */
+static bool job_is_number(const char *job)
+{
+	return *job && strspn(job, "0123456789") == strlen(job);
+}
+
+bool client_job_valid(const char *job)
+{
+	if (job_is_number(job))
+		return g_ascii_strtoull(job, NULL, 10) > 0 && strlen(job) < 11;
+	return *job && job[0] != '-';
+}
+
 char *client_job_request(const char *command, const char *job)
 {
 	g_autofree char *escaped = NULL;
-	char *end;
 
 	if (!job)
 		return g_strdup_printf("{\"version\":1,\"command\":\"%s\"}", command);
 	/* A number as one; a target as an absolute path, its bytes escaped (mirrorfs-status(1)). */
-	if (g_ascii_isdigit(job[0]) && (g_ascii_strtoull(job, &end, 10), !*end))
-		return g_strdup_printf("{\"version\":1,\"command\":\"%s\",\"job\":%s}", command,
-		                       job);
+	if (job_is_number(job))
+		return g_strdup_printf(
+		    "{\"version\":1,\"command\":\"%s\",\"job\":%" G_GUINT64_FORMAT "}", command,
+		    g_ascii_strtoull(job, NULL, 10));
 	{
 		g_autofree char *path = g_canonicalize_filename(job, NULL);
 		g_autoptr(JsonBuilder) b = json_builder_new();
@@ -155,6 +168,7 @@ int client_wait_state(const char *prog, const char *socket_path, const char *job
                       gint64 deadline)
 {
 	g_autofree char *request = client_job_request("status", job);
+	g_autofree char *pinned = NULL;
 	ControlFollow events;
 	int ret = -1;
 
@@ -170,6 +184,17 @@ int client_wait_state(const char *prog, const char *socket_path, const char *job
 
 		if (!st)
 			break;
+		/*
+		 * The job first found is the one waited for: once it ends, "the
+		 * one there is" may be another, switched long ago.
+		 */
+		if (!job && json_object_get_int_member_with_default(st, "job", 0) > 0) {
+			pinned = g_strdup_printf("%" G_GINT64_FORMAT,
+			                         json_object_get_int_member(st, "job"));
+			job = pinned;
+			g_free(request);
+			request = client_job_request("status", job);
+		}
 		state = json_object_get_string_member_with_default(st, "state", "?");
 		if (!strcmp(state, want) ||
 		    (state_rank(want) >= 0 && state_rank(state) > state_rank(want))) {

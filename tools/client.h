@@ -37,6 +37,8 @@ int client_wait_state(const char *prog, const char *socket_path, const char *job
  * directory), or NULL for the one there is: @command's, with "job" set.
  */
 char *client_job_request(const char *command, const char *job);
+/* Whether --job @job may name a job: a number from 1, or a directory (not "-1"). */
+bool client_job_valid(const char *job);
 
 /* "1.5 GiB" */
 char *client_format_bytes(double bytes);

@@ -292,6 +292,7 @@ static int follow(const char *socket_path, gint64 deadline)
 	ControlFollow f;
 	char *line = NULL;
 	gint64 job = 0; /* --job: its number; else any job's events */
+	g_autofree char *events_request = NULL;
 	int ret;
 
 	if (opt_job) {
@@ -304,7 +305,8 @@ static int follow(const char *socket_path, gint64 deadline)
 			return EXIT_FAILED;
 		job = json_object_get_int_member_with_default(st, "job", 0);
 	}
-	if (control_follow_open(socket_path, CLIENT_EVENTS_REQUEST, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
+	events_request = client_job_request("events", opt_job);
+	if (control_follow_open(socket_path, events_request, CONTROL_CLIENT_TIMEOUT_MS, &f, &line,
 	                        &error) < 0) {
 		fprintf(stderr, "%s: %s\n", PROG, error);
 		return EXIT_FAILED;
@@ -337,8 +339,11 @@ static int follow(const char *socket_path, gint64 deadline)
 		}
 		fflush(stdout);
 		state = str(ev, "state");
-		/* Ended while followed; one that had ended before is where it starts. */
-		if (!first &&
+		/*
+		 * Ended while followed; one that had ended before is where it
+		 * starts, but for the job named, which has no more to say.
+		 */
+		if ((!first || job) &&
 		    (!job || json_object_get_int_member_with_default(ev, "job", 0) == job) &&
 		    !g_strcmp0(str(ev, "event"), "state") && state && state_is_final(state) &&
 		    strcmp(state, "idle") != 0) {
@@ -394,6 +399,13 @@ int main(int argc, char *argv[])
 		        "%s: %s; usage: %s [--json] [--watch [SECONDS]] [--wait STATE] "
 		        "MOUNTPOINT\n",
 		        PROG, argc < 2 ? "no MOUNTPOINT given" : "one MOUNTPOINT only", PROG);
+		return EXIT_USAGE;
+	}
+	if (opt_job && !client_job_valid(opt_job)) {
+		fprintf(stderr,
+		        "%s: --job: '%s' is neither a job's number (1, 2, ...) nor its target "
+		        "directory\n",
+		        PROG, opt_job);
 		return EXIT_USAGE;
 	}
 	if (opt_wait && mfs_mig_state_from_name(opt_wait, NULL, NULL) < 0) {

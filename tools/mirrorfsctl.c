@@ -185,12 +185,17 @@ int main(int argc, char *argv[])
 		                   "start (which makes a new one)");
 	if (opt_job) {
 		/* As client_job_request() sends it: a number, or a target's absolute path. */
-		g_autofree char *job = client_job_request(cmd, opt_job);
+		g_autofree char *job = NULL;
 		g_autoptr(JsonParser) p = json_parser_new();
 
-		if (!*opt_job || !json_parser_load_from_data(p, job, -1, NULL))
-			return usage_error("--job: '%s' is not a job's number nor its target",
-			                   opt_job);
+		if (!client_job_valid(opt_job))
+			return usage_error(
+			    "--job: '%s' is neither a job's number (1, 2, ...) nor its "
+			    "target directory",
+			    opt_job);
+		job = client_job_request(cmd, opt_job);
+		if (!json_parser_load_from_data(p, job, -1, NULL))
+			return usage_error("--job: '%s' cannot be sent", opt_job);
 		json_builder_set_member_name(b, "job");
 		json_builder_add_value(b,
 		                       json_node_copy(json_object_get_member(

@@ -104,14 +104,34 @@ mkdir "$T1/inner"
 expect_cli "inside job 1's target" 1 "each job needs a target of its own" \
 	"$MIRRORFSCTL" "$MNT" start "$T1/inner" --only vm3.raw
 rmdir "$T1/inner"
-expect_cli "a whole-tree job" 1 "is already running (several run at once only with 'only'" \
+expect_cli "a whole-tree job" 1 "is already running (job 1): a migration of the whole tree runs alone; several run at once only with 'only'" \
 	"$MIRRORFSCTL" "$MNT" start "$T3"
 expect_cli "pause naming no job" 1 "several migrations run (job 1 to '$T1', job 2 to '$T2'): name one with --job" \
 	"$MIRRORFSCTL" "$MNT" pause
 expect_cli "a job that is not there" 1 "no job '7'" "$MIRRORFSCTL" "$MNT" pause --job 7
 expect_cli "--job with start" 2 "--job goes with" "$MIRRORFSCTL" "$MNT" start "$T3" --job 1
+expect_cli "--job -1" 2 "--job: '-1' is neither a job's number" "$MIRRORFSCTL" "$MNT" pause --job -1
+expect_cli "--job 0" 2 "--job: '0' is neither a job's number" "$MIRRORFSCTL" "$MNT" pause --job 0
+mkdir "$TESTDIR/bind"
+mount --bind "$TESTDIR" "$TESTDIR/bind"
+track_mount "$TESTDIR/bind"
+expect_cli "a bind mount above job 1's target" 1 "job 1 moves into '$T1': each job needs a target of its own" \
+	"$MIRRORFSCTL" "$MNT" start "$TESTDIR/bind" --only vm3.raw
+umount "$TESTDIR/bind"
 [[ -z "$(ls -A "$T3")" ]] || fail "a refused start left something in $T3: $(ls -A "$T3")"
 assert_eq "1:copying 2:copying" "$(jobs_listed)" "the jobs after the refusals"
+
+log "numbers: refused starts take none; an ended job keeps its own and is followed to its end"
+expect_cli "start after the refusals" 0 "migration started: job 3" \
+	"$MIRRORFSCTL" "$MNT" start "$T3" --only vm3.raw --speed 1M
+ctl "$MNT" cancel --job 3
+wait_job_state "$MNT" 3 cancelled 60
+cli "$MIRRORFS_STATUS" --follow --job 3 --timeout 20 "$MNT"
+assert_eq 1 "$CLI_RC" "mirrorfs-status --follow --job of a cancelled job: its exit status"
+[[ "$CLI_ERR" != *"timed out"* ]] || fail "--follow --job of an ended job waited for more: $CLI_ERR"
+assert_contains "$CLI_OUT" '"job":3' "the follower's line"
+assert_contains "$CLI_OUT" '"state":"cancelled"' "the follower's line"
+assert_eq "1:copying 2:copying 3:cancelled" "$(jobs_listed)" "the jobs after job 3's cancel"
 
 log "alone: job 1 paused, job 2 copies on and switches; vm1 stays mirrored"
 ctl "$MNT" pause --job 1
@@ -211,6 +231,72 @@ assert_eq "$SUM5" "$(md5 "$MNT/vm5/disk.raw")" "vm5 after the resumed job"
 assert_eq "$SUM6" "$(md5 "$T6/vm6/disk.raw")" "vm6 in its target after the resumed job"
 [[ ! -e "$(job_record "$SRC" "$T5")" && ! -e "$(job_record "$SRC" "$T6")" ]] ||
 	fail "a switched job's record is left: $(ls -a "$SRC")"
+
+log "stale: a job that did not resume holds its entries until it is forgotten, and never stops the mount"
+T9="$TESTDIR/t9"
+mkdir "$T9" "$SRC/vm9"
+head -c $((4 << 20)) /dev/urandom >"$SRC/vm9/disk.raw"
+ctl "$MNT" start "$T9" --only vm9 --speed 1M
+umount_mfs "$MNT"
+mv "$T9" "$T9.away"
+mount_mfs "$SRC" "$MNT"
+grep -q "cannot resume: the migration to '$T9'" "$(daemon_log "$MNT")" ||
+	fail "the restart did not name the job that cannot resume: $(cat "$(daemon_log "$MNT")")"
+expect_cli "a start on the entries of a job that did not resume" 1 \
+	"'vm9' is recorded as moving to '$T9', by a migration that did not resume (the daemon said why at its start): make it resume, or forget it first (mirrorfsctl MOUNTPOINT cancel --job $T9)" \
+	"$MIRRORFSCTL" "$MNT" start "$T9.b" --only vm9
+umount_mfs "$MNT"
+# Two records of the same entries (a crash between two daemons could leave
+# them): one resumes, the other is said, and the mount serves.
+mv "$T9.away" "$T9"
+mkdir "$T9.b"
+sed "s|^target=.*|target=$T9.b|" "$(job_record "$SRC" "$T9")" >"$(job_record "$SRC" "$T9.b")"
+mount_mfs "$SRC" "$MNT"
+grep -q "is being moved already" "$(daemon_log "$MNT")" ||
+	fail "the restart did not say which record stays: $(cat "$(daemon_log "$MNT")")"
+assert_eq two "$(cat "$MNT/vm2/conf")" "the mount serves beside two records of one entry"
+running="$(status_path "$MNT" target)" # which record resumed is readdir's choice
+case "$running" in
+"$T9") left="$T9.b" ;;
+"$T9.b") left="$T9" ;;
+*) fail "neither record of vm9 resumed: the status's target is '$running'" ;;
+esac
+ctl "$MNT" cancel --job "$left"
+assert_contains "$CLI_OUT" "the recorded migration that did not resume is forgotten" "cancel --job of the record left"
+[[ ! -e "$(job_record "$SRC" "$left")" ]] || fail "the record forgotten is still there"
+ctl "$MNT" speed 0 --job "$running"
+wait_job_state "$MNT" "$running" switched 60
+
+log "wait: the job first found is the one waited for, whatever runs after it"
+# A daemon that answers as the real one would once job 1 is cancelled
+# and job 2 (switched long ago) is the newest: the wait must end in
+# failure, not in job 2's switch.
+"$PYTHON" - "$TESTDIR/fake.sock" <<-'PY' &
+	import json, socket, sys
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	s.bind(sys.argv[1])
+	s.listen(8)
+	first = True
+	while True:
+	    c, _ = s.accept()
+	    req = json.loads(c.makefile().readline())
+	    if req["command"] != "status":
+	        rep = {"version": 1, "ok": False, "error": "not here"}
+	    elif first:
+	        rep = {"version": 1, "ok": True, "job": 1, "state": "copying", "error": None}
+	        first = False
+	    elif req.get("job") == 1:
+	        rep = {"version": 1, "ok": True, "job": 1, "state": "cancelled", "error": None}
+	    else:
+	        rep = {"version": 1, "ok": True, "job": 2, "state": "switched", "error": None}
+	    c.sendall((json.dumps(rep) + "\n").encode())
+	    c.close()
+PY
+track_bg $!
+for _ in $(seq 100); do [[ -S "$TESTDIR/fake.sock" ]] && break; sleep 0.05; done
+cli "$MIRRORFS_STATUS" --socket "$TESTDIR/fake.sock" --wait switched --timeout 10 "$MNT"
+assert_eq 1 "$CLI_RC" "--wait switched when the job found first is cancelled: exit status ($CLI_ERR)"
+assert_contains "$CLI_ERR" "cancelled" "--wait's message"
 
 log "status: --follow --job prints that job's events only"
 T7="$TESTDIR/t7"
