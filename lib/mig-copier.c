@@ -98,7 +98,7 @@ typedef struct {
 	uint64_t rest_use;     /* guest_use() as it began */
 	uint64_t last_use;     /* guest_use() after the last chunk */
 	bool guest_busy;       /* during the last chunk: no growing chunks */
-	gint64 window_start;   /* the speed limit's window, since the limit last changed */
+	gint64 window_start;   /* the speed limit's window: since the limit changed, or a pause */
 	uint64_t window_bytes; /* copied in the window */
 	uint64_t speed_bps;    /* the limit the window counts under */
 	gint64 writeback_due;
@@ -193,6 +193,11 @@ static bool copier_may_go_on(Copier *c, MigState run)
 		gint64 rested = MAX(0, MIN(now, c->rest_from + c->rest_us) - c->rest_from);
 
 		mig->rested_us += rested;
+	}
+	/* The limit counts from the resume: a pause's idle time is no credit. */
+	if (paused) {
+		c->window_start = now;
+		c->window_bytes = 0;
 	}
 	go_on = mig->state == run;
 	mfs_mutex_unlock(&mig->lock);

@@ -590,6 +590,38 @@ START_TEST(test_control_refuses_what_makes_no_sense)
 }
 END_TEST
 
+/*
+ * A pause lends the copier no speed: after it the limit counts from the
+ * resume, not from before the pause (whose idle time once let the copier
+ * copy that much flat out).
+ */
+START_TEST(test_a_pause_lends_no_speed)
+{
+	const uint64_t speed = 64 << 10;
+	MfsMigStatus st;
+	uint64_t left;
+	gint64 t0, took;
+
+	start(&(MfsMigOptions){.manual_switch = true, .speed_bps = speed});
+	ck_assert_int_eq(mfs_migration_pause(fs, NULL), 0);
+	/* Not a race: the time a pause lasts is what the old window lent. */
+	g_usleep(1500 * 1000);
+	mfs_migration_status(fs, NULL, &st);
+	left = st.bytes_total - st.bytes_copied;
+	mfs_migration_status_clear(&st);
+	ck_assert_uint_gt(left, 2 * speed);
+	t0 = g_get_monotonic_time();
+	ck_assert_int_eq(mfs_migration_resume(fs, NULL), 0);
+	wait_for(MFS_MIG_MIRRORED);
+	took = g_get_monotonic_time() - t0;
+	ck_assert_msg(took >= (gint64)(left * G_USEC_PER_SEC / speed) * 8 / 10,
+	              "%" G_GUINT64_FORMAT " bytes at %" G_GUINT64_FORMAT " B/s in %.2f s", left,
+	              speed, took / 1e6);
+	ck_assert_int_eq(mfs_migration_cancel(fs, NULL), 0);
+	wait_for(MFS_MIG_CANCELLED);
+}
+END_TEST
+
 /* The copier held in its hook after its first chunk until the test lets it go. */
 typedef struct {
 	MfsMutex lock; /* pthreads: ThreadSanitizer sees them (lock.h) */
@@ -1071,6 +1103,7 @@ static Suite *migration_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_tree_is_copied_and_switched);
+	tcase_add_test(tc, test_a_pause_lends_no_speed);
 	tcase_add_test(tc, test_switch_repoints_open_handles);
 	tcase_add_test(tc, test_changes_during_copy_are_mirrored);
 	tcase_add_test(tc, test_times_of_every_object);
