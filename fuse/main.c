@@ -629,8 +629,9 @@ int main(int argc, char *argv[])
 			g_warning("cannot start the thread that reports refused stops: %s",
 			          g_strerror(-err));
 	}
-	control_server_run(control);
+	/* Before the control server: a start it takes launches its own copier. */
 	mfs_migration_launch(daemon.fs);
+	control_server_run(control);
 	g_message("serving %s on %s; control socket %s", served, mountpoint, control_path);
 	{
 		/* Under systemd (Type=notify): units ordered after ours may start now. */
