@@ -36,3 +36,13 @@ io() {
 	[[ "$out" != *rror* && "$out" != *failed* ]] || fail "qemu-io $* on $name:"$'\n'"$out"
 }
 holds() { ls -l /proc/"${QSD_PID[$1]}"/fd | grep -qF -- "-> $2"; }
+# two_vms DIR MIB: images vmA.raw and vmB.raw of MIB MiB in DIR, each held
+# by its QEMU (qsd vmA, vmB), which wrote its first MiB (0x41, 0x42).
+two_vms() {
+	head -c $(($2 << 20)) /dev/urandom >"$1/vmA.raw"
+	head -c $(($2 << 20)) /dev/urandom >"$1/vmB.raw"
+	qsd vmA "$1/vmA.raw"
+	qsd vmB "$1/vmB.raw"
+	io vmA 'write -P 0x41 0 1M'
+	io vmB 'write -P 0x42 0 1M'
+}

@@ -337,12 +337,7 @@ DIR="$TESTDIR/vms"
 TA="$TESTDIR/ta"
 TB="$TESTDIR/tb"
 mkdir "$DIR" "$TA" "$TB"
-head -c $((8 << 20)) /dev/urandom >"$DIR/vmA.raw"
-head -c $((8 << 20)) /dev/urandom >"$DIR/vmB.raw"
-qsd vmA "$DIR/vmA.raw"
-qsd vmB "$DIR/vmB.raw"
-io vmA 'write -P 0x41 0 1M'
-io vmB 'write -P 0x42 0 1M'
+two_vms "$DIR" 8
 mount_mfs "$DIR" "$DIR"
 expect_cli "adopt vmA" 0 "adopted 1 file" "$MIRRORFSCTL" "$DIR" adopt --qmp "$TESTDIR/vmA.qmp"
 ctl "$DIR" start "$TA" --only vmA.raw --switch manual

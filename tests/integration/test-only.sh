@@ -349,12 +349,7 @@ require_cmd qemu-storage-daemon qemu-io
 DIR="$TESTDIR/vms"
 TGT="$TESTDIR/vms-tgt"
 mkdir "$DIR" "$TGT"
-head -c $((16 << 20)) /dev/urandom >"$DIR/vmA.raw"
-head -c $((16 << 20)) /dev/urandom >"$DIR/vmB.raw"
-qsd vmA "$DIR/vmA.raw"
-qsd vmB "$DIR/vmB.raw"
-io vmA 'write -P 0x41 0 1M'
-io vmB 'write -P 0x42 0 1M'
+two_vms "$DIR" 16
 mount_mfs "$DIR" "$DIR"
 expect_cli "--only vmA.raw while vmA writes beside the mount" 1 "holds $DIR/vmA.raw open for writing beside the mount" \
 	"$MIRRORFSCTL" "$DIR" start "$TGT" --only vmA.raw
