@@ -9,6 +9,8 @@
 
 /* A name, or any text that may hold one: its bytes escaped (mfs_escape_name()). */
 void control_add_name(JsonBuilder *b, const char *name);
+/* A job's number, or null for none (0). */
+void control_add_job_id(JsonBuilder *b, unsigned id);
 /*
  * The status's members: the mount (what it serves, the placements, the
  * transport), the job @job names (NULL: the one running, or the newest),

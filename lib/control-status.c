@@ -29,6 +29,23 @@ void control_add_name(JsonBuilder *b, const char *name)
 	json_builder_add_string_value(b, escaped);
 }
 
+/* A name, or null when there is none. */
+static void add_name_or_null(JsonBuilder *b, const char *name)
+{
+	if (name)
+		control_add_name(b, name);
+	else
+		json_builder_add_null_value(b);
+}
+
+void control_add_job_id(JsonBuilder *b, unsigned id)
+{
+	if (id)
+		json_builder_add_int_value(b, id);
+	else
+		json_builder_add_null_value(b);
+}
+
 /* The verify pass: null when not asked for (mirrorfs-status(1)). */
 static void add_verify(JsonBuilder *b, const MfsMigStatus *st)
 {
@@ -51,10 +68,7 @@ static void add_verify(JsonBuilder *b, const MfsMigStatus *st)
 	json_builder_set_member_name(b, "differences");
 	json_builder_add_int_value(b, st->mismatches);
 	json_builder_set_member_name(b, "first");
-	if (st->mismatch)
-		control_add_name(b, st->mismatch);
-	else
-		json_builder_add_null_value(b);
+	add_name_or_null(b, st->mismatch);
 	json_builder_end_object(b);
 }
 
@@ -64,19 +78,13 @@ static void add_verify(JsonBuilder *b, const MfsMigStatus *st)
 static void add_job_members(JsonBuilder *b, const MfsMigStatus *st)
 {
 	MEMBER("job");
-	if (st->id)
-		json_builder_add_int_value(b, st->id);
-	else
-		json_builder_add_null_value(b);
+	control_add_job_id(b, st->id);
 	MEMBER("state");
 	json_builder_add_string_value(b, mfs_mig_status_name(st->state, st->paused, st->held));
 	MEMBER("source");
 	control_add_name(b, st->source);
 	MEMBER("target");
-	if (st->target)
-		control_add_name(b, st->target);
-	else
-		json_builder_add_null_value(b);
+	add_name_or_null(b, st->target);
 	MEMBER("only");
 	if (st->only) {
 		json_builder_begin_array(b);
@@ -121,10 +129,7 @@ static void add_job_members(JsonBuilder *b, const MfsMigStatus *st)
 	else
 		json_builder_add_null_value(b);
 	MEMBER("error");
-	if (st->error)
-		control_add_name(b, st->error);
-	else
-		json_builder_add_null_value(b);
+	add_name_or_null(b, st->error);
 	MEMBER("files");
 	json_builder_begin_array(b);
 	for (unsigned i = 0; i < st->n_files; i++) {

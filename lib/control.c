@@ -457,10 +457,7 @@ static char *reply_events(Mfs *fs, const char *job, int64_t *follow_from)
 	json_builder_set_member_name(b, "seq");
 	json_builder_add_int_value(b, (gint64)last);
 	json_builder_set_member_name(b, "job");
-	if (st.id)
-		json_builder_add_int_value(b, st.id);
-	else
-		json_builder_add_null_value(b);
+	control_add_job_id(b, st.id);
 	json_builder_set_member_name(b, "time");
 	json_builder_add_double_value(b, g_get_real_time() / 1e6);
 	json_builder_set_member_name(b, "state");

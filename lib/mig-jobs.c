@@ -34,8 +34,9 @@ static bool names_job(Migration *mig, const char *job, const char *real)
 	return strcmp(job, mig->target) == 0 || (real && strcmp(real, mig->target) == 0);
 }
 
-int mig_select_in(GPtrArray *jobs, const char *job, Migration **out)
+int mig_select(Mfs *fs, const char *job, Migration **out)
 {
+	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
 	g_autofree char *real = job && g_path_is_absolute(job) ? realpath(job, NULL) : NULL;
 	Migration *live = NULL, *last = NULL;
 	unsigned n_live = 0;
@@ -59,13 +60,6 @@ int mig_select_in(GPtrArray *jobs, const char *job, Migration **out)
 	if (n_live > 1)
 		return -ENOTUNIQ;
 	return *out ? 0 : -ENOENT;
-}
-
-int mig_select(Mfs *fs, const char *job, Migration **out)
-{
-	g_autoptr(GPtrArray) jobs = mfs_jobs(fs);
-
-	return mig_select_in(jobs, job, out);
 }
 
 /*

@@ -131,11 +131,10 @@ struct Migration {
 /* migration.c */
 void mig_hook(Migration *mig, const char *point);
 /*
- * mig-jobs.c: the job @job names (migration.h) among the kept @jobs, or the tree's:
+ * mig-jobs.c: the job @job names (migration.h) among the tree's kept jobs:
  * 0, or -ENOENT (none kept), -ESRCH (@job names none), -ENOTUNIQ (@job
  * NULL, several live: *@out is then the newest of them).
  */
-int mig_select_in(GPtrArray *jobs, const char *job, Migration **out);
 int mig_select(Mfs *fs, const char *job, Migration **out);
 /* The next job's number (mig-jobs.c). */
 unsigned mig_next_job_id(void);
