@@ -511,9 +511,16 @@ static gpointer migration_thread(gpointer data)
 	/* Before "switched" is announced, so that whoever waits for it finds it done. */
 	if (mig->delete_source && !mig->keep_source)
 		mig_delete_source(mig);
-	/* The last of the source the daemon held: the old disk can go now. */
+	/*
+	 * The last of the source the daemon held: the old disk can go now.
+	 * The tree holds the target by descriptors of its own (the served
+	 * root, the placements): the job, kept for its status, lets go of
+	 * it, or a move on from here could not unmount it.
+	 */
 	close(mig->old_root_fd);
 	mig->old_root_fd = -1;
+	close(mig->dst_root_fd);
+	mig->dst_root_fd = -1;
 	mig_set_state(mig, MIG_COMMITTED, MIG_SWITCHED);
 	return NULL;
 

@@ -11,7 +11,10 @@
 #     do not make the switch fail, and keep working;
 #   - once switched, the daemon holds nothing of the source, even with
 #     files still open through the mount: the old disk (a tmpfs here)
-#     unmounts, and those files go on, on the target.
+#     unmounts, and those files go on, on the target;
+#   - moved on again, to a third disk, the daemon holds nothing of the
+#     second either: the interim disk (a tmpfs too) unmounts, though the
+#     job that moved onto it is kept for its status.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib-migration.sh"
@@ -22,10 +25,13 @@ require_cmd strace
 SRC="$TESTDIR/src"
 DST="$TESTDIR/dst"
 MNT="$TESTDIR/mnt"
-mkdir "$SRC" "$DST" "$MNT"
-# The old disk, to be retired at the end.
+NEXT="$TESTDIR/next"
+mkdir "$SRC" "$DST" "$MNT" "$NEXT"
+# The old disk, to be retired at the end, and the interim one.
 mount -t tmpfs -o size=64m tmpfs "$SRC" || skip "cannot mount a tmpfs"
 track_mount "$SRC"
+mount -t tmpfs -o size=64m tmpfs "$DST" || skip "cannot mount a tmpfs"
+track_mount "$DST"
 mkdir "$SRC/sub"
 head -c $((2 << 20)) /dev/urandom >"$SRC/img1"
 echo a >"$SRC/sub/a"
@@ -100,4 +106,14 @@ exec 3>&-
 assert_eq NEW "$(head -c 3 "$DST/img1")" "a write through the open image, after the old disk went"
 exec 4>&-
 kill "$CWD_PID" 2>/dev/null || true
+
+# On to a third disk, the image open through the mount all along: the
+# interim disk unmounts too.
+exec 3<>"$MNT/img1"
+ctl "$MNT" start "$NEXT"
+wait_switched "$DST" "$MNT"
+umount "$DST" || fail "the interim disk is still busy after the second switch: $(fuser -vm "$DST" 2>&1)"
+printf 'NEXT' >&3
+exec 3>&-
+assert_eq NEXT "$(head -c 4 "$NEXT/img1")" "a write through the open image, after the interim disk went"
 umount_mfs "$MNT"
