@@ -28,6 +28,10 @@
  *   5. MirrorFile.lock: a leaf.  Held across no I/O; a MirrorFile's hooks
  *      and error handler are called without it.
  *
+ * Migration.job_lock, the job's record in the source, is held across the
+ * record's write: taken with none of 3-5 held (the switch takes it in its
+ * stun, after 1 and 2); only 4 is taken under it.
+ *
  * CopyQueue.lock (copy-queue.c) is a leaf too: taken with none of 1-5
  * held, held across no job, and no lock is taken under it.
  *

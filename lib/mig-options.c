@@ -173,11 +173,13 @@ int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t val
 	return ret;
 }
 
-static const char *const job_flags[] = {"delete_source", "overwrite", "no_clone", "verify"};
+static const char *const job_flags[] = {"delete_source", "overwrite", "no_clone", "verify",
+                                        "paused"};
 
 static bool *job_flag(MfsMigOptions *opts, size_t i)
 {
-	bool *flags[] = {&opts->delete_source, &opts->overwrite, &opts->no_clone, &opts->verify};
+	bool *flags[] = {&opts->delete_source, &opts->overwrite, &opts->no_clone, &opts->verify,
+	                 &opts->paused};
 
 	return flags[i];
 }

@@ -62,8 +62,9 @@ int mfs_mig_option_set_number(MfsMigOptions *opts, const char *name, int64_t val
 
 /*
  * The options as a job's record keeps them (Journal.job: "name=value", the
- * valued options by their names above, and the flags delete_source,
- * overwrite and no_clone, and a per-VM job's "only"), and back.
+ * valued options by their names above, the flags delete_source,
+ * overwrite, no_clone, verify and paused, and a per-VM job's "only"), and
+ * back.
  * from_job() parses each by its rule and refuses what is not one of
  * them; @opts keeps its target, and its "only" is the caller's to
  * g_strfreev().

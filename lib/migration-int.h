@@ -11,6 +11,7 @@
  *   mig-copier.c    the copier: chunk after chunk, paced for the guest
  *   mig-switch.c    the switch: flush, stun, journal, repoint, resume
  *   mig-resume.c    the copy's checkpoints, and resuming from them after a restart
+ *   mig-record.c    the job's record in the source, and the jobs it starts again
  *
  * They reach the served tree only through mfs-job.h.  Locks: lock.h.
  */
@@ -87,7 +88,7 @@ struct Migration {
 	bool ckpt_inherited;
 	bool ckpt_failed;      /* protected by ckpt_lock: said once */
 	gint ckpt_names_moved; /* atomic: a mirrored rename or unlink since the last flush */
-	MfsMutex job_lock;  /* the source's record of the job: one writer at a time */
+	MfsMutex job_lock;     /* the source's record of the job: one writer at a time (lock.h) */
 	char **job; /* protected by job_lock: the options, as the source's record keeps them */
 	char *record;       /* the name of that record in the source's root (journal.h) */
 	bool job_forgotten; /* protected by job_lock: the record is gone for good */
@@ -181,7 +182,7 @@ int mig_check_beside_jobs(Mfs *fs, Migration *mig, const char *target, char **er
  * Whether @mig may start beside the jobs the source records that do not
  * run (they did not resume): none shares an entry with it, nor is of the
  * whole tree while it is per-VM or the reverse; a record into @target is
- * its own, given again.  Frozen (mig-resume.c).
+ * its own, given again.  Frozen (mig-record.c).
  */
 int mig_check_beside_records(Mfs *fs, Migration *mig, const char *target, char **error);
 int mig_check_target(Mfs *fs, Migration *mig, const MfsMigOptions *opts, bool *fresh, char **error);
@@ -255,12 +256,17 @@ void mig_checkpoints_remove(Migration *mig);
  * both sides of every file and record them all, durably, as unchanged.
  */
 void mig_checkpoint_final(Migration *mig);
+/* mig-record.c */
 /* Record the job in the source, where a restarted daemon finds it (Journal "migrating"). */
 void mig_job_record(Migration *mig);
 /* An option changed (speed, guest_share): the record keeps the new value. */
 void mig_job_set(Migration *mig, const char *name, uint64_t value);
+/* Paused or resumed by the operator: the record says which, so that a restart keeps it. */
+void mig_job_record_pause(Migration *mig);
 /* The job ended short of a switch (cancelled, failed): its record goes, for good. */
 void mig_job_forget(Migration *mig);
+/* Does the source record a job into @target, paused when the daemon stopped? */
+bool mig_recorded_paused(Mfs *fs, const char *target);
 
 /*
  * mig-copier.c: copy every file, pass after pass until one finds every

@@ -208,6 +208,7 @@ int mfs_migration_start(Mfs *fs, const MfsMigOptions *opts, char **error)
 int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error)
 {
 	g_autoptr(GPtrArray) ended = NULL;
+	MfsMigOptions recorded = *opts;
 	Migration *mig;
 	struct stat st;
 	bool fresh = true;
@@ -229,7 +230,9 @@ int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error
 	mig->guest_share = opts->guest_share;
 	mig->checkpoint_bytes =
 	    opts->checkpoint_bytes ? opts->checkpoint_bytes : MFS_DEFAULT_CHECKPOINT;
-	mig->job = mfs_mig_options_to_job(opts);
+	/* The same job given again at a restart (-o target=): a pause its record kept holds. */
+	recorded.paused = opts->paused || (opts->resume && mig_recorded_paused(fs, opts->target));
+	mig->job = mfs_mig_options_to_job(&recorded);
 	mig->only = opts->only ? g_strdupv(opts->only) : NULL;
 
 	/*
@@ -290,6 +293,9 @@ int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error
 	if (ret < 0)
 		goto out_cleanup;
 	mfs_test_crash_point("walked");
+	/* Nobody sees the job yet: a pause its record kept holds from the start. */
+	if (recorded.paused)
+		mig->state = MIG_PAUSED;
 	mig_checkpoints_begin(mig);
 	mig->record = mig->only ? journal_job_record_name(mig->target) : g_strdup(MFS_JOURNAL_NAME);
 	mig_job_record(mig);
@@ -313,7 +319,10 @@ int mig_start(Mfs *fs, const MfsMigOptions *opts, bool from_record, char **error
 	for (guint i = 0; i < ended->len; i++)
 		migration_free(g_ptr_array_index(ended, i));
 
-	mig_state_event(mig, MIG_COPYING);
+	mig_state_event(mig, recorded.paused ? MIG_PAUSED : MIG_COPYING);
+	if (recorded.paused)
+		g_message("migration %s -> %s: paused, as it was left (mirrorfsctl resume goes on)",
+		          mig->source, mig->target);
 	if (!opts->defer_thread)
 		mig->thread = mfs_thread_new("mirrorfs-copier", migration_thread, mig);
 	return 0;
@@ -566,9 +575,11 @@ static int request_job(Migration *mig, MigRequest r, uint64_t arg)
 	if (ret == 0 && (r == MIG_REQ_PAUSE || r == MIG_REQ_RESUME))
 		mig_event(mig, MFS_MIG_EVENT_STATE, r == MIG_REQ_PAUSE ? "paused" : "copying", NULL,
 		          -1, NULL);
-	/* A restart resumes the job with the limits the operator set last. */
+	/* A restart resumes the job with the limits the operator set last, paused if it was. */
 	if (ret == 0 && (r == MIG_REQ_SPEED || r == MIG_REQ_GUEST_SHARE))
 		mig_job_set(mig, r == MIG_REQ_SPEED ? "speed" : "guest_share", arg);
+	if (ret == 0 && (r == MIG_REQ_PAUSE || r == MIG_REQ_RESUME))
+		mig_job_record_pause(mig);
 	return ret;
 }
 

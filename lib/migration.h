@@ -123,6 +123,11 @@ typedef struct {
 	 * (paced as the copier is); a difference refuses the switch.
 	 */
 	bool verify;
+	/*
+	 * The copier starts paused (mfs_migration_resume() starts it): a
+	 * pause the job's record kept, so that a restart keeps it too.
+	 */
+	bool paused;
 	bool defer_thread;    /* start copying at mfs_migration_launch() */
 	/*
 	 * Trust the checkpoints of an earlier run found in the target: only

@@ -18,15 +18,18 @@
 #           acknowledged write, before and after the switch.  Before two
 #           of the kills the copier is paused (the guest writes on), so
 #           that what it had copied is known exactly: the restart must
-#           copy again at most one checkpoint interval and a chunk of it.
-#           Prints what each restart copied again.
+#           copy again at most one checkpoint interval and a chunk of it,
+#           and keep the operator's pause (the same command line starts
+#           the job paused, until resumed).  Prints what each restart
+#           copied again.
 #   job     a migration started over the control socket (mirrorfsctl start
 #           --speed --switch manual --checkpoint), its speed changed by
 #           the operator, then kill -9 during the copy: the daemon started
 #           again without any migration option resumes it by itself, from
-#           its checkpoints, with the operator's last speed and the manual
-#           switch (it stays mirrored until asked); a switch then completes
-#           and holds every acknowledged write.  Without the source's
+#           its checkpoints, with the operator's last speed, the manual
+#           switch (it stays mirrored until asked) and the pause made just
+#           before the kill; resumed, a switch then completes and holds
+#           every acknowledged write.  Without the source's
 #           record of the job the restart would serve and copy nothing.
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -138,6 +141,11 @@ section_kills() {
 		writer_stop
 		mount_mfs "$SRC" "$MNT" -o "$opts"
 		writer_start "$MNT/img.raw" "$LOG"
+		if ((i % 2 == 0)); then
+			# The pause was the operator's: the restart keeps it.
+			assert_eq paused "$(status_field "$MNT" state)" "kill $i: the job paused before it"
+			ctl "$MNT" resume
+		fi
 		got="$(status_field "$MNT" bytes_resumed)"
 		((got > 0)) || fail "kill $i: the restart resumed nothing"
 		again=$((before > got ? before - got : 0))
@@ -170,6 +178,7 @@ section_job() {
 		[[ "$(status_field "$MNT" state)" == copying ]] || fail "the copy ended before the kill"
 		sleep 0.05
 	done
+	ctl "$MNT" pause
 	kill9 "$MNT"
 	writer_stop
 	assert_eq migrating "$(journal_state "$SRC")" "the source's record of the job"
@@ -179,9 +188,12 @@ section_job() {
 	assert_contains "$(cat "$(daemon_log "$MNT")")" "resuming the migration recorded" "daemon log"
 	assert_eq "$DST" "$(status_path "$MNT" target)" "the resumed job's target"
 	assert_eq $((12 * MiB)) "$(status_field "$MNT" speed_bps)" "the resumed job's speed"
+	assert_eq paused "$(status_field "$MNT" state)" "the resumed job, paused before the kill"
+	assert_contains "$(cat "$(daemon_log "$MNT")")" "paused, as it was left" "daemon log"
 	resumed="$(status_field "$MNT" bytes_resumed)"
 	((resumed >= 16 * MiB)) || fail "the resumed job trusts only $resumed bytes of its copy"
 	log "job: resumed with $((resumed / MiB)) MiB of the copy trusted"
+	ctl "$MNT" resume
 	ctl "$MNT" speed 0
 	wait_status_state "$MNT" mirrored 120
 	# switch=manual came back with the job: it waits for the operator.

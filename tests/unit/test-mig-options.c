@@ -240,6 +240,34 @@ START_TEST(test_only_in_the_record)
 }
 END_TEST
 
+/* Each flag the record keeps comes back, alone: none is lost, none sets another. */
+START_TEST(test_flags_in_the_record)
+{
+	MfsMigOptions opts;
+	bool *flags[] = {&opts.delete_source, &opts.overwrite, &opts.no_clone, &opts.verify,
+	                 &opts.paused};
+
+	for (size_t i = 0; i < G_N_ELEMENTS(flags); i++) {
+		g_auto(GStrv) job = NULL;
+		g_autofree char *error = NULL;
+		MfsMigOptions back;
+		bool *back_flags[] = {&back.delete_source, &back.overwrite, &back.no_clone,
+		                      &back.verify, &back.paused};
+
+		mfs_mig_options_init(&opts);
+		opts.target = "/t";
+		*flags[i] = true;
+		job = mfs_mig_options_to_job(&opts);
+		mfs_mig_options_init(&back);
+		back.target = "/t";
+		ck_assert_int_eq(mfs_mig_options_from_job(&back, job, &error), 0);
+		for (size_t k = 0; k < G_N_ELEMENTS(back_flags); k++)
+			ck_assert_msg(*back_flags[k] == (k == i),
+			              "flag %zu set, flag %zu came back %d", i, k, *back_flags[k]);
+	}
+}
+END_TEST
+
 START_TEST(test_only_names)
 {
 	const char *good[][2] = {{"vm1.qcow2", "vm1.qcow2"},
@@ -291,6 +319,7 @@ int main(void)
 	tcase_add_test(tc, test_check_the_whole);
 	tcase_add_test(tc, test_specs);
 	tcase_add_test(tc, test_only_in_the_record);
+	tcase_add_test(tc, test_flags_in_the_record);
 	tcase_add_test(tc, test_only_names);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
