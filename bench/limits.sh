@@ -92,7 +92,7 @@ fio_read() {
 for qd in 1 4 16; do
 	read -r nbw nlat <<<"$(fio_read "$work/src/disk.img" "$qd")"
 	read -r mbw mlat <<<"$(fio_read "$work/mnt/disk.img" "$qd")"
-	printf 'iodepth %-2s native %5s MiB/s %5s µs; mirrorfs %5s MiB/s %5s µs (%s×, +%s µs a request)\n' \
+	printf 'iodepth %-2s native %5s MiB/s %5s µs; mirrorfs %5s MiB/s %5s µs (%s×, %+d µs a request)\n' \
 		"$qd" "$nbw" "$nlat" "$mbw" "$mlat" "$(python3 -c "print(f'{$mbw / $nbw:.2f}')")" \
 		"$((mlat - nlat))"
 done
