@@ -97,7 +97,8 @@ void mig_job_set(Migration *mig, const char *name, uint64_t value)
 
 void mig_job_record_pause(Migration *mig)
 {
-	GPtrArray *job = g_ptr_array_new();
+	g_autofree char *why = NULL;
+	MfsMigOptions opts;
 	bool paused;
 
 	mfs_mutex_lock(&mig->job_lock);
@@ -110,19 +111,19 @@ void mig_job_record_pause(Migration *mig)
 	mfs_mutex_lock(&mig->lock);
 	paused = mig->state == MIG_PAUSED && !mig->held;
 	mfs_mutex_unlock(&mig->lock);
-	for (char **o = mig->job; o && *o; o++) {
-		if (strcmp(*o, "paused=1") ==
-		    0) /* the flag, as mfs_mig_options_to_job() writes it */
-			g_free(*o);
-		else
-			g_ptr_array_add(job, *o);
+	/* The record's options read back by the rule that wrote them, the pause set, written again. */
+	mfs_mig_options_init(&opts);
+	opts.target = mig->target;
+	if (mfs_mig_options_from_job(&opts, mig->job, &why) == 0) {
+		opts.paused = paused;
+		g_strfreev(mig->job);
+		mig->job = mfs_mig_options_to_job(&opts);
+		g_strfreev(opts.only);
+		job_record_locked(mig, true);
+	} else {
+		g_warning("migration %s -> %s: cannot record the %s: %s", mig->source, mig->target,
+		          paused ? "pause" : "resume", why);
 	}
-	if (paused)
-		g_ptr_array_add(job, g_strdup("paused=1"));
-	g_ptr_array_add(job, NULL);
-	g_free(mig->job);
-	mig->job = (char **)g_ptr_array_free(job, FALSE);
-	job_record_locked(mig, true);
 	mfs_mutex_unlock(&mig->job_lock);
 }
 
