@@ -149,7 +149,6 @@ while ((SECONDS - T0 < SOAK_SECONDS - 15)); do
 	RSS+=("$(vm_rss "$DPID")")
 	HWM+=("$(vm_hwm "$DPID")")
 	FDS+=("$(find "/proc/$DPID/fd" -mindepth 1 | wc -l)")
-	SERVING="$(serving_threads "$DPID")"
 	log "cycle $cycle: -> $(basename "$other") in $((SECONDS - tc)) s, stun $stun ms;" \
 		"daemon RSS ${RSS[-1]} KiB, peak ${HWM[-1]} KiB, ${FDS[-1]} fds"
 done
@@ -173,6 +172,8 @@ r = sum(j["read"]["io_bytes"] for j in jobs)
 print(f"writers: {len(jobs)} jobs, {w / 2**20:.0f} MiB written, {r / 2**20:.0f} MiB verified")
 EOF
 same_trees "$served" "$MNT" "at the end"
+# Counted once, the daemon still up: the loop's workers and the rings' threads start with the mount.
+SERVING="$(serving_threads "$DPID")"
 umount_mfs "$MNT"
 
 log "$cycle cycles in $((SECONDS - T0)) s; daemon RSS ${RSS[1]} -> ${RSS[-1]} KiB, peak ${HWM[-1]} KiB, fds ${FDS[1]} -> ${FDS[-1]}"
